@@ -1,0 +1,1 @@
+"""Client-side logic per method (pure torch, no Flower imports)."""

@@ -1,0 +1,131 @@
+"""Local work shared by all methods: data batches, the train loop, evaluation.
+
+Pure torch: a client is built from its data and the run config, gets tensors and a
+config dict, and returns a ``Reply``. ``simulations/client_app.py`` turns Flower
+messages into these calls, so every client can be tested without Flower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from datasets.registry import ArrayDataset
+from models import build_model
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class ClientData:
+    """One client's partition: a local train split and a local test split."""
+
+    partition_id: int
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+@dataclass
+class Reply:
+    """What a client sends back (``arrays`` by record name, ``metrics``) and keeps."""
+
+    arrays: dict[str, Tensors]
+    metrics: dict[str, float]
+    keep: dict[str, Tensors] = field(default_factory=dict)
+
+
+def batches(
+    data: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches; tensor datasets are sliced directly (no per-item collation)."""
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(data, ArrayDataset):
+        order = torch.randperm(len(data), generator=gen) if shuffle else torch.arange(len(data))
+        for idx in order.split(batch_size):
+            yield data[idx]
+        return
+    yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+def device_of(cfg: dict) -> torch.device:
+    """``device`` key: ``auto`` takes the GPU Ray gave this actor, if any."""
+    name = str(cfg.get("device", "auto"))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``data``."""
+    model.eval().to(device)
+    loss, correct, n = 0.0, 0, 0
+    for x, y in batches(data, batch_size):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        n += len(y)
+    return {"loss": loss / max(n, 1), "accuracy": correct / max(n, 1), "num-examples": n}
+
+
+class Client:
+    """FedAvg's client: SGD on cross-entropy for ``local-epochs``; methods subclass it.
+
+    A subclass usually overrides only ``extra_loss`` (a term added to the
+    cross-entropy, e.g. FedProx's proximal term) or ``train``/``evaluate`` as a whole.
+    """
+
+    def __init__(self, cfg: dict, data: ClientData):
+        self.cfg, self.data = cfg, data
+        self.device = device_of(cfg)
+        self.model = build_model(cfg["model"], data.num_classes, data.input_shape).to(self.device)
+
+    def set_weights(self, weights: Tensors) -> None:
+        self.model.load_state_dict(weights)
+
+    def extra_loss(self, model: nn.Module, global_weights: Tensors) -> torch.Tensor | float:
+        return 0.0
+
+    def seed(self, server_round: int) -> int:
+        """Per (run seed, round, client) seed: same run, same batches."""
+        return int(np.random.SeedSequence([int(self.cfg["seed"]), server_round, self.data.partition_id]).generate_state(1)[0])
+
+    def train(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> Reply:
+        weights = arrays["arrays"]
+        self.set_weights(weights)
+        global_weights = {k: v.detach().to(self.device) for k, v in weights.items()}
+        seed = self.seed(int(config.get("server-round", 0)))
+        torch.manual_seed(seed)
+        model = self.model.train()
+        opt = torch.optim.SGD(
+            model.parameters(),
+            lr=float(self.cfg["lr"]),
+            momentum=float(self.cfg["momentum"]),
+            weight_decay=float(self.cfg["weight-decay"]),
+        )
+        total, steps = 0.0, 0
+        for epoch in range(int(self.cfg["local-epochs"])):
+            for x, y in batches(self.data.train, int(self.cfg["batch-size"]), True, seed + epoch):
+                x, y = x.to(self.device), y.to(self.device)
+                loss = F.cross_entropy(model(x), y) + self.extra_loss(model, global_weights)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, steps = total + loss.item(), steps + 1
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        metrics = {"train-loss": total / max(steps, 1), "num-examples": len(self.data.train)}
+        return Reply({"arrays": state}, metrics)
+
+    def evaluate(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> dict[str, float]:
+        """Accuracy of the received model on this client's local test split."""
+        self.set_weights(arrays["arrays"])
+        return evaluate(self.model, self.data.test, int(self.cfg["batch-size"]) * 4, self.device)

@@ -1,0 +1,6 @@
+"""Datasets: a registry of loaders (name -> DataBundle) and seeded partitioners."""
+
+from .registry import DATASETS, DataBundle, DataError, load_dataset
+from . import image_folder, offline, torchvision_sets  # noqa: E402,F401  (register loaders)
+
+__all__ = ["DATASETS", "DataBundle", "DataError", "load_dataset"]

@@ -1,0 +1,51 @@
+"""Model registry: ``build_model(name, num_classes, input_shape)``.
+
+Names: ``cnn`` (small CNN), ``resnet18`` (CIFAR-style), ``wrn-<depth>-<width>``
+(CIFAR-style WideResNet, e.g. ``wrn-40-2``), ``timm:<model>`` (any timm architecture,
+randomly initialized; pretrained frozen backbones live in ``models.backbones``).
+Our own models expose ``features`` (input -> penultimate vector) and ``classifier``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from torch import nn
+
+from .cnn import SmallCNN
+from .resnet import ResNet18, WideResNet
+
+
+class ModelError(ValueError):
+    """Unknown or malformed model name."""
+
+
+def _timm(name: str, num_classes: int, channels: int) -> nn.Module:
+    import timm
+
+    try:
+        net = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=channels)
+    except RuntimeError as err:  # timm: "Unknown model (...)"
+        raise ModelError(f"timm has no model '{name}': see timm.list_models()") from err
+    return net
+
+
+# Exact names, then patterns; each entry: (num_classes, channels, match) -> nn.Module.
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    r"cnn": lambda c, ch, m: SmallCNN(c, ch),
+    r"resnet18": lambda c, ch, m: ResNet18(c, ch),
+    r"wrn-(\d+)-(\d+)": lambda c, ch, m: WideResNet(c, int(m[1]), int(m[2]), ch),
+    r"timm:(.+)": lambda c, ch, m: _timm(m[1], c, ch),
+}
+
+
+def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """Instantiate the model ``name`` for ``num_classes`` and inputs ``input_shape``."""
+    for pattern, make in MODELS.items():
+        match = re.fullmatch(pattern, name)
+        if match:
+            return make(num_classes, input_shape[0], match)
+    raise ModelError(
+        f"unknown model '{name}': pass cnn, resnet18, wrn-<depth>-<width> or timm:<name>"
+    )

@@ -1,0 +1,1 @@
+"""Flower apps, the method registry, config, sweeps and the results writer."""

@@ -1,0 +1,83 @@
+"""ClientApp: load this node's partition and hand each message to the method's client.
+
+A node's partition comes from its node config (``partition-id``, ``num-partitions``):
+the simulation engine sets them, and real SuperNodes pass them with ``--node-config``.
+Partitions are computed (seeded) in every client process and cached there.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.base import ClientData
+from datasets import load_dataset
+from datasets.partition import partition, train_test_split
+from simulations.config import resolve
+from simulations.methods import METHODS
+
+app = ClientApp()
+
+PARTITION_KEYS = ("dataset", "data-root", "download", "partitioner", "alpha", "classes-per-client",
+                  "seed", "local-test-fraction")
+
+
+@functools.lru_cache(maxsize=8)
+def client_data(key: tuple, partition_id: int, num_partitions: int) -> ClientData:
+    """This client's train/test split; a pure function of the partition keys."""
+    opts = dict(zip(PARTITION_KEYS, key))
+    bundle = load_dataset(opts["dataset"], opts["data-root"], opts["download"])
+    parts = partition(opts["partitioner"], bundle.train_labels, num_partitions, int(opts["seed"]),
+                      alpha=opts["alpha"], **{"classes-per-client": opts["classes-per-client"]})
+    train_idx, test_idx = train_test_split(parts[partition_id], opts["local-test-fraction"],
+                                           int(opts["seed"]) * 100_003 + partition_id)
+    subset = bundle.train.subset
+    return ClientData(partition_id, subset(train_idx), subset(test_idx), bundle.num_classes, bundle.input_shape)
+
+
+def setup(context: Context):
+    """Resolved config, this node's data and the method's client."""
+    cfg = resolve(dict(context.run_config))
+    node = context.node_config
+    pid, n = int(node.get("partition-id", 0)), int(node.get("num-partitions", 1))
+    data = client_data(tuple(cfg[k] for k in PARTITION_KEYS), pid, n)
+    return cfg, METHODS[cfg["method"]].client(cfg, data)
+
+
+def tensors(content: RecordDict) -> dict[str, dict[str, torch.Tensor]]:
+    return {name: rec.to_torch_state_dict() for name, rec in content.array_records.items()}
+
+
+def config_of(msg: Message) -> dict:
+    rec = msg.content.config_records.get("config")
+    return dict(rec) if rec is not None else {}
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    node = context.node_config
+    metrics = MetricRecord({"partition-id": int(node.get("partition-id", 0)), "num-examples": 1})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    cfg, client = setup(context)
+    stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
+    reply = client.train(tensors(msg.content), config_of(msg), stored)
+    for name, values in reply.keep.items():
+        context.state[name] = ArrayRecord(values)
+    content = RecordDict({name: ArrayRecord(values) for name, values in reply.arrays.items()})
+    content["metrics"] = MetricRecord(reply.metrics)
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    cfg, client = setup(context)
+    stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
+    metrics = client.evaluate(tensors(msg.content), config_of(msg), stored)
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -1,0 +1,93 @@
+"""One config story: the keys of ``[tool.flwr.app.config]`` in pyproject.toml.
+
+``flwr run --run-config`` and sweep YAMLs use the same keys; ``resolve`` fills the
+defaults and ``validate`` rejects a bad value with one line that says what to pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+
+class ConfigError(ValueError):
+    """A run-config value that cannot be used."""
+
+
+@functools.lru_cache(maxsize=1)
+def defaults() -> dict:
+    """Default run config, read from pyproject.toml (the single source of truth)."""
+    with open(PYPROJECT, "rb") as f:
+        return dict(tomllib.load(f)["tool"]["flwr"]["app"]["config"])
+
+
+def resolve(overrides: dict) -> dict:
+    """Defaults updated with ``overrides``; unknown keys are an error."""
+    base = defaults()
+    unknown = sorted(set(overrides) - set(base))
+    if unknown:
+        raise ConfigError(f"unknown run-config key(s) {unknown}: see README's key table")
+    cfg = {**base, **overrides}
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: dict) -> None:
+    """Range and name checks that need no data and no Flower."""
+    from datasets.partition import PARTITIONERS
+    from datasets import DATASETS
+    from models import MODELS
+    from simulations.methods import METHODS
+
+    for key, default in defaults().items():
+        value = cfg[key]
+        if isinstance(default, bool):
+            _check(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)):
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value),
+                   f"{key} must be a number, got {value!r}")
+    _check(cfg["method"] in METHODS, f"unknown method '{cfg['method']}': pass one of {sorted(METHODS)}")
+    _check(cfg["dataset"] in DATASETS, f"unknown dataset '{cfg['dataset']}': pass one of {sorted(DATASETS)}")
+    _check(cfg["partitioner"] in PARTITIONERS,
+           f"unknown partitioner '{cfg['partitioner']}': pass one of {sorted(PARTITIONERS)}")
+    _check(any(re.fullmatch(p, cfg["model"]) for p in MODELS),
+           f"unknown model '{cfg['model']}': pass cnn, resnet18, wrn-<depth>-<width> or timm:<name>")
+    _check(cfg["alpha"] > 0, f"alpha must be > 0, got {cfg['alpha']}")
+    for key in ("fraction-train", "fraction-evaluate"):
+        _check(0 <= cfg[key] <= 1, f"{key} must be in [0, 1], got {cfg[key]}")
+    _check(0 <= cfg["local-test-fraction"] < 1, f"local-test-fraction must be in [0, 1), got {cfg['local-test-fraction']}")
+    for key in ("num-server-rounds", "batch-size", "classes-per-client", "min-train-nodes"):
+        _check(int(cfg[key]) == cfg[key] and cfg[key] >= 1, f"{key} must be an integer >= 1, got {cfg[key]}")
+    _check(cfg["local-epochs"] >= 0, f"local-epochs must be >= 0, got {cfg['local-epochs']}")
+    _check(cfg["lr"] > 0, f"lr must be > 0, got {cfg['lr']}")
+    _check(cfg["round-timeout"] > 0, f"round-timeout must be > 0, got {cfg['round-timeout']}")
+    _check(cfg["proximal-mu"] >= 0, f"proximal-mu must be >= 0, got {cfg['proximal-mu']}")
+    _check(cfg["device"] in ("auto", "cpu", "cuda") or cfg["device"].startswith("cuda:"),
+           f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (partitions and sampling take ``seed`` explicitly)."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def out_root(cfg: dict) -> Path:
+    """``out-dir`` as an absolute path (the ServerApp runs from an installed copy)."""
+    return Path(cfg["out-dir"]).expanduser().resolve()

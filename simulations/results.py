@@ -1,0 +1,84 @@
+"""The one results writer.
+
+A run writes ``<out-dir>/<run-name>/``: ``config.json`` (the resolved run config),
+``metrics.csv`` (one row per round: every run-config key, ``round``, the metrics;
+rewritten after each round so a killed run keeps what it had) and ``metrics.png``.
+A sweep concatenates its runs' ``metrics.csv`` into ``<out-dir>/results.csv`` and
+plots each metric against the round, one line per method (mean over seeds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+PLOTTED = ("accuracy", "personalized-accuracy", "loss", "round-seconds")
+
+
+class RunWriter:
+    """Collects one run's rows and keeps its folder up to date."""
+
+    def __init__(self, run_dir: Path, config: dict):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = dict(config)
+        self.rows: list[dict] = []
+        (self.dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
+
+    def add_row(self, metrics: dict) -> None:
+        self.rows.append({**self.config, **metrics})
+        frame = pd.DataFrame(self.rows)
+        tmp = self.dir / "metrics.csv.tmp"
+        frame.to_csv(tmp, index=False)
+        tmp.replace(self.dir / "metrics.csv")  # atomic: never a half-written file
+
+    def finish(self) -> None:
+        if self.rows:
+            plot(pd.DataFrame(self.rows), self.dir / "metrics.png", group="method")
+
+
+def plot(frame: pd.DataFrame, path: Path, group: str = "method") -> None:
+    """One panel per metric present, metric vs round, one line per ``group`` value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in PLOTTED if m in frame and frame[m].notna().any()]
+    if not metrics:
+        return
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        curves = frame.groupby([group, "round"])[metric].mean().dropna()
+        for name, curve in curves.groupby(level=0):
+            ax.plot(curve.index.get_level_values("round"), curve.values, marker="o", label=str(name))
+        ax.set_xlabel("round")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def collect(run_dirs: list[Path], out_dir: Path) -> pd.DataFrame:
+    """Concatenate runs' metrics.csv into results.csv and plot each metric."""
+    frames = [pd.read_csv(d / "metrics.csv") for d in run_dirs if (d / "metrics.csv").exists()]
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True)
+    frame.to_csv(out_dir / "results.csv", index=False)
+    plot(frame, out_dir / "results.png")
+    return frame
+
+
+def summary(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Final round of each run: the grid keys and the metrics."""
+    if frame.empty:
+        return frame
+    last = frame.sort_values("round").groupby("run-name", sort=False).tail(1)
+    metrics = [c for c in ("round", "accuracy", "personalized-accuracy", "loss", "round-seconds",
+                           "uplink-bytes", "failures") if c in last]
+    return last[list(dict.fromkeys(keys + metrics))].reset_index(drop=True)

@@ -1,0 +1,49 @@
+"""ServerApp: resolve the run config, build the method's strategy, run it, write results."""
+
+from __future__ import annotations
+
+import time
+from logging import ERROR, INFO
+
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from datasets import DataError, load_dataset
+from models import build_model
+from simulations.config import ConfigError, out_root, resolve, seed_everything
+from simulations.methods import METHODS
+from simulations.results import RunWriter
+
+app = ServerApp()
+
+
+def run_name(cfg: dict) -> str:
+    return cfg["run-name"] or f"{cfg['method']}-{cfg['dataset']}-seed{cfg['seed']}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    try:
+        cfg = resolve(dict(context.run_config))
+        cfg["run-name"] = run_name(cfg)
+        seed_everything(int(cfg["seed"]))
+        data = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+    except (ConfigError, DataError) as err:
+        log(ERROR, "bad run config: %s", err)
+        raise SystemExit(f"bad run config: {err}") from None
+
+    writer = RunWriter(out_root(cfg) / cfg["run-name"], cfg)
+    log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
+    model = build_model(cfg["model"], data.num_classes, data.input_shape)
+    strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=writer.add_row)
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(model.state_dict()),
+        num_rounds=int(cfg["num-server-rounds"]),
+        timeout=float(cfg["round-timeout"]),
+        train_config=ConfigRecord(),
+        evaluate_config=ConfigRecord(),
+    )
+    writer.finish()
+    log(INFO, "results written to %s", writer.dir)

@@ -1,0 +1,1 @@
+"""Server-side strategies, one per method (Flower Message API)."""

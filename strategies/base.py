@@ -1,0 +1,217 @@
+"""What every method's strategy shares, on top of Flower's FedAvg.
+
+- Seeded, partition-aware client sampling: at start the server asks each node for its
+  ``partition-id`` (a QUERY message), then samples partitions with a
+  ``random.Random(seed, round)``; Flower's own sampling draws from random node ids,
+  which differ between runs, so the same seed would pick different clients.
+- Reply validation: a reply that is an error, lacks ``num-examples``, has arrays of
+  the wrong names/shapes, or holds NaN/inf is dropped with one log line and counted in
+  ``failures``; with fewer than ``min-train-nodes`` good replies the round keeps the
+  previous model. Good replies are aggregated in partition order (bitwise repeatable).
+- Per-round bookkeeping: ``round-seconds``, ``uplink-bytes``, ``downlink-bytes``,
+  ``personalized-accuracy`` (+ ``-std``), ``failures``; one progress line per round,
+  and the finished row handed to ``on_round`` (the results writer).
+
+A method subclasses ``BaseStrategy`` and overrides only what differs: ``train_record``
+(what is sent), ``expected_arrays`` (what must come back), ``aggregate`` and
+``evaluate_global``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from logging import INFO, WARNING
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from clients.base import evaluate
+from models import build_model
+
+Row = dict[str, float]
+
+
+def record_bytes(content: RecordDict) -> int:
+    """Bytes of the arrays in a message (configs and metrics are negligible)."""
+    return sum(rec.count_bytes() for rec in content.array_records.values())
+
+
+def check_reply(content: RecordDict, expected: dict[str, dict[str, tuple]] | None) -> str | None:
+    """Why a reply is unusable, or None. ``expected``: record -> array name -> shape."""
+    metrics = content.metric_records.get("metrics")
+    if metrics is None or "num-examples" not in metrics:
+        return "no MetricRecord 'metrics' with 'num-examples'"
+    n = metrics["num-examples"]
+    if not isinstance(n, (int, float)) or not n > 0:
+        return f"num-examples must be > 0, got {n}"
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"metric '{key}' is {value}"
+    for name, shapes in (expected or {}).items():
+        record = content.array_records.get(name)
+        if record is None:
+            return f"missing ArrayRecord '{name}'"
+        if set(record.keys()) != set(shapes):
+            return f"ArrayRecord '{name}' has arrays {sorted(record.keys())[:3]}..., expected {sorted(shapes)[:3]}..."
+        for key, shape in shapes.items():
+            if tuple(record[key].shape) != tuple(shape):
+                return f"array '{name}/{key}' has shape {tuple(record[key].shape)}, expected {tuple(shape)}"
+    for name, record in content.array_records.items():
+        for key, arr in record.items():
+            values = arr.numpy()
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                return f"array '{name}/{key}' holds NaN or inf"
+    return None
+
+
+class BaseStrategy(FedAvg):
+    """FedAvg plus the shared plumbing above; ``cfg`` is the resolved run config."""
+
+    def __init__(self, cfg: dict, test_data=None, on_round: Callable[[Row], None] | None = None):
+        super().__init__(
+            fraction_train=float(cfg["fraction-train"]),
+            fraction_evaluate=float(cfg["fraction-evaluate"]),
+            min_train_nodes=int(cfg["min-train-nodes"]),
+            min_evaluate_nodes=1,
+            min_available_nodes=int(cfg["min-train-nodes"]),
+        )
+        self.cfg = cfg
+        self.test_data = test_data
+        self.on_round = on_round
+        self.partitions: dict[int, int] = {}  # node id -> partition id
+        self.row: Row = {}
+        self.t_round = time.perf_counter()
+        self.expected: dict[str, dict[str, tuple]] | None = None
+
+    # ---- sampling ---------------------------------------------------------------
+    def discover(self, grid: Grid) -> None:
+        """Ask nodes we have not seen yet for their partition id (one QUERY each)."""
+        unknown = [n for n in grid.get_node_ids() if n not in self.partitions]
+        if not unknown:
+            return
+        content = RecordDict({"config": ConfigRecord({"ask": "partition-id"})})
+        msgs = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=n) for n in unknown]
+        for reply in grid.send_and_receive(msgs, timeout=float(self.cfg["round-timeout"])):
+            if not reply.has_error():
+                pid = reply.content.metric_records["metrics"]["partition-id"]
+                self.partitions[reply.metadata.src_node_id] = int(pid)
+
+    def sample(self, grid: Grid, fraction: float, minimum: int, server_round: int, salt: int) -> list[int]:
+        """Seeded sample of known nodes, ordered by partition id."""
+        self.discover(grid)
+        nodes = sorted((n for n in grid.get_node_ids() if n in self.partitions), key=self.partitions.get)
+        size = min(len(nodes), max(int(len(nodes) * fraction), minimum))
+        rng = random.Random(hash((int(self.cfg["seed"]), server_round, salt)))
+        return sorted(rng.sample(nodes, size), key=self.partitions.get)
+
+    # ---- train --------------------------------------------------------------------
+    def train_record(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
+        """What each sampled client receives; methods add records or config here."""
+        return RecordDict({"arrays": arrays, "config": config})
+
+    def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
+        """Names and shapes a train reply must carry: by default the model sent."""
+        return {"arrays": {k: tuple(v.shape) for k, v in arrays.items()}}
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        self.t_round = time.perf_counter()
+        self.row = {"round": server_round, "failures": 0, "uplink-bytes": 0, "downlink-bytes": 0}
+        if self.fraction_train == 0.0:
+            return []
+        nodes = self.sample(grid, self.fraction_train, self.min_train_nodes, server_round, 0)
+        config["server-round"] = server_round
+        record = self.train_record(server_round, arrays, config)
+        self.expected = self.expected_arrays(arrays)
+        self.row["downlink-bytes"] += record_bytes(record) * len(nodes)
+        return [Message(content=record, message_type=MessageType.TRAIN, dst_node_id=n) for n in nodes]
+
+    def validate(self, replies: Iterable[Message], expected) -> list[Message]:
+        """Drop unusable replies with one log line each; count them in ``failures``."""
+        good = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            who = f"partition {self.partitions.get(node, '?')} (node {node})"
+            if msg.has_error():
+                reason = msg.error.reason.strip().splitlines()[-1] if msg.error.reason else "error"
+            else:
+                self.row["uplink-bytes"] = self.row.get("uplink-bytes", 0) + record_bytes(msg.content)
+                reason = check_reply(msg.content, expected)
+            if reason:
+                log(WARNING, "dropped reply from %s: %s", who, reason)
+                self.row["failures"] = self.row.get("failures", 0) + 1
+            else:
+                good.append(msg)
+        return sorted(good, key=lambda m: self.partitions.get(m.metadata.src_node_id, 0))
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        replies = list(replies)
+        good = self.validate(replies, self.expected)
+        if len(good) < self.min_train_nodes:
+            log(WARNING, "round %d skipped: %d usable replies, min-train-nodes is %d; the model is unchanged",
+                server_round, len(good), self.min_train_nodes)
+            return None, MetricRecord({"failures": self.row["failures"]})
+        arrays, metrics = self.aggregate(server_round, good)
+        if metrics is not None:
+            self.row.update({k: float(v) for k, v in metrics.items() if k != "num-examples"})
+        return arrays, metrics
+
+    def aggregate(self, server_round: int, replies: list[Message]):
+        """Aggregate validated replies; default: Flower's FedAvg weighted mean."""
+        return super().aggregate_train(server_round, replies)
+
+    # ---- evaluate -----------------------------------------------------------------
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        if self.fraction_evaluate == 0.0:
+            return []
+        nodes = self.sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, 1)
+        config["server-round"] = server_round
+        record = RecordDict({"arrays": arrays, "config": config})
+        return [Message(content=record, message_type=MessageType.EVALUATE, dst_node_id=n) for n in nodes]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Personalized accuracy: unweighted mean (and std) over clients' local tests."""
+        good = [m for m in replies if not m.has_error() and check_reply(m.content, None) is None]
+        if not good:
+            return None
+        accs = np.array([m.content.metric_records["metrics"]["accuracy"] for m in good], dtype=float)
+        out = {"personalized-accuracy": float(accs.mean()), "personalized-accuracy-std": float(accs.std())}
+        self.row.update(out)
+        return MetricRecord(out)
+
+    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Accuracy and loss of the global model on the server's test set."""
+        if self.test_data is None:
+            return None
+        model = build_model(self.cfg["model"], self.test_data.num_classes, self.test_data.input_shape)
+        model.load_state_dict(arrays.to_torch_state_dict())
+        res = evaluate(model, self.test_data.test, 512, torch.device("cpu"))
+        return MetricRecord({"accuracy": res["accuracy"], "loss": res["loss"]})
+
+    # ---- the loop -----------------------------------------------------------------
+    def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Centralized evaluation, then the round's row: progress line + writer."""
+        res = self.evaluate_global(server_round, arrays)
+        row = {"round": server_round, **self.row} if server_round else {"round": 0}
+        if res is not None:
+            row.update({k: float(v) for k, v in res.items()})
+        if server_round:
+            row["round-seconds"] = time.perf_counter() - self.t_round
+        shown = ("accuracy", "loss", "personalized-accuracy", "failures", "round-seconds")
+        log(INFO, "[round %d/%s] %s", server_round, self.cfg["num-server-rounds"],
+            " ".join(f"{k}={row[k]:.4g}" for k in shown if k in row))
+        if self.on_round:
+            self.on_round(row)
+        return res
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
+              train_config=None, evaluate_config=None, evaluate_fn=None):
+        """Flower's loop, with ``end_round`` as the centralized evaluation."""
+        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config,
+                             evaluate_fn or self.end_round)
