@@ -1,0 +1,261 @@
+"""Sweeps: ``python -m simulations.sweep SWEEP.yaml``.
+
+The YAML has ``base:`` (run-config keys, plus federation keys) and ``grid:`` (key ->
+list of values). Every combination is validated first (names, ranges, data present,
+partitions feasible: a bad sweep fails in seconds, before anything runs), then run
+through Flower's simulation engine with ``flwr run`` against a SuperLink that the sweep
+starts (from a neutral folder, with a private ``FLWR_HOME``) and stops when it ends.
+A run's status is read from the SuperLink (``flwr ls``), not from ``flwr run``'s exit
+code, which is 0 even for a failed run. A failed run is reported and the others go
+on. Results: ``<out-dir>/<run-name>/`` per run and ``<out-dir>/results.csv`` +
+``results.png`` for the whole sweep (see ``simulations/results.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from simulations.config import ConfigError, defaults, resolve
+from simulations.results import collect, summary
+
+APP_DIR = Path(__file__).resolve().parent.parent
+# Federation (not run-config) keys a sweep may set; they go to --federation-config.
+FEDERATION_KEYS = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
+FEDERATION_DEFAULTS = {"num-supernodes": 10, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be run as written."""
+
+
+def load_sweep(path: Path) -> tuple[dict, dict]:
+    """Read and check the YAML's shape: ``base`` mapping, ``grid`` of non-empty lists."""
+    if not path.exists():
+        raise SweepError(f"sweep file {path} not found")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(spec, dict) or set(spec) - {"base", "grid"}:
+        raise SweepError(f"{path}: top level must be a mapping with 'base:' and 'grid:' only")
+    base, grid = spec.get("base") or {}, spec.get("grid") or {}
+    if not isinstance(base, dict) or not isinstance(grid, dict):
+        raise SweepError(f"{path}: 'base' and 'grid' must be mappings of key: value")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{path}: grid key '{key}' must be a non-empty list, got {values!r}")
+    return base, grid
+
+
+def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
+    """All combinations as (run config, federation config, run name), validated."""
+    known = set(defaults()) | set(FEDERATION_KEYS)
+    unknown = sorted((set(base) | set(grid)) - known)
+    if unknown:
+        raise SweepError(f"unknown key(s) {unknown}: use run-config keys or {list(FEDERATION_KEYS)}")
+    runs, names = [], set()
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        combo = {**base, **dict(zip(keys, values))}
+        fed = {**FEDERATION_DEFAULTS, **{k: combo.pop(k) for k in FEDERATION_KEYS if k in combo}}
+        name = "_".join(f"{k}-{v}" for k, v in zip(keys, values)) or "run"
+        name = re.sub(r"[^A-Za-z0-9._=-]+", "-", name)
+        if name in names:
+            raise SweepError(f"grid gives two runs named '{name}': remove duplicate values")
+        names.add(name)
+        try:
+            cfg = resolve({**combo, "run-name": name})
+        except ConfigError as err:
+            raise SweepError(f"run '{name}': {err}") from None
+        if int(fed["num-supernodes"]) < int(cfg["min-train-nodes"]):
+            raise SweepError(f"run '{name}': num-supernodes {fed['num-supernodes']} < min-train-nodes "
+                             f"{cfg['min-train-nodes']}: the server would wait forever")
+        runs.append((cfg, fed, name))
+    return runs
+
+
+def check_data(runs: list[tuple[dict, dict, str]]) -> None:
+    """Load each dataset and partition it once per distinct setting: fail before running."""
+    from datasets import DataError, load_dataset
+    from datasets.partition import PartitionError, partition
+
+    seen = set()
+    for cfg, fed, name in runs:
+        key = (cfg["dataset"], cfg["data-root"], cfg["partitioner"], cfg["alpha"],
+               cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"])
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            bundle = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+            partition(cfg["partitioner"], bundle.train_labels, int(fed["num-supernodes"]), int(cfg["seed"]),
+                      alpha=cfg["alpha"], **{"classes-per-client": cfg["classes-per-client"]})
+        except (DataError, PartitionError) as err:
+            raise SweepError(f"run '{name}': {err}") from None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bin(name: str) -> str:
+    """An executable of this environment (the venv's flwr, not another one on PATH)."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def stop_tree(pid: int, timeout: float = 20) -> None:
+    """Stop ``pid`` and every descendant (the SuperExec detaches into its own session,
+    so a process-group kill would miss it): SIGTERM, then SIGKILL what is left."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = [root, *root.children(recursive=True)]
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+class LocalSuperLink:
+    """A simulation SuperLink owned by this process: started in a private FLWR_HOME from
+    a neutral folder, stopped (with its SuperExec and simulation children) on exit."""
+
+    def __init__(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="flwr-home-"))
+        self.port, self.health = _free_port(), _free_port()
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, "PATH": path, "FLWR_HOME": str(self.home),
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "LocalSuperLink":
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "sweep"\n\n[superlink.sweep]\naddress = "127.0.0.1:{self.port}"\n'
+            "insecure = true\n"
+        )
+        cmd = [_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+               "--host", "127.0.0.1", "--port", str(self.port),
+               "--health-server-address", f"127.0.0.1:{self.health}",
+               "--database", str(self.home / "state.db"), "--disable-runtime-dependency-installation"]
+        log = open(self.home / "superlink.log", "w")
+        self.proc = subprocess.Popen(cmd, cwd=self.home, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"SuperLink exited at start; see {self.home / 'superlink.log'}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("SuperLink did not start within 60 s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc:
+            stop_tree(self.proc.pid)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def run(self, cfg: dict, fed: dict, log_path: Path) -> dict:
+        """One ``flwr run``; returns the SuperLink's record of the run (status etc.)."""
+        import tomli_w
+
+        run_toml = log_path.parent / "run-config.toml"
+        run_toml.write_text(tomli_w.dumps(cfg))
+        fed_arg = " ".join(f"{k}={json.dumps(v)}" for k, v in fed.items())
+        cmd = [_bin("flwr"), "run", str(APP_DIR), "sweep", "--run-config", str(run_toml),
+               "--federation-config", fed_arg, "--stream"]
+        run_id = None
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, cwd=APP_DIR, env=self.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            for line in proc.stdout:
+                log.write(line)
+                if found := re.search(r"started run (\d+)", line):
+                    run_id = found[1]
+                if re.search(r"\[round \d+/|dropped reply|skipped|bad run config|Error", line):
+                    print("   ", re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip(), flush=True)
+            proc.wait()
+        if run_id is None:
+            return {"status": "not started", "status-details": f"see {log_path}"}
+        out = subprocess.run([_bin("flwr"), "ls", "sweep", "--run-id", run_id, "--format", "json"],
+                             cwd=APP_DIR, env=self.env, capture_output=True, text=True)
+        try:
+            return json.loads(out.stdout)["runs"][0]
+        except (ValueError, KeyError, IndexError):
+            return {"status": "unknown", "status-details": out.stdout[-500:] + out.stderr[-500:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help="sweep YAML with base: and grid:")
+    parser.add_argument("--out-dir", type=Path, help="results folder (default: base out-dir, "
+                        "else outputs/<sweep name>)")
+    parser.add_argument("--check", action="store_true", help="validate the sweep and exit")
+    args = parser.parse_args(argv)
+    try:
+        base, grid = load_sweep(args.sweep)
+        out = (args.out_dir or Path(base.get("out-dir") or Path("outputs") / args.sweep.stem)).expanduser().resolve()
+        base["out-dir"] = str(out)
+        runs = expand(base, grid)
+        check_data(runs)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(runs)} run(s) -> {out}", flush=True)
+    if args.check:
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    with LocalSuperLink() as link:
+        for i, (cfg, fed, name) in enumerate(runs, 1):
+            print(f"[{i}/{len(runs)}] {name}", flush=True)
+            run_dir = out / name
+            run_dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            record = link.run(cfg, fed, run_dir / "flwr.log")
+            status = record.get("status", "unknown")
+            print(f"    {status} in {time.perf_counter() - t0:.1f}s", flush=True)
+            if status != "finished:completed":
+                failed.append(name)
+                print(f"    run failed: {record.get('status-details', '')} (log: {run_dir / 'flwr.log'})",
+                      file=sys.stderr)
+    frame = collect([out / name for _, _, name in runs], out)
+    if not frame.empty:
+        print(summary(frame, ["run-name", *grid]).to_string(index=False))
+    print(f"results: {out / 'results.csv'}")
+    if failed:
+        print(f"error: {len(failed)} run(s) failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
