@@ -78,6 +78,7 @@ def validate(cfg: dict) -> None:
     _check(cfg["proximal-mu"] >= 0, f"proximal-mu must be >= 0, got {cfg['proximal-mu']}")
     _check(cfg["device"] in ("auto", "cpu", "cuda") or cfg["device"].startswith("cuda:"),
            f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
+    METHODS[cfg["method"]].strategy.check_config(cfg)
 
 
 def seed_everything(seed: int) -> None:

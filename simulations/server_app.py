@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from logging import ERROR, INFO
 
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from datasets import DataError, load_dataset
-from models import build_model
 from simulations.config import ConfigError, out_root, resolve, seed_everything
 from simulations.methods import METHODS
 from simulations.results import RunWriter
@@ -35,11 +34,10 @@ def main(grid: Grid, context: Context) -> None:
 
     writer = RunWriter(out_root(cfg) / cfg["run-name"], cfg)
     log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
-    model = build_model(cfg["model"], data.num_classes, data.input_shape)
     strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=writer.add_row)
     strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
+        initial_arrays=strategy.initial_arrays(),
         num_rounds=int(cfg["num-server-rounds"]),
         timeout=float(cfg["round-timeout"]),
         train_config=ConfigRecord(),

@@ -12,9 +12,9 @@
   ``personalized-accuracy`` (+ ``-std``), ``failures``; one progress line per round,
   and the finished row handed to ``on_round`` (the results writer).
 
-A method subclasses ``BaseStrategy`` and overrides only what differs: ``train_record``
-(what is sent), ``expected_arrays`` (what must come back), ``aggregate`` and
-``evaluate_global``.
+A method subclasses ``BaseStrategy`` and overrides only what differs: ``check_config``
+(its own keys), ``initial_arrays``, ``train_record`` (what is sent),
+``expected_arrays`` (what must come back), ``aggregate`` and ``evaluate_global``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,15 @@ class BaseStrategy(FedAvg):
         self.row: Row = {}
         self.t_round = time.perf_counter()
         self.expected: dict[str, dict[str, tuple]] | None = None
+
+    @staticmethod
+    def check_config(cfg: dict) -> None:
+        """Raise ``simulations.config.ConfigError`` for a bad method-specific key."""
+
+    def initial_arrays(self) -> ArrayRecord:
+        """The model the server starts from (``model`` key, fresh weights)."""
+        data = self.test_data
+        return ArrayRecord(build_model(self.cfg["model"], data.num_classes, data.input_shape).state_dict())
 
     # ---- sampling ---------------------------------------------------------------
     def discover(self, grid: Grid) -> None:
