@@ -1,0 +1,26 @@
+# The README's two commands: `make run` (set up, then the default job) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export HF_HUB_OFFLINE := 1
+FLWR_HOME ?= $(CURDIR)/.flwr-home
+export FLWR_HOME
+OUT ?= $(CURDIR)/outputs
+
+.PHONY: setup run test sweep
+
+$(BIN)/flwr: pyproject.toml
+	@bash scripts/setup.sh $(PY) $(VENV)
+	@touch $@
+
+setup: $(BIN)/flwr
+
+run: setup
+	$(BIN)/flwr run . --stream --run-config "out-dir='$(OUT)'" --federation-config "num-supernodes=10"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+sweep: setup
+	$(BIN)/python -m simulations.sweep $(SWEEP)

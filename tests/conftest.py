@@ -1,0 +1,36 @@
+"""Shared test helpers: a sweep runner through the real Flower simulation engine."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _private_flwr_home(tmp_path, monkeypatch):
+    """No test reads or writes the user's ~/.flwr."""
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
+
+
+def run_sweep(tmp_path: Path, base: dict, grid: dict) -> tuple[int, pd.DataFrame, Path]:
+    """Run ``python -m simulations.sweep`` in-process on a YAML made from base/grid.
+
+    Returns the exit code, results.csv as a frame (empty if none) and the out dir.
+    """
+    from simulations.sweep import main
+
+    out = tmp_path / "out"
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({"base": base, "grid": grid}))
+    code = main([str(spec), "--out-dir", str(out)])
+    csv = out / "results.csv"
+    return code, (pd.read_csv(csv) if csv.exists() else pd.DataFrame()), out
