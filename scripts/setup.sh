@@ -12,5 +12,5 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch and torchvision first, as a matching pair (a mismatched pair fails to import).
-"$VENV/bin/python" -m pip install -q "torch>=2.9,<=2.14.1" "torchvision>=0.24,<=0.29.1"
+"$VENV/bin/python" -m pip install -q "torch>=2.9" "torchvision>=0.24"
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
