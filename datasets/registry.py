@@ -88,12 +88,16 @@ def resolve_root(data_root: str) -> Path:
     return Path(data_root or "~/.cache/flwr-data").expanduser().resolve()
 
 
-@functools.lru_cache(maxsize=4)
 def load_dataset(name: str, data_root: str = "", download: bool = False) -> DataBundle:
     """Load (once per process) the dataset ``name``; ``download`` only where allowed."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}': pass one of {sorted(DATASETS)}")
-    return DATASETS[name](resolve_root(data_root), download)
+    return _load(name, str(resolve_root(data_root)), bool(download))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, root: str, download: bool) -> DataBundle:
+    return DATASETS[name](Path(root), download)
 
 
 def fixed_split(labels: np.ndarray, test_fraction: float = 0.2):
