@@ -2,5 +2,6 @@
 
 from .registry import DATASETS, DataBundle, DataError, load_dataset
 from . import image_folder, offline, torchvision_sets  # noqa: E402,F401  (register loaders)
+from . import domains  # noqa: E402,F401  (rotated-mnist)
 
 __all__ = ["DATASETS", "DataBundle", "DataError", "load_dataset"]

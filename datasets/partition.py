@@ -110,6 +110,35 @@ def pathological(
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
+def domain(
+    labels: np.ndarray, num_partitions: int, seed: int, domains: np.ndarray | None, heldout_domain: int = 0
+) -> Partition:
+    """Domain generalization: each client holds one source domain; ``heldout_domain`` none.
+
+    With K source domains (all domain ids but the held-out one, in increasing order),
+    ``num_partitions`` must be a multiple m*K: partition p holds part p // K (of m seeded,
+    near-equal parts) of source domain number p % K. With m = 1, partition p is the p-th
+    source domain. The held-out domain's samples are in no partition.
+    """
+    _check(labels, num_partitions)
+    if domains is None:
+        raise PartitionError("partitioner=domain needs a multi-domain dataset (rotated-mnist, pacs, officehome, domainnet)")
+    domains = np.asarray(domains)
+    ids = np.unique(domains)
+    if heldout_domain not in ids:
+        raise PartitionError(f"heldout-domain must be one of the domain ids {ids.tolist()}, got {heldout_domain}")
+    sources = [int(d) for d in ids if d != heldout_domain]
+    if not sources or num_partitions % len(sources):
+        raise PartitionError(
+            f"partitioner=domain: {len(sources)} source domains, so num-supernodes must be a multiple of "
+            f"{len(sources)}, got {num_partitions}"
+        )
+    per_domain = num_partitions // len(sources)
+    rng = np.random.default_rng(seed)
+    chunks = {d: np.array_split(rng.permutation(np.flatnonzero(domains == d)), per_domain) for d in sources}
+    return [np.sort(chunks[sources[p % len(sources)]][p // len(sources)]) for p in range(num_partitions)]
+
+
 # name -> adapter taking the run's partition options; a new partitioner is one line here.
 PARTITIONERS: dict[str, Callable[..., Partition]] = {
     "iid": lambda labels, n, seed, opts: iid(labels, n, seed),
@@ -119,6 +148,9 @@ PARTITIONERS: dict[str, Callable[..., Partition]] = {
     "pathological": lambda labels, n, seed, opts: pathological(
         labels, n, seed, classes_per_client=opts["classes-per-client"]
     ),
+    "domain": lambda labels, n, seed, opts: domain(
+        labels, n, seed, opts["domains"], int(opts["heldout-domain"])
+    ),
 }
 
 
@@ -127,13 +159,14 @@ def partition(
 ) -> Partition:
     """Split ``labels``' indices with the partitioner ``name``.
 
-    ``opts`` holds run-config keys (``alpha``, ``classes-per-client``) by their names.
+    ``opts`` holds run-config keys (``alpha``, ``classes-per-client``,
+    ``heldout-domain``) by their names, and ``domains`` (per-sample domain ids or None).
     """
     if name not in PARTITIONERS:
         raise PartitionError(
             f"unknown partitioner '{name}': pass one of {sorted(PARTITIONERS)}"
         )
-    opts = {"alpha": 0.5, "classes-per-client": 2, **opts}
+    opts = {"alpha": 0.5, "classes-per-client": 2, "heldout-domain": 0, "domains": None, **opts}
     return PARTITIONERS[name](np.asarray(labels), num_partitions, seed, opts)
 
 
@@ -145,3 +178,12 @@ def train_test_split(indices: np.ndarray, test_fraction: float, seed: int):
     if len(order) > 1:
         n_test = min(max(n_test, 1), len(order) - 1) if test_fraction > 0 else 0
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def partition_for(cfg: dict, bundle, num_partitions: int) -> Partition:
+    """The partitions a run config asks for, over ``bundle``'s training pool."""
+    return partition(
+        cfg["partitioner"], bundle.train_labels, num_partitions, int(cfg["seed"]),
+        alpha=cfg["alpha"], domains=bundle.train_domains,
+        **{"classes-per-client": cfg["classes-per-client"], "heldout-domain": cfg.get("heldout-domain", 0)},
+    )

@@ -15,6 +15,7 @@ from torch import nn
 
 from .cnn import SmallCNN
 from .resnet import ResNet18, WideResNet
+from .translator import LatentNet
 
 
 class ModelError(ValueError):
@@ -37,6 +38,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     r"resnet18": lambda c, ch, m: ResNet18(c, ch),
     r"wrn-(\d+)-(\d+)": lambda c, ch, m: WideResNet(c, int(m[1]), int(m[2]), ch),
     r"timm:(.+)": lambda c, ch, m: _timm(m[1], c, ch),
+    # FedDG-LSI: encoder -> z -> BatchNorm1d(affine=False) -> Linear, on one of our models.
+    r"lsi-(.+)": lambda c, ch, m: LatentNet(build_model(m[1], c, (ch,)), c),
 }
 
 

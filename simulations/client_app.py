@@ -8,12 +8,15 @@ Partitions are computed (seeded) in every client process and cached there.
 from __future__ import annotations
 
 import functools
+import time
+
+import numpy as np
 
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.base import ClientData
+from clients.base import ClientData, Reply
 from datasets import load_dataset
 from datasets.partition import partition, train_test_split
 from simulations.config import resolve
@@ -22,7 +25,7 @@ from simulations.methods import METHODS
 app = ClientApp()
 
 PARTITION_KEYS = ("dataset", "data-root", "download", "partitioner", "alpha", "classes-per-client",
-                  "seed", "local-test-fraction")
+                  "seed", "local-test-fraction", "heldout-domain")
 
 
 @functools.lru_cache(maxsize=8)
@@ -31,7 +34,8 @@ def client_data(key: tuple, partition_id: int, num_partitions: int) -> ClientDat
     opts = dict(zip(PARTITION_KEYS, key))
     bundle = load_dataset(opts["dataset"], opts["data-root"], opts["download"])
     parts = partition(opts["partitioner"], bundle.train_labels, num_partitions, int(opts["seed"]),
-                      alpha=opts["alpha"], **{"classes-per-client": opts["classes-per-client"]})
+                      alpha=opts["alpha"], domains=bundle.train_domains,
+                      **{"classes-per-client": opts["classes-per-client"], "heldout-domain": opts["heldout-domain"]})
     train_idx, test_idx = train_test_split(parts[partition_id], opts["local-test-fraction"],
                                            int(opts["seed"]) * 100_003 + partition_id)
     subset = bundle.train.subset
@@ -59,15 +63,37 @@ def config_of(msg: Message) -> dict:
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     node = context.node_config
-    metrics = MetricRecord({"partition-id": int(node.get("partition-id", 0)), "num-examples": 1})
+    metrics = MetricRecord({"partition-id": int(node.get("partition-id", 0)),
+                            "num-partitions": int(node.get("num-partitions", 1)), "num-examples": 1})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def inject_fault(cfg: dict, reply, partition_id: int, server_round: int) -> None:
+    """Test hook (``fault-rate`` > 0): fail like real clients do, seeded per round/client."""
+    rng = np.random.default_rng([int(cfg["seed"]), server_round, partition_id, 7])
+    if not rng.random() < cfg["fault-rate"]:
+        return
+    kind = cfg["fault-kind"]
+    if kind == "mixed":
+        kind = ("raise", "nan", "shape")[int(rng.integers(3))]
+    if kind == "raise":
+        raise RuntimeError(f"injected fault in partition {partition_id}")
+    if kind == "timeout":
+        time.sleep(float(cfg["round-timeout"]) + 1.0)
+        return
+    name = next(iter(reply.arrays))
+    key = next(k for k, v in reply.arrays[name].items() if v.is_floating_point())
+    value = reply.arrays[name][key]
+    reply.arrays[name][key] = torch.full_like(value, float("nan")) if kind == "nan" else value.flatten()[:-1]
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg, client = setup(context)
     stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
-    reply = client.train(tensors(msg.content), config_of(msg), stored)
+    config = config_of(msg)
+    reply = client.train(tensors(msg.content), config, stored)
+    inject_fault(cfg, reply, client.data.partition_id, int(config.get("server-round", 0)))
     for name, values in reply.keep.items():
         context.state[name] = ArrayRecord(values)
     content = RecordDict({name: ArrayRecord(values) for name, values in reply.arrays.items()})
@@ -80,4 +106,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg, client = setup(context)
     stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
     metrics = client.evaluate(tensors(msg.content), config_of(msg), stored)
+    if isinstance(metrics, Reply):  # an evaluate that also keeps state (e.g. a personalized model)
+        for name, values in metrics.keep.items():
+            context.state[name] = ArrayRecord(values)
+        metrics = metrics.metrics
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -19,6 +19,9 @@ import torch
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
+FAULT_KINDS = ("raise", "nan", "shape", "timeout", "mixed")
+
+
 class ConfigError(ValueError):
     """A run-config value that cannot be used."""
 
@@ -78,6 +81,12 @@ def validate(cfg: dict) -> None:
     _check(cfg["proximal-mu"] >= 0, f"proximal-mu must be >= 0, got {cfg['proximal-mu']}")
     _check(cfg["device"] in ("auto", "cpu", "cuda") or cfg["device"].startswith("cuda:"),
            f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
+    _check(0 <= cfg["fault-rate"] <= 1, f"fault-rate must be in [0, 1], got {cfg['fault-rate']}")
+    _check(cfg["fault-kind"] in FAULT_KINDS, f"fault-kind must be one of {FAULT_KINDS}, got {cfg['fault-kind']!r}")
+    _check(int(cfg["checkpoint-every"]) == cfg["checkpoint-every"] and cfg["checkpoint-every"] >= 0,
+           f"checkpoint-every must be an integer >= 0, got {cfg['checkpoint-every']}")
+    _check(not cfg["resume"] or bool(cfg["run-name"]),
+           "resume=true needs the run-name (and out-dir) of the run to continue")
     METHODS[cfg["method"]].strategy.check_config(cfg)
 
 

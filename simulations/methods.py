@@ -8,9 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.fedavg import FedAvgClient
+from clients.gifd import GifdClient
+from clients.fedhip import FedHiPClient
 from clients.fedprox import FedProxClient
+from clients.fedlsi import FedLSIClient
+from clients.fedsdwc import FedSDWCClient
 from strategies.fedavg import FedAvgStrategy
+from strategies.gifd import GifdStrategy
+from strategies.fedhip import FedHiPStrategy
 from strategies.fedprox import FedProxStrategy
+from strategies.fedlsi import FedLSIStrategy
+from strategies.fedsdwc import FedSDWCStrategy
 
 
 @dataclass(frozen=True)
@@ -21,5 +29,9 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "fedavg": Method(FedAvgStrategy, FedAvgClient),
+    "fedhip": Method(FedHiPStrategy, FedHiPClient),
     "fedprox": Method(FedProxStrategy, FedProxClient),
+    "gifd": Method(GifdStrategy, GifdClient),
+    "fedlsi": Method(FedLSIStrategy, FedLSIClient),
+    "fedsdwc": Method(FedSDWCStrategy, FedSDWCClient),
 }

@@ -10,11 +10,16 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from datasets import DataError, load_dataset
+from datasets.partition import PartitionError
 from simulations.config import ConfigError, out_root, resolve, seed_everything
 from simulations.methods import METHODS
 from simulations.results import RunWriter
 
 app = ServerApp()
+
+
+class RunAborted(RuntimeError):
+    """Stops the run so that the SuperLink marks it failed, with this one line as reason."""
 
 
 def run_name(cfg: dict) -> str:
@@ -30,18 +35,22 @@ def main(grid: Grid, context: Context) -> None:
         data = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
     except (ConfigError, DataError) as err:
         log(ERROR, "bad run config: %s", err)
-        raise SystemExit(f"bad run config: {err}") from None
+        raise RunAborted(f"bad run config: {err}") from None
 
     writer = RunWriter(out_root(cfg) / cfg["run-name"], cfg)
     log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
     strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=writer.add_row)
-    strategy.start(
-        grid=grid,
-        initial_arrays=strategy.initial_arrays(),
-        num_rounds=int(cfg["num-server-rounds"]),
-        timeout=float(cfg["round-timeout"]),
-        train_config=ConfigRecord(),
-        evaluate_config=ConfigRecord(),
-    )
+    try:
+        strategy.start(
+            grid=grid,
+            initial_arrays=strategy.initial_arrays(),
+            num_rounds=int(cfg["num-server-rounds"]),
+            timeout=float(cfg["round-timeout"]),
+            train_config=ConfigRecord(),
+            evaluate_config=ConfigRecord(),
+        )
+    except (PartitionError, FileNotFoundError, ValueError) as err:  # bad federation or resume request
+        log(ERROR, "cannot run: %s", err)
+        raise RunAborted(f"cannot run: {err}") from None
     writer.finish()
     log(INFO, "results written to %s", writer.dir)

@@ -95,14 +95,15 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     seen = set()
     for cfg, fed, name in runs:
         key = (cfg["dataset"], cfg["data-root"], cfg["partitioner"], cfg["alpha"],
-               cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"])
+               cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"])
         if key in seen:
             continue
         seen.add(key)
         try:
             bundle = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
             partition(cfg["partitioner"], bundle.train_labels, int(fed["num-supernodes"]), int(cfg["seed"]),
-                      alpha=cfg["alpha"], **{"classes-per-client": cfg["classes-per-client"]})
+                      alpha=cfg["alpha"], domains=bundle.train_domains,
+                      **{"classes-per-client": cfg["classes-per-client"], "heldout-domain": cfg["heldout-domain"]})
         except (DataError, PartitionError) as err:
             raise SweepError(f"run '{name}': {err}") from None
 
@@ -154,6 +155,7 @@ class LocalSuperLink:
         self.env = {**os.environ, "PATH": path, "FLWR_HOME": str(self.home),
                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1"}
         self.proc: subprocess.Popen | None = None
+        self.clients: list[subprocess.Popen] = []  # `flwr run` processes started here
 
     def __enter__(self) -> "LocalSuperLink":
         (self.home / "config.toml").write_text(
@@ -179,8 +181,8 @@ class LocalSuperLink:
         raise RuntimeError("SuperLink did not start within 60 s")
 
     def __exit__(self, *exc) -> None:
-        if self.proc:
-            stop_tree(self.proc.pid)
+        for proc in self.clients + ([self.proc] if self.proc else []):
+            stop_tree(proc.pid)
         shutil.rmtree(self.home, ignore_errors=True)
 
     def run(self, cfg: dict, fed: dict, log_path: Path) -> dict:
@@ -196,6 +198,7 @@ class LocalSuperLink:
         with open(log_path, "w") as log:
             proc = subprocess.Popen(cmd, cwd=APP_DIR, env=self.env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
+            self.clients.append(proc)
             for line in proc.stdout:
                 log.write(line)
                 if found := re.search(r"started run (\d+)", line):

@@ -9,8 +9,12 @@
   ``failures``; with fewer than ``min-train-nodes`` good replies the round keeps the
   previous model. Good replies are aggregated in partition order (bitwise repeatable).
 - Per-round bookkeeping: ``round-seconds``, ``uplink-bytes``, ``downlink-bytes``,
-  ``personalized-accuracy`` (+ ``-std``), ``failures``; one progress line per round,
-  and the finished row handed to ``on_round`` (the results writer).
+  ``personalized-accuracy`` (+ ``-std``), ``failures`` (errors, bad replies and
+  replies missing at the timeout); one progress line per round, and the finished row
+  handed to ``on_round`` (the results writer).
+- Checkpoints and resume: after each round the model, the strategy's state
+  (``state_dict``), the RNG states and the rows so far are written atomically to
+  ``<out-dir>/<run-name>/checkpoint.pt``; ``resume=true`` continues from there.
 
 A method subclasses ``BaseStrategy`` and overrides only what differs: ``check_config``
 (its own keys), ``initial_arrays``, ``train_record`` (what is sent),
@@ -23,14 +27,15 @@ import math
 import random
 import time
 from logging import INFO, WARNING
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 
 from clients.base import evaluate
 from models import build_model
@@ -89,10 +94,15 @@ class BaseStrategy(FedAvg):
         self.row: Row = {}
         self.t_round = time.perf_counter()
         self.expected: dict[str, dict[str, tuple]] | None = None
+        self.rows: list[Row] = []
 
     @staticmethod
     def check_config(cfg: dict) -> None:
-        """Raise ``simulations.config.ConfigError`` for a bad method-specific key."""
+        """Raise ``simulations.config.ConfigError`` for a bad method-specific key
+        (an override should call ``BaseStrategy.check_config(cfg)``: the OOD suite's keys)."""
+        from strategies.ood_eval import check_keys
+
+        check_keys(cfg)
 
     def initial_arrays(self) -> ArrayRecord:
         """The model the server starts from (``model`` key, fresh weights)."""
@@ -109,8 +119,17 @@ class BaseStrategy(FedAvg):
         msgs = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=n) for n in unknown]
         for reply in grid.send_and_receive(msgs, timeout=float(self.cfg["round-timeout"])):
             if not reply.has_error():
-                pid = reply.content.metric_records["metrics"]["partition-id"]
-                self.partitions[reply.metadata.src_node_id] = int(pid)
+                metrics = reply.content.metric_records["metrics"]
+                self.partitions[reply.metadata.src_node_id] = int(metrics["partition-id"])
+                self.num_partitions = max(getattr(self, "num_partitions", 0), int(metrics["num-partitions"]))
+
+    def check_federation(self, grid: Grid) -> None:
+        """Fail at start, in one line, if the nodes' partitions cannot be made."""
+        from datasets.partition import partition_for
+
+        self.discover(grid)
+        if self.test_data is not None and getattr(self, "num_partitions", 0):
+            partition_for(self.cfg, self.test_data, self.num_partitions)
 
     def sample(self, grid: Grid, fraction: float, minimum: int, server_round: int, salt: int) -> list[int]:
         """Seeded sample of known nodes, ordered by partition id."""
@@ -135,6 +154,7 @@ class BaseStrategy(FedAvg):
         if self.fraction_train == 0.0:
             return []
         nodes = self.sample(grid, self.fraction_train, self.min_train_nodes, server_round, 0)
+        self.sampled = len(nodes)
         config["server-round"] = server_round
         record = self.train_record(server_round, arrays, config)
         self.expected = self.expected_arrays(arrays)
@@ -161,6 +181,10 @@ class BaseStrategy(FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
+        missing = getattr(self, "sampled", len(replies)) - len(replies)
+        if missing > 0:
+            log(WARNING, "%d sampled client(s) did not reply within round-timeout", missing)
+            self.row["failures"] = self.row.get("failures", 0) + missing
         good = self.validate(replies, self.expected)
         if len(good) < self.min_train_nodes:
             log(WARNING, "round %d skipped: %d usable replies, min-train-nodes is %d; the model is unchanged",
@@ -203,10 +227,53 @@ class BaseStrategy(FedAvg):
         res = evaluate(model, self.test_data.test, 512, torch.device("cpu"))
         return MetricRecord({"accuracy": res["accuracy"], "loss": res["loss"]})
 
+    def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
+        """The global model as a logits function (``x -> logits``) for the OOD suite;
+        override where the global model is not ``build_model(cfg["model"])``."""
+        model = build_model(self.cfg["model"], self.test_data.num_classes, self.test_data.input_shape)
+        model.load_state_dict(arrays.to_torch_state_dict())
+        return model.eval()
+
+    def add_shift_metrics(self, server_round: int, arrays: ArrayRecord, res: MetricRecord | None):
+        """The OOD suite (keys ``corruptions``, ``ood-datasets``; ``strategies/ood_eval.py``):
+        its metrics join the row after the last round and every ``ood-eval-every`` rounds."""
+        from strategies import ood_eval
+
+        if self.test_data is None or not ood_eval.due(self.cfg, server_round):
+            return res
+        if getattr(self, "shift_suite", None) is None:
+            self.shift_suite = ood_eval.ShiftSuite(self.cfg, self.test_data)
+        extra = self.shift_suite(self.eval_model(arrays))
+        return MetricRecord({**(dict(res) if res is not None else {}), **extra})
+
+    def add_domain_metrics(self, server_round: int, arrays: ArrayRecord, res: MetricRecord | None):
+        """``partitioner=domain`` (domain generalization, any method): ``heldout-accuracy``
+        on the held-out domain, ``source-accuracy`` on source-domain validation images
+        (``datasets/domains.py: domain_eval_sets``), and model selection as the paper:
+        ``selected-heldout-accuracy`` is the held-out accuracy of the round (>= 1) with the
+        best source accuracy so far (ties: the earlier round), ``selected-round`` that round."""
+        if self.test_data is None or self.cfg["partitioner"] != "domain":
+            return res
+        from datasets.domains import domain_eval_sets
+
+        if getattr(self, "dg_sets", None) is None:
+            self.dg_sets = domain_eval_sets(self.test_data, int(self.cfg["heldout-domain"]))
+        model = self.eval_model(arrays)
+        held, src = (evaluate(model, d, 512, torch.device("cpu")) for d in self.dg_sets)
+        out = {"heldout-accuracy": held["accuracy"], "heldout-loss": held["loss"], "source-accuracy": src["accuracy"]}
+        if server_round:
+            seen = [(r["source-accuracy"], -r["round"], r["heldout-accuracy"]) for r in self.rows
+                    if r.get("round", 0) >= 1 and "source-accuracy" in r]
+            best = max(seen + [(src["accuracy"], -server_round, held["accuracy"])])
+            out.update({"selected-heldout-accuracy": best[2], "selected-round": float(-best[1])})
+        return MetricRecord({**(dict(res) if res is not None else {}), **out})
+
     # ---- the loop -----------------------------------------------------------------
     def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Centralized evaluation, then the round's row: progress line + writer."""
         res = self.evaluate_global(server_round, arrays)
+        res = self.add_shift_metrics(server_round, arrays, res)
+        res = self.add_domain_metrics(server_round, arrays, res)
         row = {"round": server_round, **self.row} if server_round else {"round": 0}
         if res is not None:
             row.update({k: float(v) for k, v in res.items()})
@@ -215,12 +282,93 @@ class BaseStrategy(FedAvg):
         shown = ("accuracy", "loss", "personalized-accuracy", "failures", "round-seconds")
         log(INFO, "[round %d/%s] %s", server_round, self.cfg["num-server-rounds"],
             " ".join(f"{k}={row[k]:.4g}" for k in shown if k in row))
+        self.rows.append(row)
         if self.on_round:
             self.on_round(row)
         return res
 
+    # ---- checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Strategy state a resumed run needs (methods with server state override)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.cfg["out-dir"]).expanduser().resolve() / self.cfg["run-name"] / "checkpoint.pt"
+
+    def save_checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
+        state = {
+            "round": server_round,
+            "config": self.cfg,
+            "arrays": {k: v.numpy() for k, v in arrays.items()},
+            "strategy": self.state_dict(),
+            "partitions": self.partitions,
+            "rows": self.rows,
+            "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state()),
+        }
+        path = self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # atomic: a kill never leaves half a checkpoint
+
+    def load_checkpoint(self) -> tuple[int, ArrayRecord]:
+        """Restore a checkpoint; returns (last finished round, its model)."""
+        path = self.checkpoint_path
+        if not path.exists():
+            raise FileNotFoundError(f"resume=true but no checkpoint at {path}: check out-dir and run-name")
+        state = torch.load(path, weights_only=False)
+        ignore = {"resume", "num-server-rounds", "round-timeout"}
+        changed = sorted(k for k in state["config"] if k not in ignore and state["config"][k] != self.cfg.get(k))
+        if changed:
+            raise ValueError(f"resume=true with a different run config ({changed}): resume with the same keys")
+        random.setstate(state["rng"][0])
+        np.random.set_state(state["rng"][1])
+        torch.set_rng_state(state["rng"][2])
+        self.load_state_dict(state["strategy"])
+        self.rows = list(state["rows"])
+        for row in self.rows:  # the results writer starts from the rows already written
+            if self.on_round:
+                self.on_round(row)
+        arrays = ArrayRecord({k: Array(v) for k, v in state["arrays"].items()})
+        log(INFO, "resuming %s after round %d", self.cfg["run-name"], state["round"])
+        return int(state["round"]), arrays
+
+    # ---- the loop -------------------------------------------------------------------
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
-              train_config=None, evaluate_config=None, evaluate_fn=None):
-        """Flower's loop, with ``end_round`` as the centralized evaluation."""
-        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config,
-                             evaluate_fn or self.end_round)
+              train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
+              evaluate_fn=None) -> Result:
+        """Flower's round loop (train, federated evaluation, ``end_round``), plus
+        resume from a checkpoint and a checkpoint after every round. An
+        ``evaluate_fn`` replaces ``evaluate_global`` as the centralized evaluation."""
+        if evaluate_fn is not None:
+            self.evaluate_global = evaluate_fn
+        self.summary()
+        self.check_federation(grid)
+        result, arrays, done = Result(), initial_arrays, 0
+        if self.cfg.get("resume"):
+            done, arrays = self.load_checkpoint()
+        else:
+            self.end_round(0, arrays)
+        every = int(self.cfg.get("checkpoint-every", 1))
+        for rnd in range(done + 1, num_rounds + 1):
+            log(INFO, "[ROUND %d/%d]", rnd, num_rounds)
+            msgs = self.configure_train(rnd, arrays, ConfigRecord(dict(train_config or {})), grid)
+            new, train_metrics = self.aggregate_train(rnd, grid.send_and_receive(msgs, timeout=timeout))
+            if new is not None:
+                arrays = result.arrays = new
+            if train_metrics is not None:
+                result.train_metrics_clientapp[rnd] = train_metrics
+            msgs = self.configure_evaluate(rnd, arrays, ConfigRecord(dict(evaluate_config or {})), grid)
+            eval_metrics = self.aggregate_evaluate(rnd, grid.send_and_receive(msgs, timeout=timeout))
+            if eval_metrics is not None:
+                result.evaluate_metrics_clientapp[rnd] = eval_metrics
+            res = self.end_round(rnd, arrays)
+            if res is not None:
+                result.evaluate_metrics_serverapp[rnd] = res
+            if every and (rnd % every == 0 or rnd == num_rounds):
+                self.save_checkpoint(rnd, arrays)
+        result.arrays = arrays
+        return result

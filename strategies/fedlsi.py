@@ -1,0 +1,184 @@
+"""FedDG-LSI (Palakkadavath et al., "Federated Domain Generalization with Latent Space
+Inversion", ICDM 2025; official code ragjapk/Latent-Space-Inversion).
+
+Model: ``lsi-<base>`` (models/translator.py): encoder -> z -> BatchNorm1d(affine=False)
+-> Linear. Stages, and where they run here:
+
+1. Local pre-training, heads only (client, round 1 with ``lsi-schedule=once``): every
+   client trains the received (initial) model with cross-entropy for
+   ``lsi-pretrain-epochs`` and uploads only its classifier head (BN1d running statistics
+   + linear layer). The global model is left as it was: as in the official code, the
+   federated rounds start from the fresh global model (``FedUpdate(net_locals, global_f)``
+   overwrites the pre-trained encoders), the pre-trained heads serve only the inversion.
+   This round costs a round of the budget (``num-server-rounds`` counts it).
+2. Latent space inversion (server, ``lsi_server.invert_heads``): synthetic latents per
+   client-domain, from the head alone (no encoder, no image).
+3. Latent StarGAN translator G(z, c, c') (server, ``lsi_server.train_translator``), codes
+   c = the clients (in partition-id order) whose heads were inverted. G is sent to the
+   clients as the extra ArrayRecord ``translator``; each client's code is in the train
+   config as ``lsi-code-<partition-id>``; ``lsi-num-codes`` is G's number of codes.
+4. Local training (client, every later round): CE + ``lambda-di`` * MSE(G(z, c, c'), z),
+   c' uniform over the codes (may equal c), G frozen, gradients through G into the encoder.
+5. Important-weight aggregation (``aggregation=importance``): clients return MAS
+   importance (ArrayRecord ``importance``: mean |grad of sum ||f(x)||^2| per parameter);
+   the server averages element-wise with normalized importance x sample counts, BN
+   buffers by sample counts (``lsi_server.importance_average``). ``aggregation=fedavg``
+   is plain sample-weighted averaging (the ablation; clients then skip the importance).
+
+Schedule (``lsi-schedule``): ``once`` (default) follows the paper's released code, where
+inversion and translator training happen once, on locally pre-trained heads, before
+federated training, and G stays fixed for all rounds: the server does the GAN work once,
+clients regularize toward one fixed translator (not a moving target), and the extra
+download is the same G every round. ``every-round`` instead inverts the heads of every
+round's local models (no pre-training round; round 1 trains without G) and fine-tunes
+G on them, so G follows the current latent space, at the cost of server work per round.
+
+Model selection and the DG metrics (``heldout-accuracy``, ``source-accuracy``,
+``selected-heldout-accuracy``) come from ``BaseStrategy.domain_metrics`` for every method.
+Defaults are scaled down from the paper for CPU runs (README "FedDG-LSI").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from models import build_model
+from models.translator import build_head, head_keys
+
+from . import lsi_server
+from .base import BaseStrategy
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        from simulations.config import ConfigError
+
+        raise ConfigError(message)
+
+
+class FedLSIStrategy(BaseStrategy):
+    def __init__(self, cfg: dict, test_data=None, on_round=None):
+        super().__init__(cfg, test_data, on_round)
+        self.translator = None  # G after stage 3
+        self.discriminator = None  # kept for warm starts (every-round schedule)
+        self.codes: dict[int, int] = {}  # partition id -> domain code of G
+        self.current: ArrayRecord | None = None  # global model sent this round
+        self.stage = "train"
+        self.param_names: set[str] | None = None
+
+    @staticmethod
+    def check_config(cfg: dict) -> None:
+        BaseStrategy.check_config(cfg)
+        _check(str(cfg["model"]).startswith("lsi-"),
+               f"fedlsi needs a latent model with a BatchNorm1d head: pass model=lsi-cnn (or lsi-resnet18), "
+               f"got {cfg['model']!r}")
+        _check(cfg["aggregation"] in ("importance", "fedavg"),
+               f"aggregation must be importance or fedavg, got {cfg['aggregation']!r}")
+        _check(cfg["lsi-schedule"] in ("once", "every-round"),
+               f"lsi-schedule must be once or every-round, got {cfg['lsi-schedule']!r}")
+        for key in ("lsi-num-latents", "lsi-translator-hidden", "lsi-translator-batch"):
+            _check(int(cfg[key]) == cfg[key] and cfg[key] >= 2, f"{key} must be an integer >= 2, got {cfg[key]}")
+        for key in ("lsi-pretrain-epochs", "lsi-inversion-iters", "lsi-translator-iters"):
+            _check(int(cfg[key]) == cfg[key] and cfg[key] >= 0, f"{key} must be an integer >= 0, got {cfg[key]}")
+        for key in ("lambda-di", "lsi-bn-weight", "lsi-norm-weight"):
+            _check(cfg[key] >= 0, f"{key} must be >= 0, got {cfg[key]}")
+        for key in ("lsi-inversion-lr", "lsi-translator-lr"):
+            _check(cfg[key] > 0, f"{key} must be > 0, got {cfg[key]}")
+
+    # ---- checkpoints (resume) ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "translator": None if self.translator is None else self.translator.state_dict(),
+            "discriminator": None if self.discriminator is None else self.discriminator.state_dict(),
+            "codes": dict(self.codes),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        from models.translator import LatentDiscriminator, translator_from_state
+
+        self.codes = dict(state.get("codes", {}))
+        if state.get("translator") is not None:
+            self.translator = translator_from_state(state["translator"]).eval()
+            disc = state.get("discriminator")
+            if disc is not None:
+                dim, hidden = self.translator.model[-1].out_features, disc["model.0.weight"].shape[0]
+                self.discriminator = LatentDiscriminator(dim, self.translator.num_domains, hidden)
+                self.discriminator.load_state_dict(disc)
+
+    # ---- what is sent and expected -------------------------------------------------------
+    def _params(self) -> set[str]:
+        if self.param_names is None:
+            data = self.test_data
+            shape = data.input_shape if data is not None else (1, 28, 28)
+            model = build_model(self.cfg["model"], data.num_classes if data is not None else 10, shape)
+            self.param_names = {name for name, _ in model.named_parameters()}
+        return self.param_names
+
+    def train_record(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
+        self.current = arrays
+        pretrain = self.cfg["lsi-schedule"] == "once" and self.translator is None
+        self.stage = "pretrain" if pretrain else "train"
+        config["lsi-stage"] = self.stage
+        config["lambda-di"] = float(self.cfg["lambda-di"])
+        config["aggregation"] = str(self.cfg["aggregation"])
+        record = RecordDict({"arrays": arrays, "config": config})
+        if self.translator is not None and not pretrain:
+            record["translator"] = ArrayRecord({k: v.detach().clone() for k, v in self.translator.state_dict().items()})
+            config["lsi-num-codes"] = self.translator.num_domains
+            for pid, code in self.codes.items():
+                config[f"lsi-code-{pid}"] = code
+        return record
+
+    def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
+        shapes = {k: tuple(v.shape) for k, v in arrays.items()}
+        if self.stage == "pretrain":
+            return {"head": {k: shapes[k] for k in head_keys(shapes)}}
+        expected = {"arrays": shapes}
+        if self.cfg["aggregation"] == "importance":
+            expected["importance"] = {k: shapes[k] for k in shapes if k in self._params()}
+        return expected
+
+    # ---- stages 2, 3 and 5 ----------------------------------------------------------------
+    def fit_translator(self, server_round: int, heads: dict[int, dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Stages 2-3 on the heads (partition id -> ``classifier.*`` tensors)."""
+        seed = int(np.random.SeedSequence([int(self.cfg["seed"]), server_round, 17]).generate_state(1)[0])
+        pids = sorted(heads)
+        if not self.codes or self.cfg["lsi-schedule"] == "once":
+            known = sorted(set(self.partitions.values()) | set(pids))
+            self.codes = {pid: i for i, pid in enumerate(known)}
+        heads = {p: h for p, h in heads.items() if p in self.codes}  # late joiners: no code in a warm G
+        modules = [build_head(heads[p]) for p in sorted(heads)]
+        z, y, _, stats = lsi_server.invert_heads(modules, self.cfg, seed)
+        codes = torch.cat([torch.full((int(self.cfg["lsi-num-latents"]),), self.codes[p]) for p in sorted(heads)])
+        self.translator, self.discriminator, losses = lsi_server.train_translator(
+            z, y, codes, modules, len(self.codes), self.cfg, seed, self.translator, self.discriminator)
+        stats.update(losses)
+        stats["lsi-fixed-point-gap"] = lsi_server.translator_fixed_point_gap(self.translator, z, codes, len(self.codes))
+        return stats
+
+    def aggregate(self, server_round: int, replies: list[Message]):
+        pids = [self.partitions.get(m.metadata.src_node_id, 0) for m in replies]
+        metrics = [m.content.metric_records["metrics"] for m in replies]
+        n = [float(m["num-examples"]) for m in metrics]
+        out = {"num-examples": float(sum(n)),
+               "train-loss": float(np.average([m.get("train-loss", 0.0) for m in metrics], weights=n))}
+        if self.stage == "pretrain":
+            heads = {p: m.content.array_records["head"].to_torch_state_dict() for p, m in zip(pids, replies)}
+            out.update(self.fit_translator(server_round, heads))
+            out["lsi-stage"] = 1.0
+            return self.current, MetricRecord(out)
+        states = [m.content.array_records["arrays"].to_torch_state_dict() for m in replies]
+        if self.cfg["aggregation"] == "importance":
+            importances = [m.content.array_records["importance"].to_torch_state_dict() for m in replies]
+            merged = lsi_server.importance_average(states, importances, n)
+        else:
+            merged = lsi_server.data_average(states, n)
+        if "divergence" in metrics[0]:
+            out["divergence"] = float(np.average([m["divergence"] for m in metrics], weights=n))
+        if self.cfg["lsi-schedule"] == "every-round":
+            heads = {p: {k: s[k] for k in head_keys(s)} for p, s in zip(pids, states)}
+            out.update(self.fit_translator(server_round, heads))
+        out["lsi-stage"] = 4.0
+        return ArrayRecord(merged), MetricRecord(out)

@@ -1,0 +1,395 @@
+"""GIFD (Fang et al., ICCV 2023) as a malicious server: FL training plus gradient inversion.
+
+The strategy runs an ordinary FL loop (FedSGD or FedAvg, ``attack-threat``) and, in
+round ``attack-round``, inverts up to ``attack-num-images`` images from the updates it
+received, with every attack of ``attack`` side by side:
+
+- label inference from the last layer (iDLG for batch 1, counts for larger batches),
+- ``ig``: Inverting Gradients (pixels), ``ggl``: GAN latent search only (GGL),
+- ``gifd``: latent search, then the generator's intermediate features in l1 balls.
+
+Attacker/evaluator split (breaching's contract). An attack sees an ``AttackInput`` built
+by ``attacker_view`` from what the server legitimately has: the model it sent, the one
+update record of the reply (``gradient`` or ``arrays``) and the hyperparameters it
+announced. Clients of this experiment also return the images they used in a
+*simulation-only* ArrayRecord ``sim-ground-truth``; ``aggregate_train`` strips it from
+every reply before anything else (validation, byte counts, attacks) runs and keeps it
+for ``evaluate_reconstructions`` only. ``tests/test_gifd.py`` proves the attacks never
+receive it and that a poisoned ground truth changes the scores but not the
+reconstructions.
+
+Outputs in the run folder: ``attacks.csv`` (one row per attacked image and attack:
+psnr, ssim, lpips, label-accuracy, attack-seconds, grad-loss, ...), ``attacks.png``
+(ground truth row, one row per attack) and per-attack means in the round's metrics row
+(``<attack>-psnr``, ``<attack>-ssim``, ``label-accuracy``).
+
+Prior: ``gan-checkpoint`` (any ``models.generator`` checkpoint), else the GAN trained on
+``gan-dataset`` with ``gan-train-steps`` (cached as ``<out-dir>/gan/<name>-steps<N>-seed0.pt``,
+trained on first use; ``python -m strategies.attacks.train_gan`` does the same ahead of
+time). A prior trained on the clients' own training pool is refused.
+
+The FL model is the project's ``cnn`` (SmallCNN), attacked at round 1 while untrained
+(gradient inversion is easiest there, and the official code attacks an untrained
+ResNet-18). Attacks run with one torch thread (tiny per-image problems; much faster on a
+shared 2-core machine), and are compared at an equal budget of ``attack-budget``
+gradient-matching steps per image (restarts, stages and label-mapping trials included).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from logging import INFO
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.logger import log
+
+from clients.gifd import DEFENSES, GROUND_TRUTH
+from models import build_model
+
+from .attacks.common import AttackInput, AttackResult
+from .attacks.ggl import invert_ggl
+from .attacks.gifd import invert_gifd
+from .attacks.ig import invert_ig
+from .attacks.label_inference import infer_labels
+from .attacks.prior import LABEL_MAPS, GanPrior
+from .base import BaseStrategy
+
+ATTACK_NAMES = ("ig", "ggl", "gifd")
+CSV_COLUMNS = ["round", "partition", "update", "image", "attack", "threat", "batch-size", "defense", "defense-param",
+               "prior", "true-label", "inferred-label", "label-accuracy", "psnr", "ssim", "lpips", "attack-seconds",
+               "grad-loss", "steps"]
+
+
+def parse_list(text: str, cast=str) -> list:
+    return [cast(t.strip()) for t in str(text).split(",") if t.strip()]
+
+
+def attack_list(cfg: dict) -> list[str]:
+    names = parse_list(cfg["attack"])
+    return [] if names == ["none"] else names
+
+
+def settings_of(cfg: dict) -> dict:
+    """The attack hyperparameters of the run config."""
+    return {"budget": int(cfg["attack-budget"]), "restarts": int(cfg["attack-restarts"]), "lr": float(cfg["attack-lr"]),
+            "tv": float(cfg["attack-tv"]), "ig-tv": float(cfg["ig-tv"]), "ggl-kl": float(cfg["ggl-kl"]),
+            "latent-fraction": float(cfg["gifd-latent-fraction"]), "stages": int(cfg["gifd-stages"]),
+            "radii": tuple(parse_list(cfg["gifd-radii"], float)), "label-map": cfg["gan-label-map"],
+            "label-space": label_space_of(cfg["dataset"])}
+
+
+def label_space_of(dataset: str) -> str:
+    from .attacks.train_gan import label_space
+
+    return label_space(dataset)
+
+
+def run_attack(name: str, inp: AttackInput, labels: torch.Tensor, prior: GanPrior | None, s: dict,
+               seed: int) -> AttackResult:
+    """One attack on one update; ``inp`` holds nothing but the attacker's view."""
+    common = dict(budget=s["budget"], restarts=s["restarts"], lr=s["lr"], seed=seed)
+    if name == "ig":
+        return invert_ig(inp, labels, tv=s["ig-tv"], **common)
+    if name == "ggl":
+        return invert_ggl(inp, labels, prior, kl=s["ggl-kl"], label_map=s["label-map"],
+                          label_space=s["label-space"], **common)
+    if name == "gifd":
+        return invert_gifd(inp, labels, prior, tv=s["tv"], latent_fraction=s["latent-fraction"], radii=s["radii"],
+                           stages=s["stages"], label_map=s["label-map"], label_space=s["label-space"], **common)
+    raise ValueError(f"unknown attack '{name}'")
+
+
+def strip_ground_truth(content: RecordDict) -> dict[str, torch.Tensor] | None:
+    """Remove the simulation-only record from a reply; it goes to the evaluator only."""
+    if GROUND_TRUTH not in content.array_records:
+        return None
+    record = content.array_records[GROUND_TRUTH]
+    del content[GROUND_TRUTH]
+    return record.to_torch_state_dict()
+
+
+def attacker_view(content: RecordDict, sent: ArrayRecord, model_name: str, num_classes: int,
+                  input_shape: tuple, mean, std, announced: dict) -> AttackInput:
+    """The attacker's input: the sent model, the reply's update record, the announcements.
+
+    Reads only ``gradient`` (fedsgd) or ``arrays`` (fedavg) of the reply; every other
+    record (in particular ``sim-ground-truth``) is ignored.
+    """
+    model = build_model(model_name, num_classes, input_shape).train()
+    state = sent.to_torch_state_dict()
+    names = [n for n, _ in model.named_parameters()]
+    params = {n: state[n].float() for n in names}
+    buffers = {n: state[n] for n, _ in model.named_buffers() if n in state}
+    if announced["threat"] == "fedsgd":
+        record = content.array_records["gradient"].to_torch_state_dict()
+        target = {n: record[n].float() for n in names}
+    else:
+        record = content.array_records["arrays"].to_torch_state_dict()
+        target = {n: params[n] - record[n].float() for n in names}
+    model.requires_grad_(False)
+    return AttackInput(model=model, params=params, target=target, threat=announced["threat"],
+                       batch_size=int(announced["batch-size"]), lr=float(announced["lr"]),
+                       local_steps=int(announced["local-steps"]),
+                       mean=torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1),
+                       std=torch.tensor(std, dtype=torch.float32).view(-1, 1, 1),
+                       num_classes=num_classes, input_shape=tuple(input_shape), buffers=buffers)
+
+
+def evaluate_reconstructions(result: AttackResult, truth: dict[str, torch.Tensor] | None,
+                             inp: AttackInput) -> list[dict]:
+    """The evaluator: scores a reconstruction against the simulation-only ground truth."""
+    from .attacks.metrics import score
+
+    if truth is None:  # nothing to compare with: keep the rows, no scores
+        return [{"image": i, "inferred-label": int(result.labels[i]), "_match": i} for i in range(len(result.labels))]
+    rec = inp.to_pixels(result.images)
+    true = inp.to_pixels(truth["images"].float())
+    rows = score(rec, result.labels, true, truth["labels"].long())
+    for row in rows:
+        row["_match"] = row.pop("match")  # which reconstruction shows ground-truth image row["image"]
+        row["inferred-label"] = int(result.labels[row["_match"]])
+    return rows
+
+
+def save_grid(path: Path, truth: list[torch.Tensor], recs: dict[str, list[torch.Tensor]], psnrs: dict) -> None:
+    """PNG: ground truth in the first row, one row per attack (pixels in [0, 1])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [("ground truth", truth)] + list(recs.items())
+    n = len(truth)
+    fig, axes = plt.subplots(len(rows), n, figsize=(0.9 * n + 0.9, 0.95 * len(rows)), squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r][c]
+            img = images[c].permute(1, 2, 0).numpy()
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if name in psnrs and c < len(psnrs[name]):
+                ax.set_title(f"{psnrs[name][c]:.1f}", fontsize=6, pad=1)
+        axes[r][0].set_ylabel(name, fontsize=7)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+class GifdStrategy(BaseStrategy):
+    @staticmethod
+    def check_config(cfg: dict) -> None:
+        from datasets import DATASETS
+        from simulations.config import ConfigError
+
+        def check(ok, message):
+            if not ok:
+                raise ConfigError(message)
+
+        names = attack_list(cfg)
+        check(all(n in ATTACK_NAMES for n in names) and len(set(names)) == len(names),
+              f"attack must be a comma-separated subset of {','.join(ATTACK_NAMES)} (or none), got {cfg['attack']!r}")
+        check(cfg["attack-threat"] in ("fedsgd", "fedavg"),
+              f"attack-threat must be fedsgd or fedavg, got {cfg['attack-threat']!r}")
+        for key in ("attack-batch-size", "attack-round", "attack-local-steps", "attack-restarts", "attack-budget"):
+            check(int(cfg[key]) == cfg[key] and cfg[key] >= 1, f"{key} must be an integer >= 1, got {cfg[key]}")
+        check(cfg["attack-round"] <= cfg["num-server-rounds"],
+              f"attack-round {cfg['attack-round']} > num-server-rounds {cfg['num-server-rounds']}: no attack would run")
+        check(int(cfg["attack-num-images"]) == cfg["attack-num-images"] and cfg["attack-num-images"] >= 0,
+              f"attack-num-images must be an integer >= 0, got {cfg['attack-num-images']}")
+        check(cfg["attack-budget"] >= cfg["attack-restarts"],
+              f"attack-budget ({cfg['attack-budget']}) must be >= attack-restarts ({cfg['attack-restarts']})")
+        check(cfg["attack-lr"] > 0, f"attack-lr must be > 0, got {cfg['attack-lr']}")
+        for key in ("attack-tv", "ig-tv", "ggl-kl", "defense-noise-std"):
+            check(cfg[key] >= 0, f"{key} must be >= 0, got {cfg[key]}")
+        check(0 <= cfg["gifd-latent-fraction"] <= 1,
+              f"gifd-latent-fraction must be in [0, 1], got {cfg['gifd-latent-fraction']}")
+        check(0 <= cfg["gifd-stages"] <= 4 and int(cfg["gifd-stages"]) == cfg["gifd-stages"],
+              f"gifd-stages must be an integer in [0, 4], got {cfg['gifd-stages']}")
+        try:
+            radii = parse_list(cfg["gifd-radii"], float)
+        except ValueError:
+            radii = None
+        check(radii is not None and len(radii) >= cfg["gifd-stages"] and all(r >= 0 for r in radii),
+              f"gifd-radii must be {cfg['gifd-stages']} comma-separated numbers >= 0, got {cfg['gifd-radii']!r}")
+        check(cfg["defense"] in DEFENSES, f"defense must be one of {DEFENSES}, got {cfg['defense']!r}")
+        check(cfg["defense-clip-norm"] > 0, f"defense-clip-norm must be > 0, got {cfg['defense-clip-norm']}")
+        check(0 <= cfg["defense-prune-percentile"] < 100,
+              f"defense-prune-percentile must be in [0, 100), got {cfg['defense-prune-percentile']}")
+        check(cfg["gan-label-map"] in LABEL_MAPS, f"gan-label-map must be one of {LABEL_MAPS}, got {cfg['gan-label-map']!r}")
+        check(int(cfg["gan-train-steps"]) == cfg["gan-train-steps"] and cfg["gan-train-steps"] >= 1,
+              f"gan-train-steps must be an integer >= 1, got {cfg['gan-train-steps']}")
+        if any(n in ("ggl", "gifd") for n in names) and not cfg["gan-checkpoint"]:
+            gan = cfg["gan-dataset"]
+            base = gan[: -len("-holdout")] if gan.endswith("-holdout") else gan
+            check(base in DATASETS, f"gan-dataset '{gan}' is not a dataset: pass one of {sorted(DATASETS)} "
+                                    "(optionally with -holdout) or gan-checkpoint=<file>")
+            check(gan != cfg["dataset"], f"gan-dataset '{gan}' is the clients' training pool: pass "
+                                         f"{gan}-holdout, another dataset, or gan-checkpoint=<file>")
+
+    def __init__(self, cfg: dict, test_data=None, on_round=None):
+        super().__init__(cfg, test_data, on_round)
+        self.attacks = attack_list(cfg)
+        self.threat = cfg["attack-threat"]
+        self.sent: ArrayRecord | None = None
+        self.truth: dict[int, dict] = {}
+        self.prior: GanPrior | None = None
+        self.rows: list[dict] = []
+        self.grid: dict = {}
+        model = build_model(cfg["model"], test_data.num_classes, test_data.input_shape) if test_data else None
+        self.param_names = [n for n, _ in model.named_parameters()] if model is not None else []
+
+    # ---- announcements and replies ------------------------------------------------
+    def announced(self) -> dict:
+        """The training procedure the server tells the clients (and so knows)."""
+        return {"threat": self.threat, "batch-size": int(self.cfg["attack-batch-size"]), "lr": float(self.cfg["lr"]),
+                "local-steps": int(self.cfg["attack-local-steps"])}
+
+    def train_record(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
+        a = self.announced()
+        config["attack-threat"] = a["threat"]
+        config["attack-batch-size"] = a["batch-size"]
+        config["attack-local-steps"] = a["local-steps"]
+        config["lr"] = a["lr"]
+        config[GROUND_TRUTH] = bool(self.attacks) and server_round == int(self.cfg["attack-round"])
+        self.sent = arrays
+        return super().train_record(server_round, arrays, config)
+
+    def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
+        if self.threat == "fedsgd":
+            return {"gradient": {k: tuple(arrays[k].shape) for k in self.param_names}}
+        return super().expected_arrays(arrays)
+
+    def aggregate_train(self, server_round: int, replies):
+        """Strip the simulation-only ground truth first, then validate and aggregate."""
+        replies = list(replies)
+        self.truth = {}
+        for msg in replies:
+            if not msg.has_error():
+                truth = strip_ground_truth(msg.content)
+                if truth is not None:
+                    self.truth[msg.metadata.src_node_id] = truth
+        return super().aggregate_train(server_round, replies)
+
+    def aggregate(self, server_round: int, replies: list[Message]):
+        if server_round == int(self.cfg["attack-round"]) and self.attacks and int(self.cfg["attack-num-images"]) > 0:
+            self.run_attacks(server_round, replies)
+        arrays, metrics = super().aggregate(server_round, replies)
+        if self.threat == "fedsgd" and arrays is not None:  # the server applies the mean gradient
+            lr = float(self.cfg["lr"])
+            sent = self.sent.to_torch_state_dict()
+            grad = arrays.to_torch_state_dict()
+            arrays = ArrayRecord({k: (v - lr * grad[k]) if k in grad else v for k, v in sent.items()})
+        return arrays, metrics
+
+    # ---- the attack -----------------------------------------------------------------
+    def load_prior(self) -> GanPrior:
+        if self.prior is None:
+            from simulations.config import out_root
+
+            from .attacks.train_gan import ensure_prior
+
+            path = self.cfg["gan-checkpoint"]
+            if path:
+                self.prior = GanPrior.load(Path(path).expanduser(), name=Path(path).name)
+            else:
+                t0 = time.perf_counter()
+                ckpt = ensure_prior(self.cfg["gan-dataset"], out_root(self.cfg), int(self.cfg["gan-train-steps"]),
+                                    seed=0, data_root=self.cfg["data-root"], log_every=0)
+                log(INFO, "GAN prior %s ready (%.0fs)", ckpt, time.perf_counter() - t0)
+                self.prior = GanPrior.load(ckpt, name=self.cfg["gan-dataset"])
+        return self.prior
+
+    def run_dir(self) -> Path:
+        from simulations.config import out_root
+
+        return out_root(self.cfg) / (self.cfg["run-name"] or "gifd")
+
+    def defense_param(self) -> float:
+        kind = self.cfg["defense"]
+        return {"none": 0.0, "noise": float(self.cfg["defense-noise-std"]), "clip": float(self.cfg["defense-clip-norm"]),
+                "prune": float(self.cfg["defense-prune-percentile"])}[kind]
+
+    def run_attacks(self, server_round: int, replies: list[Message]) -> None:
+        """Attack the first updates (partition order) of the attack round; write the outputs."""
+        size = int(self.cfg["attack-batch-size"])
+        chosen = replies[: math.ceil(int(self.cfg["attack-num-images"]) / size)]
+        items = [(self.partitions.get(m.metadata.src_node_id, -1), m.content, self.truth.get(m.metadata.src_node_id))
+                 for m in chosen]
+        prior = self.load_prior() if any(a in ("ggl", "gifd") for a in self.attacks) else None
+        grid = self.attack_updates(server_round, items, self.attacks, prior)
+        self.write_outputs(*grid)
+
+    def attack_updates(self, server_round: int, items: list[tuple[int, RecordDict, dict | None]],
+                       attacks: list[str], prior: GanPrior | None):
+        """Run ``attacks`` on (partition, reply content, ground truth) items.
+
+        The content must already be stripped of the ground truth (``strip_ground_truth``);
+        the attack sees only ``attacker_view(content, ...)``, the evaluator the truth.
+        Appends rows to ``self.rows``; returns (truth pixels, reconstructions, psnrs) for the grid.
+        """
+        cfg, data = self.cfg, self.test_data
+        size = int(cfg["attack-batch-size"])
+        settings = settings_of(cfg)
+        prior_name = prior.name if prior is not None else ""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        truth_px, recs, psnrs = [], {a: [] for a in attacks}, {a: [] for a in attacks}
+        try:
+            for u, (part, content, truth) in enumerate(items):
+                inp = attacker_view(content, self.sent, cfg["model"], data.num_classes, data.input_shape,
+                                    data.mean, data.std, self.announced())
+                seed = int(np.random.SeedSequence([int(cfg["seed"]), server_round, part, 7]).generate_state(1)[0] % 2**31)
+                labels = infer_labels(inp, seed)
+                if truth is not None:
+                    truth_px += list(inp.to_pixels(truth["images"].float()))
+                for name in attacks:
+                    torch.manual_seed(seed)
+                    result = run_attack(name, inp, labels, prior, settings, seed)
+                    rows = evaluate_reconstructions(result, truth, inp)
+                    pixels = inp.to_pixels(result.images)
+                    recs[name] += [pixels[row.pop("_match")] for row in rows]
+                    psnrs[name] += [row.get("psnr", float("nan")) for row in rows]
+                    for row in rows:
+                        row.update({"round": server_round, "partition": part, "update": u, "attack": name,
+                                    "threat": self.threat, "batch-size": size, "defense": cfg["defense"],
+                                    "defense-param": self.defense_param(),
+                                    "prior": prior_name if name != "ig" else "", "attack-seconds": result.seconds,
+                                    "grad-loss": result.grad_loss, "steps": result.steps})
+                        self.rows.append(row)
+                    log(INFO, "[attack] partition %s %s: psnr %s labels %s (%.1fs)", part, name,
+                        " ".join(f"{r.get('psnr', float('nan')):.1f}" for r in rows), labels.tolist(), result.seconds)
+        finally:
+            torch.set_num_threads(threads)
+        return truth_px, recs, psnrs
+
+    def write_outputs(self, truth_px, recs, psnrs) -> None:
+        import pandas as pd
+
+        from .attacks.metrics import lpips_available, lpips_note
+
+        out = self.run_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        frame = pd.DataFrame(self.rows)
+        for col in CSV_COLUMNS:
+            if col not in frame:
+                frame[col] = np.nan
+        frame = frame[CSV_COLUMNS + [c for c in frame.columns if c not in CSV_COLUMNS]]
+        frame.to_csv(out / "attacks.csv", index=False)
+        if not lpips_available():
+            (out / "attacks-lpips-note.txt").write_text(lpips_note() + "\n")
+            log(INFO, "%s", lpips_note())
+        if truth_px:
+            save_grid(out / "attacks.png", truth_px, recs, psnrs)
+        means = frame.groupby("attack")[["psnr", "ssim"]].mean()
+        for name, row in means.iterrows():
+            self.row[f"{name}-psnr"] = float(row["psnr"])
+            self.row[f"{name}-ssim"] = float(row["ssim"])
+        if "label-accuracy" in frame:
+            self.row["label-accuracy"] = float(frame["label-accuracy"].mean())
+        log(INFO, "[attack] mean psnr: %s; attacks.csv in %s",
+            ", ".join(f"{k}={v:.2f}" for k, v in means["psnr"].items()), out)

@@ -1,0 +1,217 @@
+"""FedDG-LSI's server-side computations, pure torch (no Flower): stages 2, 3 and 5.
+
+Stage 2, latent space inversion (``invert_head``): for one client's classifier head
+(BatchNorm1d running statistics + linear layer; no encoder, no image), optimize random
+latents Z ~ N(0, I) with sampled labels y by Adam (betas 0.5, 0.9) on
+
+    CE(head(Z), y) + norm_weight * mean_i ||Z_i||_2
+                   + bn_weight * (||mean_B(Z) - mu_run||_2 + ||var_B(Z) - var_run||_2)
+
+(DeepInversion's feature-statistics term on the BN1d input, as the official
+``DeepInversionFeatureHook``). Differences from the official code, all deliberate:
+the head runs in eval mode (the official head stays in train mode, so every step both
+normalizes with the batch's own statistics and moves the running statistics it is
+matched against); Z is re-initialized for every client (the official loop keeps
+optimizing the same tensor across domains); labels are balanced over the classes
+(shuffled), not i.i.d. uniform; one batch of ``num_latents`` per client instead of
+120 batches of 32; few iterations with a larger step (paper: 10,000 at lr 1e-4).
+
+Stage 3, latent StarGAN (``train_translator``): G(z, c, c') and D (models/translator.py)
+on the pooled synthetic latents, as the official ``solver_stargan_latent.py``:
+D: -E[D(z)] + E[D(G(z,c,c'))] + L_CLS * CE(D_cls(z), c) + L_GP * GP;
+G (every N_CRITIC steps): -E[D(G)] + L_REC * |z - G(G(z,c,c'),c',c)|_1
++ L_CLS * CE(D_cls(G), c') + L_CONS * sum_k CE(head_k(G(z,c,c')), y);
+c' = a random permutation of the batch's codes; Adam(lr, 0.5, 0.999), lr decayed
+linearly to 0 over the second half. Bug fixed: the official GP draws
+``alpha = rand(B,1,1,1)`` for [B, d] latents, which broadcasts to [B, B, B, d]; here
+``alpha = rand(B, 1)``.
+
+Stage 5, important-weight aggregation (``importance_average``): the official
+``normalize_dictionaries`` is called but never defined. Here, per parameter element,
+``w_k = n_k * Omega_k / sum_j n_j * Omega_j`` (n_k: the client's training samples) and
+``theta = sum_k w_k * theta_k``; where ``sum_j n_j * Omega_j <= EPS`` (no client finds the
+element important) the data weights ``n_k / sum_j n_j`` are used. With Omega = 1
+everywhere this is exactly FedAvg; an element with zero importance at one client takes
+the other clients' (importance-weighted) value. Entries without importance (BN buffers)
+are averaged with the data weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.translator import LatentDiscriminator, Translator
+
+Tensors = dict[str, torch.Tensor]
+
+# Official StarGAN weights (feddg_latent.py / solver_stargan_latent.py defaults).
+L_CLS, L_REC, L_GP, L_CONS, N_CRITIC = 1.0, 10.0, 10.0, 0.1, 5
+EPS = 1e-20
+
+
+# ---- stage 2: latent space inversion ------------------------------------------------------
+def bn_stat_loss(z: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+    """||mean_B(z) - running_mean||_2 + ||var_B(z) - running_var||_2 (biased batch var)."""
+    return torch.linalg.vector_norm(z.mean(0) - bn.running_mean) + \
+        torch.linalg.vector_norm(z.var(0, unbiased=False) - bn.running_var)
+
+
+def invert_head(
+    head: nn.Sequential,
+    num_latents: int,
+    iters: int,
+    lr: float,
+    bn_weight: float,
+    norm_weight: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Synthetic latents and labels for one head (``BatchNorm1d -> Linear``, eval mode)."""
+    head = head.eval()
+    bn, linear = head[0], head[1]
+    num_classes, dim = linear.weight.shape
+    y = torch.arange(num_latents) % num_classes
+    y = y[torch.randperm(num_latents, generator=generator)]
+    z = torch.randn(num_latents, dim, generator=generator).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr, betas=(0.5, 0.9))
+    for _ in range(iters):
+        loss = F.cross_entropy(head(z), y) + norm_weight * z.norm(dim=1).mean() + bn_weight * bn_stat_loss(z, bn)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    z = z.detach()
+    with torch.no_grad():
+        stats = {
+            "acc": float((head(z).argmax(1) == y).float().mean()),
+            "bn-gap": float(bn_stat_loss(z, bn)),
+            "ce": float(F.cross_entropy(head(z), y)),
+        }
+    return z, y, stats
+
+
+def invert_heads(heads: list[nn.Sequential], cfg: dict, seed: int):
+    """Stage 2 for every head: pooled (Z, y, code) with code = the head's index, + stats."""
+    gen = torch.Generator().manual_seed(seed)
+    zs, ys, codes, stats = [], [], [], []
+    for k, head in enumerate(heads):
+        z, y, s = invert_head(head, int(cfg["lsi-num-latents"]), int(cfg["lsi-inversion-iters"]),
+                              float(cfg["lsi-inversion-lr"]), float(cfg["lsi-bn-weight"]),
+                              float(cfg["lsi-norm-weight"]), gen)
+        zs.append(z), ys.append(y), codes.append(torch.full_like(y, k)), stats.append(s)
+    summary = {f"lsi-inversion-{key}": float(np.mean([s[key] for s in stats])) for key in stats[0]}
+    return torch.cat(zs), torch.cat(ys), torch.cat(codes), summary
+
+
+# ---- stage 3: latent StarGAN ----------------------------------------------------------------
+def gradient_penalty(d: LatentDiscriminator, real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """WGAN-GP on latents: alpha has shape [B, 1] (the official [B,1,1,1] broadcasts wrongly)."""
+    alpha = torch.rand(real.size(0), 1, generator=generator)
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    out, _ = d(x_hat)
+    grad = torch.autograd.grad(out, x_hat, torch.ones_like(out), create_graph=True, retain_graph=True)[0]
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def d_step_losses(g, d, z, c, c_trg, generator=None) -> dict[str, torch.Tensor]:
+    out_real, cls_real = d(z)
+    fake = g(z, c, c_trg)
+    out_fake, _ = d(fake.detach())
+    return {"real": -out_real.mean(), "fake": out_fake.mean(), "cls": F.cross_entropy(cls_real, c),
+            "gp": gradient_penalty(d, z, fake, generator)}
+
+
+def g_step_losses(g, d, z, y, c, c_trg, heads) -> dict[str, torch.Tensor]:
+    fake = g(z, c, c_trg)
+    out_fake, cls_fake = d(fake)
+    rec = g(fake, c_trg, c)
+    cons = sum(F.cross_entropy(h(fake), y) for h in heads) if heads else fake.new_zeros(())
+    return {"fake": -out_fake.mean(), "rec": (z - rec).abs().mean(), "cls": F.cross_entropy(cls_fake, c_trg),
+            "cons": cons}
+
+
+def train_translator(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    codes: torch.Tensor,
+    heads: list[nn.Sequential],
+    num_domains: int,
+    cfg: dict,
+    seed: int,
+    g: Translator | None = None,
+    d: LatentDiscriminator | None = None,
+) -> tuple[Translator, LatentDiscriminator, dict[str, float]]:
+    """Stage 3 on the synthetic latents; ``g``/``d`` warm-start (every-round schedule)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    dim, hidden = z.shape[1], int(cfg["lsi-translator-hidden"])
+    g = g or Translator(dim, num_domains, hidden, residual=bool(cfg["lsi-translator-residual"]))
+    d = d or LatentDiscriminator(dim, num_domains, hidden)
+    g.train(), d.train()
+    for h in heads:
+        h.eval()
+    lr, iters, batch = float(cfg["lsi-translator-lr"]), int(cfg["lsi-translator-iters"]), int(cfg["lsi-translator-batch"])
+    g_opt = torch.optim.Adam(g.parameters(), lr, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(d.parameters(), lr, betas=(0.5, 0.999))
+    decay_from = iters // 2
+    logged: dict[str, float] = {}
+    for i in range(iters):
+        idx = torch.randint(len(z), (min(batch, len(z)),), generator=gen)
+        zb, yb, cb = z[idx], y[idx], codes[idx]
+        ct = cb[torch.randperm(len(cb), generator=gen)]
+        dl = d_step_losses(g, d, zb, cb, ct, gen)
+        d_loss = dl["real"] + dl["fake"] + L_CLS * dl["cls"] + L_GP * dl["gp"]
+        d_opt.zero_grad()
+        d_loss.backward()
+        d_opt.step()
+        if (i + 1) % N_CRITIC == 0:
+            gl = g_step_losses(g, d, zb, yb, cb, ct, heads)
+            g_loss = gl["fake"] + L_REC * gl["rec"] + L_CLS * gl["cls"] + L_CONS * gl["cons"]
+            g_opt.zero_grad()
+            g_loss.backward()
+            g_opt.step()
+            logged = {"lsi-g-loss": g_loss.item(), "lsi-g-rec": gl["rec"].item(), "lsi-g-cons": gl["cons"].item(),
+                      "lsi-d-loss": d_loss.item(), "lsi-d-gp": dl["gp"].item()}
+        if i >= decay_from:
+            for opt in (g_opt, d_opt):
+                for group in opt.param_groups:
+                    group["lr"] = lr * (iters - i - 1) / max(iters - decay_from, 1)
+    for p in g.parameters():  # heads' gradients are never needed again
+        p.grad = None
+    return g.eval(), d, logged
+
+
+@torch.no_grad()
+def translator_fixed_point_gap(g: Translator, z: torch.Tensor, codes: torch.Tensor, num_domains: int) -> float:
+    """MSE(G(z, c, c'), z) on the synthetic latents, c' uniform: the clients' divergence term."""
+    g.eval()
+    trg = torch.randint(num_domains, (len(z),), generator=torch.Generator().manual_seed(0))
+    return float(F.mse_loss(g(z, codes, trg), z))
+
+
+# ---- stage 5: important-weight aggregation ----------------------------------------------------
+def importance_average(states: list[Tensors], importances: list[Tensors], num_examples: list[float]) -> Tensors:
+    """Element-wise importance-weighted mean of ``states`` (see the module docstring)."""
+    n = torch.tensor([float(v) for v in num_examples], dtype=torch.float64)
+    data_w = n / n.sum()
+    out: Tensors = {}
+    for key, ref in states[0].items():
+        stacked = torch.stack([s[key].to(torch.float64) for s in states])  # [K, ...]
+        shape = (-1,) + (1,) * (stacked.ndim - 1)
+        if key in importances[0]:
+            omega = torch.stack([imp[key].to(torch.float64) for imp in importances]).clamp_min(0)
+            mass = omega * n.view(shape)
+            total = mass.sum(0, keepdim=True)
+            weights = torch.where(total > EPS, mass / total.clamp_min(EPS), data_w.view(shape).expand_as(mass))
+        else:
+            weights = data_w.view(shape).expand_as(stacked)
+        value = (weights * stacked).sum(0)
+        out[key] = value.round().to(ref.dtype) if not ref.dtype.is_floating_point else value.to(ref.dtype)
+    return out
+
+
+def data_average(states: list[Tensors], num_examples: list[float]) -> Tensors:
+    """Plain FedAvg (sample-weighted mean): ``importance_average`` with no importance."""
+    return importance_average(states, [{} for _ in states], num_examples)
