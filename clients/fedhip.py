@@ -7,9 +7,10 @@ Everything is float64 ``torch.linalg``; there is no gradient step anywhere.
 - Local training: ``G_k = X_kᵀX_k``, ``Q_k = X_kᵀY_k`` (one-hot), class counts; the local
   ridge model ``W_k = (G_k + γI)⁻¹Q_k`` is kept in the node's state. Only the upper
   triangle of ``G_k`` is sent (``pack_triu``).
-- Local personalization (evaluate message, which carries the global sums):
-  ``W_k^p = (α G + (1-α) G_k + γI)⁻¹ (α Q + (1-α) Q_k)`` with ``α = alpha-personal``
-  (see ``personalize`` and strategies/fedhip.py for why this form).
+- Local personalization (evaluate message): ``personal-fusion=weights`` (default)
+  ``W_k^p = α W + (1-α) W_k`` from the global model ``W``; ``statistics`` (the message then
+  carries the global sums) ``W_k^p = (αG + (1-α)G_k + γI)⁻¹(αQ + (1-α)Q_k)``;
+  ``α = alpha-personal``. See strategies/fedhip.py for why ``weights`` is the default.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ GLOBAL = "fedhip-global"  # evaluate record: the same keys, summed over clients
 LOCAL, PERSONAL = "fedhip-local", "fedhip-personal"  # kept in context.state
 FEATURE_KEYS = ("backbone", "pretrained", "backbone-size", "buffer-size", "seed")
 DTYPE = torch.float64
+MAX_COND = 1e12  # a Cholesky solve past this condition falls back to least squares
 
 
 # ---- features ---------------------------------------------------------------------
@@ -111,7 +113,9 @@ def ridge_solve(A: torch.Tensor, B: torch.Tensor, gamma: float, what: str = "mod
     A = A.to(DTYPE)
     M = A + gamma * torch.eye(A.shape[0], dtype=DTYPE)
     L, info = torch.linalg.cholesky_ex(M)
-    if int(info) == 0:
+    diag = L.diagonal()
+    # (max/min pivot)² bounds cond(M) from below: past 1e12 float64 keeps < 4 digits.
+    if int(info) == 0 and diag.min() > 0 and float((diag.max() / diag.min()) ** 2) < MAX_COND:
         W = torch.cholesky_solve(B.to(DTYPE), L)
         if torch.isfinite(W).all():
             return W
@@ -120,14 +124,20 @@ def ridge_solve(A: torch.Tensor, B: torch.Tensor, gamma: float, what: str = "mod
     return torch.linalg.lstsq(M, B.to(DTYPE), driver="gelsd").solution
 
 
-def personalize(G: torch.Tensor, Q: torch.Tensor, G_k: torch.Tensor, Q_k: torch.Tensor,
-                alpha: float, gamma: float) -> torch.Tensor:
-    """Personalized model ``(αG + (1-α)G_k + γI)⁻¹(αQ + (1-α)Q_k)``.
+def personalize(W: torch.Tensor, W_k: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Weight-level fusion ``αW + (1-α)W_k`` of the global and the local ridge models.
 
-    ``G, Q`` are the global sums (client k included). It depends only on the global
-    sums and client k's own data, so it is the same however the other clients' data
-    is split (heterogeneity invariance). α = 1: the global model; α = 0: the local one.
+    Its logits are the α-mix of the two models' logits. ``W`` depends only on the global
+    sums and ``W_k`` only on client k's data, so the result is the same however the other
+    clients' data is split (heterogeneity invariance). α = 1: global; α = 0: local.
     """
+    return alpha * W.to(DTYPE) + (1 - alpha) * W_k.to(DTYPE)
+
+
+def personalize_statistics(G: torch.Tensor, Q: torch.Tensor, G_k: torch.Tensor, Q_k: torch.Tensor,
+                           alpha: float, gamma: float) -> torch.Tensor:
+    """Statistic-level fusion ``(αG + (1-α)G_k + γI)⁻¹(αQ + (1-α)Q_k)``: the ridge model of
+    a re-weighted pool (own samples weigh 1, the others α). Invariant for the same reason."""
     return ridge_solve(alpha * G + (1 - alpha) * G_k, alpha * Q + (1 - alpha) * Q_k, gamma, "personalized model")
 
 
@@ -156,6 +166,7 @@ class FedHiPClient(Client):
         self.device = device_of(cfg)
         self.gamma = float(cfg["ridge-gamma"])
         self.alpha = float(cfg["alpha-personal"])
+        self.fusion = str(cfg["personal-fusion"])
 
     def features(self, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels of one of this client's splits (cached)."""
@@ -178,20 +189,28 @@ class FedHiPClient(Client):
         metrics = {"num-examples": len(y), "train-accuracy": accuracy(W, X, y)}
         return Reply({STATS: stats}, metrics, keep={LOCAL: {"weight": W}})
 
+    def local_model(self, stored: dict[str, Tensors]) -> torch.Tensor:
+        """The local ridge model: kept from the train message, else solved now."""
+        if LOCAL in stored:
+            return stored[LOCAL]["weight"].to(DTYPE)
+        _, _, G, Q, _ = self.local_statistics()
+        return ridge_solve(G, Q, self.gamma, f"partition {self.data.partition_id} local model")
+
     def evaluate(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> Reply:
-        """Phase 3: personalized model from the global sums; accuracy on the local test."""
-        Xt, yt = self.features(self.data.test)
-        metrics = {"num-examples": len(yt)}
-        glob = arrays.get(GLOBAL)
-        if glob is not None:
+        """Phase 3: the personalized model (kept); its accuracy on the local test split."""
+        W = arrays.get("arrays", {}).get("weight")
+        if W is None:
+            raise RuntimeError("fedhip: the evaluate message carries no global model")
+        W = W.to(DTYPE)
+        if self.fusion == "statistics":
+            glob = arrays.get(GLOBAL)
+            if glob is None:
+                raise RuntimeError(f"fedhip: personal-fusion=statistics needs the '{GLOBAL}' record")
             _, _, G_k, Q_k, _ = self.local_statistics()
             G = unpack_triu(glob["gram-triu"].to(DTYPE), G_k.shape[0])
-            W = personalize(G, glob["q"].to(DTYPE), G_k, Q_k, self.alpha, self.gamma)
-        elif PERSONAL in stored or LOCAL in stored:  # no global statistics this time
-            W = stored.get(PERSONAL, stored.get(LOCAL))["weight"].to(DTYPE)
+            W_p = personalize_statistics(G, glob["q"].to(DTYPE), G_k, Q_k, self.alpha, self.gamma)
         else:
-            raise RuntimeError("fedhip: evaluate needs the global statistics or a stored model")
-        metrics["accuracy"] = accuracy(W, Xt, yt)
-        if "arrays" in arrays and "weight" in arrays["arrays"]:
-            metrics["global-accuracy"] = accuracy(arrays["arrays"]["weight"].to(DTYPE), Xt, yt)
-        return Reply({}, metrics, keep={PERSONAL: {"weight": W}})
+            W_p = personalize(W, self.local_model(stored), self.alpha)
+        Xt, yt = self.features(self.data.test)
+        metrics = {"num-examples": len(yt), "accuracy": accuracy(W_p, Xt, yt), "global-accuracy": accuracy(W, Xt, yt)}
+        return Reply({}, metrics, keep={PERSONAL: {"weight": W_p}})

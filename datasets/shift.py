@@ -19,10 +19,13 @@ current numpy/scikit-image). Notes:
   and converted back with ITU-R 601 luma (some corruptions, e.g. frost, add colour).
 - ``severity`` 1..5 is one level; ``0`` gives image i the level ``i % 5 + 1``, i.e. the
   mean over all five levels at the cost of one (CIFAR-10-C papers report either).
+- ``spatter`` divides by the largest drop value, which is 0 when a small image draws no
+  drop at all (a library bug that 224 px images never hit): those pixels come out NaN. They
+  are replaced by the input pixel, which is what a drop-free spatter layer means.
 - Seeding: every image is corrupted under its own seed, derived from (seed, corruption,
   severity, index); the library's global-numpy randomness and its ``seed`` arguments
   (glass_blur, impulse_noise) are both set, so the result is a function of the inputs.
-- Cache: ``<data-root>/corrupted/<dataset>-<content hash>/<name>-s<severity>-seed<seed>.pt``
+- Cache: ``<data-root>/corrupted/<dataset>-<content hash>/<name>-s<severity>-seed<seed>-v<N>.pt``
   (uint8 tensors, written atomically); a later run, or another seed of a sweep, loads it.
 
 Semantic shift (``ood-datasets`` key): test images of another dataset of the registry
@@ -44,6 +47,7 @@ from torch.nn import functional as F
 from .registry import ArrayDataset, DataBundle, DataError, load_dataset, resolve_root
 
 SEVERITIES = (1, 2, 3, 4, 5)
+CACHE_VERSION = 2  # bump when the generated images change: old cache files are then ignored
 NATIVE_MIN_SIDE = 28  # corruptions verified at this size and above
 LIBRARY_HINT = "pip install imagecorruptions-imaug (or corrupt-tta)"
 # OOD-only image folders under data-root (FOOGD / OpenOOD layouts); any image files below.
@@ -129,11 +133,15 @@ def corrupt_images(images: torch.Tensor, name: str, severity: int, seed: int) ->
             s = _seed(seed, idx, severity, i)
             np.random.seed(s)
             kwargs = {"seed": s} if name in ("glass_blur", "impulse_noise") else {}
-            pil = Image.fromarray(_to_rgb_u8(src_np[i]))
-            try:
-                res = fn(pil, level, **kwargs)
-            except TypeError:  # a library whose function takes no seed argument
-                res = fn(np.asarray(pil), level)
+            rgb = _to_rgb_u8(src_np[i])
+            with np.errstate(divide="ignore", invalid="ignore"):  # spatter's 0/0, handled below
+                try:
+                    res = fn(Image.fromarray(rgb), level, **kwargs)
+                except TypeError:  # a library whose function takes no seed argument
+                    res = fn(rgb, level)
+            res = np.asarray(res, dtype=np.float64)
+            if not np.isfinite(res).all():  # spatter on a small image that drew no drop: 0/0
+                res = np.where(np.isfinite(res), res, rgb)
             out[i] = _from_rgb(res, c)
     finally:
         np.random.set_state(state)
@@ -171,7 +179,7 @@ def corrupted_sets(bundle: DataBundle, names: list[str], severity: int, seed: in
     folder = resolve_root(data_root) / "corrupted" / f"{bundle.name}-{digest}"
     out = {}
     for name in names:
-        path = folder / f"{name}-s{severity}-seed{seed}.pt"
+        path = folder / f"{name}-s{severity}-seed{seed}-v{CACHE_VERSION}.pt"
         images = None
         if path.exists():
             try:

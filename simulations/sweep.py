@@ -15,14 +15,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
 import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +24,7 @@ import yaml
 
 from simulations.config import ConfigError, defaults, resolve
 from simulations.results import collect, summary
-
-APP_DIR = Path(__file__).resolve().parent.parent
+from simulations.superlink import LocalSuperLink
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
 FEDERATION_KEYS = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
 FEDERATION_DEFAULTS = {"num-supernodes": 10, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}
@@ -108,114 +101,6 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
             raise SweepError(f"run '{name}': {err}") from None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _bin(name: str) -> str:
-    """An executable of this environment (the venv's flwr, not another one on PATH)."""
-    here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else (shutil.which(name) or name)
-
-
-def stop_tree(pid: int, timeout: float = 20) -> None:
-    """Stop ``pid`` and every descendant (the SuperExec detaches into its own session,
-    so a process-group kill would miss it): SIGTERM, then SIGKILL what is left."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = [root, *root.children(recursive=True)]
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-
-
-class LocalSuperLink:
-    """A simulation SuperLink owned by this process: started in a private FLWR_HOME from
-    a neutral folder, stopped (with its SuperExec and simulation children) on exit."""
-
-    def __init__(self) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="flwr-home-"))
-        self.port, self.health = _free_port(), _free_port()
-        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        self.env = {**os.environ, "PATH": path, "FLWR_HOME": str(self.home),
-                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1"}
-        self.proc: subprocess.Popen | None = None
-        self.clients: list[subprocess.Popen] = []  # `flwr run` processes started here
-
-    def __enter__(self) -> "LocalSuperLink":
-        (self.home / "config.toml").write_text(
-            f'[superlink]\ndefault = "sweep"\n\n[superlink.sweep]\naddress = "127.0.0.1:{self.port}"\n'
-            "insecure = true\n"
-        )
-        cmd = [_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
-               "--host", "127.0.0.1", "--port", str(self.port),
-               "--health-server-address", f"127.0.0.1:{self.health}",
-               "--database", str(self.home / "state.db"), "--disable-runtime-dependency-installation"]
-        log = open(self.home / "superlink.log", "w")
-        self.proc = subprocess.Popen(cmd, cwd=self.home, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"SuperLink exited at start; see {self.home / 'superlink.log'}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError("SuperLink did not start within 60 s")
-
-    def __exit__(self, *exc) -> None:
-        for proc in self.clients + ([self.proc] if self.proc else []):
-            stop_tree(proc.pid)
-        shutil.rmtree(self.home, ignore_errors=True)
-
-    def run(self, cfg: dict, fed: dict, log_path: Path) -> dict:
-        """One ``flwr run``; returns the SuperLink's record of the run (status etc.)."""
-        import tomli_w
-
-        run_toml = log_path.parent / "run-config.toml"
-        run_toml.write_text(tomli_w.dumps(cfg))
-        fed_arg = " ".join(f"{k}={json.dumps(v)}" for k, v in fed.items())
-        cmd = [_bin("flwr"), "run", str(APP_DIR), "sweep", "--run-config", str(run_toml),
-               "--federation-config", fed_arg, "--stream"]
-        run_id = None
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(cmd, cwd=APP_DIR, env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
-            self.clients.append(proc)
-            for line in proc.stdout:
-                log.write(line)
-                if found := re.search(r"started run (\d+)", line):
-                    run_id = found[1]
-                if re.search(r"\[round \d+/|dropped reply|skipped|bad run config|Error", line):
-                    print("   ", re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip(), flush=True)
-            proc.wait()
-        if run_id is None:
-            return {"status": "not started", "status-details": f"see {log_path}"}
-        out = subprocess.run([_bin("flwr"), "ls", "sweep", "--run-id", run_id, "--format", "json"],
-                             cwd=APP_DIR, env=self.env, capture_output=True, text=True)
-        try:
-            return json.loads(out.stdout)["runs"][0]
-        except (ValueError, KeyError, IndexError):
-            return {"status": "unknown", "status-details": out.stdout[-500:] + out.stderr[-500:]}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulations.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="sweep YAML with base: and grid:")
@@ -243,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = out / name
             run_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            record = link.run(cfg, fed, run_dir / "flwr.log")
+            record = link.run(cfg, run_dir / "flwr.log", fed)
             status = record.get("status", "unknown")
             print(f"    {status} in {time.perf_counter() - t0:.1f}s", flush=True)
             if status != "finished:completed":

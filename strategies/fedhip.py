@@ -9,8 +9,8 @@ one-hot labels, solved in closed form (float64) in three phases, all in ONE roun
 2. Analytic global aggregation (``aggregate``): ``G = Σ G_k``, ``Q = Σ Q_k`` and
    ``W = (G + γI)⁻¹Q`` (Cholesky solve) -- the centralized ridge solution on the pooled
    data, whatever the split and the arrival order.
-3. Analytic local personalization (evaluate message, which carries ``G, Q``): client k
-   solves ``W_k^p = (αG + (1-α)G_k + γI)⁻¹(αQ + (1-α)Q_k)``, keeps it in its state and
+3. Analytic local personalization (evaluate message, which carries ``W``): client k
+   fuses ``W_k^p = αW + (1-α)W_k`` (``α = alpha-personal``), keeps it in its state and
    reports its accuracy on its local test split (-> ``personalized-accuracy``).
 
 Choices the paper's text (not available to us; only its abstract) must confirm [paper]:
@@ -18,21 +18,31 @@ Choices the paper's text (not available to us; only its abstract) must confirm [
 - Backbone: the paper uses a self-supervised foundation model; offline the only real
   weights are ImageNet-supervised ``tf_efficientnet_lite0`` (default; any timm name works
   where the hub is reachable). Grayscale is repeated to 3 channels and resized to
-  ``backbone-size`` (64 by default: see README for accuracy vs cost).
+  ``backbone-size`` (64 by default; 32 loses 22 points on MNIST, 96 costs 2.4x for
+  +0.7: README has the table).
 - Feature expansion: ``buffer-size`` = 0 (off) by default; a random ReLU buffer as in
   ACIL/AFL is available, but the upload grows with its size squared.
 - Regularization: clients send raw statistics and the server adds ``γ`` once, so with
   ``clean-reg`` (default) the global model equals the centralized ridge solution; AFL's
   "cleaning" removes the K-fold ``γ`` that per-client regularized uploads accumulate,
   which is what ``clean-reg=false`` reproduces (``W = (G + KγI)⁻¹Q``).
-- Personalization: statistic-level fusion (candidate (i) of our notes), because it is
-  the ridge solution on a re-weighted dataset (own samples weigh 1, others α), degrades
-  gracefully (α=1 global, α=0 local) and depends only on the global sums and client k's
-  own data: the heterogeneity invariance the paper claims holds exactly.
+- Personalization: weight-level fusion ``αW + (1-α)W_k`` (``personal-fusion=weights``),
+  i.e. a mix of the global and local models' logits; the statistic-level alternative
+  ``(αG + (1-α)G_k + γI)⁻¹(αQ + (1-α)Q_k)`` is ``personal-fusion=statistics`` (the evaluate
+  message then also carries ``G, Q``: 6.6 MB more per client at d=1280). Both depend only
+  on the global sums and client k's own data, so the heterogeneity invariance holds
+  exactly (with ``clean-reg``: AFL's uncleaned ``KγI`` would depend on the number of
+  clients). Chosen on seed-1 MNIST Dirichlet-0.1 partitions (tuning; seed 0 is the
+  reported run): weights-fusion 0.967 personalized accuracy at α=0.5, γ=100, against
+  0.91-0.94 for statistics-fusion with α in [0.05, 0.9] (the pure local model: 0.957);
+  own samples are too few for the statistics-level mix to move the global model much.
 - Rounds: one. ``check_config`` sets ``num-server-rounds`` to 1 (a second round would
   recompute the same model), so a sweep can grid ``method: [fedavg, fedhip]``.
-- No bias column (as AFL's ``LinearAnalytic``); ImageNet-style normalization of the
-  backbone's own training (timm ``pretrained_cfg``; mean = std = 0.5 for these weights).
+- ``ridge-gamma`` = 100 (best of 1/10/100/1000 on the seed-1 partitions, global and
+  personalized). No bias column (as AFL's ``LinearAnalytic``; it changed < 1 point).
+- Input normalization: the backbone's own (timm ``pretrained_cfg``: mean = std = 0.5 for
+  the TF EfficientNet-Lite weights; with it the shipped classifier gets the sample photos
+  right). ImageNet's mean/std gave +1.3 points centralized on MNIST, within noise personalized.
 """
 
 from __future__ import annotations
@@ -47,8 +57,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from clients.fedhip import (DTYPE, GLOBAL, STATS, FEATURE_KEYS, accuracy, cached_features, degenerate,
-                            extractor, pack_triu, ridge_solve, triu_size, unpack_triu)
+from clients.fedhip import (DTYPE, FEATURE_KEYS, GLOBAL, STATS, accuracy, cached_features, degenerate, extractor,
+                            ridge_solve, triu_size, unpack_triu)
 
 from .base import BaseStrategy, record_bytes
 
@@ -82,6 +92,18 @@ def rank_warning(G: torch.Tensor, gamma: float) -> None:
             "with ridge-gamma=0 the minimum-norm least-squares solution is used")
 
 
+class AnalyticClassifier(torch.nn.Module):
+    """``x -> logits``: frozen backbone features times the closed-form classifier ``W``."""
+
+    def __init__(self, features, W: torch.Tensor, mean, std):
+        super().__init__()
+        self.features, self.mean, self.std = features, mean, std
+        self.register_buffer("W", W.to(DTYPE))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.features(x, self.mean, self.std).to(DTYPE) @ self.W.cpu()).float().to(x.device)
+
+
 class FedHiPStrategy(BaseStrategy):
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
 
@@ -94,6 +116,8 @@ class FedHiPStrategy(BaseStrategy):
     def check_config(cfg: dict) -> None:
         check(isinstance(cfg["backbone"], str) and cfg["backbone"] != "", "backbone must be a timm model name")
         check(cfg["ridge-gamma"] >= 0, f"ridge-gamma must be >= 0, got {cfg['ridge-gamma']}")
+        check(cfg["personal-fusion"] in ("weights", "statistics"),
+              f"personal-fusion must be weights or statistics, got {cfg['personal-fusion']!r}")
         check(0 <= cfg["alpha-personal"] <= 1, f"alpha-personal must be in [0, 1], got {cfg['alpha-personal']}")
         for key, low in (("buffer-size", 0), ("backbone-size", 16)):
             check(int(cfg[key]) == cfg[key] and cfg[key] >= low, f"{key} must be an integer >= {low}, got {cfg[key]}")
@@ -133,9 +157,9 @@ class FedHiPStrategy(BaseStrategy):
     # ---- personalization (evaluate) -----------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Base's messages plus the global sums (the personalization phase needs them)."""
+        """Base's messages (global model), plus the global sums for statistics-fusion."""
         msgs = list(super().configure_evaluate(server_round, arrays, config, grid))
-        if self.global_stats is not None:
+        if self.global_stats is not None and self.cfg["personal-fusion"] == "statistics":
             for msg in msgs:
                 msg.content[GLOBAL] = self.global_stats
         self.row["downlink-bytes"] = self.row.get("downlink-bytes", 0) + sum(record_bytes(m.content) for m in msgs)
@@ -158,6 +182,12 @@ class FedHiPStrategy(BaseStrategy):
             return None
         X, y = cached_features(self.cfg, self.test_data.test)
         return MetricRecord({"accuracy": accuracy(torch.from_numpy(arrays["weight"].numpy()).to(DTYPE), X, y)})
+
+    def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
+        """The global model as ``x -> logits`` (for the shift and domain suites)."""
+        W = torch.from_numpy(arrays["weight"].numpy())
+        fe = extractor(tuple(self.cfg[k] for k in FEATURE_KEYS))
+        return AnalyticClassifier(fe, W, self.test_data.mean, self.test_data.std).eval()
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 1, timeout: float = 3600,
               train_config=None, evaluate_config=None, evaluate_fn=None):

@@ -174,7 +174,7 @@ def save_grid(path: Path, truth: list[torch.Tensor], recs: dict[str, list[torch.
             ax.set_yticks([])
             if name in psnrs and c < len(psnrs[name]):
                 ax.set_title(f"{psnrs[name][c]:.1f}", fontsize=6, pad=1)
-        axes[r][0].set_ylabel(name, fontsize=7)
+        axes[r][0].set_ylabel(name.replace(" (", "\n("), fontsize=7)
     fig.tight_layout(pad=0.2)
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -185,6 +185,8 @@ class GifdStrategy(BaseStrategy):
     def check_config(cfg: dict) -> None:
         from datasets import DATASETS
         from simulations.config import ConfigError
+
+        BaseStrategy.check_config(cfg)
 
         def check(ok, message):
             if not ok:
@@ -238,9 +240,9 @@ class GifdStrategy(BaseStrategy):
         self.sent: ArrayRecord | None = None
         self.truth: dict[int, dict] = {}
         self.prior: GanPrior | None = None
-        self.rows: list[dict] = []
-        self.grid: dict = {}
-        model = build_model(cfg["model"], test_data.num_classes, test_data.input_shape) if test_data else None
+        self.attack_rows: list[dict] = []
+        with torch.random.fork_rng():  # do not consume the RNG that initial_arrays() draws from
+            model = build_model(cfg["model"], test_data.num_classes, test_data.input_shape) if test_data else None
         self.param_names = [n for n, _ in model.named_parameters()] if model is not None else []
 
     # ---- announcements and replies ------------------------------------------------
@@ -286,6 +288,12 @@ class GifdStrategy(BaseStrategy):
             arrays = ArrayRecord({k: (v - lr * grad[k]) if k in grad else v for k, v in sent.items()})
         return arrays, metrics
 
+    def state_dict(self) -> dict:
+        return {"attack-rows": self.attack_rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.attack_rows = list(state.get("attack-rows", []))
+
     # ---- the attack -----------------------------------------------------------------
     def load_prior(self) -> GanPrior:
         if self.prior is None:
@@ -295,7 +303,11 @@ class GifdStrategy(BaseStrategy):
 
             path = self.cfg["gan-checkpoint"]
             if path:
-                self.prior = GanPrior.load(Path(path).expanduser(), name=Path(path).name)
+                file = Path(path).expanduser()
+                if not file.is_file():
+                    raise FileNotFoundError(f"gan-checkpoint {path} not found: pass an absolute path (the "
+                                            "ServerApp runs from an installed copy of the app)")
+                self.prior = GanPrior.load(file, name=file.name)
             else:
                 t0 = time.perf_counter()
                 ckpt = ensure_prior(self.cfg["gan-dataset"], out_root(self.cfg), int(self.cfg["gan-train-steps"]),
@@ -330,7 +342,7 @@ class GifdStrategy(BaseStrategy):
 
         The content must already be stripped of the ground truth (``strip_ground_truth``);
         the attack sees only ``attacker_view(content, ...)``, the evaluator the truth.
-        Appends rows to ``self.rows``; returns (truth pixels, reconstructions, psnrs) for the grid.
+        Appends rows to ``self.attack_rows``; returns (truth pixels, reconstructions, psnrs) for the grid.
         """
         cfg, data = self.cfg, self.test_data
         size = int(cfg["attack-batch-size"])
@@ -360,7 +372,7 @@ class GifdStrategy(BaseStrategy):
                                     "defense-param": self.defense_param(),
                                     "prior": prior_name if name != "ig" else "", "attack-seconds": result.seconds,
                                     "grad-loss": result.grad_loss, "steps": result.steps})
-                        self.rows.append(row)
+                        self.attack_rows.append(row)
                     log(INFO, "[attack] partition %s %s: psnr %s labels %s (%.1fs)", part, name,
                         " ".join(f"{r.get('psnr', float('nan')):.1f}" for r in rows), labels.tolist(), result.seconds)
         finally:
@@ -374,7 +386,7 @@ class GifdStrategy(BaseStrategy):
 
         out = self.run_dir()
         out.mkdir(parents=True, exist_ok=True)
-        frame = pd.DataFrame(self.rows)
+        frame = pd.DataFrame(self.attack_rows)
         for col in CSV_COLUMNS:
             if col not in frame:
                 frame[col] = np.nan

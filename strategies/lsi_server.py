@@ -23,7 +23,7 @@ G (every N_CRITIC steps): -E[D(G)] + L_REC * |z - G(G(z,c,c'),c',c)|_1
 + L_CLS * CE(D_cls(G), c') + L_CONS * sum_k CE(head_k(G(z,c,c')), y);
 c' = a random permutation of the batch's codes; Adam(lr, 0.5, 0.999), lr decayed
 linearly to 0 over the second half. Bug fixed: the official GP draws
-``alpha = rand(B,1,1,1)`` for [B, d] latents, which broadcasts to [B, B, B, d]; here
+``alpha = rand(B,1,1,1)`` for [B, d] latents, which broadcasts to [B, 1, B, d]; here
 ``alpha = rand(B, 1)``.
 
 Stage 5, important-weight aggregation (``importance_average``): the official
@@ -38,6 +38,8 @@ are averaged with the data weights.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -50,6 +52,18 @@ Tensors = dict[str, torch.Tensor]
 # Official StarGAN weights (feddg_latent.py / solver_stargan_latent.py defaults).
 L_CLS, L_REC, L_GP, L_CONS, N_CRITIC = 1.0, 10.0, 10.0, 0.1, 5
 EPS = 1e-20
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Stages 2-3 are thousands of tiny ops: one thread is much faster than several
+    (a shared, loaded CPU makes multi-thread synchronization cost up to 20x)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---- stage 2: latent space inversion ------------------------------------------------------
@@ -96,9 +110,10 @@ def invert_heads(heads: list[nn.Sequential], cfg: dict, seed: int):
     gen = torch.Generator().manual_seed(seed)
     zs, ys, codes, stats = [], [], [], []
     for k, head in enumerate(heads):
-        z, y, s = invert_head(head, int(cfg["lsi-num-latents"]), int(cfg["lsi-inversion-iters"]),
-                              float(cfg["lsi-inversion-lr"]), float(cfg["lsi-bn-weight"]),
-                              float(cfg["lsi-norm-weight"]), gen)
+        with single_thread():
+            z, y, s = invert_head(head, int(cfg["lsi-num-latents"]), int(cfg["lsi-inversion-iters"]),
+                                  float(cfg["lsi-inversion-lr"]), float(cfg["lsi-bn-weight"]),
+                                  float(cfg["lsi-norm-weight"]), gen)
         zs.append(z), ys.append(y), codes.append(torch.full_like(y, k)), stats.append(s)
     summary = {f"lsi-inversion-{key}": float(np.mean([s[key] for s in stats])) for key in stats[0]}
     return torch.cat(zs), torch.cat(ys), torch.cat(codes), summary
@@ -132,7 +147,13 @@ def g_step_losses(g, d, z, y, c, c_trg, heads) -> dict[str, torch.Tensor]:
             "cons": cons}
 
 
-def train_translator(
+def train_translator(*args, **kwargs) -> tuple[Translator, LatentDiscriminator, dict[str, float]]:
+    """Stage 3 (see ``_train_translator``), on one thread."""
+    with single_thread():
+        return _train_translator(*args, **kwargs)
+
+
+def _train_translator(
     z: torch.Tensor,
     y: torch.Tensor,
     codes: torch.Tensor,

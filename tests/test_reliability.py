@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from simulations.config import resolve
-from simulations.sweep import LocalSuperLink
+from simulations.superlink import LocalSuperLink
 from tests.conftest import run_sweep
 
 METRICS = ["accuracy", "loss", "personalized-accuracy", "train-loss", "uplink-bytes", "failures"]
@@ -42,13 +42,13 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     (out / "full").mkdir(parents=True)
     (out / "cut").mkdir(parents=True)
     with LocalSuperLink() as link:
-        assert link.run(resolve({**base, "run-name": "full"}), fed, out / "full" / "flwr.log")["status"] \
+        assert link.run(resolve({**base, "run-name": "full"}), out / "full" / "flwr.log", fed)["status"] \
             == "finished:completed"
 
     # Start the same run, kill the SuperLink (and the whole simulation) after round 2.
     link = LocalSuperLink().__enter__()
-    job = threading.Thread(target=link.run, args=(resolve({**base, "run-name": "cut"}), fed,
-                                                  out / "cut" / "flwr.log"))
+    job = threading.Thread(target=link.run, args=(resolve({**base, "run-name": "cut"}),
+                                                  out / "cut" / "flwr.log", fed))
     job.start()
     deadline = time.monotonic() + 600
     while _checkpoint_round(out / "cut" / "checkpoint.pt") < 2 and time.monotonic() < deadline:
@@ -59,7 +59,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     assert 2 <= killed_at < 4, f"run was not cut between rounds 2 and 4 (checkpoint at {killed_at})"
 
     with LocalSuperLink() as link:
-        record = link.run(resolve({**base, "run-name": "cut", "resume": True}), fed, out / "cut" / "resume.log")
+        record = link.run(resolve({**base, "run-name": "cut", "resume": True}), out / "cut" / "resume.log", fed)
     assert record["status"] == "finished:completed"
     full = pd.read_csv(out / "full" / "metrics.csv")
     cut = pd.read_csv(out / "cut" / "metrics.csv")

@@ -27,7 +27,10 @@ Choices and fixes (see the module docs of ``common``/``prior``):
   official code runs 1000 steps per stage).
 - The KL term is off for GIFD, as in the official code (it forces KLD to -1); TV stays
   on. The image-norm term (1e-6) of the official loss is omitted (negligible).
-- K (``stages``): the last feature domain searched; default all 4 of the generator.
+- K (``stages``): the last feature domain searched; default all 4 of the generator (the
+  official default is all layers; the paper's choice of K per setting is [paper]).
+- Restarts run the whole pipeline independently (latent + all stages), as the official
+  ``reconstruct`` loop over trials does.
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ def _optimize(var, render, matcher: Matcher, steps: int, lr: float, tv: float, a
         opt.zero_grad(set_to_none=True)
         img = render(var)
         dist = matcher(img)
-        if float(dist) < best:
-            best, best_var = float(dist), var.detach().clone()
+        if dist.item() < best:
+            best, best_var = dist.item(), var.detach().clone()
         (dist + tv * total_variation(img)).backward(inputs=[var])
         opt.step()
         with torch.no_grad():
@@ -64,7 +67,8 @@ def _optimize(var, render, matcher: Matcher, steps: int, lr: float, tv: float, a
 
 def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget: int = 800, restarts: int = 2,
                 lr: float = 0.1, tv: float = 1e-4, latent_fraction: float = 0.5,
-                radii: tuple[float, ...] = DEFAULT_RADII, stages: int | None = None, label_map: str = "auto",
+                radii: tuple[float, ...] = DEFAULT_RADII, stages: int | None = None, feature_lr: float | None = None,
+                label_map: str = "auto",
                 label_space: str = "", distance: str = "cosine", seed: int = 0) -> AttackResult:
     t0 = time.perf_counter()
     gen_stages = prior.gen.num_stages - 1  # feature domains: outputs of stages 0 .. n-2
@@ -100,7 +104,8 @@ def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget:
                     v.copy_(h0 + project_l1_ball(v - h0, radius))
 
                 current, best = _optimize(h, lambda v, k=k: prior.image(v, y_gan, inp, start=k), matcher, steps,
-                                          lr * float(h0.abs().mean()), tv, project)
+                                          (lr if feature_lr is None else feature_lr) * float(h0.abs().mean()), tv,
+                                          project)
                 losses.append(best)
         except BudgetExceeded:
             pass

@@ -19,7 +19,7 @@ from .common import AttackInput, AttackResult, BudgetExceeded, Matcher, split_bu
 
 
 def invert_ig(inp: AttackInput, labels: torch.Tensor, budget: int = 800, restarts: int = 2, lr: float = 0.1,
-              tv: float = 1e-2, signed: bool = True, distance: str = "cosine", seed: int = 0) -> AttackResult:
+              tv: float = 1e-4, signed: bool = True, distance: str = "cosine", seed: int = 0) -> AttackResult:
     t0 = time.perf_counter()
     matcher = Matcher(inp, labels, budget, distance)
     gen = torch.Generator().manual_seed(seed)

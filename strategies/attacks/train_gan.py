@@ -22,8 +22,10 @@ GAN: the conditional generator of ``models/generator.py`` against a spectral-nor
 projection discriminator, hinge loss, Adam (2e-4, betas 0/0.9), random +-2 px
 translations of real and fake images before the discriminator (DiffAugment-style, for
 the small data sets), and an exponential moving average of the generator's weights
-(0.999) whose batch-norm statistics are re-estimated at the end. Default 3,000 steps of
-batch 64: about 3-5 minutes on 2 CPU cores.
+(0.999) whose batch-norm statistics are re-estimated at the end. Default 2,000 steps of
+batch 64 (the run config's ``gan-train-steps``, so that the CLI writes the checkpoint a
+run looks for): about 0.15 s per step (5 minutes) at moderate load; 16-29 minutes on a
+2-core machine shared with several other jobs (load 8-20). One torch thread is used.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def restat(gen: Generator, batches: int = 50, batch_size: int = 64) -> None:
     gen.eval()
 
 
-def train_gan(dataset: str, steps: int = 3000, seed: int = 0, batch_size: int = 64, data_root: str = "",
+def train_gan(dataset: str, steps: int = 2000, seed: int = 0, batch_size: int = 64, data_root: str = "",
               log_every: int = 500) -> tuple[Generator, dict]:
     """Train the conditional GAN on ``dataset`` (see module doc); returns (EMA generator, meta)."""
     torch.manual_seed(seed)
@@ -176,7 +178,7 @@ def checkpoint_path(out_dir: str | Path, dataset: str, steps: int, seed: int) ->
     return Path(out_dir).expanduser().resolve() / "gan" / f"{dataset}-steps{steps}-seed{seed}.pt"
 
 
-def ensure_prior(dataset: str, out_dir: str | Path, steps: int = 3000, seed: int = 0, data_root: str = "",
+def ensure_prior(dataset: str, out_dir: str | Path, steps: int = 2000, seed: int = 0, data_root: str = "",
                  log_every: int = 500) -> Path:
     """The cached checkpoint for (dataset, steps, seed) under ``out-dir/gan``; trained if missing."""
     path = checkpoint_path(out_dir, dataset, steps, seed)
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m strategies.attacks.train_gan", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits", help="digits, fashion-mnist, mnist-holdout, ...")
     parser.add_argument("--out-dir", default="~/fl-results", help="checkpoint goes to OUT-DIR/gan/")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default="")
     parser.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")

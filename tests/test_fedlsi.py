@@ -1,0 +1,216 @@
+"""FedDG-LSI: inversion, translator losses, importance aggregation, client, end to end."""
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from flwr.supercore.task_identity import TaskIdentity
+from torch import nn
+from torch.nn import functional as F
+
+from clients.base import ClientData
+from clients.fedlsi import FedLSIClient
+from datasets.registry import ArrayDataset
+from models import build_model
+from models.translator import LatentDiscriminator, Translator, build_head, translator_from_state
+from simulations.config import ConfigError, resolve
+from strategies import lsi_server
+from strategies.base import check_reply
+from strategies.fedlsi import FedLSIStrategy
+from tests.conftest import run_sweep
+
+DIM, CLASSES = 16, 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny ops: one thread is far faster on a shared, loaded CPU (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+def trained_head(seed: int = 0) -> nn.Sequential:
+    """A BN1d(no affine) -> Linear head fit on clustered latents, with their BN statistics."""
+    gen = torch.Generator().manual_seed(seed)
+    centers = 2.0 * torch.randn(CLASSES, DIM, generator=gen) + 1.0
+    y = torch.arange(1000) % CLASSES
+    z = centers[y] + 0.7 * torch.randn(1000, DIM, generator=gen) * torch.rand(DIM, generator=gen).add(0.5)
+    head = nn.Sequential(nn.BatchNorm1d(DIM, affine=False, momentum=None), nn.Linear(DIM, CLASSES))
+    opt = torch.optim.Adam(head.parameters(), 0.05)
+    for _ in range(60):
+        loss = F.cross_entropy(head(z), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return build_head({f"classifier.{k}": v for k, v in head.state_dict().items()})
+
+
+def cfg(**over):
+    return resolve({"method": "fedlsi", "dataset": "rotated-mnist", "partitioner": "domain", "model": "lsi-cnn",
+                    **over})
+
+
+# ---- stage 2 -------------------------------------------------------------------------
+def test_inversion_matches_bn_statistics_and_labels():
+    head = trained_head()
+    c = cfg()
+    z, y, codes, stats = lsi_server.invert_heads([head, trained_head(1)], c, seed=0)
+    n = int(c["lsi-num-latents"])
+    assert z.shape == (2 * n, DIM) and codes.tolist() == [0] * n + [1] * n
+    bn = head[0]
+    zk = z[:n]
+    mean_err = (zk.mean(0) - bn.running_mean).norm() / bn.running_mean.norm()
+    var_err = (zk.var(0, unbiased=False) - bn.running_var).norm() / bn.running_var.norm()
+    assert mean_err < 0.05 and var_err < 0.1, (mean_err, var_err)
+    assert (head(zk).argmax(1) == y[:n]).float().mean() >= 0.98
+    assert np.bincount(y[:n].numpy(), minlength=CLASSES).min() == n // CLASSES  # balanced labels
+    assert stats["lsi-inversion-acc"] >= 0.98
+    # Random latents (the start point) are neither: inversion did the work.
+    z0 = torch.randn(n, DIM)
+    assert (z0.mean(0) - bn.running_mean).norm() / bn.running_mean.norm() > 0.5
+
+
+# ---- stage 3 -------------------------------------------------------------------------
+class ShapeRecordingD(LatentDiscriminator):
+    def forward(self, z):
+        self.seen = tuple(z.shape)
+        return super().forward(z)
+
+
+def test_gradient_penalty_uses_per_sample_alpha():
+    d = ShapeRecordingD(DIM, 3, 32)
+    real, fake = torch.randn(8, DIM), torch.randn(8, DIM)
+    gp = lsi_server.gradient_penalty(d, real, fake)
+    assert d.seen == (8, DIM) and gp.ndim == 0 and torch.isfinite(gp)
+    # The official alpha = rand(B,1,1,1) would have broadcast [B,d] latents to [B,1,B,d].
+    assert (torch.rand(8, 1, 1, 1) * real).shape == (8, 1, 8, DIM)
+
+
+def test_translator_losses_finite_and_g_rebuilds_from_its_state():
+    heads = [trained_head(0), trained_head(1)]
+    c = cfg(**{"lsi-num-latents": 32, "lsi-inversion-iters": 20, "lsi-translator-iters": 10,
+               "lsi-translator-hidden": 32, "lsi-translator-batch": 16})
+    z, y, codes, _ = lsi_server.invert_heads(heads, c, seed=0)
+    g, d = Translator(DIM, 2, 32), LatentDiscriminator(DIM, 2, 32)
+    trg = codes.flip(0)
+    for losses in (lsi_server.d_step_losses(g, d, z, codes, trg), lsi_server.g_step_losses(g, d, z, y, codes, trg, heads)):
+        assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values())
+    assert torch.equal(g.eval()(z, codes, trg), z)  # residual G starts at the identity
+    g, d, logged = lsi_server.train_translator(z, y, codes, heads, 2, c, seed=0)
+    assert logged and all(np.isfinite(v) for v in logged.values())
+    g2 = translator_from_state(g.state_dict()).eval()
+    assert torch.equal(g2(z, codes, trg), g(z, codes, trg))
+    official = Translator(DIM, 2, 32, tanh=True, residual=False).eval()
+    assert official(z, codes, trg).abs().max() < 1  # the official Tanh head, available as an option
+    assert not translator_from_state(official.state_dict()).residual
+
+
+# ---- stage 5 -------------------------------------------------------------------------
+def states(k=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [{"w": torch.randn(4, 3, generator=gen), "b": torch.randn(3, generator=gen),
+             "bn.running_mean": torch.randn(3, generator=gen), "bn.num_batches_tracked": torch.tensor(10 * (i + 1))}
+            for i in range(k)]
+
+
+def test_importance_one_everywhere_is_fedavg():
+    s, n = states(), [10, 30, 60]
+    ones = [{"w": torch.ones(4, 3), "b": torch.ones(3)} for _ in s]
+    ours = lsi_server.importance_average(s, ones, n)
+    records = [RecordDict({"arrays": ArrayRecord({k: Array(v.numpy()) for k, v in st.items()}),
+                           "metrics": MetricRecord({"num-examples": m})}) for st, m in zip(s, n)]
+    flower = aggregate_arrayrecords(records, "num-examples")  # Flower's FedAvg
+    for k in s[0]:
+        np.testing.assert_allclose(ours[k].numpy(), flower[k].numpy(), rtol=1e-6, atol=1e-7)
+        assert ours[k].dtype == s[0][k].dtype
+    assert torch.equal(lsi_server.data_average(s, n)["w"], ours["w"])  # the aggregation=fedavg ablation
+
+
+def test_zero_importance_takes_the_other_clients_value():
+    s, n = states(2), [50, 50]
+    imp = [{"w": torch.ones(4, 3), "b": torch.ones(3)}, {"w": torch.ones(4, 3), "b": torch.ones(3)}]
+    imp[0]["w"][1, 2] = 0.0  # client 0 finds w[1,2] unimportant
+    imp[1]["b"][:] = 0.0  # client 1 finds all of b unimportant
+    imp[0]["w"][0, 0], imp[1]["w"][0, 0] = 0.0, 0.0  # nobody: data weights
+    out = lsi_server.importance_average(s, imp, n)
+    assert out["w"][1, 2] == s[1]["w"][1, 2]
+    assert torch.equal(out["b"], s[0]["b"])
+    assert torch.isclose(out["w"][0, 0], (s[0]["w"][0, 0] + s[1]["w"][0, 0]) / 2)
+    imp[0]["w"][2, 1], imp[1]["w"][2, 1] = 3.0, 1.0  # element-wise weights 3:1
+    out = lsi_server.importance_average(s, imp, n)
+    assert torch.isclose(out["w"][2, 1], 0.75 * s[0]["w"][2, 1] + 0.25 * s[1]["w"][2, 1])
+    assert out["bn.num_batches_tracked"] == 15  # buffers by sample counts, dtype kept
+
+
+# ---- client and strategy (no Flower) ----------------------------------------------------
+def tiny_data(pid=0, n=48):
+    gen = torch.Generator().manual_seed(pid)
+    x = (torch.rand(n, 1, 28, 28, generator=gen) * 255).to(torch.uint8)
+    return ClientData(pid, ArrayDataset(x, torch.arange(n) % 10), ArrayDataset(x[:8], torch.arange(8)), 10, (1, 28, 28))
+
+
+def test_client_stages_send_what_the_strategy_expects():
+    c = cfg(**{"local-epochs": 1, "lsi-pretrain-epochs": 1, "batch-size": 16})
+    model = build_model("lsi-cnn", 10, (1, 28, 28))
+    arrays = ArrayRecord(model.state_dict())
+    strategy = FedLSIStrategy(c)
+    strategy.train_record(1, arrays, ConfigRecord())
+    assert strategy.stage == "pretrain"
+    expected = strategy.expected_arrays(arrays)
+    client = FedLSIClient(c, tiny_data())
+    reply = client.train({"arrays": model.state_dict()}, {"lsi-stage": "pretrain", "server-round": 1}, {})
+    assert set(reply.arrays) == {"head"} and all(k.startswith("classifier.") for k in reply.arrays["head"])
+    body = RecordDict({"head": ArrayRecord(reply.arrays["head"]), "metrics": MetricRecord(reply.metrics)})
+    assert check_reply(body, expected) is None
+
+    strategy.translator = Translator(model.latent_dim, 3, 32)
+    strategy.codes = {0: 0, 1: 1, 2: 2}
+    config = ConfigRecord({"server-round": 2})
+    record = strategy.train_record(2, arrays, config)
+    assert strategy.stage == "train" and "translator" in record.array_records
+    sent = {name: rec.to_torch_state_dict() for name, rec in record.array_records.items()}
+    reply = client.train(sent, dict(config), {})
+    assert reply.metrics["divergence"] >= 0 and set(reply.arrays) == {"arrays", "importance"}
+    assert set(reply.arrays["importance"]) == {k for k, _ in model.named_parameters()}
+    assert all((v >= 0).all() for v in reply.arrays["importance"].values())
+    body = RecordDict({name: ArrayRecord(v) for name, v in reply.arrays.items()})
+    body["metrics"] = MetricRecord(reply.metrics)
+    assert check_reply(body, strategy.expected_arrays(arrays)) is None
+    body["importance"] = ArrayRecord({k: v[:1] if v.ndim else v for k, v in reply.arrays["importance"].items()})
+    assert "shape" in check_reply(body, strategy.expected_arrays(arrays))
+
+
+def test_config_errors_are_one_line():
+    for over, message in [({"model": "cnn"}, "lsi-cnn"), ({"aggregation": "median"}, "aggregation"),
+                          ({"lsi-schedule": "sometimes"}, "lsi-schedule"), ({"lsi-inversion-lr": 0.0}, "lsi-inversion-lr")]:
+        with pytest.raises(ConfigError, match=message):
+            cfg(**over)
+
+
+# ---- end to end through Flower -------------------------------------------------------------
+def test_fedlsi_end_to_end_reports_heldout_accuracy(tmp_path):
+    tiny = {"lsi-num-latents": 32, "lsi-inversion-iters": 10, "lsi-translator-iters": 10, "lsi-translator-hidden": 32,
+            "lsi-translator-batch": 32, "lsi-pretrain-epochs": 1, "local-epochs": 1, "batch-size": 64}
+    code, frame, _ = run_sweep(
+        tmp_path,
+        base={"dataset": "rotated-mnist", "partitioner": "domain", "model": "lsi-cnn", "num-server-rounds": 2,
+              "num-supernodes": 5, "heldout-domain": 5, "fraction-evaluate": 0.0, **tiny},
+        grid={"method": ["fedlsi"]},
+    )
+    assert code == 0, frame
+    last = frame[frame["round"] == 2].iloc[0]
+    assert {"heldout-accuracy", "source-accuracy", "selected-heldout-accuracy"} <= set(frame.columns)
+    assert 0 <= last["heldout-accuracy"] <= 1 and last["failures"] == 0
+    first = frame[frame["round"] == 1].iloc[0]
+    assert first["lsi-stage"] == 1 and last["lsi-stage"] == 4 and last["divergence"] >= 0
+    assert first["uplink-bytes"] < last["uplink-bytes"] / 20  # stage 1 uploads the heads only

@@ -1,0 +1,342 @@
+"""GIFD: l1 projection, label inference, metrics, defenses, ground-truth isolation, attacks, Flower."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.base import ClientData
+from clients.gifd import GROUND_TRUTH, GifdClient, apply_defense
+from datasets import load_dataset
+from models.generator import Generator, save_checkpoint
+from simulations.config import ConfigError, resolve, seed_everything
+from strategies.attacks.common import Matcher, grad_distance, simulate
+from strategies.attacks.gifd import invert_gifd
+from strategies.attacks.ig import invert_ig
+from strategies.attacks.l1 import project_l1_ball
+from strategies.attacks.label_inference import infer_labels
+from strategies.attacks.metrics import label_accuracy, psnr, ssim
+from strategies.attacks.prior import GanPrior
+from strategies.gifd import GifdStrategy, attacker_view, strip_ground_truth
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_dataset("mnist")
+
+
+def cfg_of(**over):
+    return resolve({"method": "gifd", **over})
+
+
+def setup(mnist, n_clients=2, **over):
+    """Strategy, sent arrays, and (partition, content, truth) replies of n clients."""
+    cfg = cfg_of(**over)
+    seed_everything(0)
+    strategy = GifdStrategy(cfg, test_data=mnist)
+    arrays = strategy.initial_arrays()
+    config = dict(strategy.train_record(1, arrays, ConfigRecord({"server-round": 1}))["config"])
+    out = []
+    for pid in range(n_clients):
+        idx = np.flatnonzero(mnist.train_labels == (3 * pid + 1) % 10)[:20]
+        data = ClientData(pid, mnist.train.subset(idx), mnist.test.subset(range(4)), 10, (1, 28, 28))
+        reply = GifdClient(cfg, data).train({"arrays": arrays.to_torch_state_dict()}, config, {})
+        content = RecordDict({k: ArrayRecord(v) for k, v in reply.arrays.items()})
+        content["metrics"] = MetricRecord(reply.metrics)
+        out.append((pid, content))
+    return strategy, arrays, out
+
+
+def view(strategy, arrays, content, mnist):
+    return attacker_view(content, arrays, "cnn", 10, (1, 28, 28), mnist.mean, mnist.std, strategy.announced())
+
+
+# ---- l1 ball --------------------------------------------------------------------------
+def bisection_projection(v: torch.Tensor, r: float) -> torch.Tensor:
+    """Brute force: soft-threshold with theta found by bisection on sum(max(|v|-theta, 0)) = r."""
+    if v.abs().sum() <= r:
+        return v.clone()
+    lo, hi = 0.0, float(v.abs().max())
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if (v.abs() - mid).clamp(min=0).sum() > r else (lo, mid)
+    return v.sign() * (v.abs() - hi).clamp(min=0)
+
+
+def test_l1_projection_known_cases_ball_and_identity():
+    out = project_l1_ball(torch.tensor([[3.0, 1.0], [1.0, 1.0], [0.2, -0.3], [-4.0, 0.0]]),
+                          torch.tensor([2.0, 1.0, 1.0, 0.0]))
+    torch.testing.assert_close(out, torch.tensor([[2.0, 0.0], [0.5, 0.5], [0.2, -0.3], [0.0, 0.0]]))
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(16, 3, 5, 5, generator=gen) * 3
+    radius = torch.rand(16, generator=gen) * 360
+    w = project_l1_ball(v, radius)
+    assert (w.flatten(1).abs().sum(1) <= radius * (1 + 1e-5) + 1e-5).all()
+    inside = v.flatten(1).abs().sum(1) <= radius
+    assert inside.any() and (~inside).any()
+    torch.testing.assert_close(w[inside], v[inside])
+    for i in range(16):
+        torch.testing.assert_close(w[i].flatten(), bisection_projection(v[i].flatten().double(), float(radius[i])).float(),
+                                   atol=1e-4, rtol=1e-4)
+    # optimality: no random point of the ball is closer to v
+    for i in torch.nonzero(~inside).flatten()[:3]:
+        d_best = (w[i] - v[i]).norm()
+        pts = torch.randn(500, 75, generator=gen)
+        pts = pts / pts.abs().sum(1, keepdim=True) * radius[i] * torch.rand(500, 1, generator=gen)
+        assert ((pts - v[i].flatten()).norm(dim=1) >= d_best - 1e-4).all()
+
+
+# ---- label inference ----------------------------------------------------------------
+def test_idlg_is_exact_at_batch_one_for_a_fresh_model(mnist):
+    cfg = cfg_of()
+    strategy = GifdStrategy(cfg, test_data=mnist)
+    for c in range(10):
+        torch.manual_seed(c)
+        arrays = strategy.initial_arrays()
+        idx = np.flatnonzero(mnist.train_labels == c)[:1]
+        data = ClientData(0, mnist.train.subset(idx), mnist.test.subset(range(2)), 10, (1, 28, 28))
+        config = dict(strategy.train_record(1, arrays, ConfigRecord({"server-round": 1}))["config"])
+        reply = GifdClient(cfg, data).train({"arrays": arrays.to_torch_state_dict()}, config, {})
+        content = RecordDict({k: ArrayRecord(v) for k, v in reply.arrays.items()})
+        assert infer_labels(view(strategy, arrays, content, mnist)).tolist() == [c]
+
+
+@pytest.mark.parametrize("threat", ["fedsgd", "fedavg"])
+def test_count_based_labels_on_a_small_batch(mnist, threat):
+    cfg = cfg_of(**{"attack-batch-size": 5, "attack-threat": threat})
+    seed_everything(0)
+    strategy = GifdStrategy(cfg, test_data=mnist)
+    arrays = strategy.initial_arrays()
+    labels = [2, 2, 5, 7, 7]
+    idx = np.concatenate([np.flatnonzero(mnist.train_labels == c)[i:i + 1] for i, c in enumerate(labels)])
+    data = ClientData(0, mnist.train.subset(idx), mnist.test.subset(range(2)), 10, (1, 28, 28))
+    config = dict(strategy.train_record(1, arrays, ConfigRecord({"server-round": 1}))["config"])
+    reply = GifdClient(cfg, data).train({"arrays": arrays.to_torch_state_dict()}, config, {})
+    content = RecordDict({k: ArrayRecord(v) for k, v in reply.arrays.items()})
+    inferred = infer_labels(view(strategy, arrays, content, mnist))
+    assert sorted(inferred.tolist()) == labels
+    assert label_accuracy(torch.tensor([2, 5, 5, 7, 1]), torch.tensor(labels)) == pytest.approx(0.6)
+
+
+# ---- metrics and defenses ---------------------------------------------------------------
+def test_psnr_ssim_sanity():
+    x = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert psnr(x, x) == math.inf and ssim(x, x) == pytest.approx(1.0)
+    y = (x + 0.1).clamp(0, 1)
+    assert psnr(torch.zeros(1, 4, 4), torch.full((1, 4, 4), 0.1)) == pytest.approx(20.0)
+    assert ssim(y, x) < 1.0
+
+
+def test_defenses_noise_clip_prune():
+    gen = torch.Generator().manual_seed(0)
+    update = {"a": torch.randn(200, 50, generator=gen), "b": torch.randn(1000, generator=gen)}
+    noisy = apply_defense(update, "noise", noise_std=0.05, seed=1)
+    diff = torch.cat([(noisy[k] - update[k]).flatten() for k in update])
+    assert diff.std() == pytest.approx(0.05, rel=0.05) and abs(float(diff.mean())) < 0.005
+    clipped = apply_defense(update, "clip", clip_norm=3.0)
+    norm = torch.sqrt(sum(v.pow(2).sum() for v in clipped.values()))
+    assert float(norm) == pytest.approx(3.0, rel=1e-4)
+    torch.testing.assert_close(clipped["a"] / clipped["a"].norm(), update["a"] / update["a"].norm())
+    small = apply_defense({"a": update["a"] * 1e-3}, "clip", clip_norm=3.0)
+    torch.testing.assert_close(small["a"], update["a"] * 1e-3)  # inside the bound: unchanged
+    pruned = apply_defense(update, "prune", prune_percentile=70)
+    for k, v in pruned.items():
+        zero = (v == 0).float().mean()
+        assert 0.69 <= float(zero) <= 0.71
+        kept = v != 0
+        torch.testing.assert_close(v[kept], update[k][kept])
+        assert v.abs()[kept].min() >= update[k].abs()[~kept].max()
+    assert apply_defense(update, "none")["a"].equal(update["a"])
+
+
+# ---- the attacker's view and the ground truth -------------------------------------------
+@pytest.mark.parametrize("threat", ["fedsgd", "fedavg"])
+def test_simulated_update_of_the_true_batch_matches_the_received_one(mnist, threat):
+    strategy, arrays, replies = setup(mnist, 1, **{"attack-threat": threat, "attack-local-steps": 3})
+    content = replies[0][1]
+    truth = strip_ground_truth(content)
+    inp = view(strategy, arrays, content, mnist)
+    sim = simulate(inp, truth["images"], truth["labels"].long(), create_graph=False)
+    assert float(grad_distance(sim, list(inp.target.values())).detach()) < 1e-5
+
+
+def poisoned(content: RecordDict) -> RecordDict:
+    out = RecordDict(dict(content.items()))
+    out[GROUND_TRUTH] = ArrayRecord({"images": torch.full((1, 1, 28, 28), 2.5), "labels": torch.tensor([9])})
+    return out
+
+
+def test_attacker_view_ignores_the_ground_truth_record(mnist):
+    strategy, arrays, replies = setup(mnist, 1)
+    content = replies[0][1]
+    stripped = RecordDict({k: v for k, v in content.items() if k != GROUND_TRUTH})
+    a, b = view(strategy, arrays, content, mnist), view(strategy, arrays, poisoned(stripped), mnist)
+    for name in a.target:
+        assert a.target[name].equal(b.target[name]) and a.params[name].equal(b.params[name])
+    assert strip_ground_truth(content) is not None and GROUND_TRUTH not in content.array_records
+
+
+def tiny_prior(tmp_path) -> str:
+    torch.manual_seed(0)
+    path = tmp_path / "random-gan.pt"
+    save_checkpoint(path, Generator(), "digits", [str(i) for i in range(10)])
+    return str(path)
+
+
+def messages(replies) -> list[Message]:
+    out = []
+    for pid, content in replies:
+        sent = Message(RecordDict(), message_type=MessageType.TRAIN, dst_node_id=pid + 1)
+        out.append(Message(content, reply_to=sent))
+    return out
+
+
+def test_attacks_never_receive_the_ground_truth(mnist, tmp_path, monkeypatch):
+    """Spy on every attack call: no argument holds the truth; poisoning it changes scores only."""
+    import strategies.gifd as sg
+
+    over = {"attack": "ig,gifd", "attack-budget": 8, "attack-restarts": 1, "attack-num-images": 2,
+            "gan-checkpoint": tiny_prior(tmp_path), "out-dir": str(tmp_path), "run-name": "iso", "min-train-nodes": 1}
+    calls = []
+    real = sg.run_attack
+
+    def spy(name, inp, labels, prior, settings, seed):
+        calls.append((inp, labels))
+        return real(name, inp, labels, prior, settings, seed)
+
+    monkeypatch.setattr(sg, "run_attack", spy)
+    results = []
+    for poison in (False, True):
+        strategy, arrays, replies = setup(mnist, 2, **over)
+        strategy.partitions = {1: 0, 2: 1}
+        truths = [c.array_records[GROUND_TRUTH].to_torch_state_dict() for _, c in replies]
+        if poison:
+            replies = [(pid, poisoned(c)) for pid, c in replies]
+        strategy.row = {"failures": 0}
+        strategy.expected = strategy.expected_arrays(arrays)
+        msgs = messages(replies)
+        new, _ = strategy.aggregate_train(1, msgs)
+        assert new is not None and strategy.row["failures"] == 0
+        assert all(GROUND_TRUTH not in m.content.array_records for m in msgs)  # stripped before anything else
+        for inp, _ in calls:
+            fields = [*inp.params.values(), *inp.target.values(), *inp.buffers.values()]
+            for t in truths:
+                assert not any(f.shape == t["images"].shape and torch.equal(f, t["images"].float()) for f in fields)
+            assert not hasattr(inp, "truth") and not hasattr(inp, "images")
+        calls.clear()
+        frame = pd.read_csv(tmp_path / "iso" / "attacks.csv")
+        results.append((frame, [r for r in strategy.attack_rows]))
+    (clean, _), (bad, _) = results
+    np.testing.assert_array_equal(clean["grad-loss"].to_numpy(), bad["grad-loss"].to_numpy())
+    np.testing.assert_array_equal(clean["inferred-label"].to_numpy(), bad["inferred-label"].to_numpy())
+    assert not np.allclose(clean["psnr"].to_numpy(), bad["psnr"].to_numpy())  # only the evaluator saw the poison
+    assert (bad["true-label"] == 9).all() and (clean["label-accuracy"] == 1).all()
+
+
+def test_fedsgd_server_applies_the_mean_gradient(mnist):
+    strategy, arrays, replies = setup(mnist, 2, **{"attack": "none", "min-train-nodes": 1})
+    strategy.partitions = {1: 0, 2: 1}
+    strategy.row, strategy.expected = {"failures": 0}, strategy.expected_arrays(arrays)
+    grads = [c.array_records["gradient"].to_torch_state_dict() for _, c in replies]
+    new, _ = strategy.aggregate_train(1, messages(replies))
+    sent, lr = arrays.to_torch_state_dict(), strategy.cfg["lr"]
+    for k, v in new.to_torch_state_dict().items():
+        torch.testing.assert_close(v, sent[k] - lr * (grads[0][k] + grads[1][k]) / 2)
+
+
+# ---- attacks --------------------------------------------------------------------------
+def test_generator_stages_compose():
+    torch.manual_seed(0)
+    gen = Generator().eval()
+    z, y = torch.randn(3, gen.z_dim), torch.tensor([0, 4, 9])
+    full = gen(z, y)
+    assert full.shape == (3, 1, 28, 28)
+    for k in range(1, gen.num_stages):
+        torch.testing.assert_close(gen.run(gen.run(z, y, 0, k), y, k), full)
+
+
+def test_tiny_attacks_improve_over_their_start(mnist, tmp_path):
+    strategy, arrays, replies = setup(mnist, 1)
+    content = replies[0][1]
+    truth = strip_ground_truth(content)
+    inp = view(strategy, arrays, content, mnist)
+    labels = infer_labels(inp)
+    true_px = inp.to_pixels(truth["images"])[0]
+    res = invert_ig(inp, labels, budget=60, restarts=1, tv=1e-4)
+    start = inp.to_pixels(inp.clamp(torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))))[0]
+    assert psnr(inp.to_pixels(res.images)[0], true_px) > psnr(start, true_px) + 3
+    assert res.steps == 60 and res.grad_loss < res.info["trace"][0] / 3
+    prior = GanPrior.load(tiny_prior(tmp_path))
+    res = invert_gifd(inp, labels, prior, budget=24, restarts=2, stages=2, label_space="digits")
+    assert res.steps == 24 and res.grad_loss < res.info["trace"][0]
+    assert len(res.info["stage-best"]) == 2 and len(res.info["stage-best"][0]) == 3  # latent + 2 stages
+
+
+def test_matcher_enforces_the_budget(mnist):
+    strategy, arrays, replies = setup(mnist, 1)
+    inp = view(strategy, arrays, replies[0][1], mnist)
+    m = Matcher(inp, torch.tensor([1]), budget=2)
+    m(torch.zeros(1, 1, 28, 28))
+    m(torch.zeros(1, 1, 28, 28))
+    with pytest.raises(RuntimeError, match="budget"):
+        m(torch.zeros(1, 1, 28, 28))
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"attack": "ig,dlg"}, "attack must be"),
+    ({"gan-dataset": "mnist"}, "clients' training pool"),
+    ({"defense": "dp"}, "defense must be"),
+    ({"gifd-radii": "0.1,0.2"}, "gifd-radii"),
+    ({"attack-round": 9}, "attack-round"),
+])
+def test_bad_gifd_config_fails_clearly(over, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg_of(**over)
+
+
+# ---- end to end through Flower --------------------------------------------------------
+def test_gifd_end_to_end_through_flower(tmp_path):
+    from tests.conftest import run_sweep
+
+    code, frame, out = run_sweep(
+        tmp_path,
+        base={"method": "gifd", "num-supernodes": 2, "num-server-rounds": 1, "attack-num-images": 2,
+              "attack-budget": 6, "attack-restarts": 1, "gan-checkpoint": tiny_prior(tmp_path),
+              "fraction-evaluate": 0.0},
+        grid={"defense": ["noise"]},
+    )
+    assert code == 0
+    attacks = pd.read_csv(out / "defense-noise" / "attacks.csv")
+    for col in ("round", "partition", "attack", "defense", "psnr", "ssim", "lpips", "label-accuracy",
+                "attack-seconds", "true-label", "inferred-label", "grad-loss", "steps"):
+        assert col in attacks.columns
+    assert sorted(attacks["attack"].unique()) == ["ggl", "gifd", "ig"] and len(attacks) == 6
+    assert (attacks["steps"] == 6).all() and attacks["psnr"].notna().all()
+    assert (out / "defense-noise" / "attacks.png").exists()
+    assert {"ig-psnr", "ggl-psnr", "gifd-psnr", "label-accuracy"} <= set(frame.columns)
+
+
+def test_gan_prior_is_trained_once_and_cached(tmp_path):
+    from strategies.attacks.train_gan import ensure_prior
+
+    path = ensure_prior("digits", tmp_path, steps=2, log_every=0)
+    assert path == tmp_path / "gan" / "digits-steps2-seed0.pt" and path.exists()
+    mtime = path.stat().st_mtime_ns
+    assert ensure_prior("digits", tmp_path, steps=2, log_every=0).stat().st_mtime_ns == mtime
+    prior = GanPrior.load(path)
+    assert prior.label_space == "digits" and prior.num_classes == 10 and not prior.gen.training
