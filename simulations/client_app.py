@@ -1,8 +1,10 @@
 """ClientApp: load this node's partition and hand each message to the method's client.
 
 A node's partition comes from its node config (``partition-id``, ``num-partitions``):
-the simulation engine sets them, and real SuperNodes pass them with ``--node-config``.
-Partitions are computed (seeded) in every client process and cached there.
+the simulation engine sets them, and real SuperNodes pass them with ``--node-config``
+(where ``data-root`` may also point at the node's own data; without a partition id the
+node's whole local train pool is its partition).
+Partitions are computed (seeded) once in every client process and cached there.
 """
 
 from __future__ import annotations
@@ -28,14 +30,23 @@ PARTITION_KEYS = ("dataset", "data-root", "download", "partitioner", "alpha", "c
                   "seed", "local-test-fraction", "heldout-domain")
 
 
+@functools.lru_cache(maxsize=4)
+def partitions(key: tuple, num_partitions: int) -> list[np.ndarray]:
+    """All clients' sample indices, computed once per process (not once per client:
+    a Dirichlet split of 1,000 clients costs about 0.3 s)."""
+    opts = dict(zip(PARTITION_KEYS, key))
+    bundle = load_dataset(opts["dataset"], opts["data-root"], opts["download"])
+    return partition(opts["partitioner"], bundle.train_labels, num_partitions, int(opts["seed"]),
+                     alpha=opts["alpha"], domains=bundle.train_domains,
+                     **{"classes-per-client": opts["classes-per-client"], "heldout-domain": opts["heldout-domain"]})
+
+
 @functools.lru_cache(maxsize=8)
 def client_data(key: tuple, partition_id: int, num_partitions: int) -> ClientData:
     """This client's train/test split; a pure function of the partition keys."""
     opts = dict(zip(PARTITION_KEYS, key))
     bundle = load_dataset(opts["dataset"], opts["data-root"], opts["download"])
-    parts = partition(opts["partitioner"], bundle.train_labels, num_partitions, int(opts["seed"]),
-                      alpha=opts["alpha"], domains=bundle.train_domains,
-                      **{"classes-per-client": opts["classes-per-client"], "heldout-domain": opts["heldout-domain"]})
+    parts = partitions(key, num_partitions)
     train_idx, test_idx = train_test_split(parts[partition_id], opts["local-test-fraction"],
                                            int(opts["seed"]) * 100_003 + partition_id)
     subset = bundle.train.subset
@@ -46,6 +57,8 @@ def setup(context: Context):
     """Resolved config, this node's data and the method's client."""
     cfg = resolve(dict(context.run_config))
     node = context.node_config
+    if node.get("data-root"):  # a real SuperNode pointing at its own data
+        cfg["data-root"] = str(node["data-root"])
     pid, n = int(node.get("partition-id", 0)), int(node.get("num-partitions", 1))
     data = client_data(tuple(cfg[k] for k in PARTITION_KEYS), pid, n)
     return cfg, METHODS[cfg["method"]].client(cfg, data)

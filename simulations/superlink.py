@@ -59,17 +59,17 @@ def flwr_bin(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or name)
 
 
-class Federation:
-    """Base: a private FLWR_HOME, processes to stop, and ``run`` (one ``flwr run``)."""
+class Processes:
+    """Long-lived processes started from a private folder, all stopped (by PID, with their
+    descendants) on exit, and the folder removed."""
 
-    connection = "local-run"
-
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="flwr-home-"))
         self.port = free_port()
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         self.env = {**os.environ, "PATH": path, "FLWR_HOME": str(self.home),
-                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                    **(env or {})}
         self.procs: list[subprocess.Popen] = []
 
     def start(self, name: str, cmd: list[str], port: int | None = None) -> subprocess.Popen:
@@ -91,12 +91,6 @@ class Federation:
             raise RuntimeError(f"{name} did not listen on port {port} within 60 s")
         return proc
 
-    def write_connection(self, **options: str | bool) -> None:
-        lines = [f'[superlink]\ndefault = "{self.connection}"\n\n[superlink.{self.connection}]',
-                 f'address = "127.0.0.1:{self.port}"']
-        lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
-        (self.home / "config.toml").write_text("\n".join(lines) + "\n")
-
     def __enter__(self):
         return self
 
@@ -105,6 +99,19 @@ class Federation:
             stop_tree(proc.pid)
         self.procs.clear()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+
+class Federation(Processes):
+    """A SuperLink (and its SuperNodes) with a private FLWR_HOME, and ``run``: one ``flwr run``."""
+
+    connection = "local-run"
+
+    def write_connection(self, **options: str | bool) -> None:
+        lines = [f'[superlink]\ndefault = "{self.connection}"\n\n[superlink.{self.connection}]',
+                 f'address = "127.0.0.1:{self.port}"']
+        lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
+        (self.home / "config.toml").write_text("\n".join(lines) + "\n")
 
     def flwr(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([flwr_bin("flwr"), *args], cwd=APP_DIR, env=self.env, capture_output=True,
@@ -158,3 +165,33 @@ class LocalSuperLink(Federation):
             "--disable-runtime-dependency-installation",
         ], port=self.port)
         return self
+
+
+class RayCluster(Processes):
+    """A Ray head node (``ray start --head``) standing for an existing cluster.
+
+    A simulation attaches to it when the SuperLink runs with ``RAY_ADDRESS`` set to
+    ``self.address`` (the simulation process inherits it and ``ray.init()`` connects
+    instead of starting a private Ray). Its ``--temp-dir`` is private, so other
+    simulations on this machine do not find it and attach by accident.
+    """
+
+    def __init__(self, num_cpus: int = 2) -> None:
+        super().__init__()
+        self.num_cpus = num_cpus
+        self.address = f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "RayCluster":
+        self.start("ray-head", [
+            flwr_bin("ray"), "start", "--head", "--block", "--port", str(self.port),
+            "--temp-dir", str(self.home / "ray"), "--num-cpus", str(self.num_cpus), "--include-dashboard=false",
+            "--disable-usage-stats", "--object-store-memory", str(200 * 2**20),
+        ], port=self.port)
+        return self
+
+    def jobs(self) -> list[str]:
+        """Entry points of the drivers that have connected to this cluster so far."""
+        code = ("import json, ray; from ray._private import state; ray.init(address='%s', logging_level='ERROR');"
+                "print(json.dumps([j['Entrypoint'] for j in state.jobs()]))" % self.address)
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True)
+        return [job for job in json.loads(out.stdout.strip().splitlines()[-1]) if "state.jobs()" not in job]

@@ -65,3 +65,13 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     cut = pd.read_csv(out / "cut" / "metrics.csv")
     assert list(cut["round"]) == [0, 1, 2, 3, 4]
     pd.testing.assert_frame_equal(full[METRICS], cut[METRICS])
+
+
+def test_bad_run_config_in_flwr_run_fails_the_run_with_one_line(tmp_path):
+    """`flwr run` exits 0 here too; the SuperLink's record says failed, and why."""
+    (tmp_path / "bad").mkdir()
+    with LocalSuperLink() as link:
+        record = link.run({"method": "fedmagic", "out-dir": str(tmp_path)}, tmp_path / "bad" / "flwr.log",
+                          {"num-supernodes": 2})
+    assert record["status"] == "finished:failed"
+    assert "unknown method 'fedmagic'" in (tmp_path / "bad" / "flwr.log").read_text()
