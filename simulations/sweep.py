@@ -83,7 +83,7 @@ def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
 def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     """Load each dataset and partition it once per distinct setting: fail before running."""
     from datasets import DataError, load_dataset
-    from datasets.partition import PartitionError, partition
+    from datasets.partition import PartitionError, partition_for
 
     seen = set()
     for cfg, fed, name in runs:
@@ -94,9 +94,7 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
         seen.add(key)
         try:
             bundle = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
-            partition(cfg["partitioner"], bundle.train_labels, int(fed["num-supernodes"]), int(cfg["seed"]),
-                      alpha=cfg["alpha"], domains=bundle.train_domains,
-                      **{"classes-per-client": cfg["classes-per-client"], "heldout-domain": cfg["heldout-domain"]})
+            partition_for(cfg, bundle, int(fed["num-supernodes"]))
         except (DataError, PartitionError) as err:
             raise SweepError(f"run '{name}': {err}") from None
 

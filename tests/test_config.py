@@ -1,6 +1,8 @@
 """Run config: defaults from pyproject, one-line errors for bad values."""
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +39,9 @@ def test_bad_values_fail_fast_with_one_line(over, message):
     with pytest.raises(ConfigError, match=message) as err:
         resolve(over)
     assert "\n" not in str(err.value) and time.perf_counter() - t0 < 2
+
+
+def test_every_run_config_key_is_documented_in_readme():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", readme, re.M))
+    assert sorted(set(defaults()) - documented) == []
