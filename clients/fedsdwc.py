@@ -50,7 +50,13 @@ Choices that are a reading of the paper, not taken from it ([paper]: check again
   a value we could read in the paper; the defaults are ours (chosen so that the KL
   terms, summed over 32 dimensions, stay below the cross-entropy early in training).
 - Optimizer and schedule: the project's local SGD (``lr``, ``momentum``, ``weight-decay``,
-  ``local-epochs``), as for every other method.
+  ``local-epochs``), as for every other method, plus gradient-norm clipping at
+  ``sdwc-grad-clip`` (5.0; 0 = off) and posterior log-variances clamped to [-8, 2]
+  (``models/causal.py``). Ours, not the paper's: without them, lr 0.02 with momentum 0.9
+  diverged to NaN within 8 steps on 6 of 10 Dirichlet-0.1 Fashion-MNIST clients (the KL
+  to the tight link prior has a gradient exp(logvar) / (2 tau^2) in the log-variance).
+  Clipping is the usual remedy for VAE-style objectives; a norm of 5 leaves the typical
+  step (gradient norms 2-10 after the first steps) nearly untouched.
 """
 
 from __future__ import annotations
@@ -147,6 +153,7 @@ class FedSDWCClient(Client):
         opt = torch.optim.SGD(model.parameters(), lr=float(self.cfg["lr"]), momentum=float(self.cfg["momentum"]),
                               weight_decay=float(self.cfg["weight-decay"]))
         alpha = float(self.cfg["fourier-alpha"])
+        clip = float(self.cfg["sdwc-grad-clip"])
         sums = dict.fromkeys(("loss", *TERMS), 0.0)
         steps = 0
         for epoch in range(int(self.cfg["local-epochs"])):
@@ -158,6 +165,8 @@ class FedSDWCClient(Client):
                 loss, terms = sdwc_loss(model, x, y, self.cfg)
                 opt.zero_grad()
                 loss.backward()
+                if clip > 0:  # see the module docstring: the KL terms can spike on non-IID clients
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
                 sums["loss"] += loss.item()
                 for k in TERMS:

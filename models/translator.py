@@ -10,7 +10,11 @@
   One deliberate change: the official G ends with ``Tanh``, which bounds G's output to
   (-1, 1) while z (a linear layer's output) is unbounded; G here ends linearly, so that it
   can reproduce the inverted latents and the divergence loss does not force every latent
-  into the unit box. ``tanh=True`` restores the official head.
+  into the unit box. ``tanh=True`` restores the official head. Second change (key
+  ``lsi-translator-residual``, default true): G outputs ``z + MLP(...)`` with the last
+  layer zero-initialized, so G starts as the identity and its training only has to learn
+  the domain shift; with a few hundred iterations (paper: 10,000) a plain MLP G is still
+  far from the latent manifold and the divergence loss would pull z toward G's noise.
 """
 
 from __future__ import annotations

@@ -34,8 +34,12 @@ round's local models (no pre-training round; round 1 trains without G) and fine-
 G on them, so G follows the current latent space, at the cost of server work per round.
 
 Model selection and the DG metrics (``heldout-accuracy``, ``source-accuracy``,
-``selected-heldout-accuracy``) come from ``BaseStrategy.domain_metrics`` for every method.
-Defaults are scaled down from the paper for CPU runs (README "FedDG-LSI").
+``selected-heldout-accuracy``) come from ``BaseStrategy.add_domain_metrics`` for every method.
+Defaults are scaled down from the paper for CPU runs (README "FedDG-LSI"). ``lambda-di``
+is 0.1, not the official alpha = 10: with 10, on Rotated MNIST (held-out domain 0, seed 0,
+10 rounds) the local losses fall but the global model's source-domain validation accuracy
+stayed at 0.47 after 10 rounds (0.91 with 0.1); checked on source validation
+only, never on the held-out domain.
 """
 
 from __future__ import annotations

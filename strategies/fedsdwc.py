@@ -27,7 +27,7 @@ class FedSDWCStrategy(BaseStrategy):
             if not (int(cfg[key]) == cfg[key] and cfg[key] >= 1):
                 raise ConfigError(f"{key} must be an integer >= 1, got {cfg[key]}")
         for key in ("lambda-kl-semantic", "lambda-kl-variant", "lambda-kl-link", "lambda-intervention",
-                    "intervention-gamma", "fourier-alpha"):
+                    "intervention-gamma", "fourier-alpha", "sdwc-grad-clip"):
             if cfg[key] < 0:
                 raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
         if cfg["fourier-alpha"] > 1:

@@ -33,7 +33,11 @@ Stage 5, important-weight aggregation (``importance_average``): the official
 element important) the data weights ``n_k / sum_j n_j`` are used. With Omega = 1
 everywhere this is exactly FedAvg; an element with zero importance at one client takes
 the other clients' (importance-weighted) value. Entries without importance (BN buffers)
-are averaged with the data weights.
+are averaged with the data weights. The official ``FedAvg(..., omega)`` multiplies the
+parameters by the normalized importance alone (``Dict_multiply``) and uses data weights
+only for buffers; the ``n_k`` factor here makes importance 1 reduce to sample-weighted
+FedAvg for clients of any size. With equal client sizes (one domain per client, as in the
+Rotated MNIST sweep) the two coincide.
 """
 
 from __future__ import annotations

@@ -214,3 +214,28 @@ def test_fedlsi_end_to_end_reports_heldout_accuracy(tmp_path):
     first = frame[frame["round"] == 1].iloc[0]
     assert first["lsi-stage"] == 1 and last["lsi-stage"] == 4 and last["divergence"] >= 0
     assert first["uplink-bytes"] < last["uplink-bytes"] / 20  # stage 1 uploads the heads only
+
+
+def test_schedules_once_pretrains_then_fixes_g_every_round_refits_it():
+    tiny = {"lsi-num-latents": 16, "lsi-inversion-iters": 5, "lsi-translator-iters": 5, "lsi-translator-hidden": 16,
+            "lsi-translator-batch": 16}
+    heads = {p: {f"classifier.{k}": v for k, v in trained_head(p).state_dict().items()} for p in (2, 0, 1)}
+    arrays = ArrayRecord(build_model("lsi-cnn", 10, (1, 28, 28)).state_dict())
+
+    once = FedLSIStrategy(cfg(**tiny))
+    once.train_record(1, arrays, ConfigRecord())
+    assert once.stage == "pretrain"
+    stats = once.fit_translator(1, heads)
+    assert once.codes == {0: 0, 1: 1, 2: 2} and once.translator.num_domains == 3  # codes in partition order
+    assert 0 <= stats["lsi-inversion-acc"] <= 1 and np.isfinite(stats["lsi-fixed-point-gap"])
+    record = once.train_record(2, arrays, ConfigRecord())
+    assert once.stage == "train" and record["config"]["lsi-code-2"] == 2 and record["config"]["lsi-num-codes"] == 3
+
+    every = FedLSIStrategy(cfg(**tiny, **{"lsi-schedule": "every-round"}))
+    record = every.train_record(1, arrays, ConfigRecord())
+    assert every.stage == "train" and "translator" not in record.array_records  # round 1: plain training, no G yet
+    every.fit_translator(1, heads)
+    g1 = {k: v.clone() for k, v in every.translator.state_dict().items()}
+    every.fit_translator(2, {p: heads[p] for p in (0, 1)})  # a round with a client missing: warm start, same codes
+    assert every.codes == {0: 0, 1: 1, 2: 2} and every.translator.num_domains == 3
+    assert any(not torch.equal(g1[k], v) for k, v in every.translator.state_dict().items())  # G was fine-tuned

@@ -2,6 +2,7 @@
 end-to-end run through Flower with the OOD suite on."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,7 +118,8 @@ def test_wideresnet_encoder_builds():
 
 
 def test_bad_keys_fail_clearly():
-    for key, value in (("lambda-kl-link", -1.0), ("sdwc-latent-dim", 0), ("fourier-alpha", 2.0)):
+    for key, value in (("lambda-kl-link", -1.0), ("sdwc-latent-dim", 0), ("fourier-alpha", 2.0),
+                       ("sdwc-grad-clip", -1.0)):
         with pytest.raises(ConfigError, match=key):
             cfg(**{key: value})
 
@@ -136,16 +138,63 @@ def test_client_trains_and_reports_its_terms():
     assert set(reply.arrays["arrays"]) == set(client.model.state_dict())
 
 
+def test_gradient_clipping_bounds_the_step():
+    """One SGD step (32 images = one batch; momentum's first step is lr * g) moves the
+    weights by at most lr * sdwc-grad-clip; without clipping the first step is larger
+    (the KL terms give gradient norms of about 30 at initialization)."""
+    from clients.base import ClientData
+    from clients.fedsdwc import FedSDWCClient
+    from datasets import load_dataset
+
+    bundle = load_dataset("mnist")
+    data = ClientData(0, bundle.train.subset(range(32)), bundle.train.subset(range(32, 40)), 10, SHAPE)
+    steps = {}
+    for clip in (0.5, 0.0):
+        client = FedSDWCClient(cfg(**{"local-epochs": 1, "sdwc-grad-clip": clip, "lr": 0.02}), data)
+        start = {k: v.clone() for k, v in client.model.state_dict().items()}
+        reply = client.train({"arrays": start}, {"server-round": 1}, {})
+        new = reply.arrays["arrays"]
+        steps[clip] = math.sqrt(sum(float((new[k] - start[k]).pow(2).sum())
+                                    for k, _ in client.model.named_parameters()))
+    assert steps[0.5] <= 0.02 * 0.5 * (1 + 1e-4)
+    assert steps[0.0] > 0.02 * 5
+
+
 # ---- end to end -----------------------------------------------------------------------
 def test_end_to_end_through_flower(tmp_path):
     from conftest import run_sweep
 
+    # local-test-fraction 0.9: each client trains on ~200 images (what is tested here is the
+    # plumbing: the model through Flower, the OOD suite's columns in the results)
     base = {"dataset": "mnist", "num-server-rounds": 1, "num-supernodes": 2, "local-epochs": 1,
-            "fraction-evaluate": 0.0, "corruptions": "gaussian_noise,contrast", "ood-datasets": "digits",
-            "ood-max-samples": 100, "data-root": str(tmp_path / "data")}
+            "local-test-fraction": 0.9, "fraction-evaluate": 0.0, "corruptions": "gaussian_noise,contrast",
+            "ood-datasets": "digits", "ood-max-samples": 100, "data-root": str(tmp_path / "data")}
     code, frame, out = run_sweep(tmp_path, base, {"method": ["fedsdwc"]})
     assert code == 0, (out / "method-fedsdwc" / "flwr.log").read_text()[-3000:]
     last = frame[frame["round"] == 1].iloc[0]
     for col in ("accuracy", "corrupt-accuracy", "corrupt-accuracy-gaussian_noise", "corrupt-accuracy-contrast",
                 "auroc", "fpr95", "auroc-energy", "fpr95-energy", "auroc-digits", "fpr95-digits"):
         assert 0.0 <= last[col] <= 1.0, col
+
+
+def test_a_run_imports_only_its_own_method():
+    """The registry imports a method's modules on first use: a module of another method
+    that does not import (e.g. mid-edit in the working tree that ``flwr run`` packs into
+    the app) cannot fail a FedSDWC run. With the old registry, which imported every method,
+    this reproduces exactly the end-to-end test's occasional failure "Simulation failed
+    with exception: An error was encountered. Ending simulation." (Flower's message for a
+    ClientApp that does not load) while other methods' files were being edited."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from simulations.methods import METHODS; "
+            "METHODS['fedsdwc'].strategy, METHODS['fedsdwc'].client; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('clients', 'strategies'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "clients.fedsdwc" in loaded and "strategies.fedsdwc" in loaded
+    assert not {"clients.fedlsi", "clients.gifd", "clients.fedhip", "strategies.fedlsi", "strategies.gifd",
+                "strategies.fedhip"} & set(loaded), loaded

@@ -11,7 +11,7 @@ from datasets.shift import corrupt_images, corrupted_sets, corruption_names, ood
 from simulations.config import ConfigError, resolve
 from strategies.ood_eval import auroc, due, energy, fpr_at_tpr, msp, shift_metrics
 
-pytest.importorskip("imagecorruptions", reason="pip install imagecorruptions-imaug")
+import imagecorruptions  # noqa: F401  (a dependency in pyproject.toml: fail, don't skip, without it)
 
 
 # ---- AUROC / FPR95 -------------------------------------------------------------

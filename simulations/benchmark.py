@@ -1,0 +1,511 @@
+"""Benchmarks: ``python -m simulations.benchmark NAME [--quick] [--out-dir DIR]``.
+
+Each benchmark prints its figures and ends with one line ``summary: <name> ...``; the
+numbers also go to ``<out-dir>/<name>.json``. ``--quick`` runs the smallest size (what
+CI and ``tests/test_benchmark.py`` run, only to check that it works). Timings depend on
+the machine's load: the 1-minute load average is printed next to every timing.
+
+- ``overhead``: the same client work (FedAvg on MNIST, 10 clients x 1 local epoch per
+  round, client and server evaluation) through Flower's Ray simulation and as a plain
+  PyTorch loop in this process (same client code, same partitions, same aggregation:
+  the two give the same accuracies), each on one thread. Prints start-up seconds (with a
+  timeline of the Flower run), per-round seconds of both and their ratio, and the
+  ratio of CPU seconds per round (all processes of the run), which depends much less
+  on the other load on the machine.
+- ``scale``: 100 and 1,000 virtual clients, 10% sampled per round (train and
+  evaluate), 3 rounds, iid partitions; per-round seconds, seconds per sampled client
+  and the peak RSS of the whole process tree (SuperLink, ServerApp, simulation, Ray
+  and its workers), sampled every 0.1 s.
+- ``fedhip-cost``: FedHiP's wall time and uplink bytes against FedAvg's time and bytes
+  to reach its best accuracy (and FedHiP's accuracy, if it does) on the same
+  partitions; and the GFLOP/s of FedHiP's Gram accumulation (``clients.fedhip.statistics``)
+  against a plain float64 GEMM of the same shape, measured in the same process.
+- ``gifd-cost``: seconds per reconstructed image for each attack (ig, ggl, gifd) at the
+  default budget, on the updates of the GIFD experiment (``strategies.attacks.benchmark``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics as stats
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCHMARKS = ("overhead", "scale", "fedhip-cost", "gifd-cost")
+
+
+def load() -> str:
+    """The 1-minute load average, to print next to a timing."""
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---- process-tree memory -------------------------------------------------------------
+class TreeRSS(threading.Thread):
+    """Samples the summed RSS of ``pid`` and all its descendants; ``peak`` in bytes.
+
+    Shared pages (the torch libraries mapped by every worker) count once per process,
+    as in ``ps``/``top``; the figure is the memory the tree would need without sharing.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak, self.peak_procs, self.samples = 0, 0, 0
+        self._halt = threading.Event()
+
+    def sample(self) -> int:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        if total > self.peak:
+            self.peak, self.peak_procs = total, len(procs)
+        self.samples += 1
+        return total
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join()
+        return self.peak
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+# ---- one Flower run --------------------------------------------------------------------
+def timed_run(link, cfg: dict, log_path: Path, fed: dict, on_round=None) -> tuple[dict, list[tuple[float, str]]]:
+    """``link.run`` (one ``flwr run --stream``) keeping every log line with the seconds since
+    the command started: the run's record and the stamped lines. ``on_round(n)`` is called
+    as the line of round n arrives."""
+    import re
+
+    lines: list[tuple[float, str]] = []
+
+    def on_line(t: float, line: str) -> None:
+        lines.append((t, line))
+        if on_round and (found := re.search(r"\[round (\d+)/", line)):
+            on_round(int(found[1]))
+
+    return link.run(cfg, log_path, fed, on_line=on_line), lines
+
+
+def first(lines: list[tuple[float, str]], pattern: str) -> float | None:
+    import re
+
+    return next((t for t, line in lines if re.search(pattern, line)), None)
+
+
+def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss: bool = False) -> dict:
+    """One ``flwr run`` on ``link``; the run's metrics.csv rows, wall time and peak RSS."""
+    import pandas as pd
+
+    from simulations.config import resolve
+
+    cfg = resolve({**overrides, "out-dir": str(out), "run-name": name})
+    run_dir = out / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sampler = TreeRSS(link.procs[0].pid) if track_rss else None
+    if sampler:
+        sampler.start()
+    cpu: dict[int, float] = {}  # round -> CPU seconds of the SuperLink's tree when its line arrived
+    t0 = time.perf_counter()
+    record, lines = timed_run(link, cfg, run_dir / "flwr.log", {"client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0,
+                                                  **fed},
+                              on_round=lambda n: cpu.__setitem__(n, tree_cpu(link.procs[0].pid)))
+    wall = time.perf_counter() - t0
+    peak = sampler.stop() if sampler else None
+    status = record.get("status", "unknown")
+    if status != "finished:completed":
+        raise RuntimeError(f"run {name} failed: {status} {record.get('status-details', '')} "
+                           f"(log: {run_dir / 'flwr.log'})")
+    frame = pd.read_csv(run_dir / "metrics.csv")
+    return {"wall": wall, "rows": frame, "peak_rss": peak, "lines": lines, "cpu": cpu, "peak_procs": sampler.peak_procs if sampler else None}
+
+
+def steady(seconds: list[float]) -> float:
+    """Per-round seconds after the first round (median; the first round if it is the only one)."""
+    return stats.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+
+
+def best(seconds: list[float]) -> float:
+    """The fastest round after the first: the one least disturbed by other load."""
+    return min(seconds[1:]) if len(seconds) > 1 else seconds[0]
+
+
+# ---- overhead --------------------------------------------------------------------------
+def plain_loop(overrides: dict, num_clients: int, rounds: int) -> dict:
+    """The Flower run's work without Flower: same clients, partitions, aggregation, evaluation."""
+    import torch
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    import datasets.registry
+    from clients.base import evaluate
+    from simulations import client_app
+    from simulations.config import resolve, seed_everything
+    from simulations.methods import METHODS
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Flower worker (OMP_NUM_THREADS=1)
+    client_app.client_data.cache_clear()  # start cold, like a fresh process
+    client_app.partitions.cache_clear()
+    datasets.registry._load.cache_clear()
+    t0 = time.perf_counter()
+    cfg = resolve(overrides)
+    seed_everything(int(cfg["seed"]))
+    bundle = datasets.load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+    method = METHODS[cfg["method"]]
+    strategy = method.strategy(cfg, test_data=bundle)
+    arrays = strategy.initial_arrays()
+    key = tuple(cfg[k] for k in client_app.PARTITION_KEYS)
+    clients = [method.client(cfg, client_app.client_data(key, pid, num_clients)) for pid in range(num_clients)]
+    startup = time.perf_counter() - t0
+    seconds, accs, cpu = [], [], []
+    for rnd in range(1, rounds + 1):
+        t1, c1 = time.perf_counter(), time.process_time()
+        weights = arrays.to_torch_state_dict()
+        replies = []
+        for client in clients:
+            reply = client.train({"arrays": weights}, {"server-round": rnd}, {})
+            replies.append(RecordDict({"arrays": ArrayRecord(reply.arrays["arrays"]),
+                                       "metrics": MetricRecord(reply.metrics)}))
+        arrays = aggregate_arrayrecords(replies, "num-examples")
+        weights = arrays.to_torch_state_dict()
+        for client in clients:
+            client.evaluate({"arrays": weights}, {"server-round": rnd}, {})
+        model = strategy.eval_model(arrays)
+        accs.append(evaluate(model, bundle.test, 512, torch.device("cpu"))["accuracy"])
+        seconds.append(time.perf_counter() - t1)
+        cpu.append(time.process_time() - c1)
+    torch.set_num_threads(threads)
+    return {"startup": startup, "round_seconds": seconds, "cpu_seconds": cpu, "accuracy": accs, "threads": 1}
+
+
+def bench_overhead(args) -> dict:
+    from simulations.superlink import LocalSuperLink
+
+    clients, rounds = (3, 2) if args.quick else (args.clients or 10, args.rounds or 5)
+    overrides = {"method": "fedavg", "dataset": "mnist", "local-epochs": 1, "num-server-rounds": rounds,
+                 "seed": 0, "checkpoint-every": 0}
+    out = args.out_dir / "overhead"
+    say(f"overhead: FedAvg on MNIST, {clients} clients x 1 local epoch, {rounds} rounds ({load()})")
+    # Equal compute on both sides: one client at a time on one thread. Flower gets one Ray
+    # worker (a client asks for all CPUs) and OMP_NUM_THREADS=1; the plain loop one thread.
+    cpus = os.cpu_count() or 1
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        t0 = time.perf_counter()
+        with LocalSuperLink() as link:
+            t_link = time.perf_counter() - t0
+            say(f"  SuperLink up in {t_link:.1f} s ({load()})")
+            run = flower_run(link, overrides, {"num-supernodes": clients, "client-resources-num-cpus": cpus},
+                             out, "flower")
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+    tl = run["lines"]
+    marks = [("run submitted", r"started run"), ("simulation started", r"Starting Flower Simulation"),
+             ("app installed", r"Successfully installed"), ("ServerApp ready", r"results in"),
+             ("round 0 done", r"\[round 0/"), ("round 1 done", r"\[round 1/"),
+             (f"round {rounds} done", rf"\[round {rounds}/"), ("results written", r"results written")]
+    say("  flower timeline (s since flwr run): " + ", ".join(
+        f"{label} {first(tl, pat):.1f}" for label, pat in marks if first(tl, pat) is not None)
+        + f", run finished {run['wall']:.1f}")
+    from flwr.cli.utils import collect_files
+
+    from simulations.superlink import APP_DIR
+
+    t0 = time.perf_counter()
+    walked = len(collect_files(APP_DIR))
+    t_walk = time.perf_counter() - t0
+    say(f"  not paid here: `flwr run .` from the checkout walks {walked} files in {t_walk:.1f} s before applying "
+        f".gitignore (the .venv inside it too); sweeps and benchmarks run a staged copy of the app ({load()})")
+    rows = run["rows"]
+    fl_rounds = rows.loc[rows["round"] >= 1, "round-seconds"].tolist()
+    fl_round, fl_best = steady(fl_rounds), best(fl_rounds)
+    t_round1 = first(tl, r"\[round 1/")
+    t_last = first(tl, rf"\[round {rounds}/")
+    fl_startup = t_round1 - fl_round  # flwr run -> steady rounds (the first round's extra included)
+    teardown = run["wall"] - t_last
+    say(f"  flower: start-up {fl_startup:.1f} s (flwr run -> end of round 1, less one steady round), "
+        f"round seconds {fmt_list(fl_rounds)}, after the last round {teardown:.1f} s until flwr run returns "
+        f"({load()})")
+    plain = plain_loop(overrides, clients, rounds)
+    pl_round, pl_best = steady(plain["round_seconds"]), best(plain["round_seconds"])
+    say(f"  plain:  start-up {plain['startup']:.2f} s (data, partitions, models; imports done), round seconds "
+        f"{fmt_list(plain['round_seconds'])}, {plain['threads']} torch thread ({load()})")
+    fl_acc = rows.loc[rows["round"] >= 1, "accuracy"].tolist()
+    same = [round(a, 6) for a in fl_acc] == [round(a, 6) for a in plain["accuracy"]]
+    say(f"  accuracy per round: flower {fmt_list(fl_acc, 4)}, plain {fmt_list(plain['accuracy'], 4)} "
+        f"({'identical' if same else 'DIFFERENT'})")
+    ratio, ratio_median = fl_best / pl_best, fl_round / pl_round
+    say(f"  per round after round 1: flower best {fl_best:.2f} s / median {fl_round:.2f} s, plain best "
+        f"{pl_best:.2f} s / median {pl_round:.2f} s: ratio {ratio:.2f} (best) / {ratio_median:.2f} (median)")
+    # CPU seconds per round (rounds 2..R) hardly depend on the other load on the machine.
+    c = run["cpu"]
+    fl_cpu = (c[rounds] - c[1]) / (rounds - 1) if rounds > 1 and 1 in c and rounds in c else float("nan")
+    pl_cpu = stats.mean(plain["cpu_seconds"][1:]) if rounds > 1 else plain["cpu_seconds"][0]
+    cpu_ratio = fl_cpu / pl_cpu
+    say(f"  CPU seconds per round after round 1 (all processes of the run): flower {fl_cpu:.2f}, plain {pl_cpu:.2f}: "
+        f"ratio {cpu_ratio:.2f}")
+    res = {"clients": clients, "rounds": rounds, "flower-startup-s": fl_startup, "superlink-start-s": t_link,
+           "flower-round-s": fl_best, "flower-round-median-s": fl_round, "flower-first-round-s": fl_rounds[0],
+           "flower-round-seconds": fl_rounds, "flower-teardown-s": teardown, "flower-run-wall-s": run["wall"],
+           "flower-timeline": {label: first(tl, pat) for label, pat in marks},
+           "app-folder-walk-s": t_walk, "app-folder-files": walked,
+           "plain-startup-s": plain["startup"], "plain-round-s": pl_best, "plain-round-median-s": pl_round,
+           "plain-round-seconds": plain["round_seconds"], "ratio": ratio, "ratio-median": ratio_median,
+           "flower-cpu-per-round-s": fl_cpu, "plain-cpu-per-round-s": pl_cpu, "cpu-ratio": cpu_ratio,
+           "same-accuracy": same, "load": os.getloadavg()[0]}
+    say(f"summary: overhead start-up {fl_startup:.1f} s (goal <= 10; SuperLink {t_link:.1f} s more, once), "
+        f"per-round flower {fl_best:.2f} s vs plain {pl_best:.2f} s, ratio {ratio:.2f} (goal <= 1.10; median "
+        f"{ratio_median:.2f}; CPU seconds {cpu_ratio:.2f}), same accuracy {same} ({load()})")
+    return res
+
+
+def fmt_list(values, digits: int = 2) -> str:
+    return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
+
+
+# ---- scale -----------------------------------------------------------------------------
+def bench_scale(args) -> dict:
+    from simulations.superlink import LocalSuperLink
+
+    sizes = [10, 100] if args.quick else [int(s) for s in (args.sizes or "100,1000").split(",")]
+    rounds = 2 if args.quick else (args.rounds or 3)
+    out = args.out_dir / "scale"
+    res = {"rounds": rounds, "sizes": {}}
+    say(f"scale: FedAvg on MNIST (iid), {sizes} virtual clients, 10% sampled per round, {rounds} rounds ({load()})")
+    for n in sizes:
+        overrides = {"method": "fedavg", "dataset": "mnist", "partitioner": "iid", "local-epochs": 1,
+                     "num-server-rounds": rounds, "fraction-train": 0.1, "fraction-evaluate": 0.1,
+                     "seed": 0, "checkpoint-every": 0}
+        with LocalSuperLink() as link:  # a fresh SuperLink per size: its memory counts
+            run = flower_run(link, overrides, {"num-supernodes": n}, out, f"clients-{n}", track_rss=True)
+        rows = run["rows"]
+        secs = rows.loc[rows["round"] >= 1, "round-seconds"].tolist()
+        sampled = max(int(n * 0.1), 2)
+        per_round = steady(secs)
+        res["sizes"][n] = {"sampled": sampled, "round-seconds": secs, "round-s": per_round,
+                           "s-per-sampled-client": per_round / sampled, "peak-rss-mb": run["peak_rss"] / 2**20,
+                           "peak-procs": run["peak_procs"], "run-wall-s": run["wall"], "load": os.getloadavg()[0]}
+        say(f"  {n} clients ({sampled} sampled): round seconds {fmt_list(secs)}, "
+            f"{per_round / sampled * 1000:.0f} ms per sampled client, peak RSS {run['peak_rss'] / 2**20:.0f} MB "
+            f"over {run['peak_procs']} processes, run {run['wall']:.1f} s ({load()})")
+    small, big = (res["sizes"][s] for s in sizes[:2])
+    time_ratio = big["round-s"] / small["round-s"]
+    clients_ratio = big["sampled"] / small["sampled"]
+    rss_ratio = big["peak-rss-mb"] / small["peak-rss-mb"]
+    res.update({"time-ratio": time_ratio, "sampled-ratio": clients_ratio, "rss-ratio": rss_ratio})
+    say(f"summary: scale {sizes[0]} -> {sizes[1]} clients: per-round {small['round-s']:.2f} -> {big['round-s']:.2f} s "
+        f"(x{time_ratio:.1f} for x{clients_ratio:.0f} sampled clients; goal proportional), peak RSS "
+        f"{small['peak-rss-mb']:.0f} -> {big['peak-rss-mb']:.0f} MB (x{rss_ratio:.2f}, goal <= 1.2) ({load()})")
+    return res
+
+
+# ---- fedhip-cost -----------------------------------------------------------------------
+def gram_gflops(n: int, d: int, num_classes: int, repeats: int = 7, threads: int = 1) -> dict:
+    """GFLOP/s of ``clients.fedhip.statistics`` (XᵀX, XᵀY, counts, from float32 features)
+    vs a plain float64 GEMM of the Gram's shape ([d, n] @ [n, d]): same process, same
+    input, ``threads`` torch threads (1, as in a Ray worker), the two timed in alternation
+    (best of ``repeats`` each) so that the machine's load hits both alike."""
+    import torch
+
+    from clients.fedhip import statistics as fedhip_statistics
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        X = torch.randn(n, d, generator=gen).relu()  # float32 features, as the backbone gives
+        y = torch.randint(num_classes, (n,), generator=gen)
+        A = X.to(torch.float64).T.contiguous()
+        B = X.to(torch.float64)
+        flops = 2.0 * n * d * d  # the Gram; XᵀY adds 2·n·d·C (< 1%)
+        calls = {"gram": lambda: fedhip_statistics(X, y, num_classes), "gemm": lambda: A @ B}
+        times: dict[str, list[float]] = {k: [] for k in calls}
+        for i in range(repeats + 1):
+            for key, fn in calls.items():
+                t0 = time.perf_counter()
+                fn()
+                if i:  # the first pass warms up
+                    times[key].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    t_gram, t_gemm = min(times["gram"]), min(times["gemm"])
+    return {"n": n, "d": d, "threads": threads, "gram-s": t_gram, "gemm-s": t_gemm,
+            "gram-gflops": flops / t_gram / 1e9, "gemm-gflops": flops / t_gemm / 1e9}
+
+
+def reach(rows, target: float) -> dict | None:
+    """Cumulative round seconds and uplink bytes up to the first round with accuracy >= target."""
+    rows = rows[rows["round"] >= 1].sort_values("round")
+    hit = rows[rows["accuracy"] >= target - 1e-12]
+    if hit.empty:
+        return None
+    upto = rows[rows["round"] <= int(hit["round"].iloc[0])]
+    return {"round": int(hit["round"].iloc[0]), "seconds": float(upto["round-seconds"].sum()),
+            "uplink-bytes": float(upto["uplink-bytes"].sum()), "accuracy": float(hit["accuracy"].iloc[0])}
+
+
+def bench_fedhip_cost(args) -> dict:
+    from simulations.superlink import LocalSuperLink
+
+    if args.quick:
+        clients, rounds, data = 2, 2, {"dataset": "digits", "backbone-size": 32}
+    else:
+        clients, rounds, data = args.clients or 10, args.rounds or 20, {"dataset": "mnist"}
+    common = {**data, "partitioner": "dirichlet", "alpha": 0.5, "seed": 0, "checkpoint-every": 0}
+    out = args.out_dir / "fedhip-cost"
+    say(f"fedhip-cost: {common['dataset']}, {clients} clients (Dirichlet 0.5), FedAvg {rounds} rounds vs FedHiP "
+        f"({load()})")
+    with LocalSuperLink() as link:
+        hip = flower_run(link, {**common, "method": "fedhip"}, {"num-supernodes": clients}, out, "fedhip")
+        say(f"  fedhip run {hip['wall']:.1f} s ({load()})")
+        avg = flower_run(link, {**common, "method": "fedavg", "num-server-rounds": rounds},
+                         {"num-supernodes": clients}, out, "fedavg")
+        say(f"  fedavg run {avg['wall']:.1f} s ({load()})")
+    h = hip["rows"][hip["rows"]["round"] == 1].iloc[0]
+    hip_acc, hip_s, hip_up = float(h["accuracy"]), float(h["round-seconds"]), float(h["uplink-bytes"])
+    best_acc = float(avg["rows"].loc[avg["rows"]["round"] >= 1, "accuracy"].max())
+    to_best = reach(avg["rows"], best_acc)
+    to_hip = reach(avg["rows"], hip_acc)
+    say(f"  fedhip: accuracy {hip_acc:.4f} in 1 round, round {hip_s:.1f} s (run {hip['wall']:.1f} s with start-up), "
+        f"uplink {hip_up / 1e6:.1f} MB")
+    say(f"  fedavg: best accuracy {best_acc:.4f} at round {to_best['round']}: {to_best['seconds']:.1f} s of rounds "
+        f"(run {avg['wall']:.1f} s), uplink {to_best['uplink-bytes'] / 1e6:.1f} MB")
+    if to_hip:
+        say(f"  fedavg reaches fedhip's accuracy {hip_acc:.4f} at round {to_hip['round']}: {to_hip['seconds']:.1f} s, "
+            f"{to_hip['uplink-bytes'] / 1e6:.1f} MB")
+    else:
+        say(f"  fedavg does not reach fedhip's accuracy {hip_acc:.4f} in {rounds} rounds")
+    # The Gram's shape: the largest client's local train split x the backbone's feature width.
+    from clients.fedhip import FEATURE_KEYS, extractor
+    from datasets import load_dataset
+    from simulations import client_app
+    from simulations.config import resolve
+
+    cfg = resolve({**common, "method": "fedhip"})
+    key = tuple(cfg[k] for k in client_app.PARTITION_KEYS)
+    n = max(len(client_app.client_data(key, pid, clients).train) for pid in range(clients))
+    d = extractor(tuple(cfg[k] for k in FEATURE_KEYS)).dim
+    num_classes = load_dataset(cfg["dataset"]).num_classes
+    g = gram_gflops(n, d, num_classes)
+    say(f"  Gram accumulation [{n} x {d}]: {g['gram-gflops']:.1f} GFLOP/s ({g['gram-s'] * 1000:.1f} ms) vs plain "
+        f"GEMM {g['gemm-gflops']:.1f} GFLOP/s ({g['gemm-s'] * 1000:.1f} ms), float64, {g['threads']} thread "
+        f"({load()})")
+    res = {"clients": clients, "fedhip-accuracy": hip_acc, "fedhip-round-s": hip_s, "fedhip-run-wall-s": hip["wall"],
+           "fedhip-uplink-bytes": hip_up, "fedavg-best-accuracy": best_acc, "fedavg-to-best": to_best,
+           "fedavg-to-fedhip-accuracy": to_hip, "fedavg-run-wall-s": avg["wall"], "gram": g,
+           "load": os.getloadavg()[0]}
+    say(f"summary: fedhip-cost fedhip {hip_acc:.3f} in {hip_s:.1f} s / {hip_up / 1e6:.1f} MB vs fedavg best "
+        f"{best_acc:.3f} in {to_best['seconds']:.1f} s / {to_best['uplink-bytes'] / 1e6:.1f} MB "
+        f"(round {to_best['round']}); Gram {g['gram-gflops']:.1f} vs GEMM {g['gemm-gflops']:.1f} GFLOP/s "
+        f"(x{g['gram-gflops'] / g['gemm-gflops']:.2f}) ({load()})")
+    return res
+
+
+# ---- gifd-cost -------------------------------------------------------------------------
+def bench_gifd_cost(args) -> dict:
+    import pandas as pd
+    import torch
+
+    from simulations.config import resolve
+    from strategies.attacks.benchmark import client_updates
+    from strategies.attacks.prior import GanPrior
+    from strategies.attacks.train_gan import ensure_prior
+
+    overrides = {"method": "gifd"}
+    if args.quick:
+        overrides.update({"attack-num-images": 1, "attack-budget": 20, "gan-train-steps": 20})
+    cfg = resolve(overrides)
+    images = int(cfg["attack-num-images"])
+    attacks = ["ig", "ggl", "gifd"]
+    gan_dir = args.gan_dir or args.out_dir / "gifd-cost"
+    say(f"gifd-cost: {images} MNIST images (batch 1, FedSGD), budget {cfg['attack-budget']} steps/image, "
+        f"{cfg['attack-restarts']} restarts, prior {cfg['gan-dataset']} ({load()})")
+    t0 = time.perf_counter()
+    path = ensure_prior(cfg["gan-dataset"], gan_dir, int(cfg["gan-train-steps"]), 0, cfg["data-root"], log_every=0)
+    prior = GanPrior.load(path, name=cfg["gan-dataset"])
+    say(f"  prior ready in {time.perf_counter() - t0:.1f} s ({path})")
+    threads = torch.get_num_threads()
+    strategy, items = client_updates(cfg, max(images, 2))
+    items = items[: -(-images // int(cfg["attack-batch-size"]))]
+    strategy.attack_updates(1, items, attacks, prior)
+    torch.set_num_threads(threads)
+    frame = pd.DataFrame(strategy.attack_rows)
+    per_image = frame.groupby("attack")["attack-seconds"].sum() / frame.groupby("attack").size()
+    per_image = {a: float(per_image[a]) for a in attacks}
+    psnr = {a: float(frame.loc[frame["attack"] == a, "psnr"].mean()) for a in attacks}
+    for a in attacks:
+        say(f"  {a}: {per_image[a]:.2f} s per image (mean PSNR {psnr[a]:.1f} dB) ({load()})")
+    say("summary: gifd-cost seconds per image at budget " + str(cfg["attack-budget"]) + ": "
+        + ", ".join(f"{a} {per_image[a]:.2f}" for a in attacks) + f" ({load()})")
+    return {"images": images, "budget": int(cfg["attack-budget"]), "seconds-per-image": per_image, "psnr": psnr,
+            "load": os.getloadavg()[0]}
+
+
+RUNNERS = {"overhead": bench_overhead, "scale": bench_scale, "fedhip-cost": bench_fedhip_cost,
+           "gifd-cost": bench_gifd_cost}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=BENCHMARKS)
+    parser.add_argument("--quick", action="store_true", help="smallest size (CI: checks that it runs)")
+    parser.add_argument("--out-dir", type=Path, default=Path("outputs/benchmark"))
+    parser.add_argument("--clients", type=int, help="overhead, fedhip-cost: number of clients")
+    parser.add_argument("--rounds", type=int, help="overhead, scale, fedhip-cost: rounds (FedAvg)")
+    parser.add_argument("--sizes", help="scale: comma list of client counts (default 100,1000)")
+    parser.add_argument("--gan-dir", type=Path, help="gifd-cost: where the GAN prior is cached")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.out_dir = args.out_dir.expanduser().resolve()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    res = RUNNERS[args.name](args)
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

