@@ -340,3 +340,15 @@ def test_gan_prior_is_trained_once_and_cached(tmp_path):
     assert ensure_prior("digits", tmp_path, steps=2, log_every=0).stat().st_mtime_ns == mtime
     prior = GanPrior.load(path)
     assert prior.label_space == "digits" and prior.num_classes == 10 and not prior.gen.training
+
+
+def test_train_gan_cli_custom_generator_gets_its_own_checkpoint(tmp_path):
+    from models.generator import load_checkpoint
+    from strategies.attacks.train_gan import main
+
+    assert main(["--dataset", "digits", "--steps", "2", "--z-dim", "8", "--widths", "8,8,4,4",
+                 "--out-dir", str(tmp_path)]) == 0
+    path = tmp_path / "gan" / "digits-steps2-seed0-zdim8-widths8x8x4x4.pt"
+    gen, info = load_checkpoint(path)
+    assert gen.z_dim == 8 and gen.widths == (8, 8, 4, 4) and info["label-space"] == "digits"
+    assert not (tmp_path / "gan" / "digits-steps2-seed0.pt").exists()  # the default prior's cache is untouched

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/gifd/bench"))
     parser.add_argument("--gan-dir", type=Path, help="where GAN checkpoints are cached (default: --out-dir)")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--priors", default="mnist-holdout,digits,fashion-mnist")
+    parser.add_argument("--priors", default="mnist-holdout,digits,fashion-mnist",
+                        help="comma-separated NAME (GAN trained on that data, cached) or NAME=CHECKPOINT")
     parser.add_argument("--defenses", default="none")
     parser.add_argument("--attacks", default="ig,ggl,gifd")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -110,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     priors = [p for p in args.priors.split(",") if p]
     base = resolve(overrides)
     loaded = {}
-    for name in priors if any(a != "ig" for a in attacks) else []:
-        path = ensure_prior(name, args.gan_dir or args.out_dir, int(base["gan-train-steps"]), 0, base["data-root"])
+    for spec in priors if any(a != "ig" for a in attacks) else []:
+        name, _, path = spec.partition("=")  # NAME (trained and cached) or NAME=CHECKPOINT
+        path = path or ensure_prior(name, args.gan_dir or args.out_dir, int(base["gan-train-steps"]), 0,
+                                    base["data-root"])
         loaded[name] = GanPrior.load(path, name=name)
     rows, grid = [], None
     for text in [d for d in args.defenses.split(",") if d]:

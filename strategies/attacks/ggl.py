@@ -1,8 +1,10 @@
 """GGL baseline (Li et al., CVPR 2022): search only the GAN's latent code.
 
 GGL minimizes ``distance(grad(G(z)), g*) + kl * KL(z || N(0, I))`` over z with CMA-ES
-(nevergrad, budget 800) and its Euclidean distance divided by the number of layers.
-Here (the issue allows either) the latent is optimized with Adam (lr 0.1, GIFD's
+(nevergrad, 50 candidates per generation) and its Euclidean distance divided by the number of
+layers. At an equal budget of a few hundred gradient-matching evaluations CMA-ES would get only a
+handful of generations, so here (the issue allows either; GGL's code also ships an Adam
+reconstructor, lr 0.1) the latent is optimized with Adam (lr 0.1, GIFD's
 warm-up/cosine schedule) and the distance defaults to the cosine one that IG and GIFD
 use, so the three attacks differ only in *where* they search; ``distance="l2"`` gives
 GGL's. GGL's KL term (weight 0.1 for BigGAN) uses the moments of each latent:
