@@ -64,11 +64,9 @@ class TreeRSS(threading.Thread):
     def sample(self) -> int:
         import psutil
 
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
+        from simulations.superlink import process_tree
+
+        procs = process_tree(self.pid)
         total = 0
         for p in procs:
             try:
@@ -94,13 +92,10 @@ def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
+    from simulations.superlink import process_tree
+
     total = 0.0
-    for p in procs:
+    for p in process_tree(pid):
         try:
             t = p.cpu_times()
             total += t.user + t.system

@@ -27,15 +27,22 @@ from typing import Callable
 APP_DIR = Path(__file__).resolve().parent.parent
 
 
-def stop_tree(pid: int, timeout: float = 20) -> None:
-    """SIGTERM ``pid`` and every descendant, then SIGKILL what is left."""
+def process_tree(pid: int) -> list:
+    """``pid`` and all its live descendants as ``psutil.Process`` objects ([] if gone)."""
     import psutil
 
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return
+        return []
+
+
+def stop_tree(pid: int, timeout: float = 20) -> None:
+    """SIGTERM ``pid`` and every descendant, then SIGKILL what is left."""
+    import psutil
+
+    procs = process_tree(pid)
     for p in procs:
         try:
             p.terminate()

@@ -6,18 +6,11 @@ import psutil
 
 from simulations.config import resolve
 from simulations.deploy import LoopbackDeployment, make_certs
-from simulations.superlink import LocalSuperLink, RayCluster
+from simulations.superlink import LocalSuperLink, RayCluster, process_tree
 
 
 def _tree(procs) -> set[int]:
-    pids = set()
-    for proc in procs:
-        try:
-            root = psutil.Process(proc.pid)
-            pids |= {root.pid, *(c.pid for c in root.children(recursive=True))}
-        except psutil.NoSuchProcess:
-            pass
-    return pids
+    return {p.pid for proc in procs for p in process_tree(proc.pid)}
 
 
 def _alive(pids: set[int]) -> set[int]:
