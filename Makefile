@@ -2,11 +2,14 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# flwr starts its local SuperLink as `flower-superlink` from PATH: the venv's, not another one.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export HF_HUB_OFFLINE := 1
 FLWR_HOME ?= $(CURDIR)/.flwr-home
 export FLWR_HOME
 OUT ?= $(CURDIR)/outputs
+RUN_CONFIG ?=
 
 .PHONY: setup run test sweep
 
@@ -17,7 +20,7 @@ $(BIN)/flwr: pyproject.toml
 setup: $(BIN)/flwr
 
 run: setup
-	$(BIN)/flwr run . --stream --run-config "out-dir='$(OUT)'" --federation-config "num-supernodes=10"
+	$(BIN)/flwr run . --stream --run-config "out-dir='$(OUT)' $(RUN_CONFIG)" --federation-config "num-supernodes=10"
 
 test: setup
 	$(BIN)/python -m pytest -q

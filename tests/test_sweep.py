@@ -1,8 +1,15 @@
-"""Sweeps: bad sweep files fail in seconds; an end-to-end run through Flower's engine."""
+"""Sweeps: bad sweep files fail in seconds; an end-to-end run through Flower's engine;
+the README's main command."""
 
+import os
+import shutil
+import socket
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from simulations.sweep import main
@@ -76,3 +83,37 @@ def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
     for run in ("method-fedavg", "method-fedprox"):
         assert {"config.json", "metrics.csv", "metrics.png", "flwr.log"} <= {p.name for p in (out / run).iterdir()}
     assert (out / "results.png").exists()
+
+
+def test_readme_main_command_runs_with_a_bare_path(tmp_path):
+    """`make run` (the README's first command) works without the venv on PATH.
+
+    `flwr run .` starts a background local SuperLink on a fixed port and reuses one that
+    is already there, so the test needs that port free, and stops what it started.
+    """
+    import psutil
+    from flwr.cli.constant import LOCAL_CONTROL_API_ADDRESS
+
+    from simulations.superlink import stop_tree
+
+    host, port = LOCAL_CONTROL_API_ADDRESS.rsplit(":", 1)
+    with socket.socket() as probe:
+        if probe.connect_ex((host, int(port))) == 0:
+            pytest.skip(f"a local SuperLink already listens on {LOCAL_CONTROL_API_ADDRESS}")
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "FLWR_HOME"))}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(root)))
+    out, make, t0 = tmp_path / "out", shutil.which("make"), time.time()
+    assert make, "make is needed for the README's commands"
+    try:
+        done = subprocess.run([make, "-s", "run", f"OUT={out}", f"FLWR_HOME={tmp_path / 'home'}",
+                               "RUN_CONFIG=num-server-rounds=1 local-epochs=1 run-name='main'"],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        for proc in psutil.process_iter(["cmdline", "create_time"]):
+            if proc.info["create_time"] >= t0 - 1 and "flower-superlink" in " ".join(proc.info["cmdline"] or []):
+                stop_tree(proc.pid)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = pd.read_csv(out / "main" / "metrics.csv")
+    assert list(rows["round"]) == [0, 1]
+    assert rows["loss"].iloc[1] < rows["loss"].iloc[0]  # one round of 10 clients x 1 epoch: a first step
