@@ -20,7 +20,7 @@ from flwr.clientapp import ClientApp
 
 from clients.base import ClientData, Reply
 from datasets import load_dataset
-from datasets.partition import partition, train_test_split
+from datasets.partition import partition_for, train_test_split
 from simulations.config import resolve
 from simulations.methods import METHODS
 
@@ -35,10 +35,7 @@ def partitions(key: tuple, num_partitions: int) -> list[np.ndarray]:
     """All clients' sample indices, computed once per process (not once per client:
     a Dirichlet split of 1,000 clients costs about 0.3 s)."""
     opts = dict(zip(PARTITION_KEYS, key))
-    bundle = load_dataset(opts["dataset"], opts["data-root"], opts["download"])
-    return partition(opts["partitioner"], bundle.train_labels, num_partitions, int(opts["seed"]),
-                     alpha=opts["alpha"], domains=bundle.train_domains,
-                     **{"classes-per-client": opts["classes-per-client"], "heldout-domain": opts["heldout-domain"]})
+    return partition_for(opts, load_dataset(opts["dataset"], opts["data-root"], opts["download"]), num_partitions)
 
 
 @functools.lru_cache(maxsize=8)

@@ -211,6 +211,8 @@ class BaseStrategy(FedAvg):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Personalized accuracy: unweighted mean (and std) over clients' local tests."""
         good = [m for m in replies if not m.has_error() and check_reply(m.content, None) is None]
+        # Sorted like ``validate``: replies arrive in any order, and a float sum is order-dependent.
+        good.sort(key=lambda m: self.partitions.get(m.metadata.src_node_id, 0))
         if not good:
             return None
         accs = np.array([m.content.metric_records["metrics"]["accuracy"] for m in good], dtype=float)
