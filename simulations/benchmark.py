@@ -55,9 +55,9 @@ class TreeRSS(threading.Thread):
     as in ``ps``/``top``; the figure is the memory the tree would need without sharing.
     """
 
-    def __init__(self, pid: int, interval: float = 0.1):
+    def __init__(self, pids: list[int], interval: float = 0.1):
         super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
+        self.pids, self.interval = pids, interval
         self.peak, self.peak_procs, self.samples = 0, 0, 0
         self._halt = threading.Event()
 
@@ -66,7 +66,7 @@ class TreeRSS(threading.Thread):
 
         from simulations.superlink import process_tree
 
-        procs = process_tree(self.pid)
+        procs = [p for pid in self.pids for p in process_tree(pid)]
         total = 0
         for p in procs:
             try:
@@ -88,14 +88,14 @@ class TreeRSS(threading.Thread):
         return self.peak
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by ``pids`` and their live descendants."""
     import psutil
 
     from simulations.superlink import process_tree
 
     total = 0.0
-    for p in process_tree(pid):
+    for p in (p for pid in pids for p in process_tree(pid)):
         try:
             t = p.cpu_times()
             total += t.user + t.system
@@ -127,6 +127,13 @@ def first(lines: list[tuple[float, str]], pattern: str) -> float | None:
     return next((t for t, line in lines if re.search(pattern, line)), None)
 
 
+def roots(link) -> list[int]:
+    """PIDs whose process trees hold all of a run's processes: the SuperLink's (SuperExec,
+    simulation, and a private Ray) and, where the runs share one, the Ray head's."""
+    ray = getattr(link, "ray", None)
+    return [link.procs[0].pid] + ([ray.procs[0].pid] if ray else [])
+
+
 def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss: bool = False) -> dict:
     """One ``flwr run`` on ``link``; the run's metrics.csv rows, wall time and peak RSS."""
     import pandas as pd
@@ -136,14 +143,14 @@ def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss
     cfg = resolve({**overrides, "out-dir": str(out), "run-name": name})
     run_dir = out / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    sampler = TreeRSS(link.procs[0].pid) if track_rss else None
+    sampler = TreeRSS(roots(link)) if track_rss else None
     if sampler:
         sampler.start()
-    cpu: dict[int, float] = {}  # round -> CPU seconds of the SuperLink's tree when its line arrived
+    cpu: dict[int, float] = {}  # round -> CPU seconds of the run's processes when its line arrived
     t0 = time.perf_counter()
     record, lines = timed_run(link, cfg, run_dir / "flwr.log", {"client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0,
                                                   **fed},
-                              on_round=lambda n: cpu.__setitem__(n, tree_cpu(link.procs[0].pid)))
+                              on_round=lambda n: cpu.__setitem__(n, tree_cpu(roots(link))))
     wall = time.perf_counter() - t0
     peak = sampler.stop() if sampler else None
     status = record.get("status", "unknown")
@@ -214,7 +221,7 @@ def plain_loop(overrides: dict, num_clients: int, rounds: int) -> dict:
 
 
 def bench_overhead(args) -> dict:
-    from simulations.superlink import LocalSuperLink
+    from simulations.superlink import simulation_superlink
 
     clients, rounds = (3, 2) if args.quick else (args.clients or 10, args.rounds or 5)
     overrides = {"method": "fedavg", "dataset": "mnist", "local-epochs": 1, "num-server-rounds": rounds,
@@ -228,9 +235,10 @@ def bench_overhead(args) -> dict:
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         t0 = time.perf_counter()
-        with LocalSuperLink() as link:
+        with simulation_superlink(share_ray=not args.ray_per_run) as link:
             t_link = time.perf_counter() - t0
-            say(f"  SuperLink up in {t_link:.1f} s ({load()})")
+            what = "Ray instance (shared by the runs) and SuperLink" if link.ray else "SuperLink (Ray starts in the run)"
+            say(f"  {what} up in {t_link:.1f} s, once per sweep ({load()})")
             run = flower_run(link, overrides, {"num-supernodes": clients, "client-resources-num-cpus": cpus},
                              out, "flower")
     finally:
@@ -267,8 +275,13 @@ def bench_overhead(args) -> dict:
         f"({load()})")
     plain = plain_loop(overrides, clients, rounds)
     pl_round, pl_best = steady(plain["round_seconds"]), best(plain["round_seconds"])
+    # PyTorch's one-time cost in a fresh process (the first optimizer imports torch._dynamo,
+    # about 2 s): the plain loop's round 1 pays it too, so it is not the simulation's.
+    warmup = plain["round_seconds"][0] - pl_round
     say(f"  plain:  start-up {plain['startup']:.2f} s (data, partitions, models; imports done), round seconds "
         f"{fmt_list(plain['round_seconds'])}, {plain['threads']} torch thread ({load()})")
+    say(f"  of flower's start-up, {warmup:.1f} s is PyTorch's first-round warm-up, which the plain loop's round 1 "
+        f"pays too: start-up less it {fl_startup - warmup:.1f} s")
     fl_acc = rows.loc[rows["round"] >= 1, "accuracy"].tolist()
     same = [round(a, 6) for a in fl_acc] == [round(a, 6) for a in plain["accuracy"]]
     say(f"  accuracy per round: flower {fmt_list(fl_acc, 4)}, plain {fmt_list(plain['accuracy'], 4)} "
@@ -284,6 +297,7 @@ def bench_overhead(args) -> dict:
     say(f"  CPU seconds per round after round 1 (all processes of the run): flower {fl_cpu:.2f}, plain {pl_cpu:.2f}: "
         f"ratio {cpu_ratio:.2f}")
     res = {"clients": clients, "rounds": rounds, "flower-startup-s": fl_startup, "superlink-start-s": t_link,
+           "shared-ray": bool(link.ray), "torch-warmup-s": warmup,
            "flower-round-s": fl_best, "flower-round-median-s": fl_round, "flower-first-round-s": fl_rounds[0],
            "flower-round-seconds": fl_rounds, "flower-teardown-s": teardown, "flower-run-wall-s": run["wall"],
            "flower-timeline": {label: first(tl, pat) for label, pat in marks},
@@ -292,7 +306,8 @@ def bench_overhead(args) -> dict:
            "plain-round-seconds": plain["round_seconds"], "ratio": ratio, "ratio-median": ratio_median,
            "flower-cpu-per-round-s": fl_cpu, "plain-cpu-per-round-s": pl_cpu, "cpu-ratio": cpu_ratio,
            "same-accuracy": same, "load": os.getloadavg()[0]}
-    say(f"summary: overhead start-up {fl_startup:.1f} s (goal <= 10; SuperLink {t_link:.1f} s more, once), "
+    say(f"summary: overhead start-up {fl_startup:.1f} s (goal <= 10; {fl_startup - warmup:.1f} s less PyTorch's warm-up; "
+        f"{'Ray and ' if link.ray else ''}SuperLink {t_link:.1f} s more, once), "
         f"per-round flower {fl_best:.2f} s vs plain {pl_best:.2f} s, ratio {ratio:.2f} (goal <= 1.10; median "
         f"{ratio_median:.2f}; CPU seconds {cpu_ratio:.2f}), same accuracy {same} ({load()})")
     return res
@@ -384,7 +399,7 @@ def reach(rows, target: float) -> dict | None:
 
 
 def bench_fedhip_cost(args) -> dict:
-    from simulations.superlink import LocalSuperLink
+    from simulations.superlink import simulation_superlink
 
     if args.quick:
         clients, rounds, data = 2, 2, {"dataset": "digits", "backbone-size": 32}
@@ -394,7 +409,7 @@ def bench_fedhip_cost(args) -> dict:
     out = args.out_dir / "fedhip-cost"
     say(f"fedhip-cost: {common['dataset']}, {clients} clients (Dirichlet 0.5), FedAvg {rounds} rounds vs FedHiP "
         f"({load()})")
-    with LocalSuperLink() as link:
+    with simulation_superlink(share_ray=not args.ray_per_run) as link:
         hip = flower_run(link, {**common, "method": "fedhip"}, {"num-supernodes": clients}, out, "fedhip")
         say(f"  fedhip run {hip['wall']:.1f} s ({load()})")
         avg = flower_run(link, {**common, "method": "fedavg", "num-server-rounds": rounds},
@@ -493,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="overhead, scale, fedhip-cost: rounds (FedAvg)")
     parser.add_argument("--sizes", help="scale: comma list of client counts (default 100,1000)")
     parser.add_argument("--gan-dir", type=Path, help="gifd-cost: where the GAN prior is cached")
+    parser.add_argument("--ray-per-run", action="store_true", help="overhead, fedhip-cost: a private Ray instance "
+                        "per run, as before sweeps shared one")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out_dir = args.out_dir.expanduser().resolve()

@@ -10,6 +10,7 @@ session, so a process-group kill would miss it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -213,24 +214,27 @@ class LocalSuperLink(Federation):
 
 
 class RayCluster(Processes):
-    """A Ray head node (``ray start --head``) standing for an existing cluster.
+    """A Ray head node (``ray start --head``): one Ray instance for many simulations.
 
     A simulation attaches to it when the SuperLink runs with ``RAY_ADDRESS`` set to
     ``self.address`` (the simulation process inherits it and ``ray.init()`` connects
     instead of starting a private Ray). Its ``--temp-dir`` is private, so other
-    simulations on this machine do not find it and attach by accident.
+    simulations on this machine do not find it and attach by accident. GPUs are
+    detected by Ray as usual; ``num_cpus`` defaults to the machine's.
     """
 
-    def __init__(self, num_cpus: int = 2) -> None:
+    def __init__(self, num_cpus: int | None = None, object_store_mb: int | None = None) -> None:
         super().__init__()
-        self.num_cpus = num_cpus
+        self.num_cpus = num_cpus or os.cpu_count() or 1
+        self.object_store_mb = object_store_mb
         self.address = f"127.0.0.1:{self.port}"
 
     def __enter__(self) -> "RayCluster":
+        store = ["--object-store-memory", str(self.object_store_mb * 2**20)] if self.object_store_mb else []
         self.start("ray-head", [
             flwr_bin("ray"), "start", "--head", "--block", "--port", str(self.port),
             "--temp-dir", str(self.home / "ray"), "--num-cpus", str(self.num_cpus), "--include-dashboard=false",
-            "--disable-usage-stats", "--object-store-memory", str(200 * 2**20),
+            "--disable-usage-stats", *store,
         ], port=self.port)
         return self
 
@@ -240,3 +244,24 @@ class RayCluster(Processes):
                 "print(json.dumps([j['Entrypoint'] for j in state.jobs()]))" % self.address)
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True)
         return [job for job in json.loads(out.stdout.strip().splitlines()[-1]) if "state.jobs()" not in job]
+
+
+@contextlib.contextmanager
+def simulation_superlink(share_ray: bool = True):
+    """A ``LocalSuperLink`` for a series of runs (a sweep, a benchmark).
+
+    With ``share_ray`` its simulations attach to one Ray instance started here, instead
+    of each run starting (and stopping) a private one: Ray's start is paid once per
+    series, not once per run (about 5 s of every run's start-up; README "Benchmarks").
+    Runs still get their own Ray job, so their actors and workers end with the run.
+    Where ``RAY_ADDRESS`` is already set (a user's cluster), the runs attach to that one.
+    Yields the link; ``link.ray`` is the ``RayCluster`` started here, or None.
+    """
+    if not share_ray or os.environ.get("RAY_ADDRESS"):
+        with LocalSuperLink() as link:
+            link.ray = None
+            yield link
+        return
+    with RayCluster() as ray, LocalSuperLink(env={"RAY_ADDRESS": ray.address}) as link:
+        link.ray = ray
+        yield link

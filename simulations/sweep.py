@@ -4,7 +4,9 @@ The YAML has ``base:`` (run-config keys, plus federation keys) and ``grid:`` (ke
 list of values). Every combination is validated first (names, ranges, data present,
 partitions feasible: a bad sweep fails in seconds, before anything runs), then run
 through Flower's simulation engine with ``flwr run`` against a SuperLink that the sweep
-starts (from a neutral folder, with a private ``FLWR_HOME``) and stops when it ends.
+starts (from a neutral folder, with a private ``FLWR_HOME``) and stops when it ends. The
+runs share one Ray instance, started once (``--ray-per-run``: a private one per run;
+with ``RAY_ADDRESS`` set, the runs attach to that cluster).
 A run's status is read from the SuperLink (``flwr ls``), not from ``flwr run``'s exit
 code, which is 0 even for a failed run. A failed run is reported and the others go
 on. Results: ``<out-dir>/<run-name>/`` per run and ``<out-dir>/results.csv`` +
@@ -24,7 +26,7 @@ import yaml
 
 from simulations.config import ConfigError, defaults, resolve
 from simulations.results import collect, summary
-from simulations.superlink import LocalSuperLink
+from simulations.superlink import simulation_superlink
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
 FEDERATION_KEYS = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
 FEDERATION_DEFAULTS = {"num-supernodes": 10, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, help="results folder (default: base out-dir, "
                         "else outputs/<sweep name>)")
     parser.add_argument("--check", action="store_true", help="validate the sweep and exit")
+    parser.add_argument("--ray-per-run", action="store_true", help="start a private Ray instance in every run "
+                        "(default: the sweep's runs share one, started once)")
     args = parser.parse_args(argv)
     try:
         base, grid = load_sweep(args.sweep)
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     failed = []
-    with LocalSuperLink() as link:
+    with simulation_superlink(share_ray=not args.ray_per_run) as link:
         for i, (cfg, fed, name) in enumerate(runs, 1):
             print(f"[{i}/{len(runs)}] {name}", flush=True)
             run_dir = out / name

@@ -65,7 +65,7 @@ def test_tls_superlink_two_authenticated_supernodes_run_two_rounds(tmp_path):
 def test_simulation_attaches_to_an_existing_ray_cluster(tmp_path):
     cfg = resolve({"num-server-rounds": 1, "local-epochs": 1, "out-dir": str(tmp_path), "run-name": "ray"})
     (tmp_path / "ray").mkdir()
-    with RayCluster(num_cpus=2) as cluster:
+    with RayCluster(num_cpus=2, object_store_mb=200) as cluster:
         assert cluster.jobs() == []
         with LocalSuperLink(env={"RAY_ADDRESS": cluster.address}) as link:
             record = link.run(cfg, tmp_path / "ray" / "flwr.log", {"num-supernodes": 2})
