@@ -21,6 +21,23 @@ def _private_flwr_home(tmp_path, monkeypatch):
     monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_ray():
+    """One Ray instance for the whole session: every simulation attaches to it through
+    ``RAY_ADDRESS`` (as a sweep's runs share one) instead of starting its own."""
+    if os.environ.get("RAY_ADDRESS"):
+        yield
+        return
+    from simulations.superlink import RayCluster
+
+    with RayCluster(object_store_mb=500) as cluster:
+        os.environ["RAY_ADDRESS"] = cluster.address
+        try:
+            yield
+        finally:
+            os.environ.pop("RAY_ADDRESS", None)
+
+
 def run_sweep(tmp_path: Path, base: dict, grid: dict) -> tuple[int, pd.DataFrame, Path]:
     """Run ``python -m simulations.sweep`` in-process on a YAML made from base/grid.
 

@@ -10,6 +10,12 @@ import pytest
 from simulations.benchmark import main
 
 
+@pytest.fixture(autouse=True)
+def _own_ray(monkeypatch):
+    """The benchmarks start their own Ray, as for a user, not the test session's."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
 def run(name: str, tmp_path, capsys) -> tuple[dict, str]:
     assert main([name, "--quick", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -101,7 +101,7 @@ def test_readme_main_command_runs_with_a_bare_path(tmp_path):
         if probe.connect_ex((host, int(port))) == 0:
             pytest.skip(f"a local SuperLink already listens on {LOCAL_CONTROL_API_ADDRESS}")
     root = Path(__file__).resolve().parent.parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "FLWR_HOME"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "FLWR_HOME", "RAY_ADDRESS"))}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(root)))
     out, make, t0 = tmp_path / "out", shutil.which("make"), time.time()
     assert make, "make is needed for the README's commands"
