@@ -130,8 +130,7 @@ def first(lines: list[tuple[float, str]], pattern: str) -> float | None:
 def roots(link) -> list[int]:
     """PIDs whose process trees hold all of a run's processes: the SuperLink's (SuperExec,
     simulation, and a private Ray) and, where the runs share one, the Ray head's."""
-    ray = getattr(link, "ray", None)
-    return [link.procs[0].pid] + ([ray.procs[0].pid] if ray else [])
+    return [link.procs[0].pid] + ([link.ray.procs[0].pid] if link.ray else [])
 
 
 def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss: bool = False) -> dict:

@@ -201,6 +201,7 @@ class LocalSuperLink(Federation):
     """A simulation SuperLink (Ray engine) on loopback, for sweeps and tests."""
 
     connection = "sweep"
+    ray: "RayCluster | None" = None  # the Ray instance its runs share, where it has one
 
     def __enter__(self) -> "LocalSuperLink":
         self.write_connection(insecure=True)
@@ -252,14 +253,13 @@ def simulation_superlink(share_ray: bool = True):
 
     With ``share_ray`` its simulations attach to one Ray instance started here, instead
     of each run starting (and stopping) a private one: Ray's start is paid once per
-    series, not once per run (about 5 s of every run's start-up; README "Benchmarks").
+    series, not once per run (5-7 s of every run's start-up; README "Benchmarks").
     Runs still get their own Ray job, so their actors and workers end with the run.
     Where ``RAY_ADDRESS`` is already set (a user's cluster), the runs attach to that one.
     Yields the link; ``link.ray`` is the ``RayCluster`` started here, or None.
     """
     if not share_ray or os.environ.get("RAY_ADDRESS"):
         with LocalSuperLink() as link:
-            link.ray = None
             yield link
         return
     with RayCluster() as ray, LocalSuperLink(env={"RAY_ADDRESS": ray.address}) as link:

@@ -10,12 +10,6 @@ import pytest
 from simulations.benchmark import main
 
 
-@pytest.fixture(autouse=True)
-def _own_ray(monkeypatch):
-    """The benchmarks start their own Ray, as for a user, not the test session's."""
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-
-
 def run(name: str, tmp_path, capsys) -> tuple[dict, str]:
     assert main([name, "--quick", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -28,8 +22,12 @@ def positive(*values) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
 
 
-def test_overhead(tmp_path, capsys):
+def test_overhead(tmp_path, capsys, monkeypatch):
+    # As for a user: the benchmark starts its own Ray instead of attaching to the session's
+    # (the other benchmarks attach to it, as they would to a user's RAY_ADDRESS).
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     res, line = run("overhead", tmp_path, capsys)
+    assert res["shared-ray"]  # its runs attached to the Ray instance it started
     assert positive(res["flower-startup-s"], res["flower-round-s"], res["plain-round-s"], res["ratio"])
     assert res["same-accuracy"]  # the same work: Flower and the plain loop give the same model
     assert "start-up" in line and "ratio" in line
