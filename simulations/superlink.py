@@ -248,20 +248,31 @@ class RayCluster(Processes):
 
 
 @contextlib.contextmanager
+def shared_ray(object_store_mb: int | None = None):
+    """A Ray instance for a series of simulations: ``RayCluster`` started here, or None
+    where ``RAY_ADDRESS`` already names one (a user's cluster), which they then use."""
+    if os.environ.get("RAY_ADDRESS"):
+        yield None
+        return
+    with RayCluster(object_store_mb=object_store_mb) as ray:
+        yield ray
+
+
+@contextlib.contextmanager
 def simulation_superlink(share_ray: bool = True):
     """A ``LocalSuperLink`` for a series of runs (a sweep, a benchmark).
 
     With ``share_ray`` its simulations attach to one Ray instance started here, instead
     of each run starting (and stopping) a private one: Ray's start is paid once per
-    series, not once per run (5-7 s of every run's start-up; README "Benchmarks").
+    series, not once per run (about 6-7 s of every run's start-up; README "Benchmarks").
     Runs still get their own Ray job, so their actors and workers end with the run.
     Where ``RAY_ADDRESS`` is already set (a user's cluster), the runs attach to that one.
     Yields the link; ``link.ray`` is the ``RayCluster`` started here, or None.
     """
-    if not share_ray or os.environ.get("RAY_ADDRESS"):
+    if not share_ray:
         with LocalSuperLink() as link:
             yield link
         return
-    with RayCluster() as ray, LocalSuperLink(env={"RAY_ADDRESS": ray.address}) as link:
+    with shared_ray() as ray, LocalSuperLink(env={"RAY_ADDRESS": ray.address} if ray else None) as link:
         link.ray = ray
         yield link

@@ -161,12 +161,21 @@ class BaseStrategy(FedAvg):
         self.row["downlink-bytes"] += record_bytes(record) * len(nodes)
         return [Message(content=record, message_type=MessageType.TRAIN, dst_node_id=n) for n in nodes]
 
+    def partition_of(self, msg: Message, default=0):
+        """The partition id of the node that sent ``msg`` (``default`` if not discovered)."""
+        return self.partitions.get(msg.metadata.src_node_id, default)
+
+    def by_partition(self, replies: Iterable[Message]) -> list[Message]:
+        """Replies in partition-id order: they arrive in any order, and float sums over
+        them depend on the order, so aggregates would differ between identical runs."""
+        return sorted(replies, key=self.partition_of)
+
     def validate(self, replies: Iterable[Message], expected) -> list[Message]:
         """Drop unusable replies with one log line each; count them in ``failures``."""
         good = []
         for msg in replies:
             node = msg.metadata.src_node_id
-            who = f"partition {self.partitions.get(node, '?')} (node {node})"
+            who = f"partition {self.partition_of(msg, '?')} (node {node})"
             if msg.has_error():
                 reason = msg.error.reason.strip().splitlines()[-1] if msg.error.reason else "error"
             else:
@@ -177,7 +186,7 @@ class BaseStrategy(FedAvg):
                 self.row["failures"] = self.row.get("failures", 0) + 1
             else:
                 good.append(msg)
-        return sorted(good, key=lambda m: self.partitions.get(m.metadata.src_node_id, 0))
+        return self.by_partition(good)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
@@ -210,9 +219,7 @@ class BaseStrategy(FedAvg):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Personalized accuracy: unweighted mean (and std) over clients' local tests."""
-        good = [m for m in replies if not m.has_error() and check_reply(m.content, None) is None]
-        # Sorted like ``validate``: replies arrive in any order, and a float sum is order-dependent.
-        good.sort(key=lambda m: self.partitions.get(m.metadata.src_node_id, 0))
+        good = self.by_partition(m for m in replies if not m.has_error() and check_reply(m.content, None) is None)
         if not good:
             return None
         accs = np.array([m.content.metric_records["metrics"]["accuracy"] for m in good], dtype=float)

@@ -144,7 +144,7 @@ class FedHiPStrategy(BaseStrategy):
         for msg, s in zip(replies, stats):
             reason = degenerate(s["counts"])
             if reason:
-                log(WARNING, "fedhip: partition %s holds %s", self.partitions.get(msg.metadata.src_node_id, "?"), reason)
+                log(WARNING, "fedhip: partition %s holds %s", self.partition_of(msg, "?"), reason)
         total = sum_statistics(stats)
         d = total["q"].shape[0]
         G = unpack_triu(total["gram-triu"], d)

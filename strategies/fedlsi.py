@@ -163,7 +163,7 @@ class FedLSIStrategy(BaseStrategy):
         return stats
 
     def aggregate(self, server_round: int, replies: list[Message]):
-        pids = [self.partitions.get(m.metadata.src_node_id, 0) for m in replies]
+        pids = [self.partition_of(m) for m in replies]
         metrics = [m.content.metric_records["metrics"] for m in replies]
         n = [float(m["num-examples"]) for m in metrics]
         out = {"num-examples": float(sum(n)),

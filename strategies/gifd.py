@@ -330,7 +330,7 @@ class GifdStrategy(BaseStrategy):
         """Attack the first updates (partition order) of the attack round; write the outputs."""
         size = int(self.cfg["attack-batch-size"])
         chosen = replies[: math.ceil(int(self.cfg["attack-num-images"]) / size)]
-        items = [(self.partitions.get(m.metadata.src_node_id, -1), m.content, self.truth.get(m.metadata.src_node_id))
+        items = [(self.partition_of(m, -1), m.content, self.truth.get(m.metadata.src_node_id))
                  for m in chosen]
         prior = self.load_prior() if any(a in ("ggl", "gifd") for a in self.attacks) else None
         grid = self.attack_updates(server_round, items, self.attacks, prior)

@@ -25,13 +25,13 @@ def _private_flwr_home(tmp_path, monkeypatch):
 def _shared_ray():
     """One Ray instance for the whole session: every simulation attaches to it through
     ``RAY_ADDRESS`` (as a sweep's runs share one) instead of starting its own."""
-    if os.environ.get("RAY_ADDRESS"):
-        yield
-        return
-    from simulations.superlink import RayCluster
+    from simulations.superlink import shared_ray
 
-    with RayCluster(object_store_mb=500) as cluster:
-        os.environ["RAY_ADDRESS"] = cluster.address
+    with shared_ray(object_store_mb=500) as ray:
+        if ray is None:  # RAY_ADDRESS already set: use that one
+            yield
+            return
+        os.environ["RAY_ADDRESS"] = ray.address
         try:
             yield
         finally:
