@@ -2,8 +2,11 @@
 
 Names: ``cnn`` (small CNN), ``resnet18`` (CIFAR-style), ``wrn-<depth>-<width>``
 (CIFAR-style WideResNet, e.g. ``wrn-40-2``), ``timm:<model>`` (any timm architecture,
-randomly initialized; pretrained frozen backbones live in ``models.backbones``).
-Our own models expose ``features`` (input -> penultimate vector) and ``classifier``.
+randomly initialized), ``pretrained:<timm model>[@<size>]`` (ImageNet weights, fine-tuned,
+inputs resized to ``size``; see ``models.backbones``), ``lsi-<base>`` (FedDG-LSI's latent
+model on any of these that exposes ``features`` and a Linear ``classifier``).
+``norm=(mean, std)``, the dataset's normalization, is stored in a pretrained model's input
+adapter (buffers, so it travels with the weights); other models ignore it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Callable
 
 from torch import nn
 
+from .backbones import PretrainedNet, set_data_norm
 from .cnn import SmallCNN
 from .resnet import ResNet18, WideResNet
 from .translator import LatentNet
@@ -38,17 +42,23 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     r"resnet18": lambda c, ch, m: ResNet18(c, ch),
     r"wrn-(\d+)-(\d+)": lambda c, ch, m: WideResNet(c, int(m[1]), int(m[2]), ch),
     r"timm:(.+)": lambda c, ch, m: _timm(m[1], c, ch),
+    r"pretrained:([\w.]+)(?:@(\d+))?": lambda c, ch, m: PretrainedNet(m[1], c, ch, int(m[2] or 32)),
     # FedDG-LSI: encoder -> z -> BatchNorm1d(affine=False) -> Linear, on one of our models.
     r"lsi-(.+)": lambda c, ch, m: LatentNet(build_model(m[1], c, (ch,)), c),
 }
 
 
-def build_model(name: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+MODEL_NAMES = "cnn, resnet18, wrn-<depth>-<width>, timm:<name>, pretrained:<name>[@<size>] or lsi-<one of these>"
+
+
+def build_model(name: str, num_classes: int, input_shape: tuple[int, ...],
+                norm: tuple | None = None) -> nn.Module:
     """Instantiate the model ``name`` for ``num_classes`` and inputs ``input_shape``."""
     for pattern, make in MODELS.items():
         match = re.fullmatch(pattern, name)
         if match:
-            return make(num_classes, input_shape[0], match)
-    raise ModelError(
-        f"unknown model '{name}': pass cnn, resnet18, wrn-<depth>-<width> or timm:<name>"
-    )
+            model = make(num_classes, input_shape[0], match)
+            if norm is not None:
+                set_data_norm(model, *norm)
+            return model
+    raise ModelError(f"unknown model '{name}': pass {MODEL_NAMES}")

@@ -1,4 +1,4 @@
-"""Frozen pretrained backbones as feature extractors (used by FedHiP).
+"""Pretrained timm backbones: frozen feature extractors (FedHiP) and fine-tuned models.
 
 - ``load_backbone(name, pretrained)``: a timm model with its classifier removed
   (``num_classes=0``: input -> pooled feature vector), in eval mode, no gradients.
@@ -10,6 +10,13 @@
   normalization, repeats grayscale to 3 channels, resizes to ``size`` and applies the
   backbone's own ImageNet-training normalization (timm ``pretrained_cfg``; for the TF
   EfficientNet-Lite weights that is mean = std = 0.5, i.e. pixels in [-1, 1]).
+- ``InputAdapter``: that input mapping as a module, the dataset's mean/std held as buffers
+  (so they travel with the weights in every ``ArrayRecord``).
+- ``PretrainedNet``: ``InputAdapter`` -> pretrained backbone (trainable) -> ``Linear``, the
+  model registry's ``pretrained:<name>[@<size>]`` (inputs resized to ``size``, default 32).
+  It exposes ``features``/``classifier`` like our other models, so ``lsi-pretrained:...`` is
+  FedDG-LSI's latent model on an ImageNet-pretrained encoder, as in the paper (there a
+  ResNet-50; offline here only EfficientNet-Lite0 ships weights).
 - ``RandomBuffer``: optional seeded random projection + ReLU (feature expansion of
   analytic learning, ACIL/DS-AL's ``RandomBuffer``).
 """
@@ -84,6 +91,54 @@ class RandomBuffer(nn.Module):
         return F.relu(x @ self.weight.to(x.dtype))
 
 
+class InputAdapter(nn.Module):
+    """Dataset-normalized [B,C,H,W] -> backbone input [B,3,size,size] (pixels clamped to [0,1],
+    grayscale repeated, resized, the backbone's own normalization)."""
+
+    def __init__(self, size: int, net_mean: Sequence[float], net_std: Sequence[float], channels: int = 1):
+        super().__init__()
+        self.size = int(size)
+        self.register_buffer("net_mean", torch.tensor(net_mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("net_std", torch.tensor(net_std, dtype=torch.float32).view(1, -1, 1, 1))
+        # Until set_data_norm: inputs taken as [0, 1] pixels.
+        self.register_buffer("data_mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("data_std", torch.ones(1, channels, 1, 1))
+
+    def set_data_norm(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """The normalization the dataset applied (``DataBundle.mean``/``.std``)."""
+        device = self.net_mean.device
+        self.data_mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.data_std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() * self.data_std + self.data_mean).clamp(0, 1)  # back to [0, 1] pixels
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.net_mean) / self.net_std
+
+
+class PretrainedNet(nn.Module):
+    """``features`` = adapter -> pretrained backbone (fine-tuned), ``classifier`` = Linear."""
+
+    def __init__(self, name: str, num_classes: int, channels: int, size: int):
+        super().__init__()
+        net = load_backbone(name, pretrained=True).train().requires_grad_(True)
+        self.features = nn.Sequential(InputAdapter(size, *backbone_norm(net), channels), net)
+        self.classifier = nn.Linear(int(net.num_features), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def set_data_norm(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Tell every ``InputAdapter`` inside ``model`` how the dataset normalized its images."""
+    for module in model.modules():
+        if isinstance(module, InputAdapter):
+            module.set_data_norm(mean, std)
+
+
 class FeatureExtractor:
     """Normalized dataset images -> frozen backbone features (float32, CPU)."""
 
@@ -91,9 +146,7 @@ class FeatureExtractor:
                  buffer_size: int = 0, seed: int = 0, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.net = load_backbone(name, pretrained, seed).to(self.device)
-        mean, std = backbone_norm(self.net)
-        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.adapter = InputAdapter(size, *backbone_norm(self.net)).to(self.device)
         self.size = int(size)
         self.buffer = RandomBuffer(self.net.num_features, buffer_size, seed) if buffer_size > 0 else None
 
@@ -103,15 +156,8 @@ class FeatureExtractor:
 
     def preprocess(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
         """Dataset-normalized [B,C,H,W] -> backbone input [B,3,size,size]."""
-        x = x.to(self.device, torch.float32)
-        d_mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
-        d_std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
-        x = (x * d_std + d_mean).clamp(0, 1)  # back to [0, 1] pixels
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        return (x - self.mean) / self.std
+        self.adapter.set_data_norm(mean, std)
+        return self.adapter(x.to(self.device, torch.float32))
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

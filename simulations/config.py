@@ -53,7 +53,7 @@ def validate(cfg: dict) -> None:
     """Range and name checks that need no data and no Flower."""
     from datasets.partition import PARTITIONERS
     from datasets import DATASETS
-    from models import MODELS
+    from models import MODEL_NAMES, MODELS
     from simulations.methods import METHODS
 
     for key, default in defaults().items():
@@ -68,7 +68,7 @@ def validate(cfg: dict) -> None:
     _check(cfg["partitioner"] in PARTITIONERS,
            f"unknown partitioner '{cfg['partitioner']}': pass one of {sorted(PARTITIONERS)}")
     _check(any(re.fullmatch(p, cfg["model"]) for p in MODELS),
-           f"unknown model '{cfg['model']}': pass cnn, resnet18, wrn-<depth>-<width> or timm:<name>")
+           f"unknown model '{cfg['model']}': pass {MODEL_NAMES}")
     _check(cfg["alpha"] > 0, f"alpha must be > 0, got {cfg['alpha']}")
     for key in ("fraction-train", "fraction-evaluate"):
         _check(0 <= cfg[key] <= 1, f"{key} must be in [0, 1], got {cfg[key]}")

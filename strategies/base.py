@@ -107,7 +107,8 @@ class BaseStrategy(FedAvg):
     def initial_arrays(self) -> ArrayRecord:
         """The model the server starts from (``model`` key, fresh weights)."""
         data = self.test_data
-        return ArrayRecord(build_model(self.cfg["model"], data.num_classes, data.input_shape).state_dict())
+        model = build_model(self.cfg["model"], data.num_classes, data.input_shape, norm=(data.mean, data.std))
+        return ArrayRecord(model.state_dict())
 
     # ---- sampling ---------------------------------------------------------------
     def discover(self, grid: Grid) -> None:
