@@ -197,44 +197,11 @@ class Federation(Processes):
             return {"status": "unknown", "status-details": out.stdout[-500:] + out.stderr[-500:]}
 
 
-def ray_env_hook(runtime_env: dict | None) -> dict:
-    """Ray's ``RAY_RUNTIME_ENV_HOOK``: give the simulation's Ray job a worker set-up hook.
-
-    Ray calls this in ``ray.init`` (the simulation process: the app's folder is on its path
-    by then) and runs ``warm_worker`` in every worker process as it starts, before its
-    actor takes a message."""
-    env = dict(runtime_env or {})
-    env.setdefault("worker_process_setup_hook", "simulations.superlink.warm_worker")
-    return env
-
-
-def warm_worker() -> None:
-    """Import what a client's first message needs (torch, Flower, the app's modules, and
-    ``torch._dynamo``, which PyTorch's first optimizer step imports) as the Ray worker
-    starts. A worker starts while the ServerApp is still loading, so this work moves off
-    the path to round 1 (README "Benchmarks"); without it the first message pays it.
-    Failing here must not fail the worker: the first message then imports as usual."""
-    try:
-        import simulations.client_app  # noqa: F401
-        import torch._dynamo  # noqa: F401
-    except Exception:  # pragma: no cover - the message path reports real import errors
-        pass
-
-
 class LocalSuperLink(Federation):
-    """A simulation SuperLink (Ray engine) on loopback, for sweeps and tests. Its
-    simulations warm each Ray worker as it starts (``ray_env_hook``)."""
+    """A simulation SuperLink (Ray engine) on loopback, for sweeps and tests."""
 
     connection = "sweep"
     ray: "RayCluster | None" = None  # the Ray instance its runs share, where it has one
-
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        super().__init__({**self.hook_env(), **(env or {})})
-
-    @staticmethod
-    def hook_env() -> dict[str, str]:
-        """The environment that installs ``ray_env_hook`` (export it for your own SuperLink)."""
-        return {"RAY_RUNTIME_ENV_HOOK": "simulations.superlink.ray_env_hook"}
 
     def __enter__(self) -> "LocalSuperLink":
         self.write_connection(insecure=True)

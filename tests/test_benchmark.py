@@ -92,24 +92,3 @@ def test_cached_partitions_equal_a_fresh_split():
         data = client_app.client_data(key, pid, 7)
         train, _ = train_test_split(parts[pid], cfg["local-test-fraction"], 3 * 100_003 + pid)
         assert np.array_equal(data.train.y.numpy(), load_dataset("mnist").train_labels[train])
-
-
-def test_simulation_workers_import_the_client_app_as_they_start():
-    """The SuperLink's RAY_RUNTIME_ENV_HOOK makes each Ray worker of a simulation import the
-    ClientApp (torch, Flower, torch._dynamo) when it starts, not at its first message."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from simulations.superlink import LocalSuperLink
-
-    root = str(Path(__file__).resolve().parent.parent)
-    code = ("import ray, sys; ray.init(address='%s', logging_level='ERROR');"
-            "probe = ray.remote(lambda: all(m in sys.modules for m in ('simulations.client_app', 'torch._dynamo')));"
-            "print('warm', ray.get(probe.remote()))" % os.environ["RAY_ADDRESS"])
-    hook = LocalSuperLink.hook_env()
-    for env, expected in (({**os.environ, **hook}, "warm True"), (dict(os.environ), "warm False")):
-        env["PYTHONPATH"] = root  # the simulation process has the app on its path
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-        assert out.stdout.strip().splitlines()[-1] == expected, out.stderr[-2000:]
