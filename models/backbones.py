@@ -147,7 +147,6 @@ class FeatureExtractor:
         self.device = torch.device(device)
         self.net = load_backbone(name, pretrained, seed).to(self.device)
         self.adapter = InputAdapter(size, *backbone_norm(self.net)).to(self.device)
-        self.size = int(size)
         self.buffer = RandomBuffer(self.net.num_features, buffer_size, seed) if buffer_size > 0 else None
 
     @property
