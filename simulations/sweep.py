@@ -8,8 +8,9 @@ starts (from a neutral folder, with a private ``FLWR_HOME``) and stops when it e
 runs share one Ray instance, started once (``--ray-per-run``: a private one per run;
 with ``RAY_ADDRESS`` set, the runs attach to that cluster).
 A run's status is read from the SuperLink (``flwr ls``), not from ``flwr run``'s exit
-code, which is 0 even for a failed run. A failed run is reported and the others go
-on. Results: ``<out-dir>/<run-name>/`` per run and ``<out-dir>/results.csv`` +
+code, which is 0 even for a failed run. ``--local`` runs each run in-process instead
+(``simulations/local.py``: no Ray, no SuperLink), ``--jobs N`` of them at a time. A
+failed run is reported and the others go on. Results: ``<out-dir>/<run-name>/`` per run and ``<out-dir>/results.csv`` +
 ``results.png`` for the whole sweep (see ``simulations/results.py``).
 """
 
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import re
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
@@ -101,6 +105,40 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
             raise SweepError(f"run '{name}': {err}") from None
 
 
+def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tuple[str, str, str, float]]:
+    """Run every run; yield (name, status, failure reason, seconds) as each one ends."""
+    for _, _, name in runs:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    if args.local:  # in-process (simulations/local.py), --jobs runs at a time
+        from simulations.local import run_logged
+
+        jobs = max(1, min(args.jobs, len(runs)))
+        # torch threads = the client's CPUs, as Ray sets OMP_NUM_THREADS in a client's actor
+        calls = [(cfg, int(fed["num-supernodes"]), out / name / "flwr.log", int(fed["client-resources-num-cpus"]))
+                 for cfg, fed, name in runs]
+        if jobs == 1:
+            for i, ((cfg, fed, name), call) in enumerate(zip(runs, calls), 1):
+                print(f"[{i}/{len(runs)}] {name}", flush=True)
+                yield (name, *run_logged(*call))
+            return
+        print(f"{jobs} runs at a time", flush=True)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_logged, *call): name for (_, _, name), call in zip(runs, calls)}
+            for future in as_completed(futures):
+                try:
+                    yield (futures[future], *future.result())
+                except Exception as err:  # the worker process died (killed, out of memory)
+                    yield futures[future], "finished:failed", f"worker died: {type(err).__name__}: {err}", 0.0
+        return
+    with simulation_superlink(share_ray=not args.ray_per_run) as link:
+        for i, (cfg, fed, name) in enumerate(runs, 1):
+            print(f"[{i}/{len(runs)}] {name}", flush=True)
+            t0 = time.perf_counter()
+            record = link.run(cfg, out / name / "flwr.log", fed)
+            yield (name, record.get("status", "unknown"), record.get("status-details", ""),
+                   time.perf_counter() - t0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulations.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="sweep YAML with base: and grid:")
@@ -109,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate the sweep and exit")
     parser.add_argument("--ray-per-run", action="store_true", help="start a private Ray instance in every run "
                         "(default: the sweep's runs share one, started once)")
+    parser.add_argument("--local", action="store_true", help="run each run in-process on a LocalGrid, without "
+                        "Ray or a SuperLink (simulations/local.py): same strategy, clients and results")
+    parser.add_argument("--jobs", type=int, default=1, help="with --local: runs at a time, each in its own process "
+                        "(default 1)")
     args = parser.parse_args(argv)
     try:
         base, grid = load_sweep(args.sweep)
@@ -124,19 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     failed = []
-    with simulation_superlink(share_ray=not args.ray_per_run) as link:
-        for i, (cfg, fed, name) in enumerate(runs, 1):
-            print(f"[{i}/{len(runs)}] {name}", flush=True)
-            run_dir = out / name
-            run_dir.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            record = link.run(cfg, run_dir / "flwr.log", fed)
-            status = record.get("status", "unknown")
-            print(f"    {status} in {time.perf_counter() - t0:.1f}s", flush=True)
-            if status != "finished:completed":
-                failed.append(name)
-                print(f"    run failed: {record.get('status-details', '')} (log: {run_dir / 'flwr.log'})",
-                      file=sys.stderr)
+    for name, status, details, seconds in each_run(runs, out, args):
+        print(f"    {name}: {status} in {seconds:.1f}s", flush=True)
+        if status != "finished:completed":
+            failed.append(name)
+            print(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
     frame = collect([out / name for _, _, name in runs], out)
     if not frame.empty:
         print(summary(frame, ["run-name", *grid]).to_string(index=False))

@@ -38,16 +38,17 @@ def _shared_ray():
             os.environ.pop("RAY_ADDRESS", None)
 
 
-def run_sweep(tmp_path: Path, base: dict, grid: dict) -> tuple[int, pd.DataFrame, Path]:
-    """Run ``python -m simulations.sweep`` in-process on a YAML made from base/grid.
+def run_sweep(tmp_path: Path, base: dict, grid: dict, *options: str) -> tuple[int, pd.DataFrame, Path]:
+    """Run ``python -m simulations.sweep`` in-process on a YAML made from base/grid
+    (``options``: more command-line flags, e.g. ``--local``).
 
     Returns the exit code, results.csv as a frame (empty if none) and the out dir.
     """
     from simulations.sweep import main
 
-    out = tmp_path / "out"
+    out = tmp_path / ("out" + "".join(o.strip("-") for o in options))
     spec = tmp_path / "sweep.yaml"
     spec.write_text(yaml.safe_dump({"base": base, "grid": grid}))
-    code = main([str(spec), "--out-dir", str(out)])
+    code = main([str(spec), "--out-dir", str(out), *options])
     csv = out / "results.csv"
     return code, (pd.read_csv(csv) if csv.exists() else pd.DataFrame()), out

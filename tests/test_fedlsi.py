@@ -1,6 +1,7 @@
 """FedDG-LSI: inversion, translator losses, importance aggregation, client, end to end."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -199,14 +200,15 @@ def test_config_errors_are_one_line():
 
 # ---- end to end through Flower -------------------------------------------------------------
 def test_fedlsi_end_to_end_reports_heldout_accuracy(tmp_path):
+    """Through Flower's simulation engine, then the same sweep in-process (``--local``):
+    the local grid must reproduce every metric (all stages: heads only, G sent down,
+    importance arrays up)."""
     tiny = {"lsi-num-latents": 32, "lsi-inversion-iters": 10, "lsi-translator-iters": 10, "lsi-translator-hidden": 32,
             "lsi-translator-batch": 32, "lsi-pretrain-epochs": 1, "local-epochs": 1, "batch-size": 64}
-    code, frame, _ = run_sweep(
-        tmp_path,
-        base={"dataset": "rotated-mnist", "partitioner": "domain", "model": "lsi-cnn", "num-server-rounds": 2,
-              "num-supernodes": 5, "heldout-domain": 5, "fraction-evaluate": 0.0, **tiny},
-        grid={"method": ["fedlsi"]},
-    )
+    base = {"dataset": "rotated-mnist", "partitioner": "domain", "model": "lsi-cnn", "num-server-rounds": 2,
+            "num-supernodes": 5, "heldout-domain": 5, "fraction-evaluate": 0.0, **tiny}
+    grid = {"method": ["fedlsi"]}
+    code, frame, _ = run_sweep(tmp_path, base, grid)
     assert code == 0, frame
     last = frame[frame["round"] == 2].iloc[0]
     assert {"heldout-accuracy", "source-accuracy", "selected-heldout-accuracy"} <= set(frame.columns)
@@ -214,6 +216,13 @@ def test_fedlsi_end_to_end_reports_heldout_accuracy(tmp_path):
     first = frame[frame["round"] == 1].iloc[0]
     assert first["lsi-stage"] == 1 and last["lsi-stage"] == 4 and last["divergence"] >= 0
     assert first["uplink-bytes"] < last["uplink-bytes"] / 20  # stage 1 uploads the heads only
+
+    code, local, _ = run_sweep(tmp_path, base, grid, "--local")
+    assert code == 0
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and "seconds" not in c]
+    assert {"accuracy", "heldout-accuracy", "uplink-bytes", "divergence"} <= set(numeric)
+    # equal up to float summation order (the server's evaluation may use other thread counts)
+    np.testing.assert_allclose(local[numeric].to_numpy(float), frame[numeric].to_numpy(float), rtol=1e-5)
 
 
 def test_schedules_once_pretrains_then_fixes_g_every_round_refits_it():

@@ -15,17 +15,19 @@ METRICS = ["accuracy", "loss", "personalized-accuracy", "train-loss", "uplink-by
 
 
 def test_crashing_nan_and_misshapen_clients_are_dropped_not_aggregated(tmp_path):
-    code, frame, _ = run_sweep(
-        tmp_path,
-        base={"num-server-rounds": 2, "num-supernodes": 4, "fault-rate": 0.5, "fault-kind": "mixed",
-              "min-train-nodes": 1},
-        grid={"seed": [3]},
-    )
+    base = {"num-server-rounds": 2, "num-supernodes": 4, "fault-rate": 0.5, "fault-kind": "mixed",
+            "min-train-nodes": 1}
+    code, frame, _ = run_sweep(tmp_path, base, {"seed": [3]})
     assert code == 0
     rounds = frame[frame["round"] > 0]
     assert rounds["failures"].sum() >= 1  # some clients failed ...
     assert np.isfinite(rounds["accuracy"]).all()  # ... and never poisoned the model
     assert rounds["accuracy"].iloc[-1] > 0.3
+    # In-process (--local), the same seeded faults: a raising client becomes an error reply there too
+    code, local, _ = run_sweep(tmp_path, base, {"seed": [3]}, "--local")
+    assert code == 0
+    np.testing.assert_array_equal(local["failures"].to_numpy(), frame["failures"].to_numpy())
+    np.testing.assert_allclose(local[METRICS].to_numpy(float), frame[METRICS].to_numpy(float), rtol=1e-5)
 
 
 def _checkpoint_round(path) -> int:
