@@ -37,7 +37,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
-from clients.base import evaluate
+from clients.base import device_of, evaluate
 from models import build_model
 
 Row = dict[str, float]
@@ -234,7 +234,7 @@ class BaseStrategy(FedAvg):
             return None
         model = build_model(self.cfg["model"], self.test_data.num_classes, self.test_data.input_shape)
         model.load_state_dict(arrays.to_torch_state_dict())
-        res = evaluate(model, self.test_data.test, 512, torch.device("cpu"))
+        res = evaluate(model, self.test_data.test, 512, device_of(self.cfg))
         return MetricRecord({"accuracy": res["accuracy"], "loss": res["loss"]})
 
     def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
@@ -269,7 +269,7 @@ class BaseStrategy(FedAvg):
         if getattr(self, "dg_sets", None) is None:
             self.dg_sets = domain_eval_sets(self.test_data, int(self.cfg["heldout-domain"]))
         model = self.eval_model(arrays)
-        held, src = (evaluate(model, d, 512, torch.device("cpu")) for d in self.dg_sets)
+        held, src = (evaluate(model, d, 512, device_of(self.cfg)) for d in self.dg_sets)
         out = {"heldout-accuracy": held["accuracy"], "heldout-loss": held["loss"], "source-accuracy": src["accuracy"]}
         if server_round:
             seen = [(r["source-accuracy"], -r["round"], r["heldout-accuracy"]) for r in self.rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
-from clients.base import evaluate
+from clients.base import device_of, evaluate
 from models.causal import build_sdwc
 
 from .base import BaseStrategy
@@ -47,5 +47,5 @@ class FedSDWCStrategy(BaseStrategy):
     def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if self.test_data is None:
             return None
-        res = evaluate(self.eval_model(arrays), self.test_data.test, 512, torch.device("cpu"))
+        res = evaluate(self.eval_model(arrays), self.test_data.test, 512, device_of(self.cfg))
         return MetricRecord({"accuracy": res["accuracy"], "loss": res["loss"]})
