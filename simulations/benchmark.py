@@ -219,6 +219,32 @@ def plain_loop(overrides: dict, num_clients: int, rounds: int) -> dict:
     return {"startup": startup, "round_seconds": seconds, "cpu_seconds": cpu, "accuracy": accs, "threads": 1}
 
 
+def local_run(overrides: dict, num_clients: int, out: Path) -> dict:
+    """The Flower run's work through Flower's Message API and the same ServerApp and
+    ClientApp, in this process on a ``LocalGrid`` (no Ray, no SuperLink): what Flower's
+    strategy and message layer cost without the simulation engine."""
+    import pandas as pd
+    import torch
+
+    import datasets.registry
+    from simulations import client_app
+    from simulations.config import resolve
+    from simulations.local import run_local
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    client_app.client_data.cache_clear()
+    client_app.partitions.cache_clear()
+    datasets.registry._load.cache_clear()
+    try:
+        run_dir = run_local(resolve({**overrides, "out-dir": str(out), "run-name": "local"}), num_clients)
+    finally:
+        torch.set_num_threads(threads)
+    rows = pd.read_csv(run_dir / "metrics.csv")
+    return {"round_seconds": rows.loc[rows["round"] >= 1, "round-seconds"].tolist(),
+            "accuracy": rows.loc[rows["round"] >= 1, "accuracy"].tolist()}
+
+
 def bench_overhead(args) -> dict:
     from simulations.superlink import simulation_superlink
 
@@ -281,10 +307,16 @@ def bench_overhead(args) -> dict:
         f"{fmt_list(plain['round_seconds'])}, {plain['threads']} torch thread ({load()})")
     say(f"  of flower's start-up, {warmup:.1f} s is PyTorch's first-round warm-up, which the plain loop's round 1 "
         f"pays too: start-up less it {fl_startup - warmup:.1f} s")
+    local = local_run(overrides, clients, out)
+    lo_round, lo_best = steady(local["round_seconds"]), best(local["round_seconds"])
+    say(f"  local:  Flower's Message API in this process (LocalGrid, no Ray), round seconds "
+        f"{fmt_list(local['round_seconds'])}: best {lo_best:.2f} s / median {lo_round:.2f} s, ratio to plain "
+        f"{lo_best / pl_best:.2f} (best) / {lo_round / pl_round:.2f} (median) ({load()})")
     fl_acc = rows.loc[rows["round"] >= 1, "accuracy"].tolist()
-    same = [round(a, 6) for a in fl_acc] == [round(a, 6) for a in plain["accuracy"]]
-    say(f"  accuracy per round: flower {fmt_list(fl_acc, 4)}, plain {fmt_list(plain['accuracy'], 4)} "
-        f"({'identical' if same else 'DIFFERENT'})")
+    same = ([round(a, 6) for a in fl_acc] == [round(a, 6) for a in plain["accuracy"]]
+            == [round(a, 6) for a in local["accuracy"]])
+    say(f"  accuracy per round: flower {fmt_list(fl_acc, 4)}, plain {fmt_list(plain['accuracy'], 4)}, local "
+        f"{fmt_list(local['accuracy'], 4)} ({'identical' if same else 'DIFFERENT'})")
     ratio, ratio_median = fl_best / pl_best, fl_round / pl_round
     say(f"  per round after round 1: flower best {fl_best:.2f} s / median {fl_round:.2f} s, plain best "
         f"{pl_best:.2f} s / median {pl_round:.2f} s: ratio {ratio:.2f} (best) / {ratio_median:.2f} (median)")
@@ -303,12 +335,15 @@ def bench_overhead(args) -> dict:
            "app-folder-walk-s": t_walk, "app-folder-files": walked,
            "plain-startup-s": plain["startup"], "plain-round-s": pl_best, "plain-round-median-s": pl_round,
            "plain-round-seconds": plain["round_seconds"], "ratio": ratio, "ratio-median": ratio_median,
+           "local-round-s": lo_best, "local-round-median-s": lo_round, "local-round-seconds": local["round_seconds"],
+           "local-ratio": lo_best / pl_best,
            "flower-cpu-per-round-s": fl_cpu, "plain-cpu-per-round-s": pl_cpu, "cpu-ratio": cpu_ratio,
            "same-accuracy": same, "load": os.getloadavg()[0]}
     say(f"summary: overhead start-up {fl_startup:.1f} s (goal <= 10; {fl_startup - warmup:.1f} s less PyTorch's warm-up; "
         f"{'Ray and ' if link.ray else ''}SuperLink {t_link:.1f} s more, once), "
         f"per-round flower {fl_best:.2f} s vs plain {pl_best:.2f} s, ratio {ratio:.2f} (goal <= 1.10; median "
-        f"{ratio_median:.2f}; CPU seconds {cpu_ratio:.2f}), same accuracy {same} ({load()})")
+        f"{ratio_median:.2f}; CPU seconds {cpu_ratio:.2f}; in-process Flower without Ray {lo_best / pl_best:.2f}), "
+        f"same accuracy {same} ({load()})")
     return res
 
 

@@ -28,8 +28,9 @@ def test_overhead(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     res, line = run("overhead", tmp_path, capsys)
     assert res["shared-ray"]  # its runs attached to the Ray instance it started
-    assert positive(res["flower-startup-s"], res["flower-round-s"], res["plain-round-s"], res["ratio"])
-    assert res["same-accuracy"]  # the same work: Flower and the plain loop give the same model
+    assert positive(res["flower-startup-s"], res["flower-round-s"], res["plain-round-s"], res["ratio"],
+                    res["local-round-s"], res["local-ratio"])
+    assert res["same-accuracy"]  # the same work: Flower, in-process Flower and the plain loop give the same model
     assert "start-up" in line and "ratio" in line
 
 
