@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="with --local: runs at a time, each in its own process "
                         "(default 1)")
     args = parser.parse_args(argv)
+    if args.jobs < 1 or (args.jobs > 1 and not args.local):
+        parser.error("--jobs takes a number >= 1 and needs --local (the Ray engine runs one run at a time)")
     try:
         base, grid = load_sweep(args.sweep)
         out = (args.out_dir or Path(base.get("out-dir") or Path("outputs") / args.sweep.stem)).expanduser().resolve()

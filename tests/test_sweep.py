@@ -56,6 +56,26 @@ def test_missing_sweep_file(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_jobs_needs_local(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("grid: {seed: [0, 1]}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(spec), "--jobs", "2"])
+    assert exit_.value.code == 2 and "--jobs" in capsys.readouterr().err
+
+
+def test_local_parallel_runs_report_a_failed_run_and_finish_the_other(tmp_path, capsys):
+    """--local --jobs 2: two runs in two processes; the one asked to resume from a
+    checkpoint that does not exist fails with its one-line reason, the other completes."""
+    code, frame, out = run_sweep(tmp_path, {"num-server-rounds": 1, "num-supernodes": 2, "local-epochs": 1},
+                                 {"resume": [False, True]}, "--local", "--jobs", "2")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "1 run(s) failed: ['resume-True']" in err and "no checkpoint" in err
+    assert list(frame["run-name"].unique()) == ["resume-False"] and frame["round"].max() == 1
+    assert (out / "resume-False" / "flwr.log").read_text().count("results written") == 1
+
+
 def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
     """FedAvg and FedProx(mu=0) through Flower/Ray, 3 clients x 2 rounds, same seed.
 
