@@ -27,6 +27,7 @@ the machine's load: the 1-minute load average is printed next to every timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics as stats
@@ -171,51 +172,66 @@ def best(seconds: list[float]) -> float:
 
 
 # ---- overhead --------------------------------------------------------------------------
+@contextlib.contextmanager
+def cold_one_thread():
+    """One torch thread, as each Flower worker (OMP_NUM_THREADS=1), and the data and
+    partition caches cleared, as in a fresh process."""
+    import torch
+
+    import datasets.registry
+    from simulations import client_app
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    client_app.client_data.cache_clear()
+    client_app.partitions.cache_clear()
+    datasets.registry._load.cache_clear()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def plain_loop(overrides: dict, num_clients: int, rounds: int) -> dict:
     """The Flower run's work without Flower: same clients, partitions, aggregation, evaluation."""
     import torch
     from flwr.app import ArrayRecord, MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-    import datasets.registry
+    import datasets
     from clients.base import evaluate
     from simulations import client_app
     from simulations.config import resolve, seed_everything
     from simulations.methods import METHODS
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each Flower worker (OMP_NUM_THREADS=1)
-    client_app.client_data.cache_clear()  # start cold, like a fresh process
-    client_app.partitions.cache_clear()
-    datasets.registry._load.cache_clear()
-    t0 = time.perf_counter()
-    cfg = resolve(overrides)
-    seed_everything(int(cfg["seed"]))
-    bundle = datasets.load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
-    method = METHODS[cfg["method"]]
-    strategy = method.strategy(cfg, test_data=bundle)
-    arrays = strategy.initial_arrays()
-    key = tuple(cfg[k] for k in client_app.PARTITION_KEYS)
-    clients = [method.client(cfg, client_app.client_data(key, pid, num_clients)) for pid in range(num_clients)]
-    startup = time.perf_counter() - t0
-    seconds, accs, cpu = [], [], []
-    for rnd in range(1, rounds + 1):
-        t1, c1 = time.perf_counter(), time.process_time()
-        weights = arrays.to_torch_state_dict()
-        replies = []
-        for client in clients:
-            reply = client.train({"arrays": weights}, {"server-round": rnd}, {})
-            replies.append(RecordDict({"arrays": ArrayRecord(reply.arrays["arrays"]),
-                                       "metrics": MetricRecord(reply.metrics)}))
-        arrays = aggregate_arrayrecords(replies, "num-examples")
-        weights = arrays.to_torch_state_dict()
-        for client in clients:
-            client.evaluate({"arrays": weights}, {"server-round": rnd}, {})
-        model = strategy.eval_model(arrays)
-        accs.append(evaluate(model, bundle.test, 512, torch.device("cpu"))["accuracy"])
-        seconds.append(time.perf_counter() - t1)
-        cpu.append(time.process_time() - c1)
-    torch.set_num_threads(threads)
+    with cold_one_thread():
+        t0 = time.perf_counter()
+        cfg = resolve(overrides)
+        seed_everything(int(cfg["seed"]))
+        bundle = datasets.load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+        method = METHODS[cfg["method"]]
+        strategy = method.strategy(cfg, test_data=bundle)
+        arrays = strategy.initial_arrays()
+        key = tuple(cfg[k] for k in client_app.PARTITION_KEYS)
+        clients = [method.client(cfg, client_app.client_data(key, pid, num_clients)) for pid in range(num_clients)]
+        startup = time.perf_counter() - t0
+        seconds, accs, cpu = [], [], []
+        for rnd in range(1, rounds + 1):
+            t1, c1 = time.perf_counter(), time.process_time()
+            weights = arrays.to_torch_state_dict()
+            replies = []
+            for client in clients:
+                reply = client.train({"arrays": weights}, {"server-round": rnd}, {})
+                replies.append(RecordDict({"arrays": ArrayRecord(reply.arrays["arrays"]),
+                                           "metrics": MetricRecord(reply.metrics)}))
+            arrays = aggregate_arrayrecords(replies, "num-examples")
+            weights = arrays.to_torch_state_dict()
+            for client in clients:
+                client.evaluate({"arrays": weights}, {"server-round": rnd}, {})
+            model = strategy.eval_model(arrays)
+            accs.append(evaluate(model, bundle.test, 512, torch.device("cpu"))["accuracy"])
+            seconds.append(time.perf_counter() - t1)
+            cpu.append(time.process_time() - c1)
     return {"startup": startup, "round_seconds": seconds, "cpu_seconds": cpu, "accuracy": accs, "threads": 1}
 
 
@@ -224,22 +240,12 @@ def local_run(overrides: dict, num_clients: int, out: Path) -> dict:
     ClientApp, in this process on a ``LocalGrid`` (no Ray, no SuperLink): what Flower's
     strategy and message layer cost without the simulation engine."""
     import pandas as pd
-    import torch
 
-    import datasets.registry
-    from simulations import client_app
     from simulations.config import resolve
     from simulations.local import run_local
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    client_app.client_data.cache_clear()
-    client_app.partitions.cache_clear()
-    datasets.registry._load.cache_clear()
-    try:
+    with cold_one_thread():
         run_dir = run_local(resolve({**overrides, "out-dir": str(out), "run-name": "local"}), num_clients)
-    finally:
-        torch.set_num_threads(threads)
     rows = pd.read_csv(run_dir / "metrics.csv")
     return {"round_seconds": rows.loc[rows["round"] >= 1, "round-seconds"].tolist(),
             "accuracy": rows.loc[rows["round"] >= 1, "accuracy"].tolist()}

@@ -10,8 +10,9 @@ with ``RAY_ADDRESS`` set, the runs attach to that cluster).
 A run's status is read from the SuperLink (``flwr ls``), not from ``flwr run``'s exit
 code, which is 0 even for a failed run. ``--local`` runs each run in-process instead
 (``simulations/local.py``: no Ray, no SuperLink), ``--jobs N`` of them at a time. A
-failed run is reported and the others go on. Results: ``<out-dir>/<run-name>/`` per run and ``<out-dir>/results.csv`` +
-``results.png`` for the whole sweep (see ``simulations/results.py``).
+failed run is reported and the others go on. Results: ``<out-dir>/<run-name>/`` per
+run and ``<out-dir>/results.csv`` + ``results.png`` for the whole sweep (see
+``simulations/results.py``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
         calls = [(cfg, int(fed["num-supernodes"]), out / name / "flwr.log", int(fed["client-resources-num-cpus"]))
                  for cfg, fed, name in runs]
         if jobs == 1:
-            for i, ((cfg, fed, name), call) in enumerate(zip(runs, calls), 1):
+            for i, ((_, _, name), call) in enumerate(zip(runs, calls), 1):
                 print(f"[{i}/{len(runs)}] {name}", flush=True)
                 yield (name, *run_logged(*call))
             return
