@@ -38,7 +38,7 @@ def resolve(overrides: dict) -> dict:
     base = defaults()
     unknown = sorted(set(overrides) - set(base))
     if unknown:
-        raise ConfigError(f"unknown run-config key(s) {unknown}: see README's key table")
+        raise ConfigError(f"unknown run-config key(s) {unknown}: see docs/config.md")
     cfg = {**base, **overrides}
     validate(cfg)
     return cfg
