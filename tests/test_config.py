@@ -42,7 +42,8 @@ def test_bad_values_fail_fast_with_one_line(over, message):
 
 
 def test_every_run_config_key_is_documented_in_config_page():
-    readme = (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text()
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    readme = "\n".join(p.read_text() for p in [docs / "config.md", *sorted((docs / "methods").glob("*.md"))])
     first_cells = re.findall(r"^\| ([^|]+) \|", readme, re.M)  # a row may name several: `a` / `b`
     documented = {key for cell in first_cells for key in re.findall(r"`([a-z0-9-]+)`", cell)}
     assert sorted(set(defaults()) - documented) == []
