@@ -5,8 +5,11 @@ round ``attack-round``, inverts up to ``attack-num-images`` images from the upda
 received, with every attack of ``attack`` side by side:
 
 - label inference from the last layer (iDLG for batch 1, counts for larger batches),
-- ``ig``: Inverting Gradients (pixels), ``ggl``: GAN latent search only (GGL),
+- ``dlg``/``idlg``: L-BFGS on the pixels (labels joint / analytic), ``ig``: Inverting
+  Gradients (pixels), ``ggl``: GGL's CMA-ES over the GAN latent, ``ggl-adam``: Adam over it,
 - ``gifd``: latent search, then the generator's intermediate features in l1 balls.
+
+``attack-round`` is one round or a list (``"1,5,20"``): leakage as the model trains.
 
 Attacker/evaluator split (breaching's contract). An attack sees an ``AttackInput`` built
 by ``attacker_view`` from what the server legitimately has: the model it sent, the one
@@ -51,17 +54,19 @@ from clients.gifd import DEFENSES, GROUND_TRUTH
 from models import build_model
 
 from .attacks.common import AttackInput, AttackResult
-from .attacks.ggl import invert_ggl
+from .attacks.dlg import invert_dlg
+from .attacks.ggl import invert_ggl, invert_ggl_adam
 from .attacks.gifd import invert_gifd
 from .attacks.ig import invert_ig
 from .attacks.label_inference import infer_labels
 from .attacks.prior import LABEL_MAPS, GanPrior
 from .base import BaseStrategy
 
-ATTACK_NAMES = ("ig", "ggl", "gifd")
+ATTACK_NAMES = ("dlg", "idlg", "ig", "ggl", "ggl-adam", "gifd")
+GAN_ATTACKS = ("ggl", "ggl-adam", "gifd")
 CSV_COLUMNS = ["round", "partition", "update", "image", "attack", "threat", "batch-size", "defense", "defense-param",
                "prior", "true-label", "inferred-label", "label-accuracy", "psnr", "ssim", "lpips", "attack-seconds",
-               "grad-loss", "steps"]
+               "grad-loss", "steps", "l1-active"]
 
 
 def parse_list(text: str, cast=str) -> list:
@@ -71,6 +76,11 @@ def parse_list(text: str, cast=str) -> list:
 def attack_list(cfg: dict) -> list[str]:
     names = parse_list(cfg["attack"])
     return [] if names == ["none"] else names
+
+
+def attack_rounds(cfg: dict) -> list[int]:
+    """``attack-round``: one round (int) or a comma-separated list of rounds."""
+    return sorted(set(parse_list(cfg["attack-round"], lambda t: int(float(t)))))
 
 
 def settings_of(cfg: dict) -> dict:
@@ -92,11 +102,17 @@ def run_attack(name: str, inp: AttackInput, labels: torch.Tensor, prior: GanPrio
                seed: int) -> AttackResult:
     """One attack on one update; ``inp`` holds nothing but the attacker's view."""
     common = dict(budget=s["budget"], restarts=s["restarts"], lr=s["lr"], seed=seed)
+    if name in ("dlg", "idlg"):  # breaching's deepleakage.yaml: L-BFGS lr 1.0
+        return invert_dlg(inp, None if name == "dlg" else labels, budget=s["budget"], restarts=s["restarts"],
+                          seed=seed, batch_size=len(labels))
     if name == "ig":
         return invert_ig(inp, labels, tv=s["ig-tv"], **common)
     if name == "ggl":
-        return invert_ggl(inp, labels, prior, kl=s["ggl-kl"], label_map=s["label-map"],
-                          label_space=s["label-space"], **common)
+        return invert_ggl(inp, labels, prior, budget=s["budget"], kl=s["ggl-kl"], label_map=s["label-map"],
+                          label_space=s["label-space"], seed=seed)
+    if name == "ggl-adam":
+        return invert_ggl_adam(inp, labels, prior, kl=s["ggl-kl"], label_map=s["label-map"],
+                               label_space=s["label-space"], **common)
     if name == "gifd":
         return invert_gifd(inp, labels, prior, tv=s["tv"], latent_fraction=s["latent-fraction"], radii=s["radii"],
                            stages=s["stages"], label_map=s["label-map"], label_space=s["label-space"], **common)
@@ -197,10 +213,17 @@ class GifdStrategy(BaseStrategy):
               f"attack must be a comma-separated subset of {','.join(ATTACK_NAMES)} (or none), got {cfg['attack']!r}")
         check(cfg["attack-threat"] in ("fedsgd", "fedavg"),
               f"attack-threat must be fedsgd or fedavg, got {cfg['attack-threat']!r}")
-        for key in ("attack-batch-size", "attack-round", "attack-local-steps", "attack-restarts", "attack-budget"):
+        for key in ("attack-batch-size", "attack-local-steps", "attack-restarts", "attack-budget"):
             check(int(cfg[key]) == cfg[key] and cfg[key] >= 1, f"{key} must be an integer >= 1, got {cfg[key]}")
-        check(cfg["attack-round"] <= cfg["num-server-rounds"],
-              f"attack-round {cfg['attack-round']} > num-server-rounds {cfg['num-server-rounds']}: no attack would run")
+        try:
+            rounds = parse_list(cfg["attack-round"], float)
+        except ValueError:
+            rounds = []
+        check(bool(rounds) and all(r == int(r) and r >= 1 for r in rounds),
+              f"attack-round must be a round or comma-separated rounds >= 1 (e.g. \"1,5,20\"), "
+              f"got {cfg['attack-round']!r}")
+        check(max(rounds) <= cfg["num-server-rounds"],
+              f"attack-round {int(max(rounds))} > num-server-rounds {cfg['num-server-rounds']}: no attack would run")
         check(int(cfg["attack-num-images"]) == cfg["attack-num-images"] and cfg["attack-num-images"] >= 0,
               f"attack-num-images must be an integer >= 0, got {cfg['attack-num-images']}")
         check(cfg["attack-budget"] >= cfg["attack-restarts"],
@@ -217,7 +240,8 @@ class GifdStrategy(BaseStrategy):
         except ValueError:
             radii = None
         check(radii is not None and len(radii) >= cfg["gifd-stages"] and all(r >= 0 for r in radii),
-              f"gifd-radii must be {cfg['gifd-stages']} comma-separated numbers >= 0, got {cfg['gifd-radii']!r}")
+              f"gifd-radii must be {cfg['gifd-stages']} comma-separated numbers >= 0 (inf: no ball), "
+              f"got {cfg['gifd-radii']!r}")
         check(cfg["defense"] in DEFENSES, f"defense must be one of {DEFENSES}, got {cfg['defense']!r}")
         check(cfg["defense-clip-norm"] > 0, f"defense-clip-norm must be > 0, got {cfg['defense-clip-norm']}")
         check(0 <= cfg["defense-prune-percentile"] < 100,
@@ -225,7 +249,7 @@ class GifdStrategy(BaseStrategy):
         check(cfg["gan-label-map"] in LABEL_MAPS, f"gan-label-map must be one of {LABEL_MAPS}, got {cfg['gan-label-map']!r}")
         check(int(cfg["gan-train-steps"]) == cfg["gan-train-steps"] and cfg["gan-train-steps"] >= 1,
               f"gan-train-steps must be an integer >= 1, got {cfg['gan-train-steps']}")
-        if any(n in ("ggl", "gifd") for n in names) and not cfg["gan-checkpoint"]:
+        if any(n in GAN_ATTACKS for n in names) and not cfg["gan-checkpoint"]:
             gan = cfg["gan-dataset"]
             base = gan[: -len("-holdout")] if gan.endswith("-holdout") else gan
             check(base in DATASETS, f"gan-dataset '{gan}' is not a dataset: pass one of {sorted(DATASETS)} "
@@ -257,7 +281,7 @@ class GifdStrategy(BaseStrategy):
         config["attack-batch-size"] = a["batch-size"]
         config["attack-local-steps"] = a["local-steps"]
         config["lr"] = a["lr"]
-        config[GROUND_TRUTH] = bool(self.attacks) and server_round == int(self.cfg["attack-round"])
+        config[GROUND_TRUTH] = bool(self.attacks) and server_round in attack_rounds(self.cfg)
         self.sent = arrays
         return super().train_record(server_round, arrays, config)
 
@@ -278,7 +302,7 @@ class GifdStrategy(BaseStrategy):
         return super().aggregate_train(server_round, replies)
 
     def aggregate(self, server_round: int, replies: list[Message]):
-        if server_round == int(self.cfg["attack-round"]) and self.attacks and int(self.cfg["attack-num-images"]) > 0:
+        if server_round in attack_rounds(self.cfg) and self.attacks and int(self.cfg["attack-num-images"]) > 0:
             self.run_attacks(server_round, replies)
         arrays, metrics = super().aggregate(server_round, replies)
         if self.threat == "fedsgd" and arrays is not None:  # the server applies the mean gradient
@@ -311,7 +335,7 @@ class GifdStrategy(BaseStrategy):
             else:
                 t0 = time.perf_counter()
                 ckpt = ensure_prior(self.cfg["gan-dataset"], out_root(self.cfg), int(self.cfg["gan-train-steps"]),
-                                    seed=0, data_root=self.cfg["data-root"], log_every=0)
+                                    seed=0, data_root=self.cfg["data-root"], log=lambda msg: log(INFO, "%s", msg))
                 log(INFO, "GAN prior %s ready (%.0fs)", ckpt, time.perf_counter() - t0)
                 self.prior = GanPrior.load(ckpt, name=self.cfg["gan-dataset"])
         return self.prior
@@ -332,9 +356,9 @@ class GifdStrategy(BaseStrategy):
         chosen = replies[: math.ceil(int(self.cfg["attack-num-images"]) / size)]
         items = [(self.partition_of(m, -1), m.content, self.truth.get(m.metadata.src_node_id))
                  for m in chosen]
-        prior = self.load_prior() if any(a in ("ggl", "gifd") for a in self.attacks) else None
+        prior = self.load_prior() if any(a in GAN_ATTACKS for a in self.attacks) else None
         grid = self.attack_updates(server_round, items, self.attacks, prior)
-        self.write_outputs(*grid)
+        self.write_outputs(*grid, server_round=server_round)
 
     def attack_updates(self, server_round: int, items: list[tuple[int, RecordDict, dict | None]],
                        attacks: list[str], prior: GanPrior | None):
@@ -370,8 +394,9 @@ class GifdStrategy(BaseStrategy):
                         row.update({"round": server_round, "partition": part, "update": u, "attack": name,
                                     "threat": self.threat, "batch-size": size, "defense": cfg["defense"],
                                     "defense-param": self.defense_param(),
-                                    "prior": prior_name if name != "ig" else "", "attack-seconds": result.seconds,
-                                    "grad-loss": result.grad_loss, "steps": result.steps})
+                                    "prior": prior_name if name in GAN_ATTACKS else "",
+                                    "attack-seconds": result.seconds, "grad-loss": result.grad_loss,
+                                    "steps": result.steps, "l1-active": result.info.get("l1-active", np.nan)})
                         self.attack_rows.append(row)
                     log(INFO, "[attack] partition %s %s: psnr %s labels %s (%.1fs)", part, name,
                         " ".join(f"{r.get('psnr', float('nan')):.1f}" for r in rows), labels.tolist(), result.seconds)
@@ -379,7 +404,7 @@ class GifdStrategy(BaseStrategy):
             torch.set_num_threads(threads)
         return truth_px, recs, psnrs
 
-    def write_outputs(self, truth_px, recs, psnrs) -> None:
+    def write_outputs(self, truth_px, recs, psnrs, server_round: int | None = None) -> None:
         import pandas as pd
 
         from .attacks.metrics import lpips_available, lpips_note
@@ -396,7 +421,10 @@ class GifdStrategy(BaseStrategy):
             (out / "attacks-lpips-note.txt").write_text(lpips_note() + "\n")
             log(INFO, "%s", lpips_note())
         if truth_px:
-            save_grid(out / "attacks.png", truth_px, recs, psnrs)
+            save_grid(out / ("attacks.png" if server_round in (None, min(attack_rounds(self.cfg)))
+                             else f"attacks-round{server_round}.png"), truth_px, recs, psnrs)
+        if server_round is not None:  # this round's means in the round's metrics row
+            frame = frame[frame["round"] == server_round]
         means = frame.groupby("attack")[["psnr", "ssim"]].mean()
         for name, row in means.iterrows():
             self.row[f"{name}-psnr"] = float(row["psnr"])

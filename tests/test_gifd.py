@@ -298,11 +298,13 @@ def test_matcher_enforces_the_budget(mnist):
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"attack": "ig,dlg"}, "attack must be"),
+    ({"attack": "ig,deepinversion"}, "attack must be"),
+    ({"attack-round": "1,x"}, "attack-round must be"),
+    ({"attack-round": "0"}, "attack-round must be"),
+    ({"attack-round": "1,9"}, "attack-round 9 > num-server-rounds"),
     ({"gan-dataset": "mnist"}, "clients' training pool"),
     ({"defense": "dp"}, "defense must be"),
     ({"gifd-radii": "0.1,0.2"}, "gifd-radii"),
-    ({"attack-round": 9}, "attack-round"),
 ])
 def test_bad_gifd_config_fails_clearly(over, message):
     with pytest.raises(ConfigError, match=message):
@@ -315,26 +317,30 @@ def test_gifd_end_to_end_through_flower(tmp_path):
 
     code, frame, out = run_sweep(
         tmp_path,
-        base={"method": "gifd", "num-supernodes": 2, "num-server-rounds": 1, "attack-num-images": 2,
-              "attack-budget": 6, "attack-restarts": 1, "gan-checkpoint": tiny_prior(tmp_path),
-              "fraction-evaluate": 0.0},
+        base={"method": "gifd", "num-supernodes": 2, "num-server-rounds": 2, "attack-round": "1,2",
+              "attack": "idlg,ig,ggl,gifd", "attack-num-images": 2, "attack-budget": 6, "attack-restarts": 1,
+              "gan-checkpoint": tiny_prior(tmp_path), "fraction-evaluate": 0.0},
         grid={"defense": ["noise"]},
     )
     assert code == 0
     attacks = pd.read_csv(out / "defense-noise" / "attacks.csv")
     for col in ("round", "partition", "attack", "defense", "psnr", "ssim", "lpips", "label-accuracy",
-                "attack-seconds", "true-label", "inferred-label", "grad-loss", "steps"):
+                "attack-seconds", "true-label", "inferred-label", "grad-loss", "steps", "l1-active"):
         assert col in attacks.columns
-    assert sorted(attacks["attack"].unique()) == ["ggl", "gifd", "ig"] and len(attacks) == 6
+    assert sorted(attacks["attack"].unique()) == ["ggl", "gifd", "idlg", "ig"] and len(attacks) == 16
+    assert sorted(attacks["round"].unique()) == [1, 2] and (attacks.groupby("round").size() == 8).all()
     assert (attacks["steps"] == 6).all() and attacks["psnr"].notna().all()
-    assert (out / "defense-noise" / "attacks.png").exists()
-    assert {"ig-psnr", "ggl-psnr", "gifd-psnr", "label-accuracy"} <= set(frame.columns)
+    assert attacks.loc[attacks["attack"] == "gifd", "l1-active"].notna().all()
+    assert attacks.loc[attacks["attack"] != "gifd", "l1-active"].isna().all()
+    assert (out / "defense-noise" / "attacks.png").exists() and (out / "defense-noise" / "attacks-round2.png").exists()
+    assert {"ig-psnr", "ggl-psnr", "gifd-psnr", "idlg-psnr", "label-accuracy"} <= set(frame.columns)
+    assert frame["gifd-psnr"].notna().sum() == 2  # one metrics row per attacked round
 
 
 def test_gan_prior_is_trained_once_and_cached(tmp_path):
     from strategies.attacks.train_gan import ensure_prior
 
-    path = ensure_prior("digits", tmp_path, steps=2, log_every=0)
+    path = ensure_prior("digits", tmp_path, steps=2, log_every=0, log=print)
     assert path == tmp_path / "gan" / "digits-steps2-seed0.pt" and path.exists()
     mtime = path.stat().st_mtime_ns
     assert ensure_prior("digits", tmp_path, steps=2, log_every=0).stat().st_mtime_ns == mtime
@@ -352,3 +358,69 @@ def test_train_gan_cli_custom_generator_gets_its_own_checkpoint(tmp_path):
     gen, info = load_checkpoint(path)
     assert gen.z_dim == 8 and gen.widths == (8, 8, 4, 4) and info["label-space"] == "digits"
     assert not (tmp_path / "gan" / "digits-steps2-seed0.pt").exists()  # the default prior's cache is untouched
+
+
+def test_gan_training_is_seeded_and_reports_progress(tmp_path):
+    """Same seed: the same checkpoint (tiny size); another seed: other weights; progress lines."""
+    from models.generator import load_checkpoint
+    from strategies.attacks.train_gan import label_space, train_gan
+
+    small = {"z_dim": 8, "widths": (8, 8, 4, 4)}
+    lines, saved = [], []
+    before = torch.random.get_rng_state()
+    for seed, name in ((3, "a"), (3, "b"), (4, "c")):
+        gen, meta = train_gan("digits", steps=3, seed=seed, gen_kwargs=small, log_every=1e-9, log=lines.append)
+        path = tmp_path / f"{name}.pt"
+        save_checkpoint(path, gen, label_space("digits"), [str(i) for i in range(10)], meta)
+        saved.append(load_checkpoint(path))
+    (a, info_a), (b, info_b), (c, _) = saved
+    assert info_a == info_b
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not torch.equal(a.state_dict()["fc.weight"], c.state_dict()["fc.weight"])
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
+    assert len(lines) == 9 and "step 3/3" in lines[2] and "left" in lines[2]
+
+
+def l1_case(mnist, tmp_path, radii):
+    strategy, arrays, replies = setup(mnist, 1)
+    inp = view(strategy, arrays, replies[0][1], mnist)
+    prior = GanPrior.load(tiny_prior(tmp_path))
+    return invert_gifd(inp, infer_labels(inp), prior, budget=40, restarts=1, radii=radii, label_space="digits")
+
+
+def test_l1_ball_binds_at_the_default_radii_and_not_at_inf(mnist, tmp_path):
+    from strategies.gifd import settings_of
+
+    default = settings_of(cfg_of())["radii"]
+    bound = l1_case(mnist, tmp_path, default)
+    free = l1_case(mnist, tmp_path, (math.inf,) * 4)
+    assert bound.info["l1-steps"] == free.info["l1-steps"] == 20  # 20 feature steps of one image
+    assert bound.info["l1-active"] >= 0.5  # the projection moves the point on most steps
+    assert free.info["l1-active"] == 0.0
+    # without the ball every stage goes further than its default radius
+    assert all(free.info["l1-displacement"][k] > default[k - 1] for k in range(1, 5))
+    assert all(bound.info["l1-displacement"][k] >= default[k - 1] for k in range(1, 5))
+
+
+def test_dlg_idlg_and_cma_ggl_spend_exactly_the_budget(mnist, tmp_path):
+    from strategies.attacks.dlg import invert_dlg
+    from strategies.attacks.ggl import invert_ggl
+
+    strategy, arrays, replies = setup(mnist, 1)
+    content = replies[0][1]
+    truth = strip_ground_truth(content)
+    inp = view(strategy, arrays, content, mnist)
+    labels = infer_labels(inp)
+    true_px = inp.to_pixels(truth["images"])[0]
+    start = inp.to_pixels(torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)))[0]
+    idlg = invert_dlg(inp, labels, budget=40)
+    assert idlg.steps == 40 and idlg.labels.tolist() == labels.tolist()
+    assert psnr(inp.to_pixels(idlg.images)[0], true_px) > psnr(start, true_px) + 10
+    dlg = invert_dlg(inp, None, budget=40)
+    assert dlg.steps == 40 and dlg.labels.shape == (1,) and dlg.grad_loss < dlg.info["trace"][0] / 10
+    prior = GanPrior.load(tiny_prior(tmp_path))
+    a = invert_ggl(inp, labels, prior, budget=60, population=25, label_space="digits", seed=5)
+    b = invert_ggl(inp, labels, prior, budget=60, population=25, label_space="digits", seed=5)
+    assert a.steps == 60 and a.info["generations"] == 3  # 25 + 25 + 10 candidates
+    assert a.grad_loss == b.grad_loss and torch.equal(a.images, b.images)  # seeded
+    assert a.grad_loss == min(a.info["trace"])

@@ -2,17 +2,18 @@
 
 Reproduces the Flower run's attack round exactly (same partitions, same client batches,
 same initial model for the same seed, the same ``GifdClient`` and
-``GifdStrategy.attack_updates`` code) but calls them directly, so a grid over priors and
-defenses runs in one process: IG once per defense (it needs no prior), GGL and GIFD
-once per (defense, prior). Writes ``benchmark.csv`` (one row per image, attack,
-defense, prior), ``summary.md`` (mean PSNR/SSIM tables) and ``grid.png`` (ground truth
-and every attack without defense) under ``--out-dir``.
+``GifdStrategy.attack_updates`` code) but calls them directly, so a grid over seeds,
+budgets, priors and defenses runs in one process: the pixel attacks (dlg, idlg, ig) once
+per (seed, defense, budget), the GAN attacks once more per prior. Writes
+``benchmark.csv`` (one row per image, attack, seed, budget, defense, prior),
+``summary.csv``/``summary.md`` (per cell: n and the mean with its 95% Student-t interval
+over images, computed here from the per-image rows) and ``grid.png`` (ground truth and
+every attack, first seed, last budget, no defense) under ``--out-dir``.
 
-Example (the README's table; about 30-60 min on 2 shared cores)::
+Example (the method page's budget table)::
 
-    nice -n 5 python -m strategies.attacks.benchmark --out-dir outputs/gifd/bench \\
-        --priors mnist-holdout,digits,fashion-mnist \\
-        --defenses none,noise:0.001,noise:0.01,noise:0.1,clip:4,prune:20
+    nice -n 5 python -m strategies.attacks.benchmark --out-dir outputs/gifd/budget \\
+        --seeds 0,1,2 --budgets 50,100,200,400 --priors mnist-holdout
 """
 
 from __future__ import annotations
@@ -61,26 +62,67 @@ def client_updates(cfg: dict, clients: int, server_round: int = 1):
     return strategy, items
 
 
-def markdown(table: pd.DataFrame, fmt: str) -> str:
-    """A pivot table as a GitHub markdown table (no tabulate dependency)."""
+def markdown(table: pd.DataFrame, fmt: str | None = None) -> str:
+    """A table as a GitHub markdown table (no tabulate dependency); strings are kept as they are."""
     cols = [str(c) for c in table.columns]
     lines = ["| " + " | ".join([table.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for idx, row in table.iterrows():
-        lines.append("| " + " | ".join([str(idx)] + [format(v, fmt) if pd.notna(v) else "" for v in row]) + " |")
+        cells = [v if isinstance(v, str) else (format(v, fmt) if pd.notna(v) else "") for v in row]
+        lines.append("| " + " | ".join([str(idx)] + cells) + " |")
     return "\n".join(lines)
 
 
-def summarize(frame: pd.DataFrame) -> str:
-    """Markdown tables: mean PSNR (and SSIM) by attack/prior x defense."""
+def t_interval(values) -> tuple[float, float, int]:
+    """(mean, half-width of the 95% Student-t interval, n) of per-image values."""
+    from scipy import stats
+
+    v = pd.Series(values, dtype=float).dropna()
+    n = len(v)
+    if n < 2:
+        return (float(v.mean()) if n else float("nan")), float("nan"), n
+    return float(v.mean()), float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / n ** 0.5), n
+
+
+def method_name(row) -> str:
+    return f"{row['attack']} ({row['prior']})" if isinstance(row.get("prior"), str) and row["prior"] else row["attack"]
+
+
+def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, defense, budget): n and mean / 95% t-interval of each metric over images."""
     frame = frame.copy()
-    frame["method"] = frame.apply(lambda r: r["attack"] if r["attack"] == "ig" else f"{r['attack']} ({r['prior']})", axis=1)
+    frame["method"] = frame.apply(method_name, axis=1)
     frame["setting"] = frame.apply(
         lambda r: r["defense"] if r["defense"] == "none" else f"{r['defense']} {r['defense-param']:g}", axis=1)
-    order = list(dict.fromkeys(frame["setting"]))
     out = []
-    for metric in ("psnr", "ssim", "label-accuracy", "attack-seconds"):
-        table = frame.pivot_table(index="method", columns="setting", values=metric, aggfunc="mean")[order]
-        out.append(f"### mean {metric}\n\n{markdown(table, '.2f' if metric == 'psnr' else '.3g')}\n")
+    for (method, setting, budget), g in frame.groupby(["method", "setting", "budget"], sort=False):
+        row = {"method": method, "setting": setting, "budget": int(budget), "seeds": g["seed"].nunique()}
+        for metric in ("psnr", "ssim", "label-accuracy", "l1-active", "attack-seconds"):
+            mean, hw, n = t_interval(g[metric]) if metric in g else (float("nan"), float("nan"), 0)
+            row.update({f"{metric}": mean, f"{metric}-ci95": hw})
+            row["n"] = max(row.get("n", 0), n) if metric == "psnr" else row.get("n", 0)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def summarize(frame: pd.DataFrame) -> str:
+    """Markdown tables: metric mean +- 95% t-interval by method x budget, one block per defense."""
+    summary = summary_frame(frame)
+    out = []
+    for setting, block in summary.groupby("setting", sort=False):
+        n = ", ".join(f"{m}: {k}" for m, k in block.groupby("method", sort=False)["n"].min().items())
+        out.append(f"## defense {setting} (images per cell: {n})\n")
+        for metric, fmt in (("psnr", ".2f"), ("ssim", ".3f"), ("label-accuracy", ".2f"), ("l1-active", ".2f"),
+                            ("attack-seconds", ".1f")):
+            if block[metric].isna().all():
+                continue
+            cell = block.apply(lambda r: "" if pd.isna(r[metric]) else (
+                f"{r[metric]:{fmt}} ± {r[metric + '-ci95']:{fmt}}" if pd.notna(r[metric + "-ci95"])
+                else f"{r[metric]:{fmt}}"), axis=1)
+            table = block.assign(cell=cell).pivot_table(index="method", columns="budget", values="cell",
+                                                        aggfunc="first", sort=False)
+            table = table.dropna(how="all")
+            table.index.name = "attack \\ budget"
+            out.append(f"### {metric} (mean ± 95% t-interval half-width)\n\n{markdown(table)}\n")
     return "\n".join(out)
 
 
@@ -88,59 +130,81 @@ def main(argv: list[str] | None = None) -> int:
     from simulations.config import resolve
     from strategies.attacks.prior import GanPrior
     from strategies.attacks.train_gan import ensure_prior
-    from strategies.gifd import save_grid
+    from strategies.gifd import GAN_ATTACKS, save_grid
 
     parser = argparse.ArgumentParser(prog="python -m strategies.attacks.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/gifd/bench"))
     parser.add_argument("--gan-dir", type=Path, help="where GAN checkpoints are cached (default: --out-dir)")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--priors", default="mnist-holdout,digits,fashion-mnist",
+    parser.add_argument("--priors", default="mnist-holdout",
                         help="comma-separated NAME (GAN trained on that data, cached) or NAME=CHECKPOINT")
     parser.add_argument("--defenses", default="none")
-    parser.add_argument("--attacks", default="ig,ggl,gifd")
+    parser.add_argument("--attacks", default="dlg,idlg,ig,ggl,ggl-adam,gifd")
+    parser.add_argument("--seeds", default="", help="comma-separated run seeds (default: the config's seed)")
+    parser.add_argument("--budgets", default="", help="comma-separated attack budgets (default: attack-budget)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="run-config overrides, e.g. attack-budget=300 dataset=mnist")
+                        help="run-config overrides, e.g. attack-num-images=4 gifd-radii=inf,inf,inf,inf")
+    parser.add_argument("--merge", default="", metavar="DIR,DIR",
+                        help="only summarize: the benchmark.csv of these folders, into --out-dir")
     args = parser.parse_args(argv)
+    if args.merge:
+        frame = pd.concat([pd.read_csv(Path(d) / "benchmark.csv") for d in args.merge.split(",") if d])
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out_dir / "benchmark.csv", index=False)
+        summary_frame(frame).to_csv(args.out_dir / "summary.csv", index=False)
+        (args.out_dir / "summary.md").write_text(summarize(frame))
+        print(summarize(frame))
+        return 0
     torch.set_num_threads(1)
+    defaults = resolve({})
     overrides = {"method": "gifd"}
     for item in args.set:
         k, _, v = item.partition("=")
-        overrides[k] = type(resolve({})[k])(v) if not isinstance(resolve({})[k], bool) else v.lower() == "true"
+        if k not in defaults:
+            parser.error(f"unknown run-config key {k!r}")
+        overrides[k] = type(defaults[k])(v) if not isinstance(defaults[k], bool) else v.lower() == "true"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     attacks = [a for a in args.attacks.split(",") if a]
+    pixel_attacks = [a for a in attacks if a not in GAN_ATTACKS]
+    gan_attacks = [a for a in attacks if a in GAN_ATTACKS]
     priors = [p for p in args.priors.split(",") if p]
     base = resolve(overrides)
+    seeds = [int(s) for s in args.seeds.split(",") if s] or [int(base["seed"])]
+    budgets = [int(b) for b in args.budgets.split(",") if b] or [int(base["attack-budget"])]
     loaded = {}
-    for spec in priors if any(a != "ig" for a in attacks) else []:
+    for spec in priors if gan_attacks else []:
         name, _, path = spec.partition("=")  # NAME (trained and cached) or NAME=CHECKPOINT
         path = path or ensure_prior(name, args.gan_dir or args.out_dir, int(base["gan-train-steps"]), 0,
                                     base["data-root"])
         loaded[name] = GanPrior.load(path, name=name)
     rows, grid = [], None
-    for text in [d for d in args.defenses.split(",") if d]:
-        cfg = resolve({**overrides, **parse_defense(text)})
-        t0 = time.perf_counter()
-        strategy, items = client_updates(cfg, args.clients)
-        items = items[: -(-int(cfg["attack-num-images"]) // int(cfg["attack-batch-size"]))]  # as run_attacks
-        if "ig" in attacks:
-            res = strategy.attack_updates(1, items, ["ig"], None)
-            grid = grid or {"truth": res[0], "recs": {}, "psnrs": {}}
-            if text == "none":
-                grid["recs"]["ig"], grid["psnrs"]["ig"] = res[1]["ig"], res[2]["ig"]
-        for name, prior in loaded.items():
-            gan_attacks = [a for a in attacks if a != "ig"]
-            res = strategy.attack_updates(1, items, gan_attacks, prior)
-            grid = grid or {"truth": res[0], "recs": {}, "psnrs": {}}
-            if text == "none":
-                for a in gan_attacks:
-                    grid["recs"][f"{a} ({name})"], grid["psnrs"][f"{a} ({name})"] = res[1][a], res[2][a]
-        rows += strategy.attack_rows
-        frame = pd.DataFrame(rows)
-        frame.to_csv(args.out_dir / "benchmark.csv", index=False)
-        print(f"[{text}] done in {time.perf_counter() - t0:.0f}s", flush=True)
-        print(summarize(frame), flush=True)
+    t_start = time.perf_counter()
+    for seed in seeds:
+        for text in [d for d in args.defenses.split(",") if d]:
+            cfg = resolve({**overrides, **parse_defense(text), "seed": seed})
+            strategy, items = client_updates(cfg, args.clients)
+            items = items[: -(-int(cfg["attack-num-images"]) // int(cfg["attack-batch-size"]))]  # as run_attacks
+            for budget in budgets:
+                t0 = time.perf_counter()
+                strategy.cfg = {**cfg, "attack-budget": budget}
+                strategy.attack_rows = []
+                runs = [(pixel_attacks, None, "")] if pixel_attacks else []
+                runs += [(gan_attacks, prior, f" ({name})") for name, prior in loaded.items()]
+                for names, prior, suffix in runs:
+                    res = strategy.attack_updates(1, items, names, prior)
+                    grid = grid or {"truth": res[0], "recs": {}, "psnrs": {}}
+                    if text == "none" and seed == seeds[0] and budget == budgets[-1]:
+                        for a in names:
+                            grid["recs"][a + suffix], grid["psnrs"][a + suffix] = res[1][a], res[2][a]
+                rows += [{**r, "seed": seed, "budget": budget} for r in strategy.attack_rows]
+                frame = pd.DataFrame(rows)
+                frame.to_csv(args.out_dir / "benchmark.csv", index=False)
+                print(f"[seed {seed} {text} budget {budget}] done in {time.perf_counter() - t0:.0f}s "
+                      f"(total {time.perf_counter() - t_start:.0f}s)", flush=True)
     frame = pd.DataFrame(rows)
+    summary_frame(frame).to_csv(args.out_dir / "summary.csv", index=False)
     (args.out_dir / "summary.md").write_text(summarize(frame))
+    print(summarize(frame))
     if grid and grid["recs"]:
         save_grid(args.out_dir / "grid.png", grid["truth"], grid["recs"], grid["psnrs"])
     print(f"results: {args.out_dir / 'benchmark.csv'}, {args.out_dir / 'summary.md'}, {args.out_dir / 'grid.png'}")

@@ -14,8 +14,12 @@ Threat models:
 
 Gradient-matching distance (GIFD's ``sim_cmpr0``, Geiping et al.'s cosine):
 ``1 - sum_l <g_l, g*_l> / (sqrt(sum_l |g_l|^2) sqrt(sum_l |g*_l|^2))`` over all layers,
-or GGL's Euclidean ``sum_l |g_l - g*_l|^2 / L``. Cosine is invariant to the update's
-scale, so norm clipping alone does not change a cosine attack (a known result).
+GGL's Euclidean ``sum_l |g_l - g*_l|^2 / L`` (``l2``), or DLG's/breaching's
+``0.5 sum_l |g_l - g*_l|^2`` (``euclid``). Cosine is invariant to the update's scale, so
+norm clipping alone does not change a cosine attack (a known result).
+
+Labels may be class indices or, for DLG's joint optimization, probability vectors
+(``F.cross_entropy`` takes both).
 """
 
 from __future__ import annotations
@@ -91,7 +95,9 @@ def grad_distance(sim: list[torch.Tensor], target: list[torch.Tensor], kind: str
         return 1 - dot / (n_sim * n_tgt + 1e-12)
     if kind == "l2":
         return sum((g - t).pow(2).sum() for g, t in zip(sim, target)) / len(sim)
-    raise ValueError(f"unknown gradient distance '{kind}': pass cosine or l2")
+    if kind == "euclid":
+        return 0.5 * sum((g - t).pow(2).sum() for g, t in zip(sim, target))
+    raise ValueError(f"unknown gradient distance '{kind}': pass cosine, l2 or euclid")
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -118,22 +124,30 @@ class Matcher:
         self.used = 0
         self.best_loss = math.inf
         self.best_x: torch.Tensor | None = None
+        self.best_labels: torch.Tensor | None = None
         self.trace: list[float] = []
 
     @property
     def left(self) -> int:
         return self.budget - self.used
 
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor | None = None, track: bool = True) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor | None = None, track: bool = True,
+                 differentiable: bool = True) -> torch.Tensor:
+        """The distance of candidate ``x`` (labels: the matcher's, or ``labels``: indices or probabilities).
+
+        ``differentiable=False`` (gradient-free search) skips the double-backward graph.
+        """
         if self.used >= self.budget:
             raise BudgetExceeded(f"budget of {self.budget} gradient-matching steps spent")
         self.used += 1
         y = self.labels if labels is None else labels
-        loss = grad_distance(simulate(self.inp, x, y), self.target, self.distance)
+        with torch.enable_grad():
+            loss = grad_distance(simulate(self.inp, x, y, create_graph=differentiable), self.target, self.distance)
         value = float(loss.detach())
         self.trace.append(value)
         if track and value < self.best_loss:
             self.best_loss, self.best_x = value, x.detach().clone()
+            self.best_labels = y.detach().clone()
         return loss
 
 

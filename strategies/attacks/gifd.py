@@ -46,6 +46,29 @@ from .prior import GanPrior
 DEFAULT_RADII = (0.25, 0.5, 0.75, 1.0)
 
 
+class BallStats:
+    """How often the l1 projection moved the point, and how far the stages want to go.
+
+    ``active``: share of (projection step, sample) pairs where the Adam step left the ball,
+    i.e. the projection changed the point (NaN without feature stages).
+    ``displacement[k]``: the largest ``|h - h0|_1 / |h0|_1`` seen before projection in stage k
+    (with ``radii=inf`` it is the unconstrained distance a stage travels, used to calibrate).
+    """
+
+    def __init__(self):
+        self.steps, self.moved = 0, 0
+        self.displacement: dict[int, float] = {}
+
+    def step(self, stage: int, ratio: torch.Tensor, moved: torch.Tensor) -> None:
+        self.steps += int(moved.numel())
+        self.moved += int(moved.sum())
+        self.displacement[stage] = max(self.displacement.get(stage, 0.0), float(ratio.max()))
+
+    @property
+    def active(self) -> float:
+        return self.moved / self.steps if self.steps else float("nan")
+
+
 def _optimize(var, render, matcher: Matcher, steps: int, lr: float, tv: float, after_step) -> tuple[torch.Tensor, float]:
     """Adam on ``var`` for ``steps``; returns the stage's best ``var`` and its distance."""
     opt = torch.optim.Adam([var], lr=lr)
@@ -79,6 +102,7 @@ def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget:
     y_gan = prior.map_labels(labels, inp, label_map, label_space, matcher, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     stage_best: list[float] = []
+    ball = BallStats()
     for per_restart in split_budget(matcher.left, restarts):
         latent_steps = int(round(per_restart * latent_fraction)) if K else per_restart
         feature_steps = split_budget(per_restart - latent_steps, K) if K else []
@@ -97,11 +121,15 @@ def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget:
             for k, steps in enumerate(feature_steps, start=1):
                 with torch.no_grad():
                     h0 = prior.feature(current, y_gan, k - 1, k)
-                radius = radii[k - 1] * h0.flatten(1).abs().sum(1)
+                mass = h0.flatten(1).abs().sum(1)
+                radius = radii[k - 1] * mass
                 h = h0.clone().requires_grad_(True)
 
-                def project(v, h0=h0, radius=radius):
-                    v.copy_(h0 + project_l1_ball(v - h0, radius))
+                def project(v, h0=h0, radius=radius, mass=mass, k=k):
+                    moved = (v - h0).flatten(1).abs().sum(1)
+                    ball.step(k, moved / mass.clamp(min=1e-12), moved > radius)
+                    if torch.isfinite(radius).all():
+                        v.copy_(h0 + project_l1_ball(v - h0, radius))
 
                 current, best = _optimize(h, lambda v, k=k: prior.image(v, y_gan, inp, start=k), matcher, steps,
                                           (lr if feature_lr is None else feature_lr) * float(h0.abs().mean()), tv,
@@ -111,4 +139,5 @@ def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget:
             pass
         stage_best.append(losses)
     return AttackResult(matcher.best_x, labels, matcher.best_loss, matcher.used, time.perf_counter() - t0,
-                        {"gan-labels": y_gan.tolist(), "stage-best": stage_best, "trace": matcher.trace})
+                        {"gan-labels": y_gan.tolist(), "stage-best": stage_best, "trace": matcher.trace,
+                         "l1-active": ball.active, "l1-steps": ball.steps, "l1-displacement": ball.displacement})
