@@ -12,6 +12,9 @@ same number of gradient-matching evaluations (``--budgets``):
   per iteration), against our ``ig`` with one restart. breaching's TV kernel assumes 3
   channels; for 1-channel MNIST its kernel is cut to the one channel (same formula).
 
+Both start from the same point: the same seed and the same order of random draws (pixels,
+then DLG's label logits), so a difference comes from the implementations alone.
+
 Prints per-image PSNR and, per (attack, budget), the mean PSNR of each implementation with
 the 95% t-interval of the paired difference; writes ``compare.csv`` to ``--out-dir``.
 """
@@ -57,6 +60,15 @@ def breaching_attack(kind: str, model, inp, labels, budget: int, seed: int):
         if hasattr(reg, "groups") and inp.input_shape[0] != 3:
             reg.groups = inp.input_shape[0]
             reg.weight = reg.weight[: 2 * reg.groups]
+    if kind == "dlg":  # same starting point as ours: the label *template* (shape only) draws no random numbers
+        draw, state = attacker._initialize_data, {"template": True}
+
+        def init(shape):
+            if state.pop("template", False):
+                return torch.zeros(shape)
+            return draw(shape)
+
+        attacker._initialize_data = init
     counter = Budget(attacker.objective, budget)
     attacker.objective.forward = counter
     meta = OmegaConf.create({"shape": list(inp.input_shape), "mean": inp.mean.flatten().tolist(),

@@ -66,7 +66,7 @@ ATTACK_NAMES = ("dlg", "idlg", "ig", "ggl", "ggl-adam", "gifd")
 GAN_ATTACKS = ("ggl", "ggl-adam", "gifd")
 CSV_COLUMNS = ["round", "partition", "update", "image", "attack", "threat", "batch-size", "defense", "defense-param",
                "prior", "true-label", "inferred-label", "label-accuracy", "psnr", "ssim", "lpips", "attack-seconds",
-               "grad-loss", "steps", "l1-active"]
+               "grad-loss", "steps", "l1-active", "update-norm"]
 
 
 def parse_list(text: str, cast=str) -> list:
@@ -381,6 +381,7 @@ class GifdStrategy(BaseStrategy):
                                     data.mean, data.std, self.announced())
                 seed = int(np.random.SeedSequence([int(cfg["seed"]), server_round, part, 7]).generate_state(1)[0] % 2**31)
                 labels = infer_labels(inp, seed)
+                norm = float(torch.sqrt(sum(t.pow(2).sum() for t in inp.target.values())))
                 if truth is not None:
                     truth_px += list(inp.to_pixels(truth["images"].float()))
                 for name in attacks:
@@ -396,7 +397,8 @@ class GifdStrategy(BaseStrategy):
                                     "defense-param": self.defense_param(),
                                     "prior": prior_name if name in GAN_ATTACKS else "",
                                     "attack-seconds": result.seconds, "grad-loss": result.grad_loss,
-                                    "steps": result.steps, "l1-active": result.info.get("l1-active", np.nan)})
+                                    "steps": result.steps, "l1-active": result.info.get("l1-active", np.nan),
+                                    "update-norm": norm})
                         self.attack_rows.append(row)
                     log(INFO, "[attack] partition %s %s: psnr %s labels %s (%.1fs)", part, name,
                         " ".join(f"{r.get('psnr', float('nan')):.1f}" for r in rows), labels.tolist(), result.seconds)
