@@ -43,7 +43,7 @@ from .common import AttackInput, AttackResult, BudgetExceeded, Matcher, get_lr, 
 from .l1 import project_l1_ball
 from .prior import GanPrior
 
-DEFAULT_RADII = (0.25, 0.5, 0.75, 1.0)
+DEFAULT_RADII = (0.11, 0.071, 0.061, 0.032)  # calibrated: scripts/calibrate_gifd_radii.py (method page)
 
 
 class BallStats:
