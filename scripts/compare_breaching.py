@@ -84,8 +84,6 @@ def breaching_attack(kind: str, model, inp, labels, budget: int, seed: int):
 
 
 def main(argv=None) -> int:
-    from scipy import stats
-
     from simulations.config import resolve
     from strategies.attacks.benchmark import client_updates
     from strategies.attacks.dlg import invert_dlg
@@ -100,7 +98,11 @@ def main(argv=None) -> int:
     parser.add_argument("--budgets", default="200")
     parser.add_argument("--attacks", default="dlg,ig")
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/gifd/breaching"))
+    parser.add_argument("--report", type=Path, help="only print the table of an earlier compare.csv")
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(pd.read_csv(args.report)))
+        return 0
     torch.set_num_threads(1)
     cfg = resolve({"method": "gifd", "seed": args.seed, "attack-num-images": args.images})
     strategy, items = client_updates(cfg, args.images)
@@ -126,15 +128,24 @@ def main(argv=None) -> int:
     frame = pd.DataFrame(rows)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out_dir / "compare.csv", index=False)
-    print(f"\nsetting: MNIST, FedSGD batch 1, round 1, run seed {args.seed}, {args.images} images; "
-          "95% t-interval of the paired difference ours - breaching")
-    print("| attack | budget | n | ours PSNR | breaching PSNR | difference [95% CI] |\n|---|---|---|---|---|---|")
+    print(f"\nsetting: MNIST, FedSGD batch 1, round 1, run seed {args.seed}, {args.images} images")
+    print(report(frame))
+    return 0
+
+
+def report(frame: pd.DataFrame) -> str:
+    """Mean PSNR of each implementation and the paired difference with its 95% t-interval."""
+    from scipy import stats
+
+    lines = ["| attack | budget | n | ours PSNR | breaching PSNR | ours − breaching [95% CI] | max \\|difference\\| |",
+             "|---|---|---|---|---|---|---|"]
     for (kind, budget), g in frame.groupby(["attack", "budget"]):
         d = g["ours-psnr"] - g["breaching-psnr"]
         hw = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5 if len(d) > 1 else float("nan")
-        print(f"| {kind} | {budget} | {len(g)} | {g['ours-psnr'].mean():.2f} | {g['breaching-psnr'].mean():.2f} | "
-              f"{d.mean():+.2f} [{d.mean() - hw:+.2f}, {d.mean() + hw:+.2f}] |")
-    return 0
+        lines.append(f"| {kind} | {budget} | {len(g)} | {g['ours-psnr'].mean():.2f} | "
+                     f"{g['breaching-psnr'].mean():.2f} | {d.mean():+.2f} [{d.mean() - hw:+.2f}, {d.mean() + hw:+.2f}] "
+                     f"| {d.abs().max():.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -144,11 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="", help="comma-separated attack budgets (default: attack-budget)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="run-config overrides, e.g. attack-num-images=4 gifd-radii=inf,inf,inf,inf")
-    parser.add_argument("--merge", default="", metavar="DIR,DIR",
-                        help="only summarize: the benchmark.csv of these folders, into --out-dir")
+    parser.add_argument("--merge", default="", metavar="DIR[:TAG],DIR",
+                        help="only summarize: the benchmark.csv of these folders, into --out-dir; "
+                             "DIR:TAG appends ' TAG' to that folder's attack names (an ablation)")
     args = parser.parse_args(argv)
     if args.merge:
-        frame = pd.concat([pd.read_csv(Path(d) / "benchmark.csv") for d in args.merge.split(",") if d])
+        parts = []
+        for spec in [d for d in args.merge.split(",") if d]:
+            folder, _, tag = spec.partition(":")
+            part = pd.read_csv(Path(folder) / "benchmark.csv")
+            if tag:
+                part["attack"] = part["attack"] + " " + tag
+            parts.append(part)
+        frame = pd.concat(parts, ignore_index=True)
         args.out_dir.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out_dir / "benchmark.csv", index=False)
         summary_frame(frame).to_csv(args.out_dir / "summary.csv", index=False)
