@@ -57,6 +57,24 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
 
 
+def check_image_files(name: str, class_dirs: list[Path], files: list[Path]) -> None:
+    """Fail in one line naming the path: a class folder without images, or a file that is
+    not a readable image (its header is parsed, and ``verify`` checks what the format
+    allows, e.g. PNG checksums). Called when a folder dataset is loaded, so the sweep's
+    check and the server fail before any client trains on a file it cannot decode."""
+    for folder in class_dirs:
+        if not any(p.suffix.lower() in EXTENSIONS for p in folder.rglob("*")):
+            raise DataError(f"{name}: class folder {folder} holds no images ({'/'.join(sorted(EXTENSIONS))}): "
+                            "add images or remove the folder")
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except Exception as err:  # PIL raises many kinds for a broken file
+            why = (str(err).splitlines() or [type(err).__name__])[0][:120]
+            raise DataError(f"{name}: {path} is not a readable image ({why}): remove or replace it") from None
+
+
 def _bundle(name, files, labels, domains, domain_names, classes, test=None):
     labels = np.asarray(labels, dtype=np.int64)
     data = FileDataset(files, labels)
@@ -101,6 +119,7 @@ def load_multi_domain(name: str, root: Path) -> DataBundle:
             domains += [d_id] * len(found)
     if not files:
         raise DataError(f"{name}: no images (.jpg/.png) under {base}")
+    check_image_files(name, [d / c for d in domain_dirs for c in classes if (d / c).is_dir()], files)
     return _bundle(name, files, labels, domains, [d.name for d in domain_dirs], classes)
 
 
@@ -130,5 +149,6 @@ def load_tinyimagenet(root: Path, download: bool = False) -> DataBundle:
         if len(parts) >= 2 and parts[1] in index:
             val_files.append(base / "val" / "images" / parts[0])
             val_labels.append(index[parts[1]])
+    check_image_files("tinyimagenet", [base / "train" / c for c in classes], files + val_files)
     test = FileDataset(val_files, np.asarray(val_labels))
     return _bundle("tinyimagenet", files, labels, None, [], classes, test=test)

@@ -18,7 +18,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.base import ClientData, Reply
+from clients.base import ClientData, Reply, refuse_evaluation_only
 from datasets import load_dataset
 from datasets.partition import partition_for, train_test_split
 from simulations.config import resolve
@@ -101,7 +101,7 @@ def inject_fault(cfg: dict, reply, partition_id: int, server_round: int) -> None
 def train(msg: Message, context: Context) -> Message:
     cfg, client = setup(context)
     stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
-    config = config_of(msg)
+    config = refuse_evaluation_only(config_of(msg), context)
     reply = client.train(tensors(msg.content), config, stored)
     inject_fault(cfg, reply, client.data.partition_id, int(config.get("server-round", 0)))
     for name, values in reply.keep.items():
@@ -115,7 +115,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     cfg, client = setup(context)
     stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
-    metrics = client.evaluate(tensors(msg.content), config_of(msg), stored)
+    metrics = client.evaluate(tensors(msg.content), refuse_evaluation_only(config_of(msg), context), stored)
     if isinstance(metrics, Reply):  # an evaluate that also keeps state (e.g. a personalized model)
         for name, values in metrics.keep.items():
             context.state[name] = ArrayRecord(values)

@@ -70,8 +70,11 @@ def validate(cfg: dict) -> None:
     _check(any(re.fullmatch(p, cfg["model"]) for p in MODELS),
            f"unknown model '{cfg['model']}': pass {MODEL_NAMES}")
     _check(cfg["alpha"] > 0, f"alpha must be > 0, got {cfg['alpha']}")
-    for key in ("fraction-train", "fraction-evaluate"):
-        _check(0 <= cfg[key] <= 1, f"{key} must be in [0, 1], got {cfg[key]}")
+    _check(0 < cfg["fraction-train"] <= 1, f"fraction-train must be in (0, 1], got {cfg['fraction-train']}")
+    _check(0 <= cfg["fraction-evaluate"] <= 1, f"fraction-evaluate must be in [0, 1], got {cfg['fraction-evaluate']}")
+    _check(int(cfg["max-num-examples"]) == cfg["max-num-examples"] and cfg["max-num-examples"] >= 0,
+           f"max-num-examples must be an integer >= 0 (0 = the training pool's size), got {cfg['max-num-examples']}")
+    check_run_name(cfg["run-name"])
     _check(0 <= cfg["local-test-fraction"] < 1, f"local-test-fraction must be in [0, 1), got {cfg['local-test-fraction']}")
     for key in ("num-server-rounds", "batch-size", "classes-per-client", "min-train-nodes"):
         _check(int(cfg[key]) == cfg[key] and cfg[key] >= 1, f"{key} must be an integer >= 1, got {cfg[key]}")
@@ -90,6 +93,15 @@ def validate(cfg: dict) -> None:
     METHODS[cfg["method"]].strategy.check_config(cfg)
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]*")
+
+
+def check_run_name(name) -> None:
+    """``run-name`` is one plain folder name, so that a run writes under ``out-dir`` only."""
+    _check(isinstance(name, str) and (name == "" or (RUN_NAME.fullmatch(name) is not None and name != "..")),
+           f"run-name must be a plain folder name (letters, digits, '._=-', no '/', not '.' or '..'), got {name!r}")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (partitions and sampling take ``seed`` explicitly)."""
     os.environ["PYTHONHASHSEED"] = str(seed)
@@ -101,3 +113,17 @@ def seed_everything(seed: int) -> None:
 def out_root(cfg: dict) -> Path:
     """``out-dir`` as an absolute path (the ServerApp runs from an installed copy)."""
     return Path(cfg["out-dir"]).expanduser().resolve()
+
+
+RUN_FILES = ("config.json", "metrics.csv", "checkpoint.pt")
+
+
+def check_run_folder(cfg: dict) -> None:
+    """Never overwrite a run by accident: a ``run-name`` folder that already holds a run
+    (any of ``RUN_FILES``) needs ``resume=true`` or ``overwrite=true``."""
+    if not cfg["run-name"] or cfg["resume"] or cfg["overwrite"]:
+        return
+    folder = out_root(cfg) / cfg["run-name"]
+    found = [f for f in RUN_FILES if (folder / f).exists()]
+    _check(not found, f"{folder} already holds a run ({', '.join(found)}): pass resume=true to continue it, "
+                      "overwrite=true to replace it, or another run-name")

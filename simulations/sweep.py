@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from simulations.config import ConfigError, defaults, resolve
+from simulations.config import ConfigError, check_run_folder, defaults, resolve
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
@@ -78,6 +78,7 @@ def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
         names.add(name)
         try:
             cfg = resolve({**combo, "run-name": name})
+            check_run_folder(cfg)
         except ConfigError as err:
             raise SweepError(f"run '{name}': {err}") from None
         if int(fed["num-supernodes"]) < int(cfg["min-train-nodes"]):

@@ -107,6 +107,9 @@ class AnalyticClassifier(torch.nn.Module):
 class FedHiPStrategy(BaseStrategy):
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
 
+    train_metrics = frozenset({"num-examples", "train-accuracy"})  # what its client reports
+    evaluate_metrics = frozenset({"num-examples", "accuracy", "global-accuracy"})
+
     def __init__(self, cfg: dict, test_data=None, on_round=None):
         super().__init__(cfg, test_data, on_round)
         self.gamma = float(cfg["ridge-gamma"])

@@ -63,6 +63,8 @@ def _check(ok: bool, message: str) -> None:
 
 
 class FedLSIStrategy(BaseStrategy):
+    train_metrics = BaseStrategy.train_metrics | {"divergence"}  # what its client reports
+
     def __init__(self, cfg: dict, test_data=None, on_round=None):
         super().__init__(cfg, test_data, on_round)
         self.translator = None  # G after stage 3

@@ -12,12 +12,15 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from clients.base import device_of, evaluate
+from clients.fedsdwc import TERMS
 from models.causal import build_sdwc
 
 from .base import BaseStrategy
 
 
 class FedSDWCStrategy(BaseStrategy):
+    train_metrics = BaseStrategy.train_metrics | {f"train-{t}" for t in TERMS}  # what its client reports
+
     @staticmethod
     def check_config(cfg: dict) -> None:
         from simulations.config import ConfigError
