@@ -104,7 +104,6 @@ class HostileGrid(LocalGrid):
         self.tampered: list[str] = []
 
     def handle(self, msg: Message) -> Message:
-        reply = super().handle(msg)
         pid = self.contexts[msg.metadata.dst_node_id].node_config["partition-id"]
         case = self.cases[pid - HONEST] if HONEST <= pid < HONEST + len(self.cases) else None
         kind = msg.metadata.message_type
@@ -113,11 +112,15 @@ class HostileGrid(LocalGrid):
             return Message(content, reply_to=msg)
         hostile = TRAIN_CASES.get(case) if kind == "train" else EVAL_CASES.get(case) if kind == "evaluate" else None
         if hostile is None:
+            reply = super().handle(msg)
             if kind == "train":
                 self.honest_train[pid] = reply.content
             return reply
         self.tampered.append(case)
-        return Message(hostile(reply.content), reply_to=msg)
+        # Train: built from partition 0's honest reply (sent first: replies go in partition
+        # order), so hostile nodes need not train.
+        honest = self.honest_train[0] if kind == "train" else super().handle(msg).content
+        return Message(hostile(honest), reply_to=msg)
 
 
 @pytest.fixture(scope="module")
