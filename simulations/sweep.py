@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from simulations.config import ConfigError, defaults, resolve
+from simulations.config import RENAMED, ConfigError, defaults, resolve
 from simulations.report import ReportError, report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
@@ -64,7 +64,7 @@ def load_sweep(path: Path) -> tuple[dict, dict]:
 
 def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
     """All combinations as (run config, federation config, run name), validated."""
-    known = set(defaults()) | set(FEDERATION_KEYS)
+    known = set(defaults()) | set(FEDERATION_KEYS) | set(RENAMED)  # a renamed key: resolve names the new one
     unknown = sorted((set(base) | set(grid)) - known)
     if unknown:
         raise SweepError(f"unknown key(s) {unknown}: use run-config keys or {list(FEDERATION_KEYS)}")
@@ -96,7 +96,7 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
 
     seen = set()
     for cfg, fed, name in runs:
-        key = (cfg["dataset"], cfg["data-root"], cfg["partitioner"], cfg["alpha"],
+        key = (cfg["dataset"], cfg["data-root"], cfg["partitioner"], cfg["dirichlet-alpha"],
                cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"])
         if key in seen:
             continue
