@@ -12,7 +12,8 @@ code, which is 0 even for a failed run. ``--local`` runs each run in-process ins
 (``simulations/local.py``: no Ray, no SuperLink), ``--jobs N`` of them at a time. A
 failed run is reported and the others go on. Results: ``<out-dir>/<run-name>/`` per
 run and ``<out-dir>/results.csv`` + ``results.png`` for the whole sweep (see
-``simulations/results.py``).
+``simulations/results.py``), then the comparison ``summary.csv``, ``paired.csv`` and
+``report.md`` (``simulations/report.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from simulations.config import RENAMED, ConfigError, defaults, resolve
+from simulations.report import ReportError, report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
@@ -178,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     if not frame.empty:
         print(summary(frame, ["run-name", *grid]).to_string(index=False))
     print(f"results: {out / 'results.csv'}")
+    if not frame.empty:
+        try:
+            print(f"report: {report(out)['report']}")
+        except ReportError as err:
+            print(f"no report: {err}", file=sys.stderr)
     if failed:
         print(f"error: {len(failed)} run(s) failed: {failed}", file=sys.stderr)
         return 1
