@@ -208,7 +208,7 @@ def plain_loop(overrides: dict, num_clients: int, rounds: int) -> dict:
         t0 = time.perf_counter()
         cfg = resolve(overrides)
         seed_everything(int(cfg["seed"]))
-        bundle = datasets.load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+        bundle = datasets.load_for(cfg)
         method = METHODS[cfg["method"]]
         strategy = method.strategy(cfg, test_data=bundle)
         arrays = strategy.initial_arrays()
