@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Literal
@@ -44,16 +45,19 @@ def _bound(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def allowed(field: FieldInfo) -> str:
-    """What a value must be, in words: 'an integer >= 1', 'in [0, 1]', 'weights or statistics'."""
-    kind = field.annotation
+def _describe(kind, metadata) -> str:
+    if typing.get_origin(kind) is Annotated:
+        kind, *extra = typing.get_args(kind)
+        metadata = [*metadata, *extra]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(k, metadata) for k in typing.get_args(kind))
     if typing.get_origin(kind) is Literal:
         choices = [str(c) for c in typing.get_args(kind)]
         return " or ".join(choices) if len(choices) <= 2 else "one of " + ", ".join(choices)
     if kind is bool:
         return "true or false"
-    bounds = {type(m): getattr(m, type(m).__name__.lower()) for m in field.metadata
-              if isinstance(m, (at.Ge, at.Gt, at.Le, at.Lt))}
+    flat = [m for item in metadata for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
+    bounds = {type(m): getattr(m, type(m).__name__.lower()) for m in flat if isinstance(m, (at.Ge, at.Gt, at.Le, at.Lt))}
     low = f"[{_bound(bounds[at.Ge])}" if at.Ge in bounds else f"({_bound(bounds[at.Gt])}" if at.Gt in bounds else None
     high = f"{_bound(bounds[at.Le])}]" if at.Le in bounds else f"{_bound(bounds[at.Lt])})" if at.Lt in bounds else None
     if low and high:
@@ -68,9 +72,14 @@ def allowed(field: FieldInfo) -> str:
         return f"an integer {rng}".strip()
     if kind is float:
         return rng or "a number"
-    if any(isinstance(m, at.MinLen) and m.min_length > 0 for m in field.metadata):
+    if any(isinstance(m, at.MinLen) and m.min_length > 0 for m in flat):
         return "a non-empty string"
     return "a string"
+
+
+def allowed(field: FieldInfo) -> str:
+    """What a value must be, in words: 'an integer >= 1', 'in [0, 1]', 'weights or statistics'."""
+    return _describe(field.annotation, field.metadata)
 
 
 def parse(group: type[Keys], cfg: dict, error: type[Exception]) -> dict:
@@ -85,7 +94,7 @@ def parse(group: type[Keys], cfg: dict, error: type[Exception]) -> dict:
             raise error(first["msg"].removeprefix("Value error, ")) from None
         value = cfg.get(key)
         got = repr(value) if isinstance(value, str) else value
-        wrong_type = first["type"] in ("float_type", "finite_number")
+        wrong_type = field.annotation is float and first["type"] in ("float_type", "finite_number")
         raise error(f"{key} must be {'a number' if wrong_type else allowed(field)}, got {got}") from None
 
 
