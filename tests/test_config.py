@@ -101,6 +101,23 @@ def test_sync_renames_updates_and_appends_keys_in_pyproject():
     assert out == '[tool.flwr.app.config]\n# kept\nnew-name = 0.5\n# demo\nsteps = 3\n\n[tool.other]\nold-name = 1\n'
 
 
+def test_allowed_values_are_described_from_the_declaration():
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    from simulations.keys import Int, Keys, allowed, parse
+
+    class Demo(Keys):
+        mix: Annotated[float, Field(ge=0)] | Literal["auto"] = Field("auto", description="x")
+        steps: Int = Field(3, ge=1, le=9, description="y")
+
+    assert [allowed(f) for f in fields(Demo).values()] == [">= 0 or auto", "an integer in [1, 9]"]
+    assert parse(Demo, {"mix": 0.5, "steps": 2.0}, ConfigError) == {"mix": 0.5, "steps": 2}
+    with pytest.raises(ConfigError, match=r"^mix must be >= 0 or auto, got 'often'$"):
+        parse(Demo, {"mix": "often"}, ConfigError)
+
+
 def test_every_group_has_help_for_every_key():
     for group in key_groups().values():
         assert all(f.description for f in fields(group).values()), group.__name__
