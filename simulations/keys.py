@@ -3,8 +3,9 @@
 A group of keys is a ``Keys`` subclass; a field ``ridge_gamma`` is the key
 ``ridge-gamma``. The shared groups live in ``simulations/config.py``, a method's own group
 next to its strategy (the strategy's ``keys`` attribute). From the declarations come the
-checks (``parse``: one-line errors), the tables of docs/config.md (``python -m
-simulations.keys`` rewrites them) and the test that pyproject.toml's defaults agree.
+checks (``parse``: one-line errors), the tables of docs/config.md and the defaults in
+pyproject.toml, which Flower reads (``python -m simulations.keys`` syncs both; a test
+fails while they disagree).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _describe(kind, metadata) -> str:
     if kind is bool:
         return "true or false"
     flat = [m for item in metadata for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
-    bounds = {type(m): getattr(m, type(m).__name__.lower()) for m in flat if isinstance(m, (at.Ge, at.Gt, at.Le, at.Lt))}
+    bounds = {type(m): getattr(m, type(m).__name__.lower())
+              for m in flat if isinstance(m, (at.Ge, at.Gt, at.Le, at.Lt))}
     low = f"[{_bound(bounds[at.Ge])}" if at.Ge in bounds else f"({_bound(bounds[at.Gt])}" if at.Gt in bounds else None
     high = f"{_bound(bounds[at.Le])}]" if at.Le in bounds else f"{_bound(bounds[at.Lt])})" if at.Lt in bounds else None
     if low and high:
@@ -115,13 +117,16 @@ def table(group: type[Keys]) -> str:
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "config.md"
 MARK = re.compile(r"(<!-- keys: (\S+) -->\n).*?(<!-- end keys -->)", re.S)
+RENAMES = re.compile(r"(<!-- renamed -->).*?(<!-- end renamed -->)", re.S)
 SECTION = re.compile(r"(^\[tool\.flwr\.app\.config\]\n)(.*?)(?=^\[|\Z)", re.S | re.M)
 
 
-def render(text: str, groups: dict[str, type[Keys]]) -> str:
-    """``text`` with each ``<!-- keys: NAME -->`` ... ``<!-- end keys -->`` block regenerated;
-    a group without a block gets a new section at the end."""
+def render(text: str, groups: dict[str, type[Keys]], renamed: dict[str, str] | None = None) -> str:
+    """``text`` with each ``<!-- keys: NAME -->`` ... ``<!-- end keys -->`` block regenerated
+    (and the ``<!-- renamed -->`` list); a group without a block gets a new section at the end."""
     text = MARK.sub(lambda m: m[1] + table(groups[m[2]]) + "\n" + m[3], text)
+    listed = ", ".join(f"`{old}` -> `{new}`" for old, new in (renamed or {}).items()) or "none"
+    text = RENAMES.sub(lambda m: m[1] + listed + m[2], text)
     for name, group in groups.items():
         if f"<!-- keys: {name} -->" not in text:
             text += f"\n## {name}\n\n<!-- keys: {name} -->\n{table(group)}\n<!-- end keys -->\n"
@@ -172,7 +177,8 @@ def main(pyproject: Path | None = None, docs: Path = DOCS) -> int:
         print(f"pyproject.toml keys {stray} are declared nowhere: declare them first (see docs/config.md)",
               file=sys.stderr)
         return 1
-    for path, new in ((pyproject, render_pyproject(text, groups, RENAMED)), (docs, render(docs.read_text(), groups))):
+    for path, new in ((pyproject, render_pyproject(text, groups, RENAMED)),
+                      (docs, render(docs.read_text(), groups, RENAMED))):
         changed = new != path.read_text()
         path.write_text(new)
         print(f"{path.name}: {'rewritten' if changed else 'up to date'}", file=sys.stderr)

@@ -82,7 +82,8 @@ def test_pyproject_defaults_match_the_declarations():
 
 def test_config_page_is_generated_from_the_declarations():
     text = DOCS.read_text()
-    assert render(text, key_groups()) == text, "docs/config.md is stale: run python -m simulations.keys"
+    assert render(text, key_groups(), RENAMED) == text, "docs/config.md is stale: run python -m simulations.keys"
+    assert "<!-- renamed -->" in text
     for name in key_groups():
         assert f"<!-- keys: {name} -->" in text, f"docs/config.md has no table for {name}"
 
