@@ -8,7 +8,8 @@ A *group* is one setting of every config key that varies across the runs, except
 
 - ``DIR/summary.csv``: one row per group: ``n`` (seeds) and ``<metric>-mean``,
   ``-std`` (ddof 1), ``-ci95`` (half-width of the 95% t-interval, ``t(0.975, n-1) *
-  std / sqrt(n)``) at the final round; for domain runs (``source-accuracy`` present)
+  std / sqrt(n)``) at the final round (a metric reported at some rounds only, like an
+  attack's, at its last report); for domain runs (``source-accuracy`` present)
   also ``<metric>-at-selected-*``, at each run's round with the best source-validation
   accuracy (rounds >= 1, ties: the earlier round).
 - ``DIR/paired.csv``: each group against the baseline method's group with the same
@@ -55,6 +56,12 @@ def interval(values) -> tuple[int, float, float, float]:
     return n, float(x.mean()), std, float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
 
 
+def headline(metrics: list[str]) -> list[str]:
+    """The metrics report.md shows: HEADLINE's and attack PSNRs (all are in the CSVs)."""
+    shown = [m for m in HEADLINE if m in metrics] + [m for m in metrics if m.endswith("-psnr")]
+    return shown or metrics[:4]
+
+
 def lower_is_better(metric: str) -> bool:
     return any(word in metric for word in LOWER_IS_BETTER)
 
@@ -93,9 +100,14 @@ def shared_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
             and len({tuple(sorted(map(str, v.unique()))) for _, v in methods[k]}) == 1]
 
 
-def final_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Each complete run's last row; the names of the runs that stopped early."""
-    last = frame.sort_values("round").groupby("run-name", sort=False).tail(1)
+def final_rows(frame: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Each complete run's last row, with each metric's last reported value (a metric
+    reported at some rounds only, like an attack's, keeps its value); the names of the
+    runs that stopped early."""
+    ordered = frame.sort_values("round", kind="stable")
+    values = ordered.groupby("run-name", sort=False)[metrics].last()
+    last = ordered.groupby("run-name", sort=False).tail(1).drop(columns=metrics)
+    last = last.merge(values, left_on="run-name", right_index=True)
     if "num-server-rounds" in last:
         done = last["round"] >= last["num-server-rounds"]
     else:
@@ -196,11 +208,9 @@ def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metri
     for ax, m in zip(axes[0], metrics):
         for values, runs in rows.groupby(keys, sort=True, dropna=False):
             per_round = runs.dropna(subset=[m]).groupby("round")[m]
-            curve = per_round.apply(lambda v: pd.Series(interval(v)[1:], index=["mean", "std", "ci"])).unstack()
-            line, = ax.plot(curve.index, curve["mean"], marker="o", ms=3,
-                            label=_label(dict(zip(keys, values if isinstance(values, tuple) else (values,))), keys))
-            ax.fill_between(curve.index, curve["mean"] - curve["ci"].fillna(0), curve["mean"] + curve["ci"].fillna(0),
-                            color=line.get_color(), alpha=0.2)
+            mean, ci = per_round.mean(), per_round.agg(lambda v: interval(v)[3]).fillna(0)
+            line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=_label(dict(zip(keys, values)), keys))
+            ax.fill_between(mean.index, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
         ax.set(xlabel="round", title=m)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -237,7 +247,7 @@ def plot_final(summary: pd.DataFrame, keys: list[str], metrics: list[str], path:
 
 def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, keys: list[str], metrics: list[str],
              incomplete: list[str], baseline: str | None, plots: list[str]) -> str:
-    shown = [m for m in HEADLINE if f"{m}-mean" in summary] or metrics[:4]
+    shown = [m for m in headline(metrics) if f"{m}-mean" in summary]
     lines = ["# Sweep report", "",
              f"Groups: one per setting of {', '.join(f'`{k}`' for k in keys)}; `n` = seeds (same seed = same "
              "partitions). Cells: mean ± half-width of the 95% t-interval over the seeds (std and all metrics "
@@ -272,7 +282,7 @@ def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
     out = Path(out)
     frame, config_cols, metrics = load(out)
     keys = group_keys(frame, config_cols)
-    final, incomplete = final_rows(frame)
+    final, incomplete = final_rows(frame, metrics)
     if final.empty:
         raise ReportError(f"{out}: no run reached its last round ({len(incomplete)} incomplete)")
     methods = set(final["method"].astype(str))
@@ -287,7 +297,7 @@ def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
     paths = {"summary": out / "summary.csv", "paired": out / "paired.csv", "report": out / "report.md"}
     summary.to_csv(paths["summary"], index=False)
     pairs.to_csv(paths["paired"], index=False)
-    plotted = [m for m in HEADLINE if m in metrics] or metrics[:4]
+    plotted = headline(metrics)
     plots = [p.name for p, ok in ((out / "report-curves.png", plot_curves(frame, final, keys, plotted,
                                                                            out / "report-curves.png")),
                                   (out / "report-final.png", plot_final(summary, keys, plotted,

@@ -34,7 +34,7 @@ import yaml
 from tqdm import tqdm
 
 from simulations.config import ConfigError, defaults, resolve
-from simulations.report import ReportError, report
+from simulations.report import report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
@@ -230,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     if not frame.empty:
         try:
             print(f"report: {report(out)['report']}")
-        except ReportError as err:
-            print(f"no report: {err}", file=sys.stderr)
+        except Exception as err:  # the runs' results stay; the report can be rerun on them
+            print(f"no report ({type(err).__name__}: {err}): rerun python -m simulations.report {out}",
+                  file=sys.stderr)
     if failed:
         print(f"error: {len(failed)} run(s) failed: {failed}", file=sys.stderr)
         return 1
