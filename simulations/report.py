@@ -93,6 +93,13 @@ def group_keys(frame: pd.DataFrame, config_cols: list[str]) -> list[str]:
     return ["method", *[c for c in varying if c != "method"]]
 
 
+def splitting_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """``method`` and the keys that split some method into several groups; a key with one
+    value per method (a method's own setting, FedHiP's single round) adds no group and is
+    left out of report.md's tables and labels (it is in summary.csv)."""
+    return ["method", *[k for k in keys if k != "method" and (runs.groupby("method")[k].nunique(dropna=False) > 1).any()]]
+
+
 def shared_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
     """Group keys (other than method) that every method is run with the same values of."""
     methods = runs.groupby("method")
@@ -250,8 +257,8 @@ def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, keys: list[str], metric
     shown = [m for m in headline(metrics) if f"{m}-mean" in summary]
     lines = ["# Sweep report", "",
              f"Groups: one per setting of {', '.join(f'`{k}`' for k in keys)}; `n` = seeds (same seed = same "
-             "partitions). Cells: mean ± half-width of the 95% t-interval over the seeds (std and all metrics "
-             "in `summary.csv`).", ""]
+             "partitions). Cells: mean ± half-width of the 95% t-interval over the seeds (std, all metrics and "
+             "the keys each method sets one value of are in `summary.csv`).", ""]
     table = summary[keys + ["n"]].copy()
     for m in shown:
         table[m] = [_fmt(a, b) for a, b in zip(summary[f"{m}-mean"], summary[f"{m}-ci95"])]
@@ -298,11 +305,12 @@ def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
     summary.to_csv(paths["summary"], index=False)
     pairs.to_csv(paths["paired"], index=False)
     plotted = headline(metrics)
-    plots = [p.name for p, ok in ((out / "report-curves.png", plot_curves(frame, final, keys, plotted,
+    shown = splitting_keys(final, keys)  # the same groups, fewer columns
+    plots = [p.name for p, ok in ((out / "report-curves.png", plot_curves(frame, final, shown, plotted,
                                                                            out / "report-curves.png")),
-                                  (out / "report-final.png", plot_final(summary, keys, plotted,
+                                  (out / "report-final.png", plot_final(summary, shown, plotted,
                                                                         out / "report-final.png"))) if ok]
-    paths["report"].write_text(markdown(summary, pairs, keys, metrics, incomplete, baseline, plots))
+    paths["report"].write_text(markdown(summary, pairs, shown, metrics, incomplete, baseline, plots))
     return paths
 
 
