@@ -1,7 +1,8 @@
 """Compare a sweep's runs with uncertainty: ``python -m simulations.report DIR [--baseline METHOD]``.
 
 Reads ``DIR/results.csv`` (every run's rows: config keys, ``round``, metrics; written by
-``simulations/sweep.py``) and a run's ``config.json`` to tell config keys from metrics.
+``simulations/sweep.py``; for a sweep stopped before its end, the runs' ``metrics.csv``)
+and a run's ``config.json`` to tell config keys from metrics.
 A *group* is one setting of every config key that varies across the runs, except
 ``seed`` (and ``run-name``); ``method`` is always a group key. Only runs that reached
 ``num-server-rounds`` count; the others are listed as incomplete. Writes:
@@ -69,9 +70,13 @@ def lower_is_better(metric: str) -> bool:
 def load(out: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
     """results.csv, its config columns and its metric columns (numeric, not all empty)."""
     csv = out / "results.csv"
-    if not csv.exists():
-        raise ReportError(f"{csv} not found: pass the out-dir of a finished sweep")
-    frame = pd.read_csv(csv)
+    if csv.exists():
+        frame = pd.read_csv(csv)
+    else:  # a sweep that was stopped: its runs' rows so far
+        runs = sorted(out.glob("*/metrics.csv"))
+        if not runs:
+            raise ReportError(f"{csv} not found, nor any {out}/<run>/metrics.csv: pass a sweep's out-dir")
+        frame = pd.concat([pd.read_csv(p) for p in runs], ignore_index=True)
     if frame.empty or not {"run-name", "round", "method"} <= set(frame.columns):
         raise ReportError(f"{csv} has no run rows (columns run-name, round, method)")
     config = next((json.loads(p.read_text()) for name in frame["run-name"].unique()
