@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from simulations.config import ConfigError, defaults, resolve
+from simulations.config import RENAMED, ConfigError, defaults, resolve
 from simulations.report import report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
@@ -108,8 +108,7 @@ def points(grid: dict, own: dict) -> list[dict]:
 
 def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, dict, str]]:
     """All combinations as (run config, federation config, run name), validated."""
-    own = own or {}
-    known = set(defaults()) | set(FEDERATION_KEYS)
+    known = set(defaults()) | set(FEDERATION_KEYS) | set(RENAMED)  # a renamed key: resolve names the new one
     unknown = sorted((set(base) | set(grid) | {k for keys in own.values() for k in keys}) - known)
     if unknown:
         raise SweepError(f"unknown key(s) {unknown}: use run-config keys or {list(FEDERATION_KEYS)}")
@@ -117,7 +116,8 @@ def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, 
     for point in points(grid, own):
         combo = {**base, **point}
         fed = {**FEDERATION_DEFAULTS, **{k: combo.pop(k) for k in FEDERATION_KEYS if k in combo}}
-        name = "_".join(f"{k}-{v}" for k, v in point.items()) or "run"
+        fixed = {k for k, v in own.get(point.get("method"), {}).items() if len(v) == 1}  # not in the name
+        name = "_".join(f"{k}-{v}" for k, v in point.items() if k not in fixed) or "run"
         name = re.sub(r"[^A-Za-z0-9._=-]+", "-", name)
         if name in names:
             raise SweepError(f"grid gives two runs named '{name}': remove duplicate values")
@@ -140,7 +140,7 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
 
     seen = set()
     for cfg, fed, name in runs:
-        key = (cfg["dataset"], cfg["data-root"], cfg["partitioner"], cfg["alpha"],
+        key = (cfg["dataset"], cfg["data-root"], cfg["partitioner"], cfg["dirichlet-alpha"],
                cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"])
         if key in seen:
             continue
