@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from models.generator import Generator, load_checkpoint, save_checkpoint
+from simulations.progress import LogProgress
 
 LABEL_SPACES = {"mnist": "digits", "digits": "digits", "fashion-mnist": "fashion"}
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -144,20 +144,20 @@ def restat(gen: Generator, batches: int = 50, batch_size: int = 64) -> None:
 
 
 def train_gan(dataset: str, steps: int = 2000, seed: int = 0, batch_size: int = 64, data_root: str = "",
-              log_every: float = 10.0, gen_kwargs: dict | None = None, log=None) -> tuple[Generator, dict]:
+              log_every: int = 500, gen_kwargs: dict | None = None) -> tuple[Generator, dict]:
     """Train the conditional GAN on ``dataset`` (see module doc); returns (EMA generator, meta).
 
     Deterministic for a given ``seed`` (one torch thread on CPU): every random draw comes
     from the global RNGs seeded here, inside ``fork_rng`` so the caller's RNG state is left
-    as it was. Progress goes to ``log`` about every ``log_every`` seconds (0: silent).
+    as it was. Progress goes to the run's log about every 10 s (``LogProgress``); the CLI
+    also prints the losses every ``log_every`` steps (0: not).
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs, log)
+        return _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs)
 
 
-def _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs, log):
-    log = log or functools.partial(print, flush=True)
+def _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs):
     images, labels, num_classes = prior_images(dataset, data_root)
     gen = Generator(num_classes=num_classes, image_size=images.shape[-1], channels=images.shape[1],
                     **(gen_kwargs or {}))
@@ -165,7 +165,8 @@ def _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs, l
     ema = copy.deepcopy(gen).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.0, 0.9))
-    t0 = last = time.perf_counter()
+    t0 = time.perf_counter()
+    progress = LogProgress(f"gan prior on {dataset}", steps, "step")  # the run's log, every ~10 s
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(images), (batch_size,))
         real, y = images[idx], labels[idx]
@@ -183,15 +184,13 @@ def _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs, l
             decay = min(0.999, (1 + step) / (10 + step))
             for pe, pg in zip(ema.parameters(), gen.parameters()):
                 pe.lerp_(pg, 1 - decay)
-        now = time.perf_counter()
-        if log_every and (now - last >= log_every or step == steps):
-            last = now
-            eta = (now - t0) / step * (steps - step)
-            log(f"[gan {dataset}] step {step}/{steps} d={d_loss.item():.3f} g={g_loss.item():.3f} "
-                f"({now - t0:.0f}s, ~{eta:.0f}s left)")
+        progress.tick()
+        if log_every and (step % log_every == 0 or step == steps):
+            print(f"[gan {dataset}] step {step}/{steps} d={d_loss.item():.3f} g={g_loss.item():.3f} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
     restat(ema)
-    meta = {"dataset": dataset, "steps": steps, "seed": seed, "train-images": len(images)}  # no timings:
-    # the same seed gives a byte-identical checkpoint
+    meta = {"dataset": dataset, "steps": steps, "seed": seed, "train-images": len(images)}  # no timings,
+    # so the same seed gives the same checkpoint
     return ema, meta
 
 
@@ -200,11 +199,11 @@ def checkpoint_path(out_dir: str | Path, dataset: str, steps: int, seed: int) ->
 
 
 def ensure_prior(dataset: str, out_dir: str | Path, steps: int = 2000, seed: int = 0, data_root: str = "",
-                 log_every: float = 10.0, log=None) -> Path:
+                 log_every: int = 500) -> Path:
     """The cached checkpoint for (dataset, steps, seed) under ``out-dir/gan``; trained if missing."""
     path = checkpoint_path(out_dir, dataset, steps, seed)
     if not path.exists():
-        gen, meta = train_gan(dataset, steps, seed, data_root=data_root, log_every=log_every, log=log)
+        gen, meta = train_gan(dataset, steps, seed, data_root=data_root, log_every=log_every)
         save_checkpoint(path, gen, label_space(dataset), class_names(dataset, gen.num_classes), meta)
     return path
 
