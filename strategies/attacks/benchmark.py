@@ -120,7 +120,7 @@ def summarize(frame: pd.DataFrame) -> str:
                 else f"{r[metric]:{fmt}}"), axis=1)
             table = block.assign(cell=cell).pivot_table(index="method", columns="budget", values="cell",
                                                         aggfunc="first", sort=False)
-            table = table.dropna(how="all")
+            table = table.replace("", float("nan")).dropna(how="all").fillna("")
             table.index.name = "attack \\ budget"
             out.append(f"### {metric} (mean ± 95% t-interval half-width)\n\n{markdown(table)}\n")
     return "\n".join(out)
