@@ -22,4 +22,4 @@ wait
 mkdir -p "$out/rounds/gan" && cp "$ckpt" "$out/rounds/gan/"   # the sweep's runs find the prior there
 nice -n 5 "$py" -m simulations.sweep simulations/configs/gifd_rounds.yaml --local --out-dir "$out/rounds"
 "$py" -m strategies.attacks.rounds "$out/rounds" | tee "$out/rounds.md"
-PYTHON="$py" nice -n 5 scripts/compare_breaching.sh --budgets 100 --out-dir "$out/breaching"
+PYTHON="$py" nice -n 5 scripts/compare_breaching.sh --budgets 100,200 --out-dir "$out/breaching"

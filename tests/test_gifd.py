@@ -427,3 +427,14 @@ def test_dlg_idlg_and_cma_ggl_spend_exactly_the_budget(mnist, tmp_path):
     assert a.steps == 60 and a.info["generations"] == 3  # 25 + 25 + 10 candidates
     assert a.grad_loss == b.grad_loss and torch.equal(a.images, b.images)  # seeded
     assert a.grad_loss == min(a.info["trace"])
+
+
+def test_rounds_summary_per_round_and_attack():
+    from strategies.attacks.rounds import table
+
+    frame = pd.DataFrame({"round": [1, 1, 5, 5], "attack": ["gifd"] * 4, "psnr": [20.0, 22.0, 12.0, 12.0],
+                          "ssim": [0.8, 0.9, 0.3, 0.3], "label-accuracy": [1.0, 1.0, 1.0, 0.0],
+                          "update-norm": [4.0, 2.0, 0.5, 0.5]})
+    lines = table(frame).splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| 1 | gifd | 2 | 21.00 ± 12.71 |")  # t(0.975, 1) = 12.71
+    assert "| 3 |" in lines[2] and lines[3].startswith("| 5 | gifd | 2 | 12.00 ± 0.00 | 0.300 ± 0.000 | 0.50 ±")

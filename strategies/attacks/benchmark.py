@@ -67,7 +67,7 @@ def markdown(table: pd.DataFrame, fmt: str | None = None) -> str:
     cols = [str(c) for c in table.columns]
     lines = ["| " + " | ".join([table.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for idx, row in table.iterrows():
-        cells = [v if isinstance(v, str) else (format(v, fmt) if pd.notna(v) else "") for v in row]
+        cells = [v if isinstance(v, str) else ("" if pd.isna(v) else format(v, fmt) if fmt else str(v)) for v in row]
         lines.append("| " + " | ".join([str(idx)] + cells) + " |")
     return "\n".join(lines)
 
