@@ -33,9 +33,15 @@ def defaults() -> dict:
         return dict(tomllib.load(f)["tool"]["flwr"]["app"]["config"])
 
 
+RENAMED = {"alpha-personal": "fedhip-alpha"}  # old key -> new key (the old one is refused)
+
+
 def resolve(overrides: dict) -> dict:
     """Defaults updated with ``overrides``; unknown keys are an error."""
     base = defaults()
+    for old in sorted(set(overrides) & set(RENAMED)):
+        raise ConfigError(f"'{old}' was renamed: pass {RENAMED[old]} (note: fedhip-alpha weights the LOCAL side, "
+                          "0 = global)" if old == "alpha-personal" else f"'{old}' was renamed: pass {RENAMED[old]}")
     unknown = sorted(set(overrides) - set(base))
     if unknown:
         raise ConfigError(f"unknown run-config key(s) {unknown}: see docs/config.md")

@@ -57,7 +57,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from clients.fedhip import (DTYPE, FEATURE_KEYS, GLOBAL, STATS, accuracy, cached_features, degenerate, extractor,
+from clients.fedhip import (DTYPE, GLOBAL, STATS, accuracy, cached_features, degenerate, extractor, feature_key,
                             ridge_solve, triu_size, unpack_triu)
 
 from .base import BaseStrategy, record_bytes
@@ -118,14 +118,31 @@ class FedHiPStrategy(BaseStrategy):
         check(cfg["ridge-gamma"] >= 0, f"ridge-gamma must be >= 0, got {cfg['ridge-gamma']}")
         check(cfg["personal-fusion"] in ("weights", "statistics"),
               f"personal-fusion must be weights or statistics, got {cfg['personal-fusion']!r}")
-        check(0 <= cfg["alpha-personal"] <= 1, f"alpha-personal must be in [0, 1], got {cfg['alpha-personal']}")
-        for key, low in (("buffer-size", 0), ("backbone-size", 16)):
+        alpha = cfg["fedhip-alpha"]
+        if isinstance(alpha, str) and alpha != "auto":
+            try:
+                alpha = float(alpha)
+            except ValueError:
+                alpha = None
+            cfg["fedhip-alpha"] = alpha
+        check(alpha == "auto" or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha >= 0),
+              f"fedhip-alpha must be auto or a number >= 0 (the local side's weight; inf = local only), "
+              f"got {cfg['fedhip-alpha']!r}")
+        try:
+            grid = [float(a) for a in str(cfg["fedhip-alpha-grid"]).split(",")]
+        except ValueError:
+            grid = []
+        check(bool(grid) and all(a >= 0 for a in grid),
+              f"fedhip-alpha-grid must be comma-separated numbers >= 0, got {cfg['fedhip-alpha-grid']!r}")
+        check(0 < cfg["fedhip-val-fraction"] < 1,
+              f"fedhip-val-fraction must be in (0, 1), got {cfg['fedhip-val-fraction']}")
+        for key, low in (("buffer-size", 0), ("backbone-size", 16), ("backbone-layer", -1)):
             check(int(cfg[key]) == cfg[key] and cfg[key] >= low, f"{key} must be an integer >= {low}, got {cfg[key]}")
         cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)
 
     # ---- what is sent and expected ---------------------------------------------------
     def feature_dim(self) -> int:
-        return extractor(tuple(self.cfg[k] for k in FEATURE_KEYS)).dim
+        return extractor(feature_key(self.cfg)).dim
 
     def initial_arrays(self) -> ArrayRecord:
         """A zero classifier (d x C): there is nothing to send before the one round."""
@@ -157,9 +174,11 @@ class FedHiPStrategy(BaseStrategy):
     # ---- personalization (evaluate) -----------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Base's messages (global model), plus the global sums for statistics-fusion."""
+        """Base's messages (global model), plus the global sums where personalization needs
+        them (``statistics`` form, or α chosen on validation)."""
         msgs = list(super().configure_evaluate(server_round, arrays, config, grid))
-        if self.global_stats is not None and self.cfg["personal-fusion"] == "statistics":
+        needs_sums = self.cfg["personal-fusion"] == "statistics" or self.cfg["fedhip-alpha"] == "auto"
+        if self.global_stats is not None and needs_sums:
             for msg in msgs:
                 msg.content[GLOBAL] = self.global_stats
         self.row["downlink-bytes"] = self.row.get("downlink-bytes", 0) + sum(record_bytes(m.content) for m in msgs)
@@ -169,11 +188,19 @@ class FedHiPStrategy(BaseStrategy):
         """Personalized accuracy (base) and, for contrast, the global model's local accuracy."""
         replies = list(replies)
         out = super().aggregate_evaluate(server_round, replies)
-        local = [m.content.metric_records["metrics"].get("global-accuracy") for m in replies if not m.has_error()]
-        local = [v for v in local if v is not None]
-        if out is not None and local:
-            out["global-model-local-accuracy"] = float(np.mean(local))
-            self.row["global-model-local-accuracy"] = out["global-model-local-accuracy"]
+        if out is None:
+            return out
+        names = {"global-accuracy": "global-model-local-accuracy", "local-accuracy": "local-model-accuracy",
+                 "fedhip-alpha": "fedhip-alpha-mean"}
+        for form in ("statistics", "weights"):
+            names.update({f"accuracy-{form}": f"personalized-accuracy-{form}", f"val-accuracy-{form}":
+                          f"val-accuracy-{form}", f"alpha-{form}": f"alpha-{form}-mean"})
+        for key, name in names.items():
+            values = [m.content.metric_records["metrics"].get(key) for m in replies if not m.has_error()]
+            values = [float(v) for v in values if v is not None and np.isfinite(v)]
+            if values:
+                out[name] = float(np.mean(values))
+                self.row[name] = out[name]
         return out
 
     def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -186,7 +213,7 @@ class FedHiPStrategy(BaseStrategy):
     def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
         """The global model as ``x -> logits`` (for the shift and domain suites)."""
         W = torch.from_numpy(arrays["weight"].numpy())
-        fe = extractor(tuple(self.cfg[k] for k in FEATURE_KEYS))
+        fe = extractor(feature_key(self.cfg))
         return AnalyticClassifier(fe, W, self.test_data.mean, self.test_data.std).eval()
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 1, timeout: float = 3600,
