@@ -515,7 +515,8 @@ def bench_fedhip_cost(args) -> dict:
         f"{res['fedhip-accuracy']:.3f} global in {hip['cpu']:.1f} CPU s, {hip['bytes'] / 1e6:.1f} MB; fedavg "
         f"fine-tune ({rounds} rounds) {res['fedavg-personalized-accuracy']:.3f} / {float(a['accuracy']):.3f} in "
         f"{avg['cpu']:.1f} CPU s, {avg['bytes'] / 1e6:.1f} MB: compute {-100 * res['compute-reduction']:+.0f}%, "
-        f"communication {-100 * res['communication-reduction']:+.0f}% ({load()})")
+        f"communication {-100 * res['communication-reduction']:+.0f}%; Gram {g['gram-gflops']:.1f} vs GEMM "
+        f"{g['gemm-gflops']:.1f} GFLOP/s ({load()})")
     return res
 
 
