@@ -1,5 +1,11 @@
 """FedHiP's feature choices, measured on validation data: ``python -m simulations.fedhip_study``.
 
+``--paired DIR`` instead reads a sweep's ``results.csv`` and compares, within each fedhip
+run (same clients, same seed), the personalized accuracy with the closed-form baselines
+the run also reports (local-only ridge, global ridge) and the two personalization forms
+(on validation and on the local tests): per dataset and Dirichlet alpha, the mean
+paired difference with its 95% t-interval and wins / n; written to ``DIR/fedhip_paired.md``.
+
 For each dataset, input size (``backbone-size``) and feature layer (``backbone-layer``: the
 pooled final features, or a pooled earlier stage), a centralized ridge classifier is fit
 on a random 80% of a subsample of the TRAINING pool and scored on the other 20%, for each
@@ -33,6 +39,68 @@ def features_all_layers(net, adapter, x, mean, std, layers: list[int]) -> dict[i
     return out
 
 
+PAIRS = (  # (name, metric, minus metric)
+    ("personalized - local-only ridge", "personalized-accuracy", "local-model-accuracy"),
+    ("personalized - global ridge", "personalized-accuracy", "global-model-local-accuracy"),
+    ("statistics - weights, validation", "val-accuracy-statistics", "val-accuracy-weights"),
+    ("statistics - weights, local test", "personalized-accuracy-statistics", "personalized-accuracy-weights"),
+)
+
+
+def paired(out: Path) -> str:
+    """Markdown table of the within-run paired differences of a sweep's fedhip runs."""
+    from scipy import stats
+
+    frame = pd.read_csv(out / "results.csv")
+    alpha = "dirichlet-alpha" if "dirichlet-alpha" in frame else "alpha"
+    runs = frame[(frame["method"] == "fedhip") & (frame["round"] >= 1)]
+    lines = ["| dataset | Dirichlet | comparison | n | mean difference | 95% interval | wins / n |", "|---|---|---|---|---|---|---|"]
+    for (dataset, a), rows in runs.groupby(["dataset", alpha]):
+        for name, m, base in PAIRS:
+            if m not in rows or base not in rows:
+                continue
+            diff = (rows[m] - rows[base]).dropna().to_numpy(float)
+            n = len(diff)
+            half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+            lines.append(f"| {dataset} | {a} | {name} | {n} | {diff.mean():+.4f} | "
+                         f"[{diff.mean() - half:+.4f}, {diff.mean() + half:+.4f}] | {int((diff > 0).sum())} / {n} |")
+    text = "\n".join(lines) + "\n"
+    (out / "fedhip_paired.md").write_text(text)
+    return text
+
+
+def lr_probe(datasets: list[str], lrs: list[float], epochs: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Validation accuracy of the linear head (``model=linear:...``, SGD momentum 0.9, batch
+    32, as the FedAvg/FedProx clients train it) fit centrally on 80% of the training pool's
+    cached features, per lr: the lr for the baselines, chosen without any test data."""
+    from clients.fedhip import cached_features
+    from datasets import load_dataset
+    from simulations.config import resolve
+
+    cfg = resolve({"method": "fedhip"})
+    rows = []
+    for name in datasets:
+        bundle = load_dataset(name)
+        X, y = cached_features(cfg, bundle.train)
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        val, fit = order[: len(y) // 5], order[len(y) // 5:]
+        for lr in lrs:
+            torch.manual_seed(seed)
+            head = torch.nn.Linear(X.shape[1], bundle.num_classes)
+            opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9)
+            for epoch in range(epochs):
+                for idx in fit[torch.randperm(len(fit), generator=torch.Generator().manual_seed(epoch))].split(32):
+                    loss = torch.nn.functional.cross_entropy(head(X[idx]), y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            with torch.no_grad():
+                acc = float((head(X[val]).argmax(1) == y[val]).double().mean())
+            rows.append({"dataset": name, "lr": lr, "epochs": epochs, "val-accuracy": acc})
+            print(rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     from clients.fedhip import accuracy, ridge_solve, statistics
     from datasets import load_dataset
@@ -46,7 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--samples", type=int, default=2000, help="training-pool images per dataset")
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/fedhip_study"))
+    parser.add_argument("--paired", type=Path, help="a sweep folder: within-run comparisons of its fedhip runs")
+    parser.add_argument("--lr-probe", default="", help="comma list of lrs: validation accuracy of the linear head")
     args = parser.parse_args(argv)
+    if args.lr_probe:
+        frame = lr_probe(args.datasets.split(","), [float(v) for v in args.lr_probe.split(",")])
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out_dir / "linear_lr_probe.csv", index=False)
+        return 0
+    if args.paired:
+        print(paired(args.paired))
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     layers = [int(k) for k in args.layers.split(",")]
     gammas = [float(g) for g in args.gammas.split(",")]
