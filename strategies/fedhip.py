@@ -20,25 +20,21 @@ from __future__ import annotations
 
 import time
 from logging import INFO, WARNING
-from typing import Iterable
+from typing import Annotated, Iterable, Literal
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
+from pydantic import Field
+
+from simulations.keys import Int, Keys
 
 from clients.fedhip import (DTYPE, GLOBAL, STATS, accuracy, cached_features, degenerate, extractor, feature_key,
                             ridge_solve, triu_size, unpack_triu)
 
 from .base import BaseStrategy, record_bytes
-
-
-def check(ok: bool, message: str) -> None:
-    if not ok:
-        from simulations.config import ConfigError
-
-        raise ConfigError(message)
 
 
 def sum_statistics(stats: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -75,40 +71,52 @@ class AnalyticClassifier(torch.nn.Module):
         return (self.features(x, self.mean, self.std).to(DTYPE) @ self.W.cpu()).float().to(x.device)
 
 
+class FedHiPKeys(Keys):
+    backbone: str = Field("tf_efficientnet_lite0", min_length=1, description="timm name of the frozen backbone")
+    pretrained: bool = Field(True, description="load the backbone's shipped weights; `false`: a seeded random "
+                                               "backbone")
+    backbone_size: Int = Field(64, ge=16, description="input side in pixels fed to the backbone")
+    buffer_size: Int = Field(0, ge=0, description="random ReLU feature expansion to this width (0 = off)")
+    ridge_gamma: float = Field(100.0, ge=0, description="ridge term γ")
+    backbone_weights: str = Field("", description="a local state dict file for the timm architecture `backbone` "
+                                                   "(e.g. a ViT-MAE checkpoint); overrides `pretrained`")
+    backbone_layer: Int = Field(-1, ge=-1, description="-1: pooled final features; k: stage k of timm's "
+                                                       "forward_intermediates, average-pooled")
+    fedhip_alpha: Literal["auto"] | Annotated[float, Field(ge=0)] = Field(
+        "auto", description="α >= 0, the weight of the client's own data (0 = the global model); `auto`: chosen "
+                            "per client on a validation split of its train data")
+    fedhip_alpha_grid: str = Field("0,0.1,0.3,1,3,10,30,100,1000", min_length=1,
+                                   description="comma-separated α candidates for `fedhip-alpha=auto`")
+    fedhip_val_fraction: float = Field(0.2, gt=0, lt=1, description="share of a client's train split held out to "
+                                                                    "choose α")
+    personal_fusion: Literal["statistics", "weights"] = Field(
+        "statistics", description="`statistics`: (G + αG_k + γI)⁻¹(Q + αQ_k); `weights`: (W + αW_k) / (1 + α)")
+    clean_reg: bool = Field(True, description="add γ once (the centralized ridge solution); `false`: AFL's "
+                                              "(G + KγI)⁻¹Q for K clients")
+
+
 class FedHiPStrategy(BaseStrategy):
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
+
+    train_metrics = frozenset({"num-examples", "train-accuracy"})  # what its client reports
+    evaluate_metrics = frozenset({"num-examples", "accuracy", "global-accuracy"})
 
     def __init__(self, cfg: dict, test_data=None, on_round=None):
         super().__init__(cfg, test_data, on_round)
         self.gamma = float(cfg["ridge-gamma"])
         self.global_stats: ArrayRecord | None = None
 
+    keys = FedHiPKeys
+
     @staticmethod
     def check_config(cfg: dict) -> None:
-        check(isinstance(cfg["backbone"], str) and cfg["backbone"] != "", "backbone must be a timm model name")
-        check(cfg["ridge-gamma"] >= 0, f"ridge-gamma must be >= 0, got {cfg['ridge-gamma']}")
-        check(cfg["personal-fusion"] in ("weights", "statistics"),
-              f"personal-fusion must be weights or statistics, got {cfg['personal-fusion']!r}")
-        alpha = cfg["fedhip-alpha"]
-        if isinstance(alpha, str) and alpha != "auto":
-            try:
-                alpha = float(alpha)
-            except ValueError:
-                alpha = None
-            cfg["fedhip-alpha"] = alpha
-        check(alpha == "auto" or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha >= 0),
-              f"fedhip-alpha must be auto or a number >= 0 (the local side's weight; inf = local only), "
-              f"got {cfg['fedhip-alpha']!r}")
+        BaseStrategy.check_config(cfg)
         try:
             grid = [float(a) for a in str(cfg["fedhip-alpha-grid"]).split(",")]
         except ValueError:
             grid = []
         check(bool(grid) and all(a >= 0 for a in grid),
               f"fedhip-alpha-grid must be comma-separated numbers >= 0, got {cfg['fedhip-alpha-grid']!r}")
-        check(0 < cfg["fedhip-val-fraction"] < 1,
-              f"fedhip-val-fraction must be in (0, 1), got {cfg['fedhip-val-fraction']}")
-        for key, low in (("buffer-size", 0), ("backbone-size", 16), ("backbone-layer", -1)):
-            check(int(cfg[key]) == cfg[key] and cfg[key] >= low, f"{key} must be an integer >= {low}, got {cfg[key]}")
         cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)
 
     # ---- what is sent and expected ---------------------------------------------------
