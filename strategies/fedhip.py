@@ -115,8 +115,10 @@ class FedHiPStrategy(BaseStrategy):
             grid = [float(a) for a in str(cfg["fedhip-alpha-grid"]).split(",")]
         except ValueError:
             grid = []
-        check(bool(grid) and all(a >= 0 for a in grid),
-              f"fedhip-alpha-grid must be comma-separated numbers >= 0, got {cfg['fedhip-alpha-grid']!r}")
+        if not grid or any(a < 0 for a in grid):
+            from simulations.config import ConfigError
+
+            raise ConfigError(f"fedhip-alpha-grid must be comma-separated numbers >= 0, got {cfg['fedhip-alpha-grid']!r}")
         cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)
 
     # ---- what is sent and expected ---------------------------------------------------
