@@ -10,8 +10,8 @@ Everything is float64 ``torch.linalg``; there is no gradient step anywhere.
 - Local personalization (evaluate message, which carries the global model ``W`` and, when
   needed, the global sums ``G, Q``), with the paper's α >= 0 weighting the LOCAL side
   (α = 0: the global model; α -> inf: the local one):
-  ``statistics``: ``W_k^p = (G + αG_k + γI)⁻¹(Q + αQ_k)`` (own samples weigh 1 + α);
-  ``weights``: ``W_k^p = (W + αW_k) / (1 + α)``.
+  ``weights`` (default): ``W_k^p = (W + αW_k) / (1 + α)``;
+  ``statistics``: ``W_k^p = (G + αG_k + γI)⁻¹(Q + αQ_k)`` (own samples weigh 1 + α).
 - ``fedhip-alpha=auto``: α is chosen per client from ``fedhip-alpha-grid`` on a validation
   split carved from the client's TRAIN data (``fedhip-val-fraction``). The candidates are
   fit on the global sums minus the validation samples' own statistics, so no candidate

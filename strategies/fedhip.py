@@ -89,8 +89,8 @@ class FedHiPKeys(Keys):
                                    description="comma-separated α candidates for `fedhip-alpha=auto`")
     fedhip_val_fraction: float = Field(0.2, gt=0, lt=1, description="share of a client's train split held out to "
                                                                     "choose α")
-    personal_fusion: Literal["statistics", "weights"] = Field(
-        "statistics", description="`statistics`: (G + αG_k + γI)⁻¹(Q + αQ_k); `weights`: (W + αW_k) / (1 + α)")
+    personal_fusion: Literal["weights", "statistics"] = Field(
+        "weights", description="`weights`: (W + αW_k) / (1 + α); `statistics`: (G + αG_k + γI)⁻¹(Q + αQ_k)")
     clean_reg: bool = Field(True, description="add γ once (the centralized ridge solution); `false`: AFL's "
                                               "(G + KγI)⁻¹Q for K clients")
 
@@ -99,7 +99,9 @@ class FedHiPStrategy(BaseStrategy):
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
 
     train_metrics = frozenset({"num-examples", "train-accuracy"})  # what its client reports
-    evaluate_metrics = frozenset({"num-examples", "accuracy", "global-accuracy"})
+    evaluate_metrics = frozenset({"num-examples", "accuracy", "global-accuracy", "local-accuracy", "fedhip-alpha",
+                                  *(f"{m}-{form}" for m in ("accuracy", "val-accuracy", "alpha")
+                                    for form in ("statistics", "weights"))})
 
     def __init__(self, cfg: dict, test_data=None, on_round=None):
         super().__init__(cfg, test_data, on_round)

@@ -412,7 +412,7 @@ def test_fedhip_end_to_end_one_round(tmp_path):
     last = frame[frame["round"] == frame["round"].max()].iloc[0]
     assert last["round"] == 1 and last["failures"] == 0
     assert last["personalized-accuracy"] > 0.5 and last["accuracy"] > 0.5  # chance: 0.1
-    assert last["personalized-accuracy"] == last["personalized-accuracy-statistics"]  # the default form
+    assert last["personalized-accuracy"] == last["personalized-accuracy-weights"]  # the default form
     assert 0 <= last["alpha-weights-mean"] and 0 <= last["val-accuracy-statistics"] <= 1
     d = 1280
     assert last["uplink-bytes"] >= 3 * 8 * (triu_size(d) + d * 10)
