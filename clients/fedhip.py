@@ -290,8 +290,9 @@ class FedHiPClient(Client):
             for form in forms:
                 a, acc = select_alpha(form, G, Q, X, y, val, self.alphas(), self.gamma, self.data.num_classes)
                 chosen[form] = a
-                metrics[f"val-accuracy-{form}"] = acc
                 metrics[f"alpha-{form}"] = a
+                if math.isfinite(acc):  # no validation sample (a one-sample client): no score
+                    metrics[f"val-accuracy-{form}"] = acc
         else:
             chosen[self.fusion] = float(self.alpha)
         for form in forms:
