@@ -59,9 +59,6 @@ def check_keys(cfg: dict) -> None:
     if not rounds or any(not 1 <= r <= int(cfg["num-server-rounds"]) for r in rounds):
         raise ConfigError(f"audit-rounds must be rounds in 1..{cfg['num-server-rounds']}, comma-separated, "
                           f"got {cfg['audit-rounds']!r}")
-    for key in ("audit-clients", "audit-budget", "audit-max-examples"):
-        if int(cfg[key]) != cfg[key] or cfg[key] < 1:
-            raise ConfigError(f"{key} must be an integer >= 1, got {cfg[key]}")
 
 
 def strip_ground_truth(content: RecordDict) -> dict[str, torch.Tensor] | None:
@@ -205,7 +202,7 @@ class Audit:
         data = self.data
         mean = torch.as_tensor(data.mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.as_tensor(data.std, dtype=torch.float32).view(-1, 1, 1)
-        features = strategy.feature_function()
+        features = self.feature_function()
         result = invert_features(features, means[classes].float(), tuple(data.input_shape), (0 - mean) / std,
                                  (1 - mean) / std, budget=int(self.cfg["audit-budget"]), seed=seed)
         rec = (result.images * std + mean).clamp(0, 1)
@@ -227,6 +224,20 @@ class Audit:
                             "label-accuracy": float(bool(scores))})
             rows.append(row)
         return rows
+
+    def feature_function(self):
+        """The public frozen backbone as a differentiable map: normalized images -> features."""
+        from clients.fedhip import FEATURE_KEYS, extractor
+
+        fe = extractor(tuple(self.cfg[k] for k in FEATURE_KEYS))
+        fe.net.eval().requires_grad_(False)
+        mean, std = (tuple(torch.as_tensor(v).flatten().tolist()) for v in (self.data.mean, self.data.std))
+
+        def features(x: torch.Tensor) -> torch.Tensor:
+            f = fe.net(fe.preprocess(x, mean, std))
+            return fe.buffer(f) if fe.buffer is not None else f
+
+        return features
 
     def write(self, path) -> None:
         import pandas as pd

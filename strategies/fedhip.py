@@ -116,6 +116,7 @@ class FedHiPKeys(Keys):
 
 
 class FedHiPStrategy(BaseStrategy):
+    upload = "statistics"  # G_k, Q_k and counts, not weights (the privacy audit attacks them)
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
 
     def __init__(self, cfg: dict, test_data=None, on_round=None):

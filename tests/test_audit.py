@@ -83,3 +83,45 @@ def test_class_means_are_exact_for_a_one_sample_class():
     assert torch.allclose(cov, torch.cov(X.double().T, correction=0), atol=1e-6)
     G1, Q1, _ = statistics(X[4:5], y[4:5], 5)  # a one-sample client: G = x xᵀ gives x itself
     assert torch.allclose(rank_one_feature(G1, Q1), X[4].double(), atol=1e-6)
+
+
+def audit_run(tmp_path, poison: bool, monkeypatch):
+    """A 1-round in-process FedAvg run with the audit on; ``poison`` swaps the ground truth
+    the clients send for noise (what only the evaluator reads)."""
+    import pandas as pd
+
+    from simulations import client_app
+
+    if poison:
+        real = client_app.training_set
+
+        def noisy(data):
+            truth = real(data)
+            gen = torch.Generator().manual_seed(1)
+            return {"images": torch.randn(truth["images"].shape, generator=gen), "labels": (truth["labels"] + 1) % 10}
+
+        monkeypatch.setattr(client_app, "training_set", noisy)
+    from tests.conftest import run_sweep
+
+    base = {"num-server-rounds": 1, "num-supernodes": 100, "fraction-train": 0.02, "fraction-evaluate": 0.0,
+            "partitioner": "iid", "local-epochs": 1, "batch-size": 16, "audit-attacks": "ig", "audit-budget": 4,
+            "audit-clients": 1, "audit-max-examples": 64}
+    sub = tmp_path / ("p" if poison else "c")
+    sub.mkdir()
+    code, frame, out = run_sweep(sub, base, {"seed": [0]}, "--local")
+    assert code == 0
+    csv = next(out.glob("*/attacks.csv"))
+    return frame, pd.read_csv(csv)
+
+
+def test_audit_scores_a_real_round_and_never_reads_ground_truth(tmp_path, monkeypatch):
+    frame, clean = audit_run(tmp_path, False, monkeypatch)
+    n = int(clean["num-examples"].iloc[0])
+    assert set(clean["attack"]) == {"ig"} and n > 1 and len(clean) == n  # one row per image of the client
+    assert clean["psnr"].notna().all() and "audit-ig-psnr" in frame
+    _, poisoned = audit_run(tmp_path, True, monkeypatch)
+    attacker = ["inferred-label", "grad-loss", "steps"]
+    pd_equal = clean[attacker].sort_values(attacker).reset_index(drop=True).equals(
+        poisoned[attacker].sort_values(attacker).reset_index(drop=True))
+    assert pd_equal  # the reconstructions did not change
+    assert not clean["psnr"].round(6).equals(poisoned["psnr"].round(6))  # only the scores did
