@@ -111,7 +111,11 @@ def audit_run(tmp_path, poison: bool, monkeypatch):
     code, frame, out = run_sweep(sub, base, {"seed": [0]}, "--local")
     assert code == 0
     csv = next(out.glob("*/attacks.csv"))
-    return frame, pd.read_csv(csv)
+    table = pd.read_csv(out / "attacks-summary.csv")  # the sweep's report gathered it
+    attacks = pd.read_csv(csv)
+    assert table["images"].tolist() == [len(attacks)] and table["seeds"].tolist() == [1]
+    assert abs(table["psnr-mean"].iloc[0] - attacks["psnr"].mean()) < 1e-9
+    return frame, attacks
 
 
 def test_audit_scores_a_real_round_and_never_reads_ground_truth(tmp_path, monkeypatch):
