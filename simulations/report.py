@@ -198,6 +198,8 @@ def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metri
     for ax, m in zip(axes[0], metrics):
         for values, runs in rows.groupby(keys, sort=True, dropna=False):
             per_round = runs.dropna(subset=[m]).groupby("round")[m]
+            if per_round.ngroups == 0:  # a method that does not report this metric (fedhip: no loss)
+                continue
             curve = per_round.apply(lambda v: pd.Series(interval(v)[1:], index=["mean", "std", "ci"])).unstack()
             line, = ax.plot(curve.index, curve["mean"], marker="o", ms=3,
                             label=_label(dict(zip(keys, values if isinstance(values, tuple) else (values,))), keys))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from simulations.config import RENAMED, ConfigError, defaults, resolve
+from simulations.config import RENAMED, ConfigError, check_run_folder, defaults, resolve
 from simulations.report import ReportError, report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
@@ -80,6 +80,7 @@ def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
         names.add(name)
         try:
             cfg = resolve({**combo, "run-name": name})
+            check_run_folder(cfg)
         except ConfigError as err:
             raise SweepError(f"run '{name}': {err}") from None
         if int(fed["num-supernodes"]) < int(cfg["min-train-nodes"]):
@@ -91,18 +92,18 @@ def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
 
 def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     """Load each dataset and partition it once per distinct setting: fail before running."""
-    from datasets import DataError, load_dataset
+    from datasets import DataError, load_for
     from datasets.partition import PartitionError, partition_for
 
     seen = set()
     for cfg, fed, name in runs:
-        key = (cfg["dataset"], cfg["data-root"], cfg["partitioner"], cfg["dirichlet-alpha"],
+        key = (cfg["dataset"], cfg["data-root"], cfg["image-size"], cfg["partitioner"], cfg["dirichlet-alpha"],
                cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"])
         if key in seen:
             continue
         seen.add(key)
         try:
-            bundle = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+            bundle = load_for(cfg)
             partition_for(cfg, bundle, int(fed["num-supernodes"]))
         except (DataError, PartitionError) as err:
             raise SweepError(f"run '{name}': {err}") from None

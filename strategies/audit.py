@@ -32,7 +32,7 @@ import torch
 from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.common.logger import log
 
-GROUND_TRUTH = "sim-ground-truth"
+from clients.base import SIM_GROUND_TRUTH as GROUND_TRUTH
 UPDATE_ATTACKS = ("ig", "dlg")
 STATISTICS_ATTACKS = ("features",)
 AUDIT_ATTACKS = UPDATE_ATTACKS + STATISTICS_ATTACKS
