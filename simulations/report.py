@@ -367,8 +367,7 @@ def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
     if not attacks.empty:
         paths["attacks"] = out / "attacks-summary.csv"
         attacks.to_csv(paths["attacks"], index=False)
-        text += "
-" + attacks_markdown(attacks, shown)
+        text += "\n" + attacks_markdown(attacks, shown)
     paths["report"].write_text(text)
     return paths
 
