@@ -234,7 +234,7 @@ class Audit:
         mean, std = (tuple(torch.as_tensor(v).flatten().tolist()) for v in (self.data.mean, self.data.std))
 
         def features(x: torch.Tensor) -> torch.Tensor:
-            f = fe.net(fe.preprocess(x, mean, std))
+            f = fe.backbone(fe.preprocess(x, mean, std))
             return fe.buffer(f) if fe.buffer is not None else f
 
         return features
