@@ -117,7 +117,8 @@ def main(argv=None) -> int:
             for kind in args.attacks.split(","):
                 seed = 1000 * args.seed + part
                 ours = (invert_dlg(inp, None, budget=budget, restarts=1, seed=seed) if kind == "dlg"
-                        else invert_ig(inp, labels, budget=budget, restarts=1, tv=float(cfg["ig-tv"]), seed=seed))
+                        else invert_ig(inp, labels, budget=budget, restarts=1, tv=float(cfg["ig-tv"]), seed=seed,
+                                  breaching=True))
                 theirs, calls = breaching_attack(kind, inp.model, inp, labels, budget, seed)
                 row = {"budget": budget, "image": part, "attack": kind, "ours-evaluations": ours.steps,
                        "breaching-evaluations": calls,

@@ -112,7 +112,7 @@ def run_attack(name: str, inp: AttackInput, labels: torch.Tensor, prior: GanPrio
         return invert_dlg(inp, None if name == "dlg" else labels, budget=s["budget"], restarts=s["restarts"],
                           seed=seed, batch_size=len(labels))
     if name == "ig":
-        return invert_ig(inp, labels, tv=s["ig-tv"], **common)
+        return invert_ig(inp, labels, tv=s["ig-tv"], breaching=True, **common)
     if name == "ggl":
         return invert_ggl(inp, labels, prior, budget=s["budget"], kl=s["ggl-kl"], label_map=s["label-map"],
                           label_space=s["label-space"], seed=seed)

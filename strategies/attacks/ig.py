@@ -17,7 +17,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from .common import AttackInput, AttackResult, BudgetExceeded, Matcher, split_budget
+from .common import AttackInput, AttackResult, BudgetExceeded, Matcher, split_budget, total_variation
 
 
 def tv_breaching(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -34,20 +34,26 @@ def step_milestones(steps: int) -> list[int]:
 
 
 def invert_ig(inp: AttackInput, labels: torch.Tensor, budget: int = 800, restarts: int = 1, lr: float = 0.1,
-              tv: float = 0.2, signed: bool = True, distance: str = "cosine", seed: int = 0) -> AttackResult:
+              tv: float = 0.2, signed: bool = True, distance: str = "cosine", seed: int = 0,
+              breaching: bool = False) -> AttackResult:
+    """``breaching=True``: breaching's TV, unclamped N(0, 1) start and milestones (the ``ig`` attack);
+    else the inversefed TV (``total_variation``), a start clamped to the box, milestones at 3/8, 5/8, 7/8."""
     t0 = time.perf_counter()
     matcher = Matcher(inp, labels, budget, distance)
     gen = torch.Generator().manual_seed(seed)
     for steps in split_budget(budget, restarts):
         if steps <= 0:
             continue
-        x = torch.randn(len(labels), *inp.input_shape, generator=gen).requires_grad_(True)
+        x = torch.randn(len(labels), *inp.input_shape, generator=gen)
+        x = (x if breaching else inp.clamp(x)).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=lr)
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=step_milestones(steps), gamma=0.1)
+        milestones = step_milestones(steps) if breaching else [int(steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+        tv_of = tv_breaching if breaching else total_variation
         try:
             for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
-                loss = matcher(x) + tv * tv_breaching(x)
+                loss = matcher(x) + tv * tv_of(x)
                 loss.backward(inputs=[x])
                 if signed:
                     x.grad.sign_()
