@@ -22,6 +22,9 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 FAULT_KINDS = ("raise", "nan", "shape", "timeout", "mixed")
 
 
+RENAMED = {"fourier-alpha": "sdwc-fourier-alpha"}  # old key -> new key
+
+
 class ConfigError(ValueError):
     """A run-config value that cannot be used."""
 
@@ -36,6 +39,9 @@ def defaults() -> dict:
 def resolve(overrides: dict) -> dict:
     """Defaults updated with ``overrides``; unknown keys are an error."""
     base = defaults()
+    for old, new in RENAMED.items():
+        if old in overrides:
+            raise ConfigError(f"'{old}' was renamed: pass {new}")
     unknown = sorted(set(overrides) - set(base))
     if unknown:
         raise ConfigError(f"unknown run-config key(s) {unknown}: see docs/config.md")

@@ -1,9 +1,11 @@
-"""FedSDWC (arXiv 2511.09036): FedAvg aggregation of the whole causal model.
+"""FedSDWC (arXiv 2511.09036): FedAvg aggregation of the causal model.
 
-Everything method-specific happens on the clients (``clients/fedsdwc.py``); the server
-only builds FedSDWC's model (``models/causal.py``: the ``model`` key names its encoder)
-for the initial weights and the global evaluation. The OOD suite (``corruptions``,
-``ood-datasets``) runs on it through ``eval_model`` like for every other method.
+The paper's server "aggregates the updated client models using the FedAvg algorithm";
+everything method-specific is on the clients (``clients/fedsdwc.py``). The server builds
+the model (``models/causal.py``) for the initial weights and the global evaluation, where
+the OOD suite scores its mean-path prediction. The averaged prior means only seed clients
+in their first round: each client then keeps its own p(s, v). ``FourierFedAvgStrategy``
+serves the ``fedavg-fourier`` ablation (plain FedAvg; its client augments).
 """
 
 from __future__ import annotations
@@ -12,35 +14,54 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from clients.base import device_of, evaluate
+from clients.fedsdwc import variant_config
 from models.causal import build_sdwc
 
 from .base import BaseStrategy
+from .fedavg import FedAvgStrategy
+
+
+def check_fourier(cfg: dict) -> None:
+    from simulations.config import ConfigError
+
+    if not 0 <= cfg["sdwc-fourier-alpha"] <= 1:
+        raise ConfigError(f"sdwc-fourier-alpha must be in [0, 1] (lam ~ U(0, alpha)), got {cfg['sdwc-fourier-alpha']}")
+
+
+class FourierFedAvgStrategy(FedAvgStrategy):
+    @staticmethod
+    def check_config(cfg: dict) -> None:
+        BaseStrategy.check_config(cfg)
+        check_fourier(cfg)
 
 
 class FedSDWCStrategy(BaseStrategy):
+    def __init__(self, cfg: dict, *args, **kwargs):
+        super().__init__(variant_config(cfg), *args, **kwargs)
+
     @staticmethod
     def check_config(cfg: dict) -> None:
         from simulations.config import ConfigError
 
         BaseStrategy.check_config(cfg)
+        check_fourier(cfg)
         for key in ("sdwc-latent-dim", "sdwc-gmm-components", "sdwc-mc-samples"):
             if not (int(cfg[key]) == cfg[key] and cfg[key] >= 1):
                 raise ConfigError(f"{key} must be an integer >= 1, got {cfg[key]}")
-        for key in ("lambda-kl-semantic", "lambda-kl-variant", "lambda-kl-link", "lambda-intervention",
-                    "intervention-gamma", "fourier-alpha", "sdwc-grad-clip"):
+        for key in ("lambda-intervention", "intervention-gamma"):
             if cfg[key] < 0:
                 raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
-        if cfg["fourier-alpha"] > 1:
-            raise ConfigError(f"fourier-alpha must be in [0, 1] (lam ~ U(0, alpha)), got {cfg['fourier-alpha']}")
-        if not cfg["sdwc-link-prior-std"] > 0:
-            raise ConfigError(f"sdwc-link-prior-std must be > 0, got {cfg['sdwc-link-prior-std']}")
+        if not cfg["sdwc-x-std"] > 0:
+            raise ConfigError(f"sdwc-x-std must be > 0, got {cfg['sdwc-x-std']}")
+
+    def build(self) -> torch.nn.Module:
+        return build_sdwc(self.cfg, self.test_data.num_classes, self.test_data.input_shape)
 
     def initial_arrays(self) -> ArrayRecord:
-        data = self.test_data
-        return ArrayRecord(build_sdwc(self.cfg, data.num_classes, data.input_shape).state_dict())
+        return ArrayRecord(self.build().state_dict())
 
     def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
-        model = build_sdwc(self.cfg, self.test_data.num_classes, self.test_data.input_shape)
+        model = self.build()
         model.load_state_dict(arrays.to_torch_state_dict())
         return model.eval()
 
