@@ -445,7 +445,7 @@ def bench_fedhip_cost(args) -> dict:
         clients, rounds, data = 2, 2, {"dataset": "digits", "backbone-size": 32}
     else:
         clients, rounds, data = args.clients or 10, args.rounds or 20, {"dataset": "mnist"}
-    common = {**data, "partitioner": "dirichlet", "alpha": 0.5, "seed": 0, "checkpoint-every": 0}
+    common = {**data, "partitioner": "dirichlet", "dirichlet-alpha": 0.5, "seed": 0, "checkpoint-every": 0}
     out = args.out_dir / "fedhip-cost"
     say(f"fedhip-cost: {common['dataset']}, {clients} clients (Dirichlet 0.5), FedAvg {rounds} rounds vs FedHiP "
         f"({load()})")

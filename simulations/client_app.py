@@ -26,7 +26,7 @@ from simulations.methods import METHODS
 
 app = ClientApp()
 
-PARTITION_KEYS = ("dataset", "data-root", "download", "partitioner", "alpha", "classes-per-client",
+PARTITION_KEYS = ("dataset", "data-root", "download", "partitioner", "dirichlet-alpha", "classes-per-client",
                   "seed", "local-test-fraction", "heldout-domain")
 
 

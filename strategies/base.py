@@ -16,8 +16,8 @@
   (``state_dict``), the RNG states and the rows so far are written atomically to
   ``<out-dir>/<run-name>/checkpoint.pt``; ``resume=true`` continues from there.
 
-A method subclasses ``BaseStrategy`` and overrides only what differs: ``check_config``
-(its own keys), ``initial_arrays``, ``train_record`` (what is sent),
+A method subclasses ``BaseStrategy`` and overrides only what differs: ``keys`` (its own
+run-config keys), ``check_config`` (rules across keys), ``initial_arrays``, ``train_record`` (what is sent),
 ``expected_arrays`` (what must come back), ``aggregate`` and ``evaluate_global``.
 """
 
@@ -96,13 +96,12 @@ class BaseStrategy(FedAvg):
         self.expected: dict[str, dict[str, tuple]] | None = None
         self.rows: list[Row] = []
 
+    keys: type | None = None  # the method's own run-config keys: a ``simulations.keys.Keys`` subclass
+
     @staticmethod
     def check_config(cfg: dict) -> None:
-        """Raise ``simulations.config.ConfigError`` for a bad method-specific key
-        (an override should call ``BaseStrategy.check_config(cfg)``: the OOD suite's keys)."""
-        from strategies.ood_eval import check_keys
-
-        check_keys(cfg)
+        """Raise ``simulations.config.ConfigError`` for a rule across keys (one key's type and
+        range come from ``keys``; ``cfg`` is already typed). An override calls this first."""
 
     def initial_arrays(self) -> ArrayRecord:
         """The model the server starts from (``model`` key, fresh weights)."""

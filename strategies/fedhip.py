@@ -49,25 +49,21 @@ from __future__ import annotations
 
 import time
 from logging import INFO, WARNING
-from typing import Iterable
+from typing import Iterable, Literal
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
+from pydantic import Field
+
+from simulations.keys import Int, Keys
 
 from clients.fedhip import (DTYPE, FEATURE_KEYS, GLOBAL, STATS, accuracy, cached_features, degenerate, extractor,
                             ridge_solve, triu_size, unpack_triu)
 
 from .base import BaseStrategy, record_bytes
-
-
-def check(ok: bool, message: str) -> None:
-    if not ok:
-        from simulations.config import ConfigError
-
-        raise ConfigError(message)
 
 
 def sum_statistics(stats: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -104,6 +100,21 @@ class AnalyticClassifier(torch.nn.Module):
         return (self.features(x, self.mean, self.std).to(DTYPE) @ self.W.cpu()).float().to(x.device)
 
 
+class FedHiPKeys(Keys):
+    backbone: str = Field("tf_efficientnet_lite0", min_length=1, description="timm name of the frozen backbone")
+    pretrained: bool = Field(True, description="load the backbone's shipped weights; `false`: a seeded random "
+                                               "backbone")
+    backbone_size: Int = Field(64, ge=16, description="input side in pixels fed to the backbone")
+    buffer_size: Int = Field(0, ge=0, description="random ReLU feature expansion to this width (0 = off)")
+    ridge_gamma: float = Field(100.0, ge=0, description="ridge term γ")
+    alpha_personal: float = Field(0.5, ge=0, le=1, description="α, the global model's weight in the personalized "
+                                                               "one (1 = global, 0 = local)")
+    personal_fusion: Literal["weights", "statistics"] = Field(
+        "weights", description="`weights`: αW + (1-α)W_k; `statistics`: mix G and Q, then solve")
+    clean_reg: bool = Field(True, description="add γ once (the centralized ridge solution); `false`: AFL's "
+                                              "(G + KγI)⁻¹Q for K clients")
+
+
 class FedHiPStrategy(BaseStrategy):
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
 
@@ -112,15 +123,11 @@ class FedHiPStrategy(BaseStrategy):
         self.gamma = float(cfg["ridge-gamma"])
         self.global_stats: ArrayRecord | None = None
 
+    keys = FedHiPKeys
+
     @staticmethod
     def check_config(cfg: dict) -> None:
-        check(isinstance(cfg["backbone"], str) and cfg["backbone"] != "", "backbone must be a timm model name")
-        check(cfg["ridge-gamma"] >= 0, f"ridge-gamma must be >= 0, got {cfg['ridge-gamma']}")
-        check(cfg["personal-fusion"] in ("weights", "statistics"),
-              f"personal-fusion must be weights or statistics, got {cfg['personal-fusion']!r}")
-        check(0 <= cfg["alpha-personal"] <= 1, f"alpha-personal must be in [0, 1], got {cfg['alpha-personal']}")
-        for key, low in (("buffer-size", 0), ("backbone-size", 16)):
-            check(int(cfg[key]) == cfg[key] and cfg[key] >= low, f"{key} must be an integer >= {low}, got {cfg[key]}")
+        BaseStrategy.check_config(cfg)
         cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)
 
     # ---- what is sent and expected ---------------------------------------------------

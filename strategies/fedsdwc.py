@@ -12,47 +12,45 @@ from __future__ import annotations
 
 import torch
 from flwr.app import ArrayRecord, MetricRecord
+from pydantic import Field
 
 from clients.base import device_of, evaluate
 from clients.fedsdwc import variant_config
 from models.causal import build_sdwc
+from simulations.keys import Int, Keys
 
 from .base import BaseStrategy
 from .fedavg import FedAvgStrategy
 
 
-def check_fourier(cfg: dict) -> None:
-    from simulations.config import ConfigError
+class FedSDWCKeys(Keys):
+    """FedSDWC's keys (also read by its ablation methods and ``fedavg-fourier``); readings of
+    the paper behind each default: docs/methods/fedsdwc.md."""
 
-    if not 0 <= cfg["sdwc-fourier-alpha"] <= 1:
-        raise ConfigError(f"sdwc-fourier-alpha must be in [0, 1] (lam ~ U(0, alpha)), got {cfg['sdwc-fourier-alpha']}")
+    sdwc_fourier_alpha: float = Field(1.0, ge=0, le=1, description="amplitude-mix strength: lam ~ U(0, alpha); "
+                                                                   "0 = no augmentation (was `fourier-alpha`)")
+    intervention_gamma: float = Field(1.0, ge=0, description="std of the Gaussian noise added to the variant "
+                                                             "feature h_v for the intervention")
+    lambda_intervention: float = Field(1.0, ge=0, description="weight of the interventional consistency KL")
+    sdwc_beta: float = Field(0.03, ge=0, description="weight of the ELBO's prior and reconstruction terms "
+                                                     "against -log q(y|x)")
+    sdwc_x_std: float = Field(3.0, gt=0, description="std of p(x | s, v) in normalized pixel units")
+    sdwc_latent_dim: Int = Field(16, ge=1, description="size of s0, v (and s)")
+    sdwc_gmm_components: Int = Field(10, ge=1, description="components of each Gaussian-mixture prior")
+    sdwc_mc_samples: Int = Field(1, ge=1, description="Monte Carlo samples of (s, v) per image (M)")
+    sdwc_link: bool = Field(True, description="the weak link g(v); false = s = s0")
+    sdwc_generative: bool = Field(True, description="the generative part p(x | s, v); false = no decoder")
 
 
 class FourierFedAvgStrategy(FedAvgStrategy):
-    @staticmethod
-    def check_config(cfg: dict) -> None:
-        BaseStrategy.check_config(cfg)
-        check_fourier(cfg)
+    keys = FedSDWCKeys
 
 
 class FedSDWCStrategy(BaseStrategy):
+    keys = FedSDWCKeys
+
     def __init__(self, cfg: dict, *args, **kwargs):
         super().__init__(variant_config(cfg), *args, **kwargs)
-
-    @staticmethod
-    def check_config(cfg: dict) -> None:
-        from simulations.config import ConfigError
-
-        BaseStrategy.check_config(cfg)
-        check_fourier(cfg)
-        for key in ("sdwc-latent-dim", "sdwc-gmm-components", "sdwc-mc-samples"):
-            if not (int(cfg[key]) == cfg[key] and cfg[key] >= 1):
-                raise ConfigError(f"{key} must be an integer >= 1, got {cfg[key]}")
-        for key in ("lambda-intervention", "intervention-gamma"):
-            if cfg[key] < 0:
-                raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
-        if not cfg["sdwc-x-std"] > 0:
-            raise ConfigError(f"sdwc-x-std must be > 0, got {cfg['sdwc-x-std']}")
 
     def build(self) -> torch.nn.Module:
         return build_sdwc(self.cfg, self.test_data.num_classes, self.test_data.input_shape)
