@@ -15,7 +15,7 @@ from flwr.app import ArrayRecord, MetricRecord
 from pydantic import Field
 
 from clients.base import device_of, evaluate
-from clients.fedsdwc import variant_config
+from clients.fedsdwc import TERMS, variant_config
 from models.causal import build_sdwc
 from simulations.keys import Int, Keys
 
@@ -48,6 +48,7 @@ class FourierFedAvgStrategy(FedAvgStrategy):
 
 class FedSDWCStrategy(BaseStrategy):
     keys = FedSDWCKeys
+    train_metrics = BaseStrategy.train_metrics | {f"train-{t}" for t in TERMS}  # what its client reports
 
     def __init__(self, cfg: dict, *args, **kwargs):
         super().__init__(variant_config(cfg), *args, **kwargs)
