@@ -44,6 +44,8 @@ class DataKeys(Keys):
     data_root: str = Field("", description="folder with user data; `\"\"` = `~/.cache/flwr-data` "
                                            "(also the cache for converted data)")
     download: bool = Field(False, description="let torchvision download CIFAR where the network is reachable")
+    image_size: Int = Field(64, ge=8, description="side in pixels image-folder sets are resized to (`image-folder`, "
+                                                  "`pacs`, `officehome`, `domainnet`, `tinyimagenet`)")
     partitioner: str = Field("dirichlet", description="`iid`, `dirichlet`, `pathological`, `domain` "
                                                       "(one source domain per client)")
     dirichlet_alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more label skew)")
@@ -62,11 +64,14 @@ class TrainKeys(Keys):
     model: str = Field("cnn", description="`cnn`, `resnet18`, `wrn-<depth>-<width>`, `timm:<name>` (random init), "
                                           "`pretrained:<name>[@<size>]` (ImageNet weights), `lsi-<base>`")
     num_server_rounds: Int = Field(5, ge=1, description="federated rounds")
-    fraction_train: float = Field(1.0, ge=0, le=1, description="share of nodes sampled for training each round")
+    fraction_train: float = Field(1.0, gt=0, le=1, description="share of nodes sampled for training each round")
     fraction_evaluate: float = Field(1.0, ge=0, le=1, description="share of nodes asked for personalized "
                                                                    "evaluation each round (0 = skip)")
     min_train_nodes: Int = Field(2, ge=1, description="fewest good replies for a round to update the model")
     round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies in a round")
+    max_num_examples: Int = Field(0, ge=0, description="the most `num-examples` (its weight in the average) one "
+                                  "reply may claim; above it the reply is dropped. 0 = the size of the training "
+                                  "pool the server loads; set it for nodes with more local data (docs/security.md)")
     local_epochs: Int = Field(2, ge=0, description="local epochs per round")
     batch_size: Int = Field(32, ge=1, description="local batch size")
     lr: float = Field(0.02, gt=0, description="local SGD learning rate")
@@ -80,8 +85,11 @@ class RunKeys(Keys):
     """Outputs, checkpoints and injected faults."""
 
     out_dir: str = Field("~/fl-results", description="where runs are written (made absolute)")
-    run_name: str = Field("", description="folder of the run; `\"\"` = `<method>-<dataset>-seed<seed>-<time>`")
+    run_name: str = Field("", description="folder of the run under `out-dir`, a plain name (letters, digits, "
+                                          "`._=-`, not starting with `.`); `\"\"` = `<method>-<dataset>-seed<seed>-<time>`")
     resume: bool = Field(False, description="continue `<out-dir>/<run-name>/` from its `checkpoint.pt`")
+    overwrite: bool = Field(False, description="let a new run replace a `run-name` folder that already holds a "
+                                               "run (else such a run fails at start)")
     checkpoint_every: Int = Field(1, ge=0, description="write `checkpoint.pt` every N rounds (0 = never)")
     fault_rate: float = Field(0.0, ge=0, le=1, description="(tests) share of client replies that fail on purpose")
     fault_kind: Literal[FAULT_KINDS] = Field("raise", description="(tests) how they fail; `timeout` sleeps past "
@@ -160,6 +168,7 @@ def validate(cfg: dict) -> None:
            f"unknown model '{cfg['model']}': pass {MODEL_NAMES}")
     _check(cfg["device"] in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg["device"]) is not None,
            f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
+    check_run_name(cfg["run-name"])
     _check(not cfg["resume"] or bool(cfg["run-name"]),
            "resume=true needs the run-name (and out-dir) of the run to continue")
     check_keys(cfg)
@@ -181,6 +190,15 @@ def validate(cfg: dict) -> None:
     strategy.check_config(cfg)
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]*")
+
+
+def check_run_name(name) -> None:
+    """``run-name`` is one plain folder name, so that a run writes under ``out-dir`` only."""
+    _check(isinstance(name, str) and (name == "" or (RUN_NAME.fullmatch(name) is not None and name != "..")),
+           f"run-name must be a plain folder name (letters, digits, '._=-', no '/', not '.' or '..'), got {name!r}")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (partitions and sampling take ``seed`` explicitly)."""
     os.environ["PYTHONHASHSEED"] = str(seed)
@@ -192,3 +210,17 @@ def seed_everything(seed: int) -> None:
 def out_root(cfg: dict) -> Path:
     """``out-dir`` as an absolute path (the ServerApp runs from an installed copy)."""
     return Path(cfg["out-dir"]).expanduser().resolve()
+
+
+RUN_FILES = ("config.json", "metrics.csv", "checkpoint.pt")
+
+
+def check_run_folder(cfg: dict) -> None:
+    """Never overwrite a run by accident: a ``run-name`` folder that already holds a run
+    (any of ``RUN_FILES``) needs ``resume=true`` or ``overwrite=true``."""
+    if not cfg["run-name"] or cfg["resume"] or cfg["overwrite"]:
+        return
+    folder = out_root(cfg) / cfg["run-name"]
+    found = [f for f in RUN_FILES if (folder / f).exists()]
+    _check(not found, f"{folder} already holds a run ({', '.join(found)}): pass resume=true to continue it, "
+                      "overwrite=true to replace it, or another run-name")

@@ -220,6 +220,8 @@ def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metri
     for ax, m in zip(axes[0], metrics):
         for values, runs in rows.groupby(keys, sort=True, dropna=False):
             per_round = runs.dropna(subset=[m]).groupby("round")[m]
+            if per_round.ngroups == 0:  # a method that does not report this metric (fedhip: no loss)
+                continue
             mean, ci = per_round.mean(), per_round.agg(lambda v: interval(v)[3]).fillna(0)
             line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=_label(dict(zip(keys, values)), keys))
             ax.fill_between(mean.index, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)

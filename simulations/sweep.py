@@ -1,21 +1,12 @@
-"""Sweeps: ``python -m simulations.sweep SWEEP.yaml``.
+"""Sweeps: ``python -m simulations.sweep SWEEP.yaml [--check] [--local [--jobs N]]`` (docs/sweeps.md).
 
-The YAML has ``base:`` (run-config keys, plus federation keys), ``grid:`` (key ->
-list of values) and, optionally, ``methods:`` (method -> its own keys, a value or a list:
-``fedprox: {proximal-mu: [0.01, 0.1]}`` runs FedProx once per mu and the other methods
-once; without ``grid: method`` it names the methods to run). Every combination is validated first (names, ranges, data present,
-partitions feasible: a bad sweep fails in seconds, before anything runs), then run
-through Flower's simulation engine with ``flwr run`` against a SuperLink that the sweep
-starts (from a neutral folder, with a private ``FLWR_HOME``) and stops when it ends. The
-runs share one Ray instance, started once (``--ray-per-run``: a private one per run;
-with ``RAY_ADDRESS`` set, the runs attach to that cluster).
-A run's status is read from the SuperLink (``flwr ls``), not from ``flwr run``'s exit
-code, which is 0 even for a failed run. ``--local`` runs each run in-process instead
-(``simulations/local.py``: no Ray, no SuperLink), ``--jobs N`` of them at a time. A
-failed run is reported and the others go on. Results: ``<out-dir>/<run-name>/`` per
-run and ``<out-dir>/results.csv`` + ``results.png`` for the whole sweep (see
-``simulations/results.py``), then the comparison ``summary.csv``, ``paired.csv`` and
-``report.md`` (``simulations/report.py``).
+Expands the YAML (``base:``, ``grid:``, optional ``methods:``) into runs and validates
+every one (keys, data, partitions) before the first starts, so a bad sweep fails in
+seconds. Runs go through ``flwr run`` against a SuperLink and one Ray instance that the
+sweep owns, or in-process with ``--local`` (``simulations/local.py``). A run's status is
+read from the SuperLink because ``flwr run`` exits 0 even for a failed run; a failed run
+is reported and the others go on. At the end: ``results.csv`` and the report
+(``simulations/report.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +24,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from simulations.config import RENAMED, ConfigError, defaults, resolve
+from simulations.config import RENAMED, ConfigError, check_run_folder, defaults, resolve
 from simulations.report import report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
@@ -124,6 +115,7 @@ def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, 
         names.add(name)
         try:
             cfg = resolve({**combo, "run-name": name})
+            check_run_folder(cfg)
         except ConfigError as err:
             raise SweepError(f"run '{name}': {err}") from None
         if int(fed["num-supernodes"]) < int(cfg["min-train-nodes"]):
@@ -135,18 +127,18 @@ def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, 
 
 def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     """Load each dataset and partition it once per distinct setting: fail before running."""
-    from datasets import DataError, load_dataset
+    from datasets import DataError, load_for
     from datasets.partition import PartitionError, partition_for
 
     seen = set()
     for cfg, fed, name in runs:
-        key = (cfg["dataset"], cfg["data-root"], cfg["partitioner"], cfg["dirichlet-alpha"],
+        key = (cfg["dataset"], cfg["data-root"], cfg["image-size"], cfg["partitioner"], cfg["dirichlet-alpha"],
                cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"])
         if key in seen:
             continue
         seen.add(key)
         try:
-            bundle = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+            bundle = load_for(cfg)
             partition_for(cfg, bundle, int(fed["num-supernodes"]))
         except (DataError, PartitionError) as err:
             raise SweepError(f"run '{name}': {err}") from None

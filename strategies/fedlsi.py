@@ -93,6 +93,7 @@ class FedLSIKeys(Keys):
 
 class FedLSIStrategy(BaseStrategy):
     keys = FedLSIKeys
+    train_metrics = BaseStrategy.train_metrics | {"divergence"}  # what its client reports
 
     def __init__(self, cfg: dict, test_data=None, on_round=None):
         super().__init__({**cfg, "model": latent_model(cfg["model"])}, test_data, on_round)

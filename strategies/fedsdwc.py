@@ -13,6 +13,7 @@ from flwr.app import ArrayRecord, MetricRecord
 from pydantic import Field
 
 from clients.base import device_of, evaluate
+from clients.fedsdwc import TERMS
 from models.causal import build_sdwc
 from simulations.keys import Int, Keys
 
@@ -37,6 +38,7 @@ class FedSDWCKeys(Keys):
 
 class FedSDWCStrategy(BaseStrategy):
     keys = FedSDWCKeys
+    train_metrics = BaseStrategy.train_metrics | {f"train-{t}" for t in TERMS}  # what its client reports
 
     def initial_arrays(self) -> ArrayRecord:
         data = self.test_data

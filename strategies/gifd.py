@@ -19,7 +19,9 @@ receive it and that a poisoned ground truth changes the scores but not the
 reconstructions.
 
 Outputs in the run folder: ``attacks.csv`` (one row per attacked image and attack:
-psnr, ssim, lpips, label-accuracy, attack-seconds, grad-loss, ...), ``attacks.png``
+psnr, ssim, lpips, label-accuracy, attack-seconds, grad-loss, ...; on a node that keeps
+its data, see ``clients.base.ground_truth_allowed``, no scores and ``note`` = "no ground
+truth"), ``attacks.png``
 (ground truth row, one row per attack) and per-attack means in the round's metrics row
 (``<attack>-psnr``, ``<attack>-ssim``, ``label-accuracy``).
 
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import math
 import time
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 from typing import Literal
 
@@ -64,7 +66,8 @@ from .base import BaseStrategy
 ATTACK_NAMES = ("ig", "ggl", "gifd")
 CSV_COLUMNS = ["round", "partition", "update", "image", "attack", "threat", "batch-size", "defense", "defense-param",
                "prior", "true-label", "inferred-label", "label-accuracy", "psnr", "ssim", "lpips", "attack-seconds",
-               "grad-loss", "steps"]
+               "grad-loss", "steps", "note"]
+NO_TRUTH = "no ground truth"  # the note of a row whose node sent no ground truth (a real node)
 
 
 def parse_list(text: str, cast=str) -> list:
@@ -147,8 +150,9 @@ def evaluate_reconstructions(result: AttackResult, truth: dict[str, torch.Tensor
     """The evaluator: scores a reconstruction against the simulation-only ground truth."""
     from .attacks.metrics import score
 
-    if truth is None:  # nothing to compare with: keep the rows, no scores
-        return [{"image": i, "inferred-label": int(result.labels[i]), "_match": i} for i in range(len(result.labels))]
+    if truth is None:  # a real node keeps its data: the rows stay, without scores
+        return [{"image": i, "inferred-label": int(result.labels[i]), "_match": i, "note": NO_TRUTH}
+                for i in range(len(result.labels))]
     rec = inp.to_pixels(result.images)
     true = inp.to_pixels(truth["images"].float())
     rows = score(rec, result.labels, true, truth["labels"].long())
@@ -345,6 +349,10 @@ class GifdStrategy(BaseStrategy):
         chosen = replies[: math.ceil(int(self.cfg["attack-num-images"]) / size)]
         items = [(self.partition_of(m, -1), m.content, self.truth.get(m.metadata.src_node_id))
                  for m in chosen]
+        for part, _, truth in items:
+            if truth is None:
+                log(WARNING, "[attack] partition %s sent no ground truth (not a simulation node): attacks.csv "
+                    "rows say '%s' instead of scores", part, NO_TRUTH)
         prior = self.load_prior() if any(a in ("ggl", "gifd") for a in self.attacks) else None
         grid = self.attack_updates(server_round, items, self.attacks, prior)
         self.write_outputs(*grid)
