@@ -82,6 +82,7 @@ def validate(cfg: dict) -> None:
     _check(cfg["device"] in ("auto", "cpu", "cuda") or cfg["device"].startswith("cuda:"),
            f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
     _check(0 <= cfg["fault-rate"] <= 1, f"fault-rate must be in [0, 1], got {cfg['fault-rate']}")
+    _check(cfg["eval-bn"] in ("eval", "batch"), f"eval-bn must be eval or batch, got {cfg['eval-bn']!r}")
     _check(cfg["fault-kind"] in FAULT_KINDS, f"fault-kind must be one of {FAULT_KINDS}, got {cfg['fault-kind']!r}")
     _check(int(cfg["checkpoint-every"]) == cfg["checkpoint-every"] and cfg["checkpoint-every"] >= 0,
            f"checkpoint-every must be an integer >= 0, got {cfg['checkpoint-every']}")
