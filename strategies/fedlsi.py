@@ -35,11 +35,10 @@ G on them, so G follows the current latent space, at the cost of server work per
 
 Model selection and the DG metrics (``heldout-accuracy``, ``source-accuracy``,
 ``selected-heldout-accuracy``) come from ``BaseStrategy.add_domain_metrics`` for every method.
-Defaults are scaled down from the paper for CPU runs (README "FedDG-LSI"). ``lambda-di``
-is 0.1, not the official alpha = 10: with 10, on Rotated MNIST (held-out domain 0, seed 0,
-10 rounds) the local losses fall but the global model's source-domain validation accuracy
-stayed at 0.47 after 10 rounds (0.91 with 0.1); checked on source validation
-only, never on the held-out domain.
+Defaults follow the official code (``lambda-di`` 10, inversion 10,000 steps with BN weight
+0.01, translator 1024 wide for 10,000 iterations); the deviations and their reasons are
+in docs/methods/fedlsi.md. The official test loop evaluates with BatchNorm in train mode:
+key ``eval-bn`` (both modes are reported, ``BaseStrategy.add_domain_metrics``).
 """
 
 from __future__ import annotations
