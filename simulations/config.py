@@ -117,7 +117,19 @@ class OodKeys(Keys):
     ood_eval_every: Int = Field(0, ge=0, description="run the suite every N rounds too (0 = last round only)")
 
 
-SHARED: tuple[type[Keys], ...] = (DataKeys, TrainKeys, RunKeys, OodKeys)
+class AuditKeys(Keys):
+    """The privacy audit of a method's own traffic (any method; docs/privacy-audit.md)."""
+
+    audit_attacks: str = Field("", description="comma list of `ig`, `dlg` (weight uploads), `features` (FedHiP's "
+                                               "statistics); `\"\"` = off")
+    audit_rounds: str = Field("1", description="comma list of the rounds whose replies are attacked")
+    audit_clients: Int = Field(1, ge=1, description="replies attacked per audited round (first in partition order)")
+    audit_budget: Int = Field(200, ge=1, description="attack steps per reply (gradient- or feature-matching evaluations)")
+    audit_max_examples: Int = Field(64, ge=1, description="a reply of more examples is not attacked (one candidate "
+                                                          "image per example)")
+
+
+SHARED: tuple[type[Keys], ...] = (DataKeys, TrainKeys, RunKeys, OodKeys, AuditKeys)
 
 
 def key_groups() -> dict[str, type[Keys]]:
@@ -181,6 +193,9 @@ def validate(cfg: dict) -> None:
     _check(not cfg["resume"] or bool(cfg["run-name"]),
            "resume=true needs the run-name (and out-dir) of the run to continue")
     check_keys(cfg)
+    from strategies.audit import check_keys as check_audit_keys
+
+    check_audit_keys(cfg)
     strategy = METHODS[cfg["method"]].strategy
     own = set()
     if strategy.keys is not None:
