@@ -56,6 +56,11 @@ class DataKeys(Keys):
                                        description="share of each client's partition kept as its local test split")
     heldout_domain: Int = Field(0, ge=0, description="`partitioner=domain`: the domain id no client holds "
                                                      "(gives `heldout-accuracy`)")
+    eval_bn: Literal["eval", "batch"] = Field(
+        "eval", description="`partitioner=domain`: the BatchNorm mode behind `heldout-accuracy`, `source-accuracy` "
+                            "and `selected-*`: `eval` (running statistics) or `batch` (train-mode BatchNorm on "
+                            "shuffled test batches of 32, the official FedDG-LSI test loop); both are always "
+                            "reported, suffixed `-eval` / `-batch`")
 
 
 class TrainKeys(Keys):
