@@ -3,8 +3,8 @@
 Pure functions of (labels, num_partitions, seed, ...) -> list of index arrays, so that
 every method and every sweep run sees exactly the same partitions for the same seed.
 
-We do not use flwr-datasets: its top-level module is named ``datasets`` and would
-collide with this package, and it pulls in Hugging Face ``datasets`` (~0.4 GB).
+We do not use flwr-datasets: it depends on Hugging Face ``datasets``, whose top-level
+module ``datasets`` has the name of this project's package.
 """
 
 from __future__ import annotations

@@ -1,27 +1,11 @@
 """Benchmarks: ``python -m simulations.benchmark NAME [--quick] [--out-dir DIR]``.
 
-Each benchmark prints its figures and ends with one line ``summary: <name> ...``; the
-numbers also go to ``<out-dir>/<name>.json``. ``--quick`` runs the smallest size (what
-CI and ``tests/test_benchmark.py`` run, only to check that it works). Timings depend on
-the machine's load: the 1-minute load average is printed next to every timing.
-
-- ``overhead``: the same client work (FedAvg on MNIST, 10 clients x 1 local epoch per
-  round, client and server evaluation) through Flower's Ray simulation and as a plain
-  PyTorch loop in this process (same client code, same partitions, same aggregation:
-  the two give the same accuracies), each on one thread. Prints start-up seconds (with a
-  timeline of the Flower run), per-round seconds of both and their ratio, and the
-  ratio of CPU seconds per round (all processes of the run), which depends much less
-  on the other load on the machine.
-- ``scale``: 100 and 1,000 virtual clients, 10% sampled per round (train and
-  evaluate), 3 rounds, iid partitions; per-round seconds, seconds per sampled client
-  and the peak RSS of the whole process tree (SuperLink, ServerApp, simulation, Ray
-  and its workers), sampled every 0.1 s.
-- ``fedhip-cost``: FedHiP's wall time and uplink bytes against FedAvg's time and bytes
-  to reach its best accuracy (and FedHiP's accuracy, if it does) on the same
-  partitions; and the GFLOP/s of FedHiP's Gram accumulation (``clients.fedhip.statistics``)
-  against a plain float64 GEMM of the same shape, measured in the same process.
-- ``gifd-cost``: seconds per reconstructed image for each attack (ig, ggl, gifd) at the
-  default budget, on the updates of the GIFD experiment (``strategies.attacks.benchmark``).
+``overhead`` (Flower's simulation against a plain PyTorch loop doing the same client
+work), ``scale`` (100 and 1,000 virtual clients: time and memory), ``fedhip-cost``
+(FedHiP's time and bytes against FedAvg's) and ``gifd-cost`` (seconds per reconstructed
+image). Each prints its figures with the load average next to every timing, writes
+``<out-dir>/<name>.json`` and ends with one ``summary:`` line; ``--quick`` is the
+smallest size, for the tests. docs/benchmarks.md says what the figures mean.
 """
 
 from __future__ import annotations
@@ -208,7 +192,7 @@ def plain_loop(overrides: dict, num_clients: int, rounds: int) -> dict:
         t0 = time.perf_counter()
         cfg = resolve(overrides)
         seed_everything(int(cfg["seed"]))
-        bundle = datasets.load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+        bundle = datasets.load_for(cfg)
         method = METHODS[cfg["method"]]
         strategy = method.strategy(cfg, test_data=bundle)
         arrays = strategy.initial_arrays()

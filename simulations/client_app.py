@@ -19,15 +19,15 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.base import ClientData, Reply, refuse_evaluation_only
-from datasets import load_dataset
+from datasets import load_for
 from datasets.partition import partition_for, train_test_split
 from simulations.config import resolve
 from simulations.methods import METHODS
 
 app = ClientApp()
 
-PARTITION_KEYS = ("dataset", "data-root", "download", "partitioner", "dirichlet-alpha", "classes-per-client",
-                  "seed", "local-test-fraction", "heldout-domain")
+PARTITION_KEYS = ("dataset", "data-root", "download", "image-size", "partitioner", "dirichlet-alpha",
+                  "classes-per-client", "seed", "local-test-fraction", "heldout-domain")
 
 
 @functools.lru_cache(maxsize=4)
@@ -35,14 +35,14 @@ def partitions(key: tuple, num_partitions: int) -> list[np.ndarray]:
     """All clients' sample indices, computed once per process (not once per client:
     a Dirichlet split of 1,000 clients costs about 0.3 s)."""
     opts = dict(zip(PARTITION_KEYS, key))
-    return partition_for(opts, load_dataset(opts["dataset"], opts["data-root"], opts["download"]), num_partitions)
+    return partition_for(opts, load_for(opts), num_partitions)
 
 
 @functools.lru_cache(maxsize=8)
 def client_data(key: tuple, partition_id: int, num_partitions: int) -> ClientData:
     """This client's train/test split; a pure function of the partition keys."""
     opts = dict(zip(PARTITION_KEYS, key))
-    bundle = load_dataset(opts["dataset"], opts["data-root"], opts["download"])
+    bundle = load_for(opts)
     parts = partitions(key, num_partitions)
     train_idx, test_idx = train_test_split(parts[partition_id], opts["local-test-fraction"],
                                            int(opts["seed"]) * 100_003 + partition_id)

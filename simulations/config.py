@@ -44,6 +44,8 @@ class DataKeys(Keys):
     data_root: str = Field("", description="folder with user data; `\"\"` = `~/.cache/flwr-data` "
                                            "(also the cache for converted data)")
     download: bool = Field(False, description="let torchvision download CIFAR where the network is reachable")
+    image_size: Int = Field(64, ge=8, description="side in pixels image-folder sets are resized to (`image-folder`, "
+                                                  "`pacs`, `officehome`, `domainnet`, `tinyimagenet`)")
     partitioner: str = Field("dirichlet", description="`iid`, `dirichlet`, `pathological`, `domain` "
                                                       "(one source domain per client)")
     dirichlet_alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more label skew)")

@@ -3,14 +3,16 @@
 A group of keys is a ``Keys`` subclass; a field ``ridge_gamma`` is the key
 ``ridge-gamma``. The shared groups live in ``simulations/config.py``, a method's own group
 next to its strategy (the strategy's ``keys`` attribute). From the declarations come the
-checks (``parse``: one-line errors), the tables of docs/config.md (``python -m
-simulations.keys`` rewrites them) and the test that pyproject.toml's defaults agree.
+checks (``parse``: one-line errors), the tables of docs/config.md and the defaults in
+pyproject.toml, which Flower reads (``python -m simulations.keys`` syncs both; a test
+fails while they disagree).
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Literal
@@ -44,16 +46,20 @@ def _bound(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def allowed(field: FieldInfo) -> str:
-    """What a value must be, in words: 'an integer >= 1', 'in [0, 1]', 'weights or statistics'."""
-    kind = field.annotation
+def _describe(kind, metadata) -> str:
+    if typing.get_origin(kind) is Annotated:
+        kind, *extra = typing.get_args(kind)
+        metadata = [*metadata, *extra]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(k, metadata) for k in typing.get_args(kind))
     if typing.get_origin(kind) is Literal:
         choices = [str(c) for c in typing.get_args(kind)]
         return " or ".join(choices) if len(choices) <= 2 else "one of " + ", ".join(choices)
     if kind is bool:
         return "true or false"
-    bounds = {type(m): getattr(m, type(m).__name__.lower()) for m in field.metadata
-              if isinstance(m, (at.Ge, at.Gt, at.Le, at.Lt))}
+    flat = [m for item in metadata for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
+    bounds = {type(m): getattr(m, type(m).__name__.lower())
+              for m in flat if isinstance(m, (at.Ge, at.Gt, at.Le, at.Lt))}
     low = f"[{_bound(bounds[at.Ge])}" if at.Ge in bounds else f"({_bound(bounds[at.Gt])}" if at.Gt in bounds else None
     high = f"{_bound(bounds[at.Le])}]" if at.Le in bounds else f"{_bound(bounds[at.Lt])})" if at.Lt in bounds else None
     if low and high:
@@ -68,9 +74,14 @@ def allowed(field: FieldInfo) -> str:
         return f"an integer {rng}".strip()
     if kind is float:
         return rng or "a number"
-    if any(isinstance(m, at.MinLen) and m.min_length > 0 for m in field.metadata):
+    if any(isinstance(m, at.MinLen) and m.min_length > 0 for m in flat):
         return "a non-empty string"
     return "a string"
+
+
+def allowed(field: FieldInfo) -> str:
+    """What a value must be, in words: 'an integer >= 1', 'in [0, 1]', 'weights or statistics'."""
+    return _describe(field.annotation, field.metadata)
 
 
 def parse(group: type[Keys], cfg: dict, error: type[Exception]) -> dict:
@@ -85,7 +96,7 @@ def parse(group: type[Keys], cfg: dict, error: type[Exception]) -> dict:
             raise error(first["msg"].removeprefix("Value error, ")) from None
         value = cfg.get(key)
         got = repr(value) if isinstance(value, str) else value
-        wrong_type = first["type"] in ("float_type", "finite_number")
+        wrong_type = field.annotation is float and first["type"] in ("float_type", "finite_number")
         raise error(f"{key} must be {'a number' if wrong_type else allowed(field)}, got {got}") from None
 
 
@@ -106,13 +117,16 @@ def table(group: type[Keys]) -> str:
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "config.md"
 MARK = re.compile(r"(<!-- keys: (\S+) -->\n).*?(<!-- end keys -->)", re.S)
+RENAMES = re.compile(r"(<!-- renamed -->).*?(<!-- end renamed -->)", re.S)
 SECTION = re.compile(r"(^\[tool\.flwr\.app\.config\]\n)(.*?)(?=^\[|\Z)", re.S | re.M)
 
 
-def render(text: str, groups: dict[str, type[Keys]]) -> str:
-    """``text`` with each ``<!-- keys: NAME -->`` ... ``<!-- end keys -->`` block regenerated;
-    a group without a block gets a new section at the end."""
+def render(text: str, groups: dict[str, type[Keys]], renamed: dict[str, str] | None = None) -> str:
+    """``text`` with each ``<!-- keys: NAME -->`` ... ``<!-- end keys -->`` block regenerated
+    (and the ``<!-- renamed -->`` list); a group without a block gets a new section at the end."""
     text = MARK.sub(lambda m: m[1] + table(groups[m[2]]) + "\n" + m[3], text)
+    listed = ", ".join(f"`{old}` -> `{new}`" for old, new in (renamed or {}).items()) or "none"
+    text = RENAMES.sub(lambda m: m[1] + listed + m[2], text)
     for name, group in groups.items():
         if f"<!-- keys: {name} -->" not in text:
             text += f"\n## {name}\n\n<!-- keys: {name} -->\n{table(group)}\n<!-- end keys -->\n"
@@ -163,7 +177,8 @@ def main(pyproject: Path | None = None, docs: Path = DOCS) -> int:
         print(f"pyproject.toml keys {stray} are declared nowhere: declare them first (see docs/config.md)",
               file=sys.stderr)
         return 1
-    for path, new in ((pyproject, render_pyproject(text, groups, RENAMED)), (docs, render(docs.read_text(), groups))):
+    for path, new in ((pyproject, render_pyproject(text, groups, RENAMED)),
+                      (docs, render(docs.read_text(), groups, RENAMED))):
         changed = new != path.read_text()
         path.write_text(new)
         print(f"{path.name}: {'rewritten' if changed else 'up to date'}", file=sys.stderr)

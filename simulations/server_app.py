@@ -10,7 +10,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from datasets import DataError, load_dataset
+from datasets import DataError, load_for
 from datasets.partition import PartitionError
 from simulations.config import ConfigError, check_run_folder, out_root, resolve, seed_everything
 from simulations.methods import METHODS
@@ -47,7 +47,7 @@ def main(grid: Grid, context: Context) -> None:
         cfg["run-name"] = run_name(cfg)
         check_run_folder(cfg)
         seed_everything(int(cfg["seed"]))
-        data = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+        data = load_for(cfg)
     except (ConfigError, DataError) as err:
         log(ERROR, "bad run config: %s", err)
         raise RunAborted(f"bad run config: {err}") from None

@@ -451,9 +451,14 @@ class BaseStrategy(FedAvg):
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
               train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
               evaluate_fn=None) -> Result:
-        """Flower's round loop (train, federated evaluation, ``end_round``), plus
-        resume from a checkpoint and a checkpoint after every round. An
-        ``evaluate_fn`` replaces ``evaluate_global`` as the centralized evaluation."""
+        """Flower's round loop (train, federated evaluation, centralized evaluation),
+        rewritten because ``Strategy.start`` has no place for what a run here needs: it
+        always starts at round 1 from ``initial_arrays`` (no resume from a checkpoint),
+        its only per-round hook is ``evaluate_fn`` (here ``end_round`` writes the results
+        row, then a checkpoint is saved), and nothing runs before round 1 (here
+        ``check_federation`` finds each node's partition and fails at once if the
+        partitions cannot be made). Each round gets fresh copies of the configs, which
+        ``configure_train`` writes into. An ``evaluate_fn`` replaces ``evaluate_global``."""
         if evaluate_fn is not None:
             self.evaluate_global = evaluate_fn
         self.summary()

@@ -1,6 +1,7 @@
 """Run config: declarations, pyproject defaults and docs agree; one-line errors for bad values."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -81,7 +82,8 @@ def test_pyproject_defaults_match_the_declarations():
 
 def test_config_page_is_generated_from_the_declarations():
     text = DOCS.read_text()
-    assert render(text, key_groups()) == text, "docs/config.md is stale: run python -m simulations.keys"
+    assert render(text, key_groups(), RENAMED) == text, "docs/config.md is stale: run python -m simulations.keys"
+    assert "<!-- renamed -->" in text
     for name in key_groups():
         assert f"<!-- keys: {name} -->" in text, f"docs/config.md has no table for {name}"
 
@@ -100,7 +102,39 @@ def test_sync_renames_updates_and_appends_keys_in_pyproject():
     assert out == '[tool.flwr.app.config]\n# kept\nnew-name = 0.5\n# demo\nsteps = 3\n\n[tool.other]\nold-name = 1\n'
 
 
+def test_allowed_values_are_described_from_the_declaration():
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    from simulations.keys import Int, Keys, allowed, parse
+
+    class Demo(Keys):
+        mix: Annotated[float, Field(ge=0)] | Literal["auto"] = Field("auto", description="x")
+        steps: Int = Field(3, ge=1, le=9, description="y")
+
+    assert [allowed(f) for f in fields(Demo).values()] == [">= 0 or auto", "an integer in [1, 9]"]
+    assert parse(Demo, {"mix": 0.5, "steps": 2.0}, ConfigError) == {"mix": 0.5, "steps": 2}
+    with pytest.raises(ConfigError, match=r"^mix must be >= 0 or auto, got 'often'$"):
+        parse(Demo, {"mix": "often"}, ConfigError)
+
+
 def test_every_group_has_help_for_every_key():
     for group in key_groups().values():
         assert all(f.description for f in fields(group).values()), group.__name__
-    assert len(SHARED) == len({id(g) for g in SHARED})
+    assert all(group in key_groups().values() for group in SHARED)
+
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_run_configs_resolve(path):
+    """``flwr run . --run-config conf/X.toml`` reads the file as below; every key must pass."""
+    from flwr.common.config import parse_config_args
+
+    overrides = parse_config_args([str(path)])
+    cfg = resolve(overrides)
+    assert overrides and all(cfg[k] == v for k, v in overrides.items() if k != "num-server-rounds")
+    assert cfg["method"] == overrides["method"]
+
