@@ -29,6 +29,7 @@ FAULT_KINDS = ("raise", "nan", "shape", "timeout", "mixed")
 # Renamed keys: old name -> new name (an old name is refused with a line naming the new one).
 RENAMED = {
     "alpha": "dirichlet-alpha",
+    "alpha-personal": "fedhip-alpha",
 }
 
 
@@ -62,7 +63,9 @@ class TrainKeys(Keys):
     method: str = Field("fedavg", description="`fedavg`, `fedprox`, `fedhip`, `fedsdwc`, `fedlsi`, `gifd` "
                                               "(registry: `simulations/methods.py`)")
     model: str = Field("cnn", description="`cnn`, `resnet18`, `wrn-<depth>-<width>`, `timm:<name>` (random init), "
-                                          "`pretrained:<name>[@<size>]` (ImageNet weights), `lsi-<base>`")
+                                          "`pretrained:<name>[@<size>]` (ImageNet weights), "
+                                          "`linear:<name>[@<size>]` (a Linear head on that backbone's frozen, cached "
+                                          "features), `lsi-<base>`")
     num_server_rounds: Int = Field(5, ge=1, description="federated rounds")
     fraction_train: float = Field(1.0, gt=0, le=1, description="share of nodes sampled for training each round")
     fraction_evaluate: float = Field(1.0, ge=0, le=1, description="share of nodes asked for personalized "
@@ -109,7 +112,19 @@ class OodKeys(Keys):
     ood_eval_every: Int = Field(0, ge=0, description="run the suite every N rounds too (0 = last round only)")
 
 
-SHARED: tuple[type[Keys], ...] = (DataKeys, TrainKeys, RunKeys, OodKeys)
+class AuditKeys(Keys):
+    """The privacy audit of a method's own traffic (any method; docs/privacy-audit.md)."""
+
+    audit_attacks: str = Field("", description="comma list of `ig`, `dlg` (weight uploads), `features` (FedHiP's "
+                                               "statistics); `\"\"` = off")
+    audit_rounds: str = Field("1", description="comma list of the rounds whose replies are attacked")
+    audit_clients: Int = Field(1, ge=1, description="replies attacked per audited round (first in partition order)")
+    audit_budget: Int = Field(200, ge=1, description="attack steps per reply (gradient- or feature-matching evaluations)")
+    audit_max_examples: Int = Field(64, ge=1, description="a reply of more examples is not attacked (one candidate "
+                                                          "image per example)")
+
+
+SHARED: tuple[type[Keys], ...] = (DataKeys, TrainKeys, RunKeys, OodKeys, AuditKeys)
 
 
 def key_groups() -> dict[str, type[Keys]]:
@@ -135,7 +150,8 @@ def resolve(overrides: dict) -> dict:
     base = defaults()
     old = next((k for k in overrides if k in RENAMED), None)
     if old is not None:
-        raise ConfigError(f"run-config key '{old}' was renamed: pass {RENAMED[old]}={overrides[old]!r}")
+        value = "auto (it weights the LOCAL side now)" if old == "alpha-personal" else repr(overrides[old])
+        raise ConfigError(f"run-config key '{old}' was renamed: pass {RENAMED[old]}={value}")
     unknown = sorted(set(overrides) - set(base))
     if unknown:
         raise ConfigError(f"unknown run-config key(s) {unknown}: see docs/config.md")
@@ -172,6 +188,9 @@ def validate(cfg: dict) -> None:
     _check(not cfg["resume"] or bool(cfg["run-name"]),
            "resume=true needs the run-name (and out-dir) of the run to continue")
     check_keys(cfg)
+    from strategies.audit import check_keys as check_audit_keys
+
+    check_audit_keys(cfg)
     strategy = METHODS[cfg["method"]].strategy
     own = set()
     if strategy.keys is not None:

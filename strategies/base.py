@@ -45,7 +45,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from clients.base import device_of, evaluate
+from clients.base import SIM_GROUND_TRUTH, device_of, evaluate
 from models import build_model
 
 Row = dict[str, float]
@@ -171,8 +171,15 @@ class BaseStrategy(FedAvg):
         self.rows: list[Row] = []
         pool = len(getattr(test_data, "train_labels", None) if test_data is not None else ()) or 0
         self.max_examples = int(cfg.get("max-num-examples", 0)) or pool  # 0: no cap (no data known)
+        self.auditor = None
+        if cfg.get("audit-attacks") and test_data is not None:
+            from strategies.audit import Audit
+
+            self.auditor = Audit(cfg, test_data, self.upload)
 
     keys: type | None = None  # the method's own run-config keys: a ``simulations.keys.Keys`` subclass
+
+    upload = "weights"  # what a train reply uploads (the privacy audit attacks it): "weights" or "statistics"
 
     @staticmethod
     def check_config(cfg: dict) -> None:
@@ -235,6 +242,9 @@ class BaseStrategy(FedAvg):
         nodes = self.sample(grid, self.fraction_train, self.min_train_nodes, server_round, 0)
         self.sampled = len(nodes)
         config["server-round"] = server_round
+        if self.auditor is not None and self.auditor.due(server_round):
+            config[SIM_GROUND_TRUTH] = True  # evaluation-only: a node that does not allow it refuses
+            self.audit_sent = arrays
         record = self.train_record(server_round, arrays, config)
         self.expected = self.expected_arrays(arrays)
         self.int_arrays = {k for k, v in arrays.items() if np.dtype(v.dtype).kind in "iub"}
@@ -281,7 +291,12 @@ class BaseStrategy(FedAvg):
         if missing > 0:
             log(WARNING, "%d sampled client(s) did not reply within round-timeout", missing)
             self.row["failures"] = self.row.get("failures", 0) + missing
+        auditing = self.auditor is not None and self.auditor.due(server_round)
+        if auditing:
+            self.auditor.strip(replies)  # ground truth never reaches validation or the attacker
         good = self.validate(replies, self.expected)
+        if auditing and good:
+            self.run_audit(server_round, good)
         if len(good) < self.min_train_nodes:
             log(WARNING, "round %d skipped: %d usable replies, min-train-nodes is %d; the model is unchanged",
                 server_round, len(good), self.min_train_nodes)
@@ -290,6 +305,22 @@ class BaseStrategy(FedAvg):
         if metrics is not None:
             self.row.update({k: float(v) for k, v in metrics.items() if k != "num-examples"})
         return arrays, metrics
+
+    def run_audit(self, server_round: int, good: list[Message]) -> None:
+        """Attack this round's validated replies (``strategies/audit.py``); ``attacks.csv``
+        in the run folder, per-attack means in the round's row."""
+        from simulations.config import out_root
+
+        self.auditor.run(self, server_round, good, getattr(self, "audit_sent", None))
+        run_dir = out_root(self.cfg) / (self.cfg["run-name"] or self.cfg["method"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.auditor.write(run_dir / "attacks.csv")
+        self.row.update(self.auditor.summary(server_round))
+
+    def attack_model(self) -> torch.nn.Module:
+        """The network a weight upload belongs to, in train mode (the audit replays local
+        training on it): the global model's architecture (``eval_model``)."""
+        return self.eval_model(self.audit_sent).train()
 
     def aggregate(self, server_round: int, replies: list[Message]):
         """Aggregate validated replies; default: FedAvg's weighted mean (Flower's own
