@@ -29,6 +29,7 @@ FAULT_KINDS = ("raise", "nan", "shape", "timeout", "mixed")
 # Renamed keys: old name -> new name (an old name is refused with a line naming the new one).
 RENAMED = {
     "alpha": "dirichlet-alpha",
+    "fourier-alpha": "sdwc-fourier-alpha",
     "alpha-personal": "fedhip-alpha",
 }
 
@@ -55,6 +56,11 @@ class DataKeys(Keys):
                                        description="share of each client's partition kept as its local test split")
     heldout_domain: Int = Field(0, ge=0, description="`partitioner=domain`: the domain id no client holds "
                                                      "(gives `heldout-accuracy`)")
+    eval_bn: Literal["eval", "batch"] = Field(
+        "eval", description="`partitioner=domain`: the BatchNorm mode behind `heldout-accuracy`, `source-accuracy` "
+                            "and `selected-*`: `eval` (running statistics) or `batch` (train-mode BatchNorm on "
+                            "shuffled test batches of 32, the official FedDG-LSI test loop); both are always "
+                            "reported, suffixed `-eval` / `-batch`")
 
 
 class TrainKeys(Keys):
@@ -106,8 +112,12 @@ class OodKeys(Keys):
                                              "`common` (15) or a comma list, e.g. `fog,contrast`")
     severity: Int = Field(0, ge=0, le=5, description="corruption severity 1..5, or 0 = image i gets level i % 5 + 1")
     corruption_seed: Int = Field(0, ge=0, description="seeds the corrupted images (same for every method and seed)")
+    corruption_constants: Literal["auto", "cifar", "imagenet"] = Field(
+        "auto", description="severity constants: `cifar` (CIFAR-10-C's, 14 of the 19 types; `datasets/cifar_c.py`), "
+                            "`imagenet` (the library's ImageNet-C ones), `auto` = `cifar` for images of 32 px and below")
     ood_datasets: str = Field("", description="semantic shift: comma list of OOD sets, e.g. `mnist` for "
-                                              "Fashion-MNIST; `\"\"` = off")
+                                              "Fashion-MNIST, `digits`, synthetic `noise-gaussian`, "
+                                              "`noise-rademacher`, `blobs`; `\"\"` = off")
     ood_max_samples: Int = Field(2000, ge=0, description="size of the fixed ID/corrupted/OOD subsets (0 = all)")
     ood_eval_every: Int = Field(0, ge=0, description="run the suite every N rounds too (0 = last round only)")
 
@@ -132,8 +142,8 @@ def key_groups() -> dict[str, type[Keys]]:
     from simulations.methods import METHODS
 
     groups = {g.__name__.removesuffix("Keys").lower(): g for g in SHARED}
-    for name, method in METHODS.items():
-        if method.strategy.keys is not None:
+    for name, method in METHODS.items():  # methods sharing a group (ablations) list it once
+        if method.strategy.keys is not None and method.strategy.keys not in groups.values():
             groups[name] = method.strategy.keys
     return groups
 

@@ -220,13 +220,14 @@ def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metri
         return False
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        for values, runs in rows.groupby(keys, sort=True, dropna=False):
+        for i, (values, runs) in enumerate(rows.groupby(keys, sort=True, dropna=False)):
+            color = f"C{i % 10}"  # a group keeps its color in every panel, also after one it is absent from
             per_round = runs.dropna(subset=[m]).groupby("round")[m]
             if per_round.ngroups == 0:  # a method that does not report this metric (fedhip: no loss)
                 continue
             mean, ci = per_round.mean(), per_round.agg(lambda v: interval(v)[3]).fillna(0)
-            line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=_label(dict(zip(keys, values)), keys))
-            ax.fill_between(mean.index, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
+            ax.plot(mean.index, mean.values, marker="o", ms=3, color=color, label=_label(dict(zip(keys, values)), keys))
+            ax.fill_between(mean.index, mean - ci, mean + ci, color=color, alpha=0.2)
         ax.set(xlabel="round", title=m)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)

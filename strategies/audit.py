@@ -61,6 +61,18 @@ def check_keys(cfg: dict) -> None:
                           f"got {cfg['audit-rounds']!r}")
 
 
+def used_by_cross_entropy(model: torch.nn.Module, params: dict, buffers: dict, data) -> list[str]:
+    """The uploaded parameters the replayed loss reaches (a FedSDWC decoder or prior is
+    trained by other terms of the method's loss; the attacker matches the rest)."""
+    from torch.func import functional_call
+
+    probe = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    x = torch.zeros(2, *data.input_shape)
+    loss = torch.nn.functional.cross_entropy(functional_call(model, {**buffers, **probe}, (x,)), torch.tensor([0, 1]))
+    grads = torch.autograd.grad(loss, list(probe.values()), allow_unused=True)
+    return [n for n, g in zip(probe, grads) if g is not None]
+
+
 def strip_ground_truth(content: RecordDict) -> dict[str, torch.Tensor] | None:
     """Remove the evaluation-only record from a reply (before validation and attacks)."""
     if GROUND_TRUTH not in content.array_records:
@@ -114,11 +126,13 @@ class Audit:
 
         data, proc = self.data, self.announced(content)
         state = sent.to_torch_state_dict()
-        received = content.array_records["arrays"].to_torch_state_dict()
-        names = [n for n, _ in model.named_parameters()]
-        params = {n: state[n].float() for n in names}
-        buffers = {n: state[n] for n, _ in model.named_buffers() if n in state}
+        upload = "arrays" if "arrays" in content.array_records else next(iter(content.array_records))
+        received = content.array_records[upload].to_torch_state_dict()
         model.train().requires_grad_(False)
+        params = {n: state[n].float() for n, _ in model.named_parameters() if n in received and n in state}
+        buffers = {n: state[n] for n, _ in model.named_buffers() if n in state}
+        names = used_by_cross_entropy(model, params, buffers, data)
+        params = {n: params[n] for n in names}
         return AttackInput(model=model, params=params, target={n: params[n] - received[n].float() for n in names},
                            threat="fedavg", batch_size=proc.num_examples, lr=proc.lr, local_steps=proc.steps,
                            mean=torch.as_tensor(data.mean, dtype=torch.float32).view(-1, 1, 1),

@@ -45,7 +45,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from clients.base import SIM_GROUND_TRUTH, device_of, evaluate
+from clients.base import SIM_GROUND_TRUTH, device_of, evaluate, evaluate_batch_bn
 from models import build_model
 
 Row = dict[str, float]
@@ -384,21 +384,35 @@ class BaseStrategy(FedAvg):
         on the held-out domain, ``source-accuracy`` on source-domain validation images
         (``datasets/domains.py: domain_eval_sets``), and model selection as the paper:
         ``selected-heldout-accuracy`` is the held-out accuracy of the round (>= 1) with the
-        best source accuracy so far (ties: the earlier round), ``selected-round`` that round."""
+        best source accuracy so far (ties: the earlier round), ``selected-round`` that round.
+        Each is computed in both BatchNorm modes, suffixed ``-eval`` (running statistics)
+        and ``-batch`` (``evaluate_batch_bn``: the official FedDG-LSI test loop); the plain
+        names repeat the mode chosen by ``eval-bn``."""
         if self.test_data is None or self.cfg["partitioner"] != "domain":
             return res
         from datasets.domains import domain_eval_sets
 
         if getattr(self, "dg_sets", None) is None:
             self.dg_sets = domain_eval_sets(self.test_data, int(self.cfg["heldout-domain"]))
-        model = self.eval_model(arrays)
-        held, src = (evaluate(model, d, 512, device_of(self.cfg)) for d in self.dg_sets)
-        out = {"heldout-accuracy": held["accuracy"], "heldout-loss": held["loss"], "source-accuracy": src["accuracy"]}
-        if server_round:
-            seen = [(r["source-accuracy"], -r["round"], r["heldout-accuracy"]) for r in self.rows
-                    if r.get("round", 0) >= 1 and "source-accuracy" in r]
-            best = max(seen + [(src["accuracy"], -server_round, held["accuracy"])])
-            out.update({"selected-heldout-accuracy": best[2], "selected-round": float(-best[1])})
+        model, device = self.eval_model(arrays), device_of(self.cfg)
+        out = {}
+        for mode in ("eval", "batch"):  # both BatchNorm evaluation modes (key eval-bn), every round
+            if mode == "eval":
+                held, src = (evaluate(model, d, 512, device) for d in self.dg_sets)
+            else:
+                seed = int(np.random.SeedSequence([int(self.cfg["seed"]), server_round, 29]).generate_state(1)[0])
+                held, src = (evaluate_batch_bn(model, d, device, seed) for d in self.dg_sets)
+            out.update({f"heldout-accuracy-{mode}": held["accuracy"], f"heldout-loss-{mode}": held["loss"],
+                        f"source-accuracy-{mode}": src["accuracy"]})
+            if server_round:
+                seen = [(r[f"source-accuracy-{mode}"], -r["round"], r[f"heldout-accuracy-{mode}"]) for r in self.rows
+                        if r.get("round", 0) >= 1 and f"source-accuracy-{mode}" in r]
+                best = max(seen + [(src["accuracy"], -server_round, held["accuracy"])])
+                out.update({f"selected-heldout-accuracy-{mode}": best[2], f"selected-round-{mode}": float(-best[1])})
+        chosen = str(self.cfg["eval-bn"])  # the unsuffixed names follow the chosen mode
+        for name in ("heldout-accuracy", "heldout-loss", "source-accuracy", "selected-heldout-accuracy", "selected-round"):
+            if f"{name}-{chosen}" in out:
+                out[name] = out[f"{name}-{chosen}"]
         return MetricRecord({**(dict(res) if res is not None else {}), **out})
 
     # ---- the loop -----------------------------------------------------------------
