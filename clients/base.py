@@ -66,9 +66,13 @@ def device_of(cfg: dict) -> torch.device:
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``data``."""
-    model.eval().to(device)
+    return _scores(model.eval().to(device), batches(data, batch_size), device)
+
+
+def _scores(model: nn.Module, pairs, device: torch.device) -> dict[str, float]:
+    """Summed cross-entropy and hits over (x, y) batches, as means."""
     loss, correct, n = 0.0, 0, 0
-    for x, y in batches(data, batch_size):
+    for x, y in pairs:
         x, y = x.to(device), y.to(device)
         logits = model(x)
         loss += F.cross_entropy(logits, y, reduction="sum").item()
@@ -96,16 +100,10 @@ def evaluate_batch_bn(model: nn.Module, data: Dataset, device: torch.device, see
     chunks = list(order.split(batch_size))
     if len(chunks) > 1 and len(chunks[-1]) == 1:
         chunks[-2:] = [torch.cat(chunks[-2:])]
-    loss, correct, n = 0.0, 0, 0
-    for idx in chunks:
-        x, y = (data[idx] if isinstance(data, ArrayDataset)
-                else next(iter(DataLoader(torch.utils.data.Subset(data, idx.tolist()), batch_size=len(idx)))))
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        n += len(y)
-    return {"loss": loss / max(n, 1), "accuracy": correct / max(n, 1), "num-examples": n}
+    pairs = (data[idx] if isinstance(data, ArrayDataset)
+             else next(iter(DataLoader(torch.utils.data.Subset(data, idx.tolist()), batch_size=len(idx))))
+             for idx in chunks)
+    return _scores(model, pairs, device)
 
 
 SIM_GROUND_TRUTH = "sim-ground-truth"  # node-config flag; "sim-" train-config keys are evaluation-only requests

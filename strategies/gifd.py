@@ -65,6 +65,7 @@ from .attacks.gifd import invert_gifd
 from .attacks.ig import invert_ig
 from .attacks.label_inference import infer_labels
 from .attacks.prior import LABEL_MAPS, GanPrior
+from .audit import strip_ground_truth
 from .base import BaseStrategy
 
 ATTACK_NAMES = ("dlg", "idlg", "ig", "ggl", "ggl-adam", "gifd")
@@ -123,15 +124,6 @@ def run_attack(name: str, inp: AttackInput, labels: torch.Tensor, prior: GanPrio
         return invert_gifd(inp, labels, prior, tv=s["tv"], latent_fraction=s["latent-fraction"], radii=s["radii"],
                            stages=s["stages"], label_map=s["label-map"], label_space=s["label-space"], **common)
     raise ValueError(f"unknown attack '{name}'")
-
-
-def strip_ground_truth(content: RecordDict) -> dict[str, torch.Tensor] | None:
-    """Remove the simulation-only record from a reply; it goes to the evaluator only."""
-    if GROUND_TRUTH not in content.array_records:
-        return None
-    record = content.array_records[GROUND_TRUTH]
-    del content[GROUND_TRUTH]
-    return record.to_torch_state_dict()
 
 
 def attacker_view(content: RecordDict, sent: ArrayRecord, model_name: str, num_classes: int,
