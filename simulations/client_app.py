@@ -1,9 +1,11 @@
 """ClientApp: load this node's partition and hand each message to the method's client.
 
-A node's partition comes from its node config (``partition-id``, ``num-partitions``):
-the simulation engine sets them, and real SuperNodes pass them with ``--node-config``
-(where ``data-root`` may also point at the node's own data; without a partition id the
-node's whole local train pool is its partition).
+A node's partition comes from the message when the server assigns partitions
+(``partition-assignment=server``: ``partition-id``/``num-partitions`` in its config
+record), else from its node config: the simulation engine sets them, and real
+SuperNodes pass them with ``--node-config`` (where ``data-root`` may also point at the
+node's own data; without a partition id the node's whole local train pool is its
+partition, and a server-assigned partition is refused).
 Partitions are computed (seeded) once in every client process and cached there.
 """
 
@@ -27,7 +29,7 @@ from simulations.methods import METHODS
 app = ClientApp()
 
 PARTITION_KEYS = ("dataset", "data-root", "download", "partitioner", "alpha", "classes-per-client",
-                  "seed", "local-test-fraction", "heldout-domain")
+                  "seed", "local-test-fraction", "heldout-domain", "samples-per-client")
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,13 +52,18 @@ def client_data(key: tuple, partition_id: int, num_partitions: int) -> ClientDat
     return ClientData(partition_id, subset(train_idx), subset(test_idx), bundle.num_classes, bundle.input_shape)
 
 
-def setup(context: Context):
-    """Resolved config, this node's data and the method's client."""
+def setup(context: Context, config: dict | None = None):
+    """Resolved config, this node's data and the method's client (``config``: the
+    message's config record, which names the partition where the server assigns it)."""
     cfg = resolve(dict(context.run_config))
     node = context.node_config
     if node.get("data-root"):  # a real SuperNode pointing at its own data
         cfg["data-root"] = str(node["data-root"])
     pid, n = int(node.get("partition-id", 0)), int(node.get("num-partitions", 1))
+    if config and "partition-id" in config:
+        if node.get("data-root"):
+            raise ValueError("this node holds its own data (data-root): run with partition-assignment='node'")
+        pid, n = int(config["partition-id"]), int(config["num-partitions"])
     data = client_data(tuple(cfg[k] for k in PARTITION_KEYS), pid, n)
     return cfg, METHODS[cfg["method"]].client(cfg, data)
 
@@ -99,9 +106,9 @@ def inject_fault(cfg: dict, reply, partition_id: int, server_round: int) -> None
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg, client = setup(context)
-    stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
     config = config_of(msg)
+    cfg, client = setup(context, config)
+    stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
     reply = client.train(tensors(msg.content), config, stored)
     inject_fault(cfg, reply, client.data.partition_id, int(config.get("server-round", 0)))
     for name, values in reply.keep.items():
@@ -113,9 +120,10 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    cfg, client = setup(context)
+    config = config_of(msg)
+    cfg, client = setup(context, config)
     stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
-    metrics = client.evaluate(tensors(msg.content), config_of(msg), stored)
+    metrics = client.evaluate(tensors(msg.content), config, stored)
     if isinstance(metrics, Reply):  # an evaluate that also keeps state (e.g. a personalized model)
         for name, values in metrics.keep.items():
             context.state[name] = ArrayRecord(values)

@@ -73,7 +73,9 @@ def validate(cfg: dict) -> None:
     for key in ("fraction-train", "fraction-evaluate"):
         _check(0 <= cfg[key] <= 1, f"{key} must be in [0, 1], got {cfg[key]}")
     _check(0 <= cfg["local-test-fraction"] < 1, f"local-test-fraction must be in [0, 1), got {cfg['local-test-fraction']}")
-    for key in ("num-server-rounds", "batch-size", "classes-per-client", "min-train-nodes"):
+    _check(cfg["partition-assignment"] in ("server", "node"),
+           f"partition-assignment must be server or node, got {cfg['partition-assignment']!r}")
+    for key in ("num-server-rounds", "batch-size", "classes-per-client", "min-train-nodes", "samples-per-client"):
         _check(int(cfg[key]) == cfg[key] and cfg[key] >= 1, f"{key} must be an integer >= 1, got {cfg[key]}")
     _check(cfg["local-epochs"] >= 0, f"local-epochs must be >= 0, got {cfg['local-epochs']}")
     _check(cfg["lr"] > 0, f"lr must be > 0, got {cfg['lr']}")
