@@ -379,8 +379,8 @@ def scale_overrides(n: int, sampled: int, rounds: int) -> dict:
 
 def stamped(cmd: list[str], log_path: Path, env: dict, limit: float) -> tuple[list[tuple[float, str]], int, float]:
     """Run ``cmd``, keeping its output lines with the seconds since start (and in
-    ``log_path``); sample its process tree's RSS. Stopped after ``limit`` seconds.
-    Returns the lines, the peak RSS in bytes and the wall seconds."""
+    ``log_path``); sample its process tree's RSS. Stopped after ``limit`` seconds; a
+    failure raises. Returns the lines, the peak RSS in bytes and the wall seconds."""
     import subprocess
 
     from simulations.superlink import stop_tree
@@ -397,8 +397,12 @@ def stamped(cmd: list[str], log_path: Path, env: dict, limit: float) -> tuple[li
             log.write(line)
             lines.append((time.perf_counter() - t0, line.rstrip()))
     proc.wait()
+    stopped = not timer.is_alive()
     timer.cancel()
-    return lines, sampler.stop(), time.perf_counter() - t0
+    peak = sampler.stop()
+    if proc.returncode and not stopped:
+        raise RuntimeError(f"{cmd[-1][:60]}... failed (exit {proc.returncode}; log: {log_path})")
+    return lines, peak, time.perf_counter() - t0
 
 
 def round_times(lines: list[tuple[float, str]]) -> dict[int, float]:
@@ -447,7 +451,7 @@ def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> 
     """One ``flwr run`` through the Ray simulation engine, on a fresh SuperLink (and a Ray
     of its own), so that the size's memory counts alone; stopped after ``limit`` s."""
     from simulations.config import resolve
-    from simulations.superlink import LocalSuperLink
+    from simulations.superlink import LocalSuperLink, stop_tree
 
     name = f"flower-{n}"
     run_dir = out / name
@@ -460,11 +464,12 @@ def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> 
         with LocalSuperLink() as link:
             sampler = TreeRSS(roots(link))
             sampler.start()
-            timer = threading.Timer(limit, link.__exit__)
+            timer = threading.Timer(limit, stop_tree, args=(link.procs[0].pid,))  # the SuperLink's whole tree
             timer.start()
             t0 = time.perf_counter()
             record, lines = timed_run(link, cfg, run_dir / "flwr.log", fed)
             wall = time.perf_counter() - t0
+            stopped = not timer.is_alive()
             timer.cancel()
             peak = sampler.stop()
     finally:
@@ -472,6 +477,9 @@ def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> 
             os.environ.pop("OMP_NUM_THREADS")
         else:
             os.environ["OMP_NUM_THREADS"] = old
+    if not stopped and record.get("status") != "finished:completed":
+        raise RuntimeError(f"run {name} failed: {record.get('status')} {record.get('status-details', '')} "
+                           f"(log: {run_dir / 'flwr.log'})")
     res = scale_figures(round_times(lines), read_rows(run_dir / "metrics.csv"), rounds)
     ready = first(lines, r"results in")
     res.update({"status": record.get("status", "unknown"), "peak-rss-mb": peak / 2**20,
@@ -480,14 +488,15 @@ def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> 
     return res
 
 
-def engine_costs(n: int, messages: int = 100) -> dict:
+def engine_costs(n: int, messages: int = 100, probe: int = 10_000) -> dict:
     """What Flower's simulation engine does per node, timed on its own functions in this
     process (flwr 1.42, ``flwr.server.superlink.fleet.vce.vce_api``): registering ``n``
-    nodes in the in-memory LinkState, building each node's run context (a
-    ``DeprecatedRunInfoStore`` that reads the app's pyproject.toml for every node), and
-    one sweep of the loop that looks for messages to deliver, with none and with
-    ``messages`` in flight (it asks the LinkState once per node every 0.1 s, and each
-    ask scans every stored message)."""
+    nodes in the in-memory LinkState; building each node's run context (a
+    ``DeprecatedRunInfoStore``, which reads the app's pyproject.toml again for every
+    node); and one sweep of the loop that looks for messages to deliver, with none and
+    with ``messages`` in flight (every 0.1 s it asks the LinkState once per node, and
+    each ask scans every stored message). Contexts and sweeps are timed on the first
+    ``probe`` nodes and scaled to ``n`` (both are a loop over the nodes)."""
     import psutil
     from queue import Queue
     from uuid import uuid4
@@ -520,29 +529,32 @@ def engine_costs(n: int, messages: int = 100) -> dict:
     rss0, t0 = me.memory_info().rss, time.perf_counter()
     mapping = _register_nodes(n, factory)
     rss1, t1 = me.memory_info().rss, time.perf_counter()
-    stores = _register_node_info_stores(mapping, Run.create_empty(1), app_dir=str(APP_DIR))
+    sub = dict(list(mapping.items())[:min(n, probe)])
+    scale = n / len(sub)
+    stores = _register_node_info_stores(sub, Run.create_empty(1), app_dir=str(APP_DIR))
     rss2, t2 = me.memory_info().rss, time.perf_counter()
     state = factory.state()
-    add_messages_to_queue(state, Queue(), mapping, OneSweep())
+    add_messages_to_queue(state, Queue(), sub, OneSweep())
     t3 = time.perf_counter()
     run_id = state.create_run(None, None, None, {}, NOOP_FEDERATION_ID, None, None, "serverapp")
     saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 1, 1
     try:
-        for node in list(mapping)[:messages]:  # delivered, awaiting the reply: as while clients train
+        for node in list(sub)[:messages]:  # delivered, awaiting the reply: as while clients train
             msg = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
             msg.metadata.__dict__["_message_id"] = str(uuid4())
             msg.metadata.delivered_at = "delivered"
             state.message_ins_store[msg.metadata.message_id] = msg
         t4 = time.perf_counter()
-        add_messages_to_queue(state, Queue(), mapping, OneSweep())
+        add_messages_to_queue(state, Queue(), sub, OneSweep())
         t5 = time.perf_counter()
     finally:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
     del stores
-    return {"nodes": n, "register-s": t1 - t0, "register-mb": (rss1 - rss0) / 2**20,
-            "contexts-s": t2 - t1, "contexts-mb": (rss2 - rss1) / 2**20, "sweep-empty-s": t3 - t2,
-            "sweep-busy-s": t5 - t4, "messages": messages, "load": os.getloadavg()[0]}
+    return {"nodes": n, "probe": len(sub), "register-s": t1 - t0, "register-mb": (rss1 - rss0) / 2**20,
+            "contexts-s": (t2 - t1) * scale, "contexts-mb": (rss2 - rss1) / 2**20 * scale,
+            "sweep-empty-s": (t3 - t2) * scale, "sweep-busy-s": (t5 - t4) * scale, "messages": messages,
+            "load": os.getloadavg()[0]}
 
 
 def ratio(a, b) -> float | None:
@@ -560,7 +572,7 @@ def bench_scale(args) -> dict:
         sizes = [int(s) for s in (args.sizes or "1000,10000,100000").split(",")]
         sampled, rounds = args.sampled or 100, args.rounds or 3
     engines = args.engines.split(",") if args.engines else ["local", "flower"]
-    limit = args.limit or 3600
+    limit = args.limit or 1800
     out = args.out_dir / "scale"
     res: dict = {"sizes": sizes, "sampled": sampled, "rounds": rounds, "local": {}, "flower": {}, "engine": {}}
     say(f"scale: FedAvg on MNIST, partitioner=draw (10 samples per client, one batch of 8 per epoch), {sizes} "
@@ -573,16 +585,17 @@ def bench_scale(args) -> dict:
                 f"{fmt_list(r['round-seconds'])}, peak RSS {r['peak-rss-mb']:.0f} MB ({load()})")
         if "flower" in engines:
             r = res["flower"][n] = scale_flower(n, sampled, rounds, out, limit)
-            state = "" if r["complete"] else f" STOPPED after {limit:.0f} s ({r['status']}, {len(r['round-seconds'])} rounds done)"
+            state = "" if r["complete"] else f" STOPPED after {limit:.0f} s ({len(r['round-seconds'])} rounds done)"
             say(f"  Flower simulation (Ray), {n} clients: start-up {fmt(r['startup-s'])} s (ServerApp ready "
                 f"{fmt(r['serverapp-ready-s'])} s, round 0 done {fmt(r['round-0-s'])} s after flwr run), round "
                 f"seconds {fmt_list(r['round-seconds'])}, peak RSS {r['peak-rss-mb']:.0f} MB over {r['peak-procs']} "
                 f"processes{state} ({load()})")
         if "flower" in engines and not args.quick:
             e = res["engine"][n] = engine_costs(n)
-            say(f"  Flower's engine alone, {n} nodes: register {e['register-s']:.2f} s / {e['register-mb']:.0f} MB, "
-                f"node contexts {e['contexts-s']:.2f} s / {e['contexts-mb']:.0f} MB, one delivery sweep "
-                f"{e['sweep-empty-s'] * 1000:.0f} ms idle, {e['sweep-busy-s']:.2f} s with {e['messages']} messages "
+            probe = "" if e["probe"] == n else f" (contexts and sweeps timed on {e['probe']} nodes, scaled)"
+            say(f"  Flower's engine alone, {n} nodes{probe}: register {e['register-s']:.2f} s / "
+                f"{e['register-mb']:.0f} MB, node contexts {e['contexts-s']:.2f} s / {e['contexts-mb']:.0f} MB, one "
+                f"delivery sweep {e['sweep-empty-s'] * 1000:.0f} ms idle, {e['sweep-busy-s']:.2f} s with {e['messages']} messages "
                 f"in flight ({load()})")
     small, big = sizes[0], sizes[-1]
     parts = []
@@ -657,7 +670,7 @@ def bench_gpu_fractions(args) -> dict:
         raise SystemExit("gpu-fractions needs a CUDA GPU and found none (torch.cuda.is_available() is False); "
                          "--dry-run-cpu runs it on the CPU with Ray told of one GPU, to check the script only")
     fractions = [float(f) for f in (args.fractions or ("0.5" if args.quick else "1,0.5,0.25,0.1")).split(",")]
-    jobs = [int(j) for j in (args.jobs or ("2" if args.quick else "1,2,4")).split(",")]
+    jobs = [int(j) for j in (args.jobs or ("1" if args.quick else "1,2,4")).split(",")]
     clients, rounds = (4, 2) if args.quick else (args.clients or 20, args.rounds or 3)
     out = args.out_dir / "gpu-fractions"
     overrides = {"method": "fedavg", "dataset": "mnist", "partitioner": "iid", "local-epochs": 1,
@@ -900,7 +913,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", help="scale: comma list of client counts (default 1000,10000,100000)")
     parser.add_argument("--sampled", type=int, help="scale: clients sampled per round (default 100)")
     parser.add_argument("--engines", help="scale: local,flower (default both: in-process and the Ray simulation)")
-    parser.add_argument("--limit", type=float, help="scale: seconds after which a size's run is stopped (3600)")
+    parser.add_argument("--limit", type=float, help="scale: seconds after which a size's run is stopped (1800)")
     parser.add_argument("--fractions", help="gpu-fractions: client-resources-num-gpus values (1,0.5,0.25,0.1)")
     parser.add_argument("--jobs", help="gpu-fractions: in-process runs at once (1,2,4)")
     parser.add_argument("--dry-run-cpu", action="store_true", help="gpu-fractions: no GPU needed; Ray is told of "

@@ -79,6 +79,21 @@ def check_reply(content: RecordDict, expected: dict[str, dict[str, tuple]] | Non
     return None
 
 
+def settled_node_ids(grid: Grid, settle: float = 0.2, timeout: float = 600.0) -> list[int]:
+    """The grid's node ids once their number holds still for ``settle`` seconds: the
+    simulation engine registers its nodes while the ServerApp starts (100,000 nodes
+    take seconds), and a list read midway would change which partitions are sampled."""
+    ids = list(grid.get_node_ids())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(settle)
+        again = list(grid.get_node_ids())
+        if again and len(again) == len(ids):
+            return again
+        ids = again
+    return ids
+
+
 class BaseStrategy(FedAvg):
     """FedAvg plus the shared plumbing above; ``cfg`` is the resolved run config."""
 
@@ -126,7 +141,7 @@ class BaseStrategy(FedAvg):
         ``node``: ask nodes we have not seen yet for their partition id (one QUERY each)."""
         if self.assigns:
             if self.node_ids is None:
-                self.node_ids = np.sort(np.fromiter(grid.get_node_ids(), dtype=np.int64))
+                self.node_ids = np.sort(np.fromiter(settled_node_ids(grid), dtype=np.uint64))
                 self.num_partitions = len(self.node_ids)
             return
         unknown = [n for n in grid.get_node_ids() if n not in self.partitions]

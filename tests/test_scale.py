@@ -25,7 +25,8 @@ class NoMessagesGrid:
     fails on any message: the server must sample without asking the nodes."""
 
     def __init__(self, n: int, seed: int = 0):
-        self.ids = random.Random(seed).sample(range(2, 2**62), n)
+        rng = random.Random(seed)
+        self.ids = list({rng.getrandbits(64) | 2: None for _ in range(n)})  # unsigned 64-bit, as Flower's
         self.calls = 0
 
     def get_node_ids(self):
@@ -68,9 +69,11 @@ def test_server_state_grows_with_the_nodes_sampled_not_the_population():
     for rnd in (1, 2, 3):
         assert len(list(s.configure_train(rnd, ARRAYS, ConfigRecord(), grid))) == 100
         assert len(list(s.configure_evaluate(rnd, ARRAYS, ConfigRecord(), grid))) == 100
+        if rnd == 1:
+            calls = grid.calls
     assert 100 < len(s.partitions) <= 600  # node id -> partition id only for nodes sampled
-    assert grid.calls == 1  # the node list is read once
-    assert s.node_ids.dtype == np.int64 and len(s.node_ids) == 100_000  # 8 bytes per node
+    assert calls == 2 and grid.calls == calls  # the node list is read at start (twice: settled), not per round
+    assert s.node_ids.dtype == np.uint64 and len(s.node_ids) == 100_000  # 8 bytes per node
 
 
 def test_client_takes_the_partition_the_server_names():
@@ -100,3 +103,15 @@ def test_engine_cost_probe_runs_on_flowers_own_functions():
 
     e = engine_costs(50, messages=5)
     assert e["nodes"] == 50 and all(e[k] >= 0 for k in ("register-s", "contexts-s", "sweep-empty-s", "sweep-busy-s"))
+
+
+def test_node_ids_are_read_once_registration_has_settled():
+    from strategies.base import settled_node_ids
+
+    class Registering(NoMessagesGrid):  # the engine still adding nodes for the first reads
+        def get_node_ids(self):
+            self.calls += 1
+            return self.ids[: min(len(self.ids), 300 * self.calls)]
+
+    grid = Registering(1000)
+    assert len(settled_node_ids(grid, settle=0.01)) == 1000 and grid.calls == 5
