@@ -12,10 +12,19 @@ the machine's load: the 1-minute load average is printed next to every timing.
   timeline of the Flower run), per-round seconds of both and their ratio, and the
   ratio of CPU seconds per round (all processes of the run), which depends much less
   on the other load on the machine.
-- ``scale``: 100 and 1,000 virtual clients, 10% sampled per round (train and
-  evaluate), 3 rounds, iid partitions; per-round seconds, seconds per sampled client
-  and the peak RSS of the whole process tree (SuperLink, ServerApp, simulation, Ray
-  and its workers), sampled every 0.1 s.
+- ``scale``: 1,000, 10,000 and 100,000 virtual clients, 100 sampled per round (train
+  and evaluate), 3 rounds, tiny client work (``partitioner=draw``, 10 samples each), so
+  that the engine is what is measured. Each size runs in a fresh process tree, in
+  process (``LocalGrid``: the strategy, messages and ClientApp without an engine) and
+  through Flower's Ray simulation: start-up seconds, per-round seconds and the peak RSS
+  of the process tree, sampled every 0.1 s; plus Flower's engine functions timed alone
+  per size (node registration, node contexts, the delivery loop's sweep).
+- ``gpu-fractions``: FedAvg through Ray with ``client-resources-num-gpus`` 1, 0.5, 0.25,
+  0.1, and in process with N runs at once (``sweep --local --jobs N``): clients running
+  at once, clients per second, peak GPU memory, and per-round time against a plain loop
+  on the same GPU. Needs a CUDA GPU (one line says so otherwise); ``--dry-run-cpu`` runs
+  it on the CPU with Ray told of one GPU, which checks the script and that the resource
+  keys reach Ray, not the figures.
 - ``fedhip-cost``: FedHiP's wall time and uplink bytes against FedAvg's time and bytes
   to reach its best accuracy (and FedHiP's accuracy, if it does) on the same
   partitions; and the GFLOP/s of FedHiP's Gram accumulation (``clients.fedhip.statistics``)
