@@ -77,6 +77,49 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.dev
     return {"loss": loss / max(n, 1), "accuracy": correct / max(n, 1), "num-examples": n}
 
 
+SIM_GROUND_TRUTH = "sim-ground-truth"  # node-config flag; "sim-" train-config keys are evaluation-only requests
+
+
+def in_simulation_engine() -> bool:
+    """True inside Flower's simulation engine: its Ray backend runs the ClientApp in a Ray
+    actor, which a ``flower-supernode`` never does (the engine's node config holds only
+    ``partition-id``/``num-partitions`` and cannot carry a flag)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    try:
+        return bool(ray is not None and ray.is_initialized() and ray.get_runtime_context().get_actor_id())
+    except Exception:  # an old or partial Ray: not the engine we know
+        return False
+
+
+def ground_truth_allowed(context) -> bool:
+    """May this node return evaluation-only data (its raw training images and labels,
+    per-example gradients...) that a simulation's evaluator needs?
+
+    Only where the node opted in: the simulation engine, ``LocalGrid`` (node config
+    ``sim-ground-truth=true``), or a SuperNode whose operator started it with
+    ``--node-config "sim-ground-truth=true"``. A plain ``flower-supernode`` never does,
+    whatever the server asks. Takes a Flower ``Context`` (its ``node_config``)."""
+    return context.node_config.get(SIM_GROUND_TRUTH) is True or in_simulation_engine()
+
+
+def refuse_evaluation_only(config: dict, context) -> dict:
+    """The train/evaluate config with every evaluation-only request (a true ``sim-*``
+    key) turned off where ``ground_truth_allowed`` is false, one warning line each."""
+    asked = [k for k, v in config.items() if k.startswith("sim-") and v]
+    if not asked or ground_truth_allowed(context):
+        return config
+    from logging import WARNING
+
+    from flwr.common.logger import log
+
+    for key in asked:
+        log(WARNING, "refused the server's request '%s' (evaluation-only data): this node is not a simulation "
+            "and its node config does not set %s=true", key, SIM_GROUND_TRUTH)
+    return {**config, **{k: False for k in asked}}
+
+
 class Client:
     """FedAvg's client: SGD on cross-entropy for ``local-epochs``; methods subclass it.
 

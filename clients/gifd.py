@@ -21,7 +21,10 @@ whose magnitude is below the ``defense-prune-percentile``-th percentile of their
 
 **Simulation-only channel.** When the server asks (``sim-ground-truth`` in the train
 config of the attack round), the images and labels used are sent back in a separate
-ArrayRecord named ``sim-ground-truth``. A real client would never do this; the strategy
+ArrayRecord named ``sim-ground-truth``. Only a node that allows it does so
+(``clients.base.ground_truth_allowed``: the simulation engine, ``LocalGrid``, or a
+SuperNode started with ``--node-config "sim-ground-truth=true"``); elsewhere the ClientApp
+turns the request off before this client sees it and logs one warning line. The strategy
 strips that record from the reply before validation and before any attack code runs,
 and hands it to the evaluator only (see ``strategies/gifd.py``).
 """

@@ -1,10 +1,16 @@
-"""Image folders on the user's disk: multi-domain sets and TinyImageNet.
+"""Image folders on the user's disk: any class tree, multi-domain sets, TinyImageNet.
+
+``image-folder``: ``<data-root>/<class>/<image>`` (any image PIL reads, in subfolders
+too); ``<data-root>/test/<class>/<image>``, if present, is the global test set, else a
+fixed stratified 20%.
 
 Multi-domain layout (PACS, OfficeHome, DomainNet): ``<data-root>/<NAME>/<domain>/<class>/*.jpg``
 with the same class folders in every domain. Each image's domain id is kept in the
 bundle (``train_domains``) for domain partitioners. Without an official split, a fixed
-stratified 20% of every domain is the global test set. Images are decoded lazily and
-resized to ``IMAGE_SIZE`` (ImageNet normalization).
+stratified 20% of every domain is the global test set.
+
+Images are decoded lazily and resized to ``image-size`` pixels square (ImageNet
+normalization).
 
 TinyImageNet: ``<data-root>/tiny-imagenet-200`` as distributed (train/<wnid>/images,
 val/images + val_annotations.txt); the official val split is the global test set.
@@ -27,16 +33,16 @@ MULTI_DOMAIN = {"pacs": "PACS", "officehome": "OfficeHome", "domainnet": "Domain
 
 
 class FileDataset(Dataset):
-    """Lazy (path, label) list -> normalized tensors of IMAGE_SIZE."""
+    """Lazy (path, label) list -> normalized tensors of ``size`` x ``size`` pixels."""
 
-    def __init__(self, files: list[Path], labels: np.ndarray):
+    def __init__(self, files: list[Path], labels: np.ndarray, size: int = IMAGE_SIZE):
         from torchvision.transforms import v2
 
-        self.files, self.labels = files, np.asarray(labels, dtype=np.int64)
+        self.files, self.labels, self.size = files, np.asarray(labels, dtype=np.int64), size
         self.transform = v2.Compose(
             [
                 v2.PILToTensor(),
-                v2.Resize((IMAGE_SIZE, IMAGE_SIZE), antialias=True),
+                v2.Resize((size, size), antialias=True),
                 v2.ToDtype(__import__("torch").float32, scale=True),
                 v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
             ]
@@ -50,16 +56,34 @@ class FileDataset(Dataset):
             return self.transform(img.convert("RGB")), int(self.labels[i])
 
     def subset(self, idx) -> "FileDataset":
-        return FileDataset([self.files[i] for i in idx], self.labels[idx])
+        return FileDataset([self.files[i] for i in idx], self.labels[idx], self.size)
 
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
 
 
-def _bundle(name, files, labels, domains, domain_names, classes, test=None):
+def check_image_files(name: str, class_dirs: list[Path], files: list[Path]) -> None:
+    """Fail in one line naming the path: a class folder without images, or a file that is
+    not a readable image (its header is parsed, and ``verify`` checks what the format
+    allows, e.g. PNG checksums). Called when a folder dataset is loaded, so the sweep's
+    check and the server fail before any client trains on a file it cannot decode."""
+    for folder in class_dirs:
+        if not any(p.suffix.lower() in EXTENSIONS for p in folder.rglob("*")):
+            raise DataError(f"{name}: class folder {folder} holds no images ({'/'.join(sorted(EXTENSIONS))}): "
+                            "add images or remove the folder")
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except Exception as err:  # PIL raises many kinds for a broken file
+            why = (str(err).splitlines() or [type(err).__name__])[0][:120]
+            raise DataError(f"{name}: {path} is not a readable image ({why}): remove or replace it") from None
+
+
+def _bundle(name, files, labels, domains, domain_names, classes, size, test=None):
     labels = np.asarray(labels, dtype=np.int64)
-    data = FileDataset(files, labels)
+    data = FileDataset(files, labels, size)
     if test is None:
         # Stratify by (domain, class) so that every domain keeps its share.
         key = labels if domains is None else np.asarray(domains) * len(classes) + labels
@@ -73,7 +97,7 @@ def _bundle(name, files, labels, domains, domain_names, classes, test=None):
         test=test,
         train_labels=labels,
         num_classes=len(classes),
-        input_shape=(3, IMAGE_SIZE, IMAGE_SIZE),
+        input_shape=(3, size, size),
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         train_domains=domains,
@@ -81,7 +105,42 @@ def _bundle(name, files, labels, domains, domain_names, classes, test=None):
     )
 
 
-def load_multi_domain(name: str, root: Path) -> DataBundle:
+def _class_tree(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """Files and labels of ``folder/<class>/...`` for the given class order."""
+    files, labels = [], []
+    for c_id, c in enumerate(classes):
+        found = _images(folder / c) if (folder / c).is_dir() else []
+        files += found
+        labels += [c_id] * len(found)
+    return files, labels
+
+
+@register("image-folder")
+def load_image_folder(root: Path, download: bool = False, image_size: int = IMAGE_SIZE) -> DataBundle:
+    """``<root>/<class>/<image>``, with ``<root>/test/<class>/<image>`` as the test set if present."""
+    if not root.is_dir():
+        raise DataError(f"image-folder: folder {root} not found: pass data-root=<folder holding <class>/<image>>")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name != "test")
+    files, labels = _class_tree(root, classes)
+    if len(classes) < 2 or not files:
+        raise DataError(f"image-folder: {root} needs two or more <class>/ folders of images (.jpg, .png, .bmp), "
+                        f"found {len(classes)} class folders and {len(files)} images")
+    check_image_files("image-folder", [root / c for c in classes], files)
+    test = None
+    if (root / "test").is_dir():
+        extra = sorted({d.name for d in (root / "test").iterdir() if d.is_dir()} - set(classes))
+        if extra:
+            raise DataError(f"image-folder: {root / 'test'} has classes {extra} that the training folders lack")
+        test_files, test_labels = _class_tree(root / "test", classes)
+        if not test_files:
+            raise DataError(f"image-folder: {root / 'test'} holds no <class>/<image> files: fill or remove it")
+        check_image_files("image-folder", [root / "test" / c for c in classes if (root / "test" / c).is_dir()],
+                          test_files)
+        test = FileDataset(test_files, np.asarray(test_labels), image_size)
+    return _bundle("image-folder", files, labels, None, [], classes, image_size, test=test)
+
+
+def load_multi_domain(name: str, root: Path, image_size: int = IMAGE_SIZE) -> DataBundle:
     base = root / MULTI_DOMAIN[name]
     if not base.is_dir():
         raise DataError(
@@ -101,15 +160,17 @@ def load_multi_domain(name: str, root: Path) -> DataBundle:
             domains += [d_id] * len(found)
     if not files:
         raise DataError(f"{name}: no images (.jpg/.png) under {base}")
-    return _bundle(name, files, labels, domains, [d.name for d in domain_dirs], classes)
+    check_image_files(name, [d / c for d in domain_dirs for c in classes if (d / c).is_dir()], files)
+    return _bundle(name, files, labels, domains, [d.name for d in domain_dirs], classes, image_size)
 
 
 for _name in MULTI_DOMAIN:
-    register(_name)(lambda root, download=False, _n=_name: load_multi_domain(_n, root))
+    register(_name)(lambda root, download=False, image_size=IMAGE_SIZE, _n=_name:
+                    load_multi_domain(_n, root, image_size))
 
 
 @register("tinyimagenet")
-def load_tinyimagenet(root: Path, download: bool = False) -> DataBundle:
+def load_tinyimagenet(root: Path, download: bool = False, image_size: int = IMAGE_SIZE) -> DataBundle:
     base = root / "tiny-imagenet-200"
     ann = base / "val" / "val_annotations.txt"
     if not (base / "train").is_dir() or not ann.exists():
@@ -130,5 +191,6 @@ def load_tinyimagenet(root: Path, download: bool = False) -> DataBundle:
         if len(parts) >= 2 and parts[1] in index:
             val_files.append(base / "val" / "images" / parts[0])
             val_labels.append(index[parts[1]])
-    test = FileDataset(val_files, np.asarray(val_labels))
-    return _bundle("tinyimagenet", files, labels, None, [], classes, test=test)
+    check_image_files("tinyimagenet", [base / "train" / c for c in classes], files + val_files)
+    test = FileDataset(val_files, np.asarray(val_labels), image_size)
+    return _bundle("tinyimagenet", files, labels, None, [], classes, image_size, test=test)

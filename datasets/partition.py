@@ -3,8 +3,8 @@
 Pure functions of (labels, num_partitions, seed, ...) -> a sequence of index arrays, so that
 every method and every sweep run sees exactly the same partitions for the same seed.
 
-We do not use flwr-datasets: its top-level module is named ``datasets`` and would
-collide with this package, and it pulls in Hugging Face ``datasets`` (~0.4 GB).
+We do not use flwr-datasets: it depends on Hugging Face ``datasets``, whose top-level
+module ``datasets`` has the name of this project's package.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def partition(
 ) -> Partition:
     """Split ``labels``' indices with the partitioner ``name``.
 
-    ``opts`` holds run-config keys (``alpha``, ``classes-per-client``,
+    ``opts`` holds ``alpha`` (key ``dirichlet-alpha``) and run-config keys (``classes-per-client``,
     ``heldout-domain``, ``samples-per-client``) by their names, and ``domains`` (per-sample domain ids or None).
     """
     if name not in PARTITIONERS:
@@ -218,7 +218,7 @@ def partition_for(cfg: dict, bundle, num_partitions: int) -> Partition:
     """The partitions a run config asks for, over ``bundle``'s training pool."""
     return partition(
         cfg["partitioner"], bundle.train_labels, num_partitions, int(cfg["seed"]),
-        alpha=cfg["alpha"], domains=bundle.train_domains,
+        alpha=cfg["dirichlet-alpha"], domains=bundle.train_domains,
         **{"classes-per-client": cfg["classes-per-client"], "heldout-domain": cfg.get("heldout-domain", 0),
            "samples-per-client": cfg.get("samples-per-client", 20)},
     )

@@ -1,14 +1,16 @@
-"""Dataset registry: ``name -> loader(root, download) -> DataBundle``.
+"""Dataset registry: ``name -> loader(root, download[, image_size]) -> DataBundle``.
 
 A loader only loads (it never trains and never partitions). Every bundle has a pool
 of training samples that the partitioner splits among clients and a global test set
 that only the server evaluates on. Loaders for data that must be fetched by the user
-fail at once with one line that says what to pass (``DataError``).
+fail at once with one line that says what to pass (``DataError``). A loader that
+resizes its images takes the keyword ``image_size`` (the ``image-size`` key).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -88,16 +90,23 @@ def resolve_root(data_root: str) -> Path:
     return Path(data_root or "~/.cache/flwr-data").expanduser().resolve()
 
 
-def load_dataset(name: str, data_root: str = "", download: bool = False) -> DataBundle:
+def load_dataset(name: str, data_root: str = "", download: bool = False, image_size: int = 64) -> DataBundle:
     """Load (once per process) the dataset ``name``; ``download`` only where allowed."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}': pass one of {sorted(DATASETS)}")
-    return _load(name, str(resolve_root(data_root)), bool(download))
+    return _load(name, str(resolve_root(data_root)), bool(download), int(image_size))
+
+
+def load_for(cfg: dict) -> DataBundle:
+    """The dataset a run config names (keys ``dataset``, ``data-root``, ``download``, ``image-size``)."""
+    return load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"], cfg.get("image-size", 64))
 
 
 @functools.lru_cache(maxsize=4)
-def _load(name: str, root: str, download: bool) -> DataBundle:
-    return DATASETS[name](Path(root), download)
+def _load(name: str, root: str, download: bool, image_size: int) -> DataBundle:
+    loader = DATASETS[name]
+    sized = "image_size" in inspect.signature(loader).parameters
+    return loader(Path(root), download, **({"image_size": image_size} if sized else {}))
 
 
 def fixed_split(labels: np.ndarray, test_fraction: float = 0.2):

@@ -1,36 +1,15 @@
 """Benchmarks: ``python -m simulations.benchmark NAME [--quick] [--out-dir DIR]``.
 
-Each benchmark prints its figures and ends with one line ``summary: <name> ...``; the
-numbers also go to ``<out-dir>/<name>.json``. ``--quick`` runs the smallest size (what
-CI and ``tests/test_benchmark.py`` run, only to check that it works). Timings depend on
-the machine's load: the 1-minute load average is printed next to every timing.
-
-- ``overhead``: the same client work (FedAvg on MNIST, 10 clients x 1 local epoch per
-  round, client and server evaluation) through Flower's Ray simulation and as a plain
-  PyTorch loop in this process (same client code, same partitions, same aggregation:
-  the two give the same accuracies), each on one thread. Prints start-up seconds (with a
-  timeline of the Flower run), per-round seconds of both and their ratio, and the
-  ratio of CPU seconds per round (all processes of the run), which depends much less
-  on the other load on the machine.
-- ``scale``: 1,000, 10,000 and 100,000 virtual clients, 100 sampled per round (train
-  and evaluate), 3 rounds, tiny client work (``partitioner=draw``, 10 samples each), so
-  that the engine is what is measured. Each size runs in a fresh process tree, in
-  process (``LocalGrid``: the strategy, messages and ClientApp without an engine) and
-  through Flower's Ray simulation: start-up seconds, per-round seconds and the peak RSS
-  of the process tree, sampled every 0.1 s; plus Flower's engine functions timed alone
-  per size (node registration, node contexts, the delivery loop's sweep).
-- ``gpu-fractions``: FedAvg through Ray with ``client-resources-num-gpus`` 1, 0.5, 0.25,
-  0.1, and in process with N runs at once (``sweep --local --jobs N``): clients running
-  at once, clients per second, peak GPU memory, and per-round time against a plain loop
-  on the same GPU. Needs a CUDA GPU (one line says so otherwise); ``--dry-run-cpu`` runs
-  it on the CPU with Ray told of one GPU, which checks the script and that the resource
-  keys reach Ray, not the figures.
-- ``fedhip-cost``: FedHiP's wall time and uplink bytes against FedAvg's time and bytes
-  to reach its best accuracy (and FedHiP's accuracy, if it does) on the same
-  partitions; and the GFLOP/s of FedHiP's Gram accumulation (``clients.fedhip.statistics``)
-  against a plain float64 GEMM of the same shape, measured in the same process.
-- ``gifd-cost``: seconds per reconstructed image for each attack (ig, ggl, gifd) at the
-  default budget, on the updates of the GIFD experiment (``strategies.attacks.benchmark``).
+``overhead`` (Flower's simulation against a plain PyTorch loop doing the same client
+work), ``scale`` (1,000 / 10,000 / 100,000 virtual clients, 100 sampled per round, in
+process and through Flower's engine: start-up, per-round time and memory, and the
+engine's own per-node costs), ``gpu-fractions`` (Ray with per-client GPU fractions
+against in-process runs; needs a GPU, ``--dry-run-cpu`` checks it on the CPU),
+``fedhip-cost`` (FedHiP's time and bytes against FedAvg's) and ``gifd-cost`` (seconds
+per reconstructed image). Each prints its figures with the load average next to every
+timing, writes ``<out-dir>/<name>.json`` and ends with one ``summary:`` line;
+``--quick`` is the smallest size, for the tests. docs/benchmarks.md says what the
+figures mean.
 """
 
 from __future__ import annotations
@@ -217,7 +196,7 @@ def plain_loop(overrides: dict, num_clients: int, rounds: int) -> dict:
         t0 = time.perf_counter()
         cfg = resolve(overrides)
         seed_everything(int(cfg["seed"]))
-        bundle = datasets.load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+        bundle = datasets.load_for(cfg)
         method = METHODS[cfg["method"]]
         strategy = method.strategy(cfg, test_data=bundle)
         arrays = strategy.initial_arrays()
@@ -822,7 +801,7 @@ def bench_fedhip_cost(args) -> dict:
         clients, rounds, data = 2, 2, {"dataset": "digits", "backbone-size": 32}
     else:
         clients, rounds, data = args.clients or 10, args.rounds or 20, {"dataset": "mnist"}
-    common = {**data, "partitioner": "dirichlet", "alpha": 0.5, "seed": 0, "checkpoint-every": 0}
+    common = {**data, "partitioner": "dirichlet", "dirichlet-alpha": 0.5, "seed": 0, "checkpoint-every": 0}
     out = args.out_dir / "fedhip-cost"
     say(f"fedhip-cost: {common['dataset']}, {clients} clients (Dirichlet 0.5), FedAvg {rounds} rounds vs FedHiP "
         f"({load()})")

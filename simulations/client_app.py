@@ -1,11 +1,11 @@
 """ClientApp: load this node's partition and hand each message to the method's client.
 
-A node's partition comes from the message when the server assigns partitions
+A node's partition comes from the message where the server assigns partitions
 (``partition-assignment=server``: ``partition-id``/``num-partitions`` in its config
-record), else from its node config: the simulation engine sets them, and real
-SuperNodes pass them with ``--node-config`` (where ``data-root`` may also point at the
-node's own data; without a partition id the node's whole local train pool is its
-partition, and a server-assigned partition is refused).
+record; only simulated nodes accept that), else from its node config: the simulation
+engine sets them, and real SuperNodes pass them with ``--node-config`` (where
+``data-root`` may also point at the node's own data; without a partition id the node's
+whole local train pool is its partition).
 Partitions are computed (seeded) once in every client process and cached there.
 """
 
@@ -20,16 +20,16 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.base import ClientData, Reply
-from datasets import load_dataset
+from clients.base import ClientData, Reply, ground_truth_allowed, refuse_evaluation_only
+from datasets import load_for
 from datasets.partition import partition_for, train_test_split
 from simulations.config import resolve
 from simulations.methods import METHODS
 
 app = ClientApp()
 
-PARTITION_KEYS = ("dataset", "data-root", "download", "partitioner", "alpha", "classes-per-client",
-                  "seed", "local-test-fraction", "heldout-domain", "samples-per-client")
+PARTITION_KEYS = ("dataset", "data-root", "download", "image-size", "partitioner", "dirichlet-alpha",
+                  "classes-per-client", "seed", "local-test-fraction", "heldout-domain", "samples-per-client")
 
 
 @functools.lru_cache(maxsize=4)
@@ -37,14 +37,14 @@ def partitions(key: tuple, num_partitions: int) -> list[np.ndarray]:
     """All clients' sample indices, computed once per process (not once per client:
     a Dirichlet split of 1,000 clients costs about 0.3 s)."""
     opts = dict(zip(PARTITION_KEYS, key))
-    return partition_for(opts, load_dataset(opts["dataset"], opts["data-root"], opts["download"]), num_partitions)
+    return partition_for(opts, load_for(opts), num_partitions)
 
 
 @functools.lru_cache(maxsize=8)
 def client_data(key: tuple, partition_id: int, num_partitions: int) -> ClientData:
     """This client's train/test split; a pure function of the partition keys."""
     opts = dict(zip(PARTITION_KEYS, key))
-    bundle = load_dataset(opts["dataset"], opts["data-root"], opts["download"])
+    bundle = load_for(opts)
     parts = partitions(key, num_partitions)
     train_idx, test_idx = train_test_split(parts[partition_id], opts["local-test-fraction"],
                                            int(opts["seed"]) * 100_003 + partition_id)
@@ -61,8 +61,9 @@ def setup(context: Context, config: dict | None = None):
         cfg["data-root"] = str(node["data-root"])
     pid, n = int(node.get("partition-id", 0)), int(node.get("num-partitions", 1))
     if config and "partition-id" in config:
-        if node.get("data-root"):
-            raise ValueError("this node holds its own data (data-root): run with partition-assignment='node'")
+        if node.get("data-root") or not ground_truth_allowed(context):
+            raise ValueError("this node keeps its own partition (not a simulation): run with "
+                             "partition-assignment='node'")
         pid, n = int(config["partition-id"]), int(config["num-partitions"])
     data = client_data(tuple(cfg[k] for k in PARTITION_KEYS), pid, n)
     return cfg, METHODS[cfg["method"]].client(cfg, data)
@@ -106,7 +107,7 @@ def inject_fault(cfg: dict, reply, partition_id: int, server_round: int) -> None
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    config = config_of(msg)
+    config = refuse_evaluation_only(config_of(msg), context)
     cfg, client = setup(context, config)
     stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
     reply = client.train(tensors(msg.content), config, stored)
@@ -120,7 +121,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    config = config_of(msg)
+    config = refuse_evaluation_only(config_of(msg), context)
     cfg, client = setup(context, config)
     stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
     metrics = client.evaluate(tensors(msg.content), config, stored)

@@ -7,7 +7,8 @@ as ``flwr supernode register`` and ``flower-supernode --auth-supernode-private-k
 ``python -m simulations.deploy loopback --nodes 2 --run-config "num-server-rounds=2 ..."``
 runs the whole thing on 127.0.0.1: a TLS SuperLink with SuperNode authentication, N
 SuperNodes each with its own ``partition-id``, one ``flwr run``, its final status, and
-every process stopped at the end. README ("Deployment") gives the same steps by hand.
+every process stopped at the end. docs/deployment.md gives the same steps by hand (flwr
+1.42: the SuperLink serves its Fleet, Control and runtime APIs on one port, ``--port``).
 Keys and certificates are made with the ``cryptography`` package (a Flower dependency),
 so no openssl binary is needed.
 """

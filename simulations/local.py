@@ -2,7 +2,9 @@
 
 ``LocalGrid`` is a Flower ``Grid`` that hands each message straight to the ClientApp in
 this process, one node after another, each node with its own ``Context`` (its node
-config holds ``partition-id``/``num-partitions``, as the simulation engine sets them;
+config holds ``partition-id``/``num-partitions``, as the simulation engine sets them, and
+``sim-ground-truth=true``: a simulated node may return evaluation-only data, see
+``clients.base.ground_truth_allowed``;
 its ``state`` persists across rounds). The ServerApp's ``main`` runs on it unchanged, so
 the strategy, the clients, the message contents and the results files are the same as in
 ``flwr run`` (the tests check that the metrics are identical). What it leaves out is the
@@ -67,7 +69,8 @@ class LocalGrid(Grid):
         if node not in self.contexts:
             self.contexts[node] = Context(run_id=self.run_id, node_id=node, state=RecordDict(),
                                           run_config=dict(self.run_config),
-                                          node_config={"partition-id": node - 2, "num-partitions": self.num_nodes})
+                                          node_config={"partition-id": node - 2, "num-partitions": self.num_nodes,
+                                                       "sim-ground-truth": True})
         return self.contexts[node]
 
     def handle(self, msg: Message) -> Message:

@@ -22,12 +22,13 @@ class RunWriter:
 
     def __init__(self, run_dir: Path, config: dict):
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
         self.rows: list[dict] = []
-        (self.dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
 
     def add_row(self, metrics: dict) -> None:
+        if not self.rows:  # the first row: nothing is written before (a refused resume changes no file)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
         self.rows.append({**self.config, **metrics})
         frame = pd.DataFrame(self.rows)
         tmp = self.dir / "metrics.csv.tmp"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from logging import ERROR, INFO
 
@@ -9,9 +10,9 @@ from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from datasets import DataError, load_dataset
+from datasets import DataError, load_for
 from datasets.partition import PartitionError
-from simulations.config import ConfigError, out_root, resolve, seed_everything
+from simulations.config import ConfigError, check_run_folder, out_root, resolve, seed_everything
 from simulations.methods import METHODS
 from simulations.results import RunWriter
 
@@ -20,6 +21,19 @@ app = ServerApp()
 
 class RunAborted(RuntimeError):
     """Stops the run so that the SuperLink marks it failed, with this one line as reason."""
+
+
+class _NoTracebackForRunAborted(logging.Filter):
+    """Flower logs a ServerApp's exception with its traceback ("ServerApp raised an
+    exception"); for ``RunAborted`` the one line logged before it says everything, so
+    that record is dropped and the user's console shows one line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], RunAborted))
+
+
+if not any(isinstance(f, _NoTracebackForRunAborted) for f in logging.getLogger("flwr").filters):
+    logging.getLogger("flwr").addFilter(_NoTracebackForRunAborted())
 
 
 def run_name(cfg: dict) -> str:
@@ -31,12 +45,15 @@ def main(grid: Grid, context: Context) -> None:
     try:
         cfg = resolve(dict(context.run_config))
         cfg["run-name"] = run_name(cfg)
+        check_run_folder(cfg)
         seed_everything(int(cfg["seed"]))
-        data = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+        data = load_for(cfg)
     except (ConfigError, DataError) as err:
         log(ERROR, "bad run config: %s", err)
         raise RunAborted(f"bad run config: {err}") from None
 
+    if cfg["overwrite"] and not cfg["resume"]:  # a replaced run must not be resumed from the old checkpoint
+        (out_root(cfg) / cfg["run-name"] / "checkpoint.pt").unlink(missing_ok=True)
     writer = RunWriter(out_root(cfg) / cfg["run-name"], cfg)
     log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
     strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=writer.add_row)

@@ -12,7 +12,8 @@ code, which is 0 even for a failed run. ``--local`` runs each run in-process ins
 (``simulations/local.py``: no Ray, no SuperLink), ``--jobs N`` of them at a time. A
 failed run is reported and the others go on. Results: ``<out-dir>/<run-name>/`` per
 run and ``<out-dir>/results.csv`` + ``results.png`` for the whole sweep (see
-``simulations/results.py``).
+``simulations/results.py``), then the comparison ``summary.csv``, ``paired.csv`` and
+``report.md`` (``simulations/report.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from simulations.config import ConfigError, defaults, resolve
+from simulations.config import RENAMED, ConfigError, check_run_folder, defaults, resolve
+from simulations.report import ReportError, report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
@@ -62,7 +64,7 @@ def load_sweep(path: Path) -> tuple[dict, dict]:
 
 def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
     """All combinations as (run config, federation config, run name), validated."""
-    known = set(defaults()) | set(FEDERATION_KEYS)
+    known = set(defaults()) | set(FEDERATION_KEYS) | set(RENAMED)  # a renamed key: resolve names the new one
     unknown = sorted((set(base) | set(grid)) - known)
     if unknown:
         raise SweepError(f"unknown key(s) {unknown}: use run-config keys or {list(FEDERATION_KEYS)}")
@@ -78,6 +80,7 @@ def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
         names.add(name)
         try:
             cfg = resolve({**combo, "run-name": name})
+            check_run_folder(cfg)
         except ConfigError as err:
             raise SweepError(f"run '{name}': {err}") from None
         if int(fed["num-supernodes"]) < int(cfg["min-train-nodes"]):
@@ -89,18 +92,19 @@ def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
 
 def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     """Load each dataset and partition it once per distinct setting: fail before running."""
-    from datasets import DataError, load_dataset
+    from datasets import DataError, load_for
     from datasets.partition import PartitionError, partition_for
 
     seen = set()
     for cfg, fed, name in runs:
-        key = (cfg["dataset"], cfg["data-root"], cfg["partitioner"], cfg["alpha"], cfg["classes-per-client"],
-               cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"], cfg["samples-per-client"])
+        key = (cfg["dataset"], cfg["data-root"], cfg["image-size"], cfg["partitioner"], cfg["dirichlet-alpha"],
+               cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"],
+               cfg["samples-per-client"])
         if key in seen:
             continue
         seen.add(key)
         try:
-            bundle = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+            bundle = load_for(cfg)
             partition_for(cfg, bundle, int(fed["num-supernodes"]))
         except (DataError, PartitionError) as err:
             raise SweepError(f"run '{name}': {err}") from None
@@ -178,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     if not frame.empty:
         print(summary(frame, ["run-name", *grid]).to_string(index=False))
     print(f"results: {out / 'results.csv'}")
+    if not frame.empty:
+        try:
+            print(f"report: {report(out)['report']}")
+        except ReportError as err:
+            print(f"no report: {err}", file=sys.stderr)
     if failed:
         print(f"error: {len(failed)} run(s) failed: {failed}", file=sys.stderr)
         return 1

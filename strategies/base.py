@@ -7,20 +7,27 @@
   0..N-1 in node-id order and names the partition in each message: no start-up
   message, and per-node state only for nodes sampled. With ``node`` (real SuperNodes
   with their own data) it asks each node once for its ``partition-id`` (a QUERY).
-- Reply validation: a reply that is an error, lacks ``num-examples``, has arrays of
-  the wrong names/shapes, or holds NaN/inf is dropped with one log line and counted in
-  ``failures``; with fewer than ``min-train-nodes`` good replies the round keeps the
-  previous model. Good replies are aggregated in partition order (bitwise repeatable).
+- Reply validation (``check_reply``; the server trusts no reply): a train or evaluate
+  reply must hold exactly the expected ArrayRecords (names, shapes, real float dtypes;
+  integer only where the model sent is integer), one MetricRecord ``metrics`` with the
+  method's keys (``train_metrics``/``evaluate_metrics``) as finite scalars, no
+  ConfigRecord, and an integer ``num-examples`` in [1, ``max-num-examples``] (its weight:
+  one client cannot claim more than a whole training pool). Anything else is dropped
+  with one log line and counted in ``failures``; with fewer than ``min-train-nodes``
+  good replies the round keeps the previous model. Good replies are aggregated in
+  partition order (bitwise repeatable).
 - Per-round bookkeeping: ``round-seconds``, ``uplink-bytes``, ``downlink-bytes``,
   ``personalized-accuracy`` (+ ``-std``), ``failures`` (errors, bad replies and
   replies missing at the timeout); one progress line per round, and the finished row
   handed to ``on_round`` (the results writer).
 - Checkpoints and resume: after each round the model, the strategy's state
   (``state_dict``), the RNG states and the rows so far are written atomically to
-  ``<out-dir>/<run-name>/checkpoint.pt``; ``resume=true`` continues from there.
+  ``<out-dir>/<run-name>/checkpoint.pt`` as tensors and plain Python values, and read
+  back with ``weights_only=True`` (a file holding any other object is refused, never
+  unpickled); ``resume=true`` continues from there.
 
-A method subclasses ``BaseStrategy`` and overrides only what differs: ``check_config``
-(its own keys), ``initial_arrays``, ``train_record`` (what is sent),
+A method subclasses ``BaseStrategy`` and overrides only what differs: ``keys`` (its own
+run-config keys), ``check_config`` (rules across keys), ``initial_arrays``, ``train_record`` (what is sent),
 ``expected_arrays`` (what must come back), ``aggregate`` and ``evaluate_global``.
 """
 
@@ -39,6 +46,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from clients.base import device_of, evaluate
 from models import build_model
@@ -51,32 +59,92 @@ def record_bytes(content: RecordDict) -> int:
     return sum(rec.count_bytes() for rec in content.array_records.values())
 
 
-def check_reply(content: RecordDict, expected: dict[str, dict[str, tuple]] | None) -> str | None:
-    """Why a reply is unusable, or None. ``expected``: record -> array name -> shape."""
-    metrics = content.metric_records.get("metrics")
-    if metrics is None or "num-examples" not in metrics:
+def check_reply(content: RecordDict, expected: dict[str, dict[str, tuple]] | None,
+                metric_keys: Iterable[str] | None = None, required: Iterable[str] = ("num-examples",),
+                max_examples: int = 0, int_arrays: Iterable[str] = ()) -> str | None:
+    """Why a reply is unusable, or None.
+
+    ``expected``: ArrayRecord name -> array name -> shape; the reply must hold exactly
+    these records (None: arrays are not checked, e.g. a caller checking metrics only).
+    ``metric_keys``: the keys ``metrics`` may hold (None: any), ``required`` those it must
+    hold. ``max_examples`` > 0 caps ``num-examples``. ``int_arrays``: array names that may
+    be integer (e.g. a batch-norm counter of the model sent); every other array must be
+    real floating point.
+    """
+    if "metrics" not in content.metric_records:
         return "no MetricRecord 'metrics' with 'num-examples'"
-    n = metrics["num-examples"]
-    if not isinstance(n, (int, float)) or not n > 0:
-        return f"num-examples must be > 0, got {n}"
+    if len(content.metric_records) > 1:
+        return f"unexpected MetricRecord(s) {sorted(set(content.metric_records) - {'metrics'})}"
+    if content.config_records:
+        return f"unexpected ConfigRecord(s) {sorted(content.config_records)}"
+    metrics = content.metric_records["metrics"]
+    missing = [k for k in required if k not in metrics]
+    if missing:
+        return f"MetricRecord 'metrics' lacks {missing}"
+    if metric_keys is not None and set(metrics) - set(metric_keys):
+        return f"unexpected metric key(s) {sorted(set(metrics) - set(metric_keys))[:5]}"
     for key, value in metrics.items():
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"metric '{key}' is not a number ({type(value).__name__})"
+        if not math.isfinite(value):
             return f"metric '{key}' is {value}"
+    n = metrics["num-examples"]
+    if not n > 0 or int(n) != n:
+        return f"num-examples must be > 0 and whole, got {n}"
+    if max_examples and n > max_examples:
+        return f"num-examples {n:.4g} > max-num-examples {max_examples}: the reply would outweigh a whole training pool"
+    if expected is not None and set(content.array_records) != set(expected):
+        names = set(content.array_records)
+        if set(expected) - names:
+            return f"missing ArrayRecord '{sorted(set(expected) - names)[0]}'"
+        return f"unexpected ArrayRecord(s) {sorted(names - set(expected))}"
     for name, shapes in (expected or {}).items():
-        record = content.array_records.get(name)
-        if record is None:
-            return f"missing ArrayRecord '{name}'"
+        record = content.array_records[name]
         if set(record.keys()) != set(shapes):
             return f"ArrayRecord '{name}' has arrays {sorted(record.keys())[:3]}..., expected {sorted(shapes)[:3]}..."
         for key, shape in shapes.items():
             if tuple(record[key].shape) != tuple(shape):
                 return f"array '{name}/{key}' has shape {tuple(record[key].shape)}, expected {tuple(shape)}"
+    int_arrays = set(int_arrays)
     for name, record in content.array_records.items():
         for key, arr in record.items():
-            values = arr.numpy()
-            if values.dtype.kind == "f" and not np.isfinite(values).all():
+            try:
+                values = arr.numpy()
+            except Exception as err:  # a dtype or buffer numpy cannot read
+                return f"array '{name}/{key}' is unreadable ({type(err).__name__})"
+            kind = values.dtype.kind
+            if kind not in "fiu" or (kind in "iu" and key not in int_arrays):
+                return f"array '{name}/{key}' has dtype {values.dtype}, expected real floating point"
+            if kind == "f" and not np.isfinite(values).all():
                 return f"array '{name}/{key}' holds NaN or inf"
     return None
+
+
+def check_query_reply(content: RecordDict, max_partitions: int = 0) -> str | None:
+    """Why a reply to the partition-id QUERY is unusable, or None."""
+    metrics = content.metric_records.get("metrics")
+    if metrics is None:
+        return "no MetricRecord 'metrics'"
+    pid, n = metrics.get("partition-id"), metrics.get("num-partitions")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (pid, n)):
+        return f"partition-id and num-partitions must be integers, got {pid!r}, {n!r}"
+    if not 0 <= pid < n or (max_partitions and n > max_partitions):
+        return f"partition-id {pid} of num-partitions {n} is out of range"
+    return None
+
+
+def plain(obj):
+    """``obj`` with NumPy values made tensors or Python scalars: what ``torch.load(...,
+    weights_only=True)`` accepts, so checkpoints are read without unpickling objects."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def settled_node_ids(grid: Grid, settle: float = 0.2, timeout: float = 600.0) -> list[int]:
@@ -97,6 +165,11 @@ def settled_node_ids(grid: Grid, settle: float = 0.2, timeout: float = 600.0) ->
 class BaseStrategy(FedAvg):
     """FedAvg plus the shared plumbing above; ``cfg`` is the resolved run config."""
 
+    # The keys a reply's MetricRecord 'metrics' may hold (a method whose client reports
+    # more declares them here); anything else is dropped as hostile or broken.
+    train_metrics = frozenset({"num-examples", "train-loss"})
+    evaluate_metrics = frozenset({"num-examples", "loss", "accuracy"})
+
     def __init__(self, cfg: dict, test_data=None, on_round: Callable[[Row], None] | None = None):
         super().__init__(
             fraction_train=float(cfg["fraction-train"]),
@@ -114,15 +187,17 @@ class BaseStrategy(FedAvg):
         self.row: Row = {}
         self.t_round = time.perf_counter()
         self.expected: dict[str, dict[str, tuple]] | None = None
+        self.int_arrays: set[str] = set()
         self.rows: list[Row] = []
+        pool = len(getattr(test_data, "train_labels", None) if test_data is not None else ()) or 0
+        self.max_examples = int(cfg.get("max-num-examples", 0)) or pool  # 0: no cap (no data known)
+
+    keys: type | None = None  # the method's own run-config keys: a ``simulations.keys.Keys`` subclass
 
     @staticmethod
     def check_config(cfg: dict) -> None:
-        """Raise ``simulations.config.ConfigError`` for a bad method-specific key
-        (an override should call ``BaseStrategy.check_config(cfg)``: the OOD suite's keys)."""
-        from strategies.ood_eval import check_keys
-
-        check_keys(cfg)
+        """Raise ``simulations.config.ConfigError`` for a rule across keys (one key's type and
+        range come from ``keys``; ``cfg`` is already typed). An override calls this first."""
 
     def initial_arrays(self) -> ArrayRecord:
         """The model the server starts from (``model`` key, fresh weights)."""
@@ -149,8 +224,12 @@ class BaseStrategy(FedAvg):
             return
         content = RecordDict({"config": ConfigRecord({"ask": "partition-id"})})
         msgs = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=n) for n in unknown]
+        cap = 0 if self.cfg.get("partitioner") == "draw" else self.max_examples  # draw: more clients than samples
         for reply in grid.send_and_receive(msgs, timeout=float(self.cfg["round-timeout"])):
-            if not reply.has_error():
+            reason = "error reply" if reply.has_error() else check_query_reply(reply.content, cap)
+            if reason:
+                log(WARNING, "ignored node %s: its partition-id reply is unusable: %s", reply.metadata.src_node_id, reason)
+            else:
                 metrics = reply.content.metric_records["metrics"]
                 self.partitions[reply.metadata.src_node_id] = int(metrics["partition-id"])
                 self.num_partitions = max(self.num_partitions, int(metrics["num-partitions"]))
@@ -211,6 +290,7 @@ class BaseStrategy(FedAvg):
         config["server-round"] = server_round
         record = self.train_record(server_round, arrays, config)
         self.expected = self.expected_arrays(arrays)
+        self.int_arrays = {k for k, v in arrays.items() if np.dtype(v.dtype).kind in "iub"}
         self.row["downlink-bytes"] += record_bytes(record) * len(nodes)
         return self.messages(record, nodes, MessageType.TRAIN)
 
@@ -223,8 +303,13 @@ class BaseStrategy(FedAvg):
         them depend on the order, so aggregates would differ between identical runs."""
         return sorted(replies, key=self.partition_of)
 
-    def validate(self, replies: Iterable[Message], expected) -> list[Message]:
-        """Drop unusable replies with one log line each; count them in ``failures``."""
+    def validate(self, replies: Iterable[Message], expected, kind: str = "train") -> list[Message]:
+        """Drop unusable replies with one log line each; count them in ``failures``.
+        ``kind``: ``train`` (``expected`` arrays, ``train_metrics``) or ``evaluate``
+        (no arrays, ``evaluate_metrics`` with ``accuracy``)."""
+        train = kind == "train"
+        keys, required = (self.train_metrics, ("num-examples",)) if train else \
+            (self.evaluate_metrics, ("num-examples", "accuracy"))
         good = []
         for msg in replies:
             node = msg.metadata.src_node_id
@@ -232,10 +317,12 @@ class BaseStrategy(FedAvg):
             if msg.has_error():
                 reason = msg.error.reason.strip().splitlines()[-1] if msg.error.reason else "error"
             else:
-                self.row["uplink-bytes"] = self.row.get("uplink-bytes", 0) + record_bytes(msg.content)
-                reason = check_reply(msg.content, expected)
+                if train:
+                    self.row["uplink-bytes"] = self.row.get("uplink-bytes", 0) + record_bytes(msg.content)
+                reason = check_reply(msg.content, expected if train else {}, keys, required, self.max_examples,
+                                     self.int_arrays)
             if reason:
-                log(WARNING, "dropped reply from %s: %s", who, reason)
+                log(WARNING, "dropped %s reply from %s: %s", kind, who, reason)
                 self.row["failures"] = self.row.get("failures", 0) + 1
             else:
                 good.append(msg)
@@ -258,8 +345,14 @@ class BaseStrategy(FedAvg):
         return arrays, metrics
 
     def aggregate(self, server_round: int, replies: list[Message]):
-        """Aggregate validated replies; default: Flower's FedAvg weighted mean."""
-        return super().aggregate_train(server_round, replies)
+        """Aggregate validated replies; default: FedAvg's weighted mean (Flower's own
+        array aggregation; metrics: weighted mean of every key but ``num-examples``)."""
+        contents = [m.content for m in replies]
+        arrays = aggregate_arrayrecords(contents, "num-examples")
+        weights = np.array([float(c["metrics"]["num-examples"]) for c in contents])
+        keys = sorted(set.intersection(*(set(c["metrics"]) for c in contents)) - {"num-examples"})
+        metrics = {k: float(np.dot(weights, [float(c["metrics"][k]) for c in contents]) / weights.sum()) for k in keys}
+        return arrays, MetricRecord(metrics)
 
     # ---- evaluate -----------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -272,7 +365,7 @@ class BaseStrategy(FedAvg):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Personalized accuracy: unweighted mean (and std) over clients' local tests."""
-        good = self.by_partition(m for m in replies if not m.has_error() and check_reply(m.content, None) is None)
+        good = self.validate(replies, {}, kind="evaluate")
         if not good:
             return None
         accs = np.array([m.content.metric_records["metrics"]["accuracy"] for m in good], dtype=float)
@@ -373,7 +466,7 @@ class BaseStrategy(FedAvg):
         }
         path = self.checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, path.with_suffix(".tmp"))
+        torch.save(plain(state), path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)  # atomic: a kill never leaves half a checkpoint
 
     def load_checkpoint(self) -> tuple[int, ArrayRecord]:
@@ -381,20 +474,29 @@ class BaseStrategy(FedAvg):
         path = self.checkpoint_path
         if not path.exists():
             raise FileNotFoundError(f"resume=true but no checkpoint at {path}: check out-dir and run-name")
-        state = torch.load(path, weights_only=False)
+        try:  # weights_only: tensors and plain values only; any other object is refused, never built
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state["round"], state["config"], state["rng"], state["arrays"]  # noqa: B018 (the keys we read)
+        except Exception as err:
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ValueError(f"refused to load {path}: not a checkpoint written by this code ({why}); "
+                             "remove it, or pass another run-name") from None
         ignore = {"resume", "num-server-rounds", "round-timeout"}
         changed = sorted(k for k in state["config"] if k not in ignore and state["config"][k] != self.cfg.get(k))
         if changed:
             raise ValueError(f"resume=true with a different run config ({changed}): resume with the same keys")
-        random.setstate(state["rng"][0])
-        np.random.set_state(state["rng"][1])
+        py_state = state["rng"][0]
+        random.setstate((py_state[0], tuple(py_state[1]), py_state[2]))
+        np_state = state["rng"][1]
+        np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
         torch.set_rng_state(state["rng"][2])
         self.load_state_dict(state["strategy"])
         self.rows = list(state["rows"])
         for row in self.rows:  # the results writer starts from the rows already written
             if self.on_round:
                 self.on_round(row)
-        arrays = ArrayRecord({k: Array(v) for k, v in state["arrays"].items()})
+        arrays = ArrayRecord({k: Array(np.asarray(v.numpy() if torch.is_tensor(v) else v))
+                              for k, v in state["arrays"].items()})
         log(INFO, "resuming %s after round %d", self.cfg["run-name"], state["round"])
         return int(state["round"]), arrays
 
@@ -402,9 +504,14 @@ class BaseStrategy(FedAvg):
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
               train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
               evaluate_fn=None) -> Result:
-        """Flower's round loop (train, federated evaluation, ``end_round``), plus
-        resume from a checkpoint and a checkpoint after every round. An
-        ``evaluate_fn`` replaces ``evaluate_global`` as the centralized evaluation."""
+        """Flower's round loop (train, federated evaluation, centralized evaluation),
+        rewritten because ``Strategy.start`` has no place for what a run here needs: it
+        always starts at round 1 from ``initial_arrays`` (no resume from a checkpoint),
+        its only per-round hook is ``evaluate_fn`` (here ``end_round`` writes the results
+        row, then a checkpoint is saved), and nothing runs before round 1 (here
+        ``check_federation`` finds each node's partition and fails at once if the
+        partitions cannot be made). Each round gets fresh copies of the configs, which
+        ``configure_train`` writes into. An ``evaluate_fn`` replaces ``evaluate_global``."""
         if evaluate_fn is not None:
             self.evaluate_global = evaluate_fn
         self.summary()

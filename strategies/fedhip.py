@@ -1,73 +1,40 @@
-"""FedHiP (Tang et al., arXiv 2508.04470): personalized FL by closed-form solutions.
+"""FedHiP (Tang et al., arXiv 2508.04470): personalized FL by closed-form solutions, one round.
 
 A frozen pretrained backbone gives features; the classifier is a ridge regression on
-one-hot labels, solved in closed form (float64) in three phases, all in ONE round:
+one-hot labels, solved in closed form (float64):
 
-1. Analytic local training (train message): client k sends ``G_k = X_kᵀX_k`` (upper
-   triangle only), ``Q_k = X_kᵀY_k`` and its class counts; its local ridge model stays on
-   the node.
-2. Analytic global aggregation (``aggregate``): ``G = Σ G_k``, ``Q = Σ Q_k`` and
-   ``W = (G + γI)⁻¹Q`` (Cholesky solve) -- the centralized ridge solution on the pooled
-   data, whatever the split and the arrival order.
-3. Analytic local personalization (evaluate message, which carries ``W``): client k
-   fuses ``W_k^p = αW + (1-α)W_k`` (``α = alpha-personal``), keeps it in its state and
-   reports its accuracy on its local test split (-> ``personalized-accuracy``).
+1. Local statistics (train message): client k sends ``G_k = X_kᵀX_k`` (upper triangle
+   only), ``Q_k = X_kᵀY_k`` and its class counts.
+2. Global model (``aggregate``): ``W = (G + γI)⁻¹Q`` with ``G = Σ G_k``, ``Q = Σ Q_k``
+   (Cholesky solve): the centralized ridge solution on the pooled data, whatever the
+   split and the arrival order.
+3. Personalization (evaluate message, which carries ``W``): client k mixes the global
+   and its own solution and reports the mix's accuracy on its local test split.
 
-Choices the paper's text (not available to us; only its abstract) must confirm [paper]:
-
-- Backbone: the paper uses a self-supervised foundation model; offline the only real
-  weights are ImageNet-supervised ``tf_efficientnet_lite0`` (default; any timm name works
-  where the hub is reachable). Grayscale is repeated to 3 channels and resized to
-  ``backbone-size`` (64 by default; 32 loses 22 points on MNIST, 96 costs 2.4x for
-  +0.7: README has the table).
-- Feature expansion: ``buffer-size`` = 0 (off) by default; a random ReLU buffer as in
-  ACIL/AFL is available, but the upload grows with its size squared.
-- Regularization: clients send raw statistics and the server adds ``γ`` once, so with
-  ``clean-reg`` (default) the global model equals the centralized ridge solution; AFL's
-  "cleaning" removes the K-fold ``γ`` that per-client regularized uploads accumulate,
-  which is what ``clean-reg=false`` reproduces (``W = (G + KγI)⁻¹Q``).
-- Personalization: weight-level fusion ``αW + (1-α)W_k`` (``personal-fusion=weights``),
-  i.e. a mix of the global and local models' logits; the statistic-level alternative
-  ``(αG + (1-α)G_k + γI)⁻¹(αQ + (1-α)Q_k)`` is ``personal-fusion=statistics`` (the evaluate
-  message then also carries ``G, Q``: 6.6 MB more per client at d=1280). Both depend only
-  on the global sums and client k's own data, so the heterogeneity invariance holds
-  exactly (with ``clean-reg``: AFL's uncleaned ``KγI`` would depend on the number of
-  clients). Chosen on seed-1 MNIST Dirichlet-0.1 partitions (tuning; seed 0 is the
-  reported run): weights-fusion 0.967 personalized accuracy at α=0.5, γ=100, against
-  0.91-0.94 for statistics-fusion with α in [0.05, 0.9] (the pure local model: 0.957);
-  own samples are too few for the statistics-level mix to move the global model much.
-- Rounds: one. ``check_config`` sets ``num-server-rounds`` to 1 (a second round would
-  recompute the same model), so a sweep can grid ``method: [fedavg, fedhip]``.
-- ``ridge-gamma`` = 100 (best of 1/10/100/1000 on the seed-1 partitions, global and
-  personalized). No bias column (as AFL's ``LinearAnalytic``; it changed < 1 point).
-- Input normalization: the backbone's own (timm ``pretrained_cfg``: mean = std = 0.5 for
-  the TF EfficientNet-Lite weights; with it the shipped classifier gets the sample photos
-  right). ImageNet's mean/std gave +1.3 points centralized on MNIST, within noise personalized.
+``check_config`` sets ``num-server-rounds`` to 1 (a second round would recompute the
+same model), so a sweep can grid ``method: [fedavg, fedhip]``. The choices the paper's
+text leaves open, with their evidence, are in docs/methods/fedhip.md.
 """
 
 from __future__ import annotations
 
 import time
 from logging import INFO, WARNING
-from typing import Iterable
+from typing import Iterable, Literal
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
+from pydantic import Field
+
+from simulations.keys import Int, Keys
 
 from clients.fedhip import (DTYPE, FEATURE_KEYS, GLOBAL, STATS, accuracy, cached_features, degenerate, extractor,
                             ridge_solve, triu_size, unpack_triu)
 
 from .base import BaseStrategy, record_bytes
-
-
-def check(ok: bool, message: str) -> None:
-    if not ok:
-        from simulations.config import ConfigError
-
-        raise ConfigError(message)
 
 
 def sum_statistics(stats: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -104,23 +71,37 @@ class AnalyticClassifier(torch.nn.Module):
         return (self.features(x, self.mean, self.std).to(DTYPE) @ self.W.cpu()).float().to(x.device)
 
 
+class FedHiPKeys(Keys):
+    backbone: str = Field("tf_efficientnet_lite0", min_length=1, description="timm name of the frozen backbone")
+    pretrained: bool = Field(True, description="load the backbone's shipped weights; `false`: a seeded random "
+                                               "backbone")
+    backbone_size: Int = Field(64, ge=16, description="input side in pixels fed to the backbone")
+    buffer_size: Int = Field(0, ge=0, description="random ReLU feature expansion to this width (0 = off)")
+    ridge_gamma: float = Field(100.0, ge=0, description="ridge term γ")
+    alpha_personal: float = Field(0.5, ge=0, le=1, description="α, the global model's weight in the personalized "
+                                                               "one (1 = global, 0 = local)")
+    personal_fusion: Literal["weights", "statistics"] = Field(
+        "weights", description="`weights`: αW + (1-α)W_k; `statistics`: mix G and Q, then solve")
+    clean_reg: bool = Field(True, description="add γ once (the centralized ridge solution); `false`: AFL's "
+                                              "(G + KγI)⁻¹Q for K clients")
+
+
 class FedHiPStrategy(BaseStrategy):
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
+
+    train_metrics = frozenset({"num-examples", "train-accuracy"})  # what its client reports
+    evaluate_metrics = frozenset({"num-examples", "accuracy", "global-accuracy"})
 
     def __init__(self, cfg: dict, test_data=None, on_round=None):
         super().__init__(cfg, test_data, on_round)
         self.gamma = float(cfg["ridge-gamma"])
         self.global_stats: ArrayRecord | None = None
 
+    keys = FedHiPKeys
+
     @staticmethod
     def check_config(cfg: dict) -> None:
-        check(isinstance(cfg["backbone"], str) and cfg["backbone"] != "", "backbone must be a timm model name")
-        check(cfg["ridge-gamma"] >= 0, f"ridge-gamma must be >= 0, got {cfg['ridge-gamma']}")
-        check(cfg["personal-fusion"] in ("weights", "statistics"),
-              f"personal-fusion must be weights or statistics, got {cfg['personal-fusion']!r}")
-        check(0 <= cfg["alpha-personal"] <= 1, f"alpha-personal must be in [0, 1], got {cfg['alpha-personal']}")
-        for key, low in (("buffer-size", 0), ("backbone-size", 16)):
-            check(int(cfg[key]) == cfg[key] and cfg[key] >= low, f"{key} must be an integer >= {low}, got {cfg[key]}")
+        BaseStrategy.check_config(cfg)
         cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)
 
     # ---- what is sent and expected ---------------------------------------------------

@@ -44,12 +44,16 @@ only, never on the held-out domain.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from pydantic import Field
 
 from models import build_model
 from models.translator import build_head, head_keys
+from simulations.keys import Int, Keys
 
 from . import lsi_server
 from .base import BaseStrategy
@@ -62,7 +66,29 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+class FedLSIKeys(Keys):
+    lambda_di: float = Field(0.1, ge=0, description="weight of the divergence loss MSE(G(z,c,c'), z); 0 = ablation")
+    aggregation: Literal["importance", "fedavg"] = Field("importance", description="importance-weighted (stage 5) "
+                                                                                   "or plain FedAvg (ablation)")
+    lsi_schedule: Literal["once", "every-round"] = Field("once", description="run stages 1-3 once before "
+                                                                             "training, or every round")
+    lsi_pretrain_epochs: Int = Field(2, ge=0, description="local epochs of the stage-1 pre-training")
+    lsi_num_latents: Int = Field(256, ge=2, description="synthetic latents per client")
+    lsi_inversion_iters: Int = Field(300, ge=0, description="Adam steps of the inversion")
+    lsi_inversion_lr: float = Field(0.05, gt=0, description="Adam lr of the inversion")
+    lsi_bn_weight: float = Field(1.0, ge=0, description="weight of the BN-statistics term of the inversion")
+    lsi_norm_weight: float = Field(0.001, ge=0, description="weight of the latent-norm term of the inversion")
+    lsi_translator_iters: Int = Field(500, ge=0, description="translator G / discriminator D iterations")
+    lsi_translator_lr: float = Field(0.001, gt=0, description="Adam lr of G and D (linear decay, second half)")
+    lsi_translator_hidden: Int = Field(256, ge=2, description="width of G and D")
+    lsi_translator_batch: Int = Field(128, ge=2, description="batch of latents for G and D")
+    lsi_translator_residual: bool = Field(True, description="G = z + MLP (starts at the identity), or a plain MLP")
+
+
 class FedLSIStrategy(BaseStrategy):
+    keys = FedLSIKeys
+    train_metrics = BaseStrategy.train_metrics | {"divergence"}  # what its client reports
+
     def __init__(self, cfg: dict, test_data=None, on_round=None):
         super().__init__(cfg, test_data, on_round)
         self.translator = None  # G after stage 3
@@ -78,18 +104,6 @@ class FedLSIStrategy(BaseStrategy):
         _check(str(cfg["model"]).startswith("lsi-"),
                f"fedlsi needs a latent model with a BatchNorm1d head: pass model=lsi-cnn (or lsi-resnet18), "
                f"got {cfg['model']!r}")
-        _check(cfg["aggregation"] in ("importance", "fedavg"),
-               f"aggregation must be importance or fedavg, got {cfg['aggregation']!r}")
-        _check(cfg["lsi-schedule"] in ("once", "every-round"),
-               f"lsi-schedule must be once or every-round, got {cfg['lsi-schedule']!r}")
-        for key in ("lsi-num-latents", "lsi-translator-hidden", "lsi-translator-batch"):
-            _check(int(cfg[key]) == cfg[key] and cfg[key] >= 2, f"{key} must be an integer >= 2, got {cfg[key]}")
-        for key in ("lsi-pretrain-epochs", "lsi-inversion-iters", "lsi-translator-iters"):
-            _check(int(cfg[key]) == cfg[key] and cfg[key] >= 0, f"{key} must be an integer >= 0, got {cfg[key]}")
-        for key in ("lambda-di", "lsi-bn-weight", "lsi-norm-weight"):
-            _check(cfg[key] >= 0, f"{key} must be >= 0, got {cfg[key]}")
-        for key in ("lsi-inversion-lr", "lsi-translator-lr"):
-            _check(cfg[key] > 0, f"{key} must be > 0, got {cfg[key]}")
 
     # ---- checkpoints (resume) ---------------------------------------------------------------
     def state_dict(self) -> dict:

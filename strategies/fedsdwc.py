@@ -10,30 +10,35 @@ from __future__ import annotations
 
 import torch
 from flwr.app import ArrayRecord, MetricRecord
+from pydantic import Field
 
 from clients.base import device_of, evaluate
+from clients.fedsdwc import TERMS
 from models.causal import build_sdwc
+from simulations.keys import Int, Keys
 
 from .base import BaseStrategy
 
 
-class FedSDWCStrategy(BaseStrategy):
-    @staticmethod
-    def check_config(cfg: dict) -> None:
-        from simulations.config import ConfigError
+class FedSDWCKeys(Keys):
+    fourier_alpha: float = Field(1.0, ge=0, le=1, description="amplitude-mix strength: lam ~ U(0, alpha); "
+                                                              "0 = no augmentation")
+    intervention_gamma: float = Field(0.5, ge=0, description="std of the noise added to the variant feature h_v "
+                                                             "for the intervention")
+    lambda_intervention: float = Field(1.0, ge=0, description="weight of the interventional consistency KL")
+    lambda_kl_semantic: float = Field(0.01, ge=0, description="weight of KL(q(s|x) || N(m_y, I))")
+    lambda_kl_variant: float = Field(0.01, ge=0, description="weight of the variant factor's KL to its mixture prior")
+    lambda_kl_link: float = Field(0.01, ge=0, description="weight of the link's KL to N(0, tau^2 I)")
+    sdwc_latent_dim: Int = Field(32, ge=1, description="size of s, v and l")
+    sdwc_gmm_components: Int = Field(4, ge=1, description="components of the variant factor's mixture prior")
+    sdwc_link_prior_std: float = Field(0.1, gt=0, description="tau, the std of the link's prior")
+    sdwc_mc_samples: Int = Field(1, ge=1, description="Monte Carlo samples of (s, v, l) per image in the ELBO")
+    sdwc_grad_clip: float = Field(5.0, ge=0, description="gradient-norm clipping of the local step (0 = off)")
 
-        BaseStrategy.check_config(cfg)
-        for key in ("sdwc-latent-dim", "sdwc-gmm-components", "sdwc-mc-samples"):
-            if not (int(cfg[key]) == cfg[key] and cfg[key] >= 1):
-                raise ConfigError(f"{key} must be an integer >= 1, got {cfg[key]}")
-        for key in ("lambda-kl-semantic", "lambda-kl-variant", "lambda-kl-link", "lambda-intervention",
-                    "intervention-gamma", "fourier-alpha", "sdwc-grad-clip"):
-            if cfg[key] < 0:
-                raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
-        if cfg["fourier-alpha"] > 1:
-            raise ConfigError(f"fourier-alpha must be in [0, 1] (lam ~ U(0, alpha)), got {cfg['fourier-alpha']}")
-        if not cfg["sdwc-link-prior-std"] > 0:
-            raise ConfigError(f"sdwc-link-prior-std must be > 0, got {cfg['sdwc-link-prior-std']}")
+
+class FedSDWCStrategy(BaseStrategy):
+    keys = FedSDWCKeys
+    train_metrics = BaseStrategy.train_metrics | {f"train-{t}" for t in TERMS}  # what its client reports
 
     def initial_arrays(self) -> ArrayRecord:
         data = self.test_data

@@ -19,7 +19,9 @@ receive it and that a poisoned ground truth changes the scores but not the
 reconstructions.
 
 Outputs in the run folder: ``attacks.csv`` (one row per attacked image and attack:
-psnr, ssim, lpips, label-accuracy, attack-seconds, grad-loss, ...), ``attacks.png``
+psnr, ssim, lpips, label-accuracy, attack-seconds, grad-loss, ...; on a node that keeps
+its data, see ``clients.base.ground_truth_allowed``, no scores and ``note`` = "no ground
+truth"), ``attacks.png``
 (ground truth row, one row per attack) and per-attack means in the round's metrics row
 (``<attack>-psnr``, ``<attack>-ssim``, ``label-accuracy``).
 
@@ -39,16 +41,19 @@ from __future__ import annotations
 
 import math
 import time
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
+from pydantic import Field
 
 from clients.gifd import DEFENSES, GROUND_TRUTH
 from models import build_model
+from simulations.keys import Int, Keys
 
 from .attacks.common import AttackInput, AttackResult
 from .attacks.ggl import invert_ggl
@@ -61,7 +66,8 @@ from .base import BaseStrategy
 ATTACK_NAMES = ("ig", "ggl", "gifd")
 CSV_COLUMNS = ["round", "partition", "update", "image", "attack", "threat", "batch-size", "defense", "defense-param",
                "prior", "true-label", "inferred-label", "label-accuracy", "psnr", "ssim", "lpips", "attack-seconds",
-               "grad-loss", "steps"]
+               "grad-loss", "steps", "note"]
+NO_TRUTH = "no ground truth"  # the note of a row whose node sent no ground truth (a real node)
 
 
 def parse_list(text: str, cast=str) -> list:
@@ -144,8 +150,9 @@ def evaluate_reconstructions(result: AttackResult, truth: dict[str, torch.Tensor
     """The evaluator: scores a reconstruction against the simulation-only ground truth."""
     from .attacks.metrics import score
 
-    if truth is None:  # nothing to compare with: keep the rows, no scores
-        return [{"image": i, "inferred-label": int(result.labels[i]), "_match": i} for i in range(len(result.labels))]
+    if truth is None:  # a real node keeps its data: the rows stay, without scores
+        return [{"image": i, "inferred-label": int(result.labels[i]), "_match": i, "note": NO_TRUTH}
+                for i in range(len(result.labels))]
     rec = inp.to_pixels(result.images)
     true = inp.to_pixels(truth["images"].float())
     rows = score(rec, result.labels, true, truth["labels"].long())
@@ -180,7 +187,37 @@ def save_grid(path: Path, truth: list[torch.Tensor], recs: dict[str, list[torch.
     plt.close(fig)
 
 
+class GifdKeys(Keys):
+    attack: str = Field("ig,ggl,gifd", description="attacks to run, comma-separated (`none` = plain FL)")
+    attack_round: Int = Field(1, ge=1, description="round whose updates are attacked")
+    attack_num_images: Int = Field(8, ge=0, description="images to attack (the first updates in partition order)")
+    attack_batch_size: Int = Field(1, ge=1, description="images per client update")
+    attack_threat: Literal["fedsgd", "fedavg"] = Field("fedsgd", description="`fedsgd` (gradient) or `fedavg` "
+                                                                             "(weights after local steps)")
+    attack_local_steps: Int = Field(5, ge=1, description="local SGD steps for `fedavg` (lr = `lr`)")
+    attack_budget: Int = Field(200, ge=1, description="gradient-matching steps per image and attack, restarts "
+                                                      "included")
+    attack_restarts: Int = Field(2, ge=1, description="restarts sharing the budget")
+    attack_lr: float = Field(0.1, gt=0, description="Adam lr (pixels, latent; features: lr x mean|h0|)")
+    attack_tv: float = Field(0.0001, ge=0, description="total-variation weight of the GAN attacks")
+    ig_tv: float = Field(0.0001, ge=0, description="total-variation weight of IG")
+    ggl_kl: float = Field(0.1, ge=0, description="GGL's KL weight")
+    gifd_latent_fraction: float = Field(0.5, ge=0, le=1, description="share of a GIFD restart spent on the latent")
+    gifd_stages: Int = Field(4, ge=0, le=4, description="K, the last feature domain searched (0 = latent only)")
+    gifd_radii: str = Field("0.25,0.5,0.75,1.0", description="l1 radius of each stage as a fraction of |h0|_1")
+    gan_dataset: str = Field("mnist-holdout", description="the prior's training data (`<name>`, `<name>-holdout`)")
+    gan_checkpoint: str = Field("", description="a generator checkpoint instead (overrides `gan-dataset`)")
+    gan_train_steps: Int = Field(2000, ge=1, description="GAN training steps when the prior is trained")
+    gan_label_map: Literal[LABEL_MAPS] = Field("auto", description="how GAN classes map to the clients' labels")
+    defense: Literal[DEFENSES] = Field("none", description="the clients' defense of their update")
+    defense_noise_std: float = Field(0.01, ge=0, description="std of the Gaussian noise of `defense=noise`")
+    defense_clip_norm: float = Field(1.0, gt=0, description="norm bound of `defense=clip`")
+    defense_prune_percentile: float = Field(50.0, ge=0, lt=100, description="share pruned by `defense=prune` (%)")
+
+
 class GifdStrategy(BaseStrategy):
+    keys = GifdKeys
+
     @staticmethod
     def check_config(cfg: dict) -> None:
         from datasets import DATASETS
@@ -195,36 +232,16 @@ class GifdStrategy(BaseStrategy):
         names = attack_list(cfg)
         check(all(n in ATTACK_NAMES for n in names) and len(set(names)) == len(names),
               f"attack must be a comma-separated subset of {','.join(ATTACK_NAMES)} (or none), got {cfg['attack']!r}")
-        check(cfg["attack-threat"] in ("fedsgd", "fedavg"),
-              f"attack-threat must be fedsgd or fedavg, got {cfg['attack-threat']!r}")
-        for key in ("attack-batch-size", "attack-round", "attack-local-steps", "attack-restarts", "attack-budget"):
-            check(int(cfg[key]) == cfg[key] and cfg[key] >= 1, f"{key} must be an integer >= 1, got {cfg[key]}")
         check(cfg["attack-round"] <= cfg["num-server-rounds"],
               f"attack-round {cfg['attack-round']} > num-server-rounds {cfg['num-server-rounds']}: no attack would run")
-        check(int(cfg["attack-num-images"]) == cfg["attack-num-images"] and cfg["attack-num-images"] >= 0,
-              f"attack-num-images must be an integer >= 0, got {cfg['attack-num-images']}")
         check(cfg["attack-budget"] >= cfg["attack-restarts"],
               f"attack-budget ({cfg['attack-budget']}) must be >= attack-restarts ({cfg['attack-restarts']})")
-        check(cfg["attack-lr"] > 0, f"attack-lr must be > 0, got {cfg['attack-lr']}")
-        for key in ("attack-tv", "ig-tv", "ggl-kl", "defense-noise-std"):
-            check(cfg[key] >= 0, f"{key} must be >= 0, got {cfg[key]}")
-        check(0 <= cfg["gifd-latent-fraction"] <= 1,
-              f"gifd-latent-fraction must be in [0, 1], got {cfg['gifd-latent-fraction']}")
-        check(0 <= cfg["gifd-stages"] <= 4 and int(cfg["gifd-stages"]) == cfg["gifd-stages"],
-              f"gifd-stages must be an integer in [0, 4], got {cfg['gifd-stages']}")
         try:
             radii = parse_list(cfg["gifd-radii"], float)
         except ValueError:
             radii = None
         check(radii is not None and len(radii) >= cfg["gifd-stages"] and all(r >= 0 for r in radii),
               f"gifd-radii must be {cfg['gifd-stages']} comma-separated numbers >= 0, got {cfg['gifd-radii']!r}")
-        check(cfg["defense"] in DEFENSES, f"defense must be one of {DEFENSES}, got {cfg['defense']!r}")
-        check(cfg["defense-clip-norm"] > 0, f"defense-clip-norm must be > 0, got {cfg['defense-clip-norm']}")
-        check(0 <= cfg["defense-prune-percentile"] < 100,
-              f"defense-prune-percentile must be in [0, 100), got {cfg['defense-prune-percentile']}")
-        check(cfg["gan-label-map"] in LABEL_MAPS, f"gan-label-map must be one of {LABEL_MAPS}, got {cfg['gan-label-map']!r}")
-        check(int(cfg["gan-train-steps"]) == cfg["gan-train-steps"] and cfg["gan-train-steps"] >= 1,
-              f"gan-train-steps must be an integer >= 1, got {cfg['gan-train-steps']}")
         if any(n in ("ggl", "gifd") for n in names) and not cfg["gan-checkpoint"]:
             gan = cfg["gan-dataset"]
             base = gan[: -len("-holdout")] if gan.endswith("-holdout") else gan
@@ -332,6 +349,10 @@ class GifdStrategy(BaseStrategy):
         chosen = replies[: math.ceil(int(self.cfg["attack-num-images"]) / size)]
         items = [(self.partition_of(m, -1), m.content, self.truth.get(m.metadata.src_node_id))
                  for m in chosen]
+        for part, _, truth in items:
+            if truth is None:
+                log(WARNING, "[attack] partition %s sent no ground truth (not a simulation node): attacks.csv "
+                    "rows say '%s' instead of scores", part, NO_TRUTH)
         prior = self.load_prior() if any(a in ("ggl", "gifd") for a in self.attacks) else None
         grid = self.attack_updates(server_round, items, self.attacks, prior)
         self.write_outputs(*grid)

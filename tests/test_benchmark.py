@@ -111,7 +111,7 @@ def test_cached_partitions_equal_a_fresh_split():
     from simulations import client_app
     from simulations.config import resolve
 
-    cfg = resolve({"partitioner": "dirichlet", "alpha": 0.3, "seed": 3})
+    cfg = resolve({"partitioner": "dirichlet", "dirichlet-alpha": 0.3, "seed": 3})
     key = tuple(cfg[k] for k in client_app.PARTITION_KEYS)
     parts = partition_for(cfg, load_dataset("mnist"), 7)
     for pid in (0, 6, 3):

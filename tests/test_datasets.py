@@ -91,3 +91,42 @@ def test_image_folder_multi_domain_layout(tmp_path):
     assert set(b.train_domains.tolist()) == {0, 1}
     x, y = b.train[0]
     assert x.shape == (3, 64, 64)
+    assert load_dataset("pacs", str(tmp_path), image_size=32).train[0][0].shape == (3, 32, 32)
+
+
+def write_images(folder, classes, per_class, size=16):
+    """``folder/<class>/<i>.png``: class k is a stripe pattern of period k + 2 (vertical for even
+    k, horizontal for odd) in random colours with noise: easy to learn for any model."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    grid = np.arange(size)
+    for c_id, c in enumerate(classes):
+        (folder / c).mkdir(parents=True, exist_ok=True)
+        stripes = (grid // (c_id // 2 + 2)) % 2
+        mask = np.tile(stripes, (size, 1)) if c_id % 2 == 0 else np.tile(stripes[:, None], (1, size))
+        for i in range(per_class):
+            fg, bg = rng.integers(128, 256, 3), rng.integers(0, 96, 3)
+            img = np.where(mask[..., None] == 1, fg, bg) + rng.integers(0, 30, (size, size, 3))
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / c / f"{i}.png")
+
+
+def test_image_folder_reads_any_class_tree_with_optional_test_split(tmp_path):
+    from datasets.registry import _load
+
+    write_images(tmp_path, ["cat", "dog", "eel"], 5)
+    b = load_dataset("image-folder", str(tmp_path), image_size=16)
+    assert b.num_classes == 3 and len(b.train) + len(b.test) == 15 and len(b.test) == 3  # fixed 20%
+    assert b.train[0][0].shape == (3, 16, 16) and b.input_shape == (3, 16, 16)
+    assert load_dataset("image-folder", str(tmp_path), image_size=24).train[0][0].shape == (3, 24, 24)
+    write_images(tmp_path / "test", ["dog", "cat"], 2)  # a class may be missing from test/
+    _load.cache_clear()
+    b = load_dataset("image-folder", str(tmp_path), image_size=16)
+    assert len(b.train) == 15 and len(b.test) == 4 and b.num_classes == 3
+    assert sorted(int(b.test[i][1]) for i in range(4)) == [0, 0, 1, 1]  # cat=0, dog=1 as in training
+    write_images(tmp_path / "test", ["fox"], 1)
+    _load.cache_clear()
+    with pytest.raises(DataError, match="classes \\['fox'\\] that the training folders lack"):
+        load_dataset("image-folder", str(tmp_path))
+    with pytest.raises(DataError, match="pass data-root=<folder holding <class>/<image>>"):
+        load_dataset("image-folder", str(tmp_path / "nowhere"))

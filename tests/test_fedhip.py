@@ -280,7 +280,7 @@ def test_fedhip_end_to_end_one_round(tmp_path):
     code, frame, out = run_sweep(
         tmp_path,
         base={"dataset": "digits", "num-supernodes": 3, "backbone-size": 32, "partitioner": "dirichlet",
-              "alpha": 0.5, "num-server-rounds": 5},
+              "dirichlet-alpha": 0.5, "num-server-rounds": 5},
         grid={"method": ["fedhip"]},
     )
     assert code == 0, (out / "method-fedhip" / "flwr.log").read_text()[-3000:]

@@ -34,7 +34,8 @@ def warm_imports():
         ("base: {}\ngrid: {method: fedavg}\n", "must be a non-empty list"),
         ("base: {learning-rate: 0.1}\n", "unknown key(s) ['learning-rate']"),
         ("grid: {method: [fedavg, fedzip]}\n", "unknown method 'fedzip'"),
-        ("base: {alpha: -1}\n", "alpha must be > 0"),
+        ("base: {dirichlet-alpha: -1}\n", "dirichlet-alpha must be > 0"),
+        ("base: {alpha: 0.3}\n", "renamed: pass dirichlet-alpha=0.3"),
         ("base: {num-supernodes: 5000}\n", "5000 partitions but only 4000 samples"),
         ("base: {num-supernodes: 1}\n", "min-train-nodes"),
         ("base: {dataset: pacs, data-root: /nonexistent}\n", "data-root="),
@@ -91,7 +92,7 @@ def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
     assert code == 0
     assert len(frame) == 2 * 3  # rounds 0..2 for each run
     for col in ("accuracy", "loss", "personalized-accuracy", "personalized-accuracy-std", "round-seconds",
-                "uplink-bytes", "downlink-bytes", "failures", "method", "seed", "alpha", "run-name"):
+                "uplink-bytes", "downlink-bytes", "failures", "method", "seed", "dirichlet-alpha", "run-name"):
         assert col in frame.columns
     final = frame[frame["round"] == 2].set_index("method")
     assert (final["accuracy"] > 0.5).all()  # chance is 0.1

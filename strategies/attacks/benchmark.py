@@ -39,13 +39,13 @@ def parse_defense(text: str) -> dict:
 def client_updates(cfg: dict, clients: int, server_round: int = 1):
     """(strategy, items) for the attack round: what the server received and the truth."""
     from clients.gifd import GifdClient
-    from datasets import load_dataset
+    from datasets import load_for
     from simulations.client_app import PARTITION_KEYS, client_data
     from simulations.config import seed_everything
     from strategies.gifd import GifdStrategy, strip_ground_truth
 
     seed_everything(int(cfg["seed"]))
-    bundle = load_dataset(cfg["dataset"], cfg["data-root"], cfg["download"])
+    bundle = load_for(cfg)
     strategy = GifdStrategy(cfg, test_data=bundle)
     arrays = strategy.initial_arrays()
     record = strategy.train_record(server_round, arrays, ConfigRecord({"server-round": server_round}))

@@ -1,0 +1,316 @@
+"""Compare a sweep's runs with uncertainty: ``python -m simulations.report DIR [--baseline METHOD]``.
+
+Reads ``DIR/results.csv`` (every run's rows: config keys, ``round``, metrics; written by
+``simulations/sweep.py``) and a run's ``config.json`` to tell config keys from metrics.
+A *group* is one setting of every config key that varies across the runs, except
+``seed`` (and ``run-name``); ``method`` is always a group key. Only runs that reached
+``num-server-rounds`` count; the others are listed as incomplete. Writes:
+
+- ``DIR/summary.csv``: one row per group: ``n`` (seeds) and ``<metric>-mean``,
+  ``-std`` (ddof 1), ``-ci95`` (half-width of the 95% t-interval, ``t(0.975, n-1) *
+  std / sqrt(n)``) at the final round; for domain runs (``source-accuracy`` present)
+  also ``<metric>-at-selected-*``, at each run's round with the best source-validation
+  accuracy (rounds >= 1, ties: the earlier round).
+- ``DIR/paired.csv``: each group against the baseline method's group with the same
+  shared keys (keys every method is run with the same values of, e.g. ``dirichlet-alpha``;
+  a key set for one method only, like ``proximal-mu`` in a ``methods:`` block, is not
+  matched): per metric the per-seed differences (same seed = same partitions), their
+  mean and 95% t-interval, and wins / n (higher is a win, lower for losses, times,
+  bytes, failures and FPR).
+- ``DIR/report.md``: the headline columns of both tables and two plots,
+  ``report-curves.png`` (metric vs round, mean and 95% band per group) and
+  ``report-final.png`` (final metrics as bars with 95% error bars).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+NOT_GROUP = {"seed", "run-name", "out-dir", "resume"}
+LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
+HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
+            "corrupt-accuracy", "auroc", "fpr95", "loss")
+
+
+class ReportError(ValueError):
+    """A folder that holds no sweep results, or a baseline that is not in it."""
+
+
+def interval(values) -> tuple[int, float, float, float]:
+    """n, mean, sample std (ddof 1) and half-width of the 95% t-interval (NaN below n=2)."""
+    x = np.asarray(pd.Series(values).dropna(), dtype=float)
+    n = len(x)
+    if n == 0:
+        return 0, np.nan, np.nan, np.nan
+    if n == 1:
+        return 1, float(x[0]), np.nan, np.nan
+    std = float(x.std(ddof=1))
+    return n, float(x.mean()), std, float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(word in metric for word in LOWER_IS_BETTER)
+
+
+def load(out: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """results.csv, its config columns and its metric columns (numeric, not all empty)."""
+    csv = out / "results.csv"
+    if not csv.exists():
+        raise ReportError(f"{csv} not found: pass the out-dir of a finished sweep")
+    frame = pd.read_csv(csv)
+    if frame.empty or not {"run-name", "round", "method"} <= set(frame.columns):
+        raise ReportError(f"{csv} has no run rows (columns run-name, round, method)")
+    config = next((json.loads(p.read_text()) for name in frame["run-name"].unique()
+                   if (p := out / str(name) / "config.json").exists()), None)
+    if config is None:
+        from simulations.config import defaults
+
+        config = defaults()
+    config_cols = [c for c in frame.columns if c in config or c == "run-name"]
+    metrics = [c for c in frame.columns if c not in config_cols and c != "round"
+               and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
+    return frame, config_cols, metrics
+
+
+def group_keys(frame: pd.DataFrame, config_cols: list[str]) -> list[str]:
+    """``method`` and every other config key that varies across the runs, but not seed."""
+    runs = frame.drop_duplicates("run-name")
+    varying = [c for c in config_cols if c not in NOT_GROUP and runs[c].nunique(dropna=False) > 1]
+    return ["method", *[c for c in varying if c != "method"]]
+
+
+def shared_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Group keys (other than method) that every method is run with the same values of."""
+    methods = runs.groupby("method")
+    return [k for k in keys if k != "method"
+            and len({tuple(sorted(map(str, v.unique()))) for _, v in methods[k]}) == 1]
+
+
+def final_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Each complete run's last row; the names of the runs that stopped early."""
+    last = frame.sort_values("round").groupby("run-name", sort=False).tail(1)
+    if "num-server-rounds" in last:
+        done = last["round"] >= last["num-server-rounds"]
+    else:
+        done = pd.Series(True, index=last.index)
+    return last[done].reset_index(drop=True), sorted(map(str, last.loc[~done, "run-name"]))
+
+
+def selected_rows(frame: pd.DataFrame, names) -> pd.DataFrame:
+    """Per domain run, the row (round >= 1) with the best ``source-accuracy``; earliest on ties."""
+    if "source-accuracy" not in frame:
+        return frame.iloc[:0]
+    rows = frame[frame["run-name"].isin(names) & (frame["round"] >= 1) & frame["source-accuracy"].notna()]
+    rows = rows.sort_values(["run-name", "source-accuracy", "round"], ascending=[True, False, True])
+    return rows.groupby("run-name", sort=False).head(1).reset_index(drop=True)
+
+
+def _stats_columns(values: pd.DataFrame, metrics: list[str], suffix: str = "") -> dict:
+    out = {}
+    for m in metrics:
+        _, mean, std, ci = interval(values[m]) if m in values else (0, np.nan, np.nan, np.nan)
+        out.update({f"{m}{suffix}-mean": mean, f"{m}{suffix}-std": std, f"{m}{suffix}-ci95": ci})
+    return out
+
+
+def summarize(final: pd.DataFrame, selected: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """One row per group: keys, n and mean/std/ci95 of each metric (final and at selection)."""
+    rows = []
+    for values, runs in final.groupby(keys, sort=True, dropna=False):
+        row = dict(zip(keys, values))
+        row["n"] = runs["seed"].nunique() if "seed" in runs else len(runs)
+        row.update(_stats_columns(runs, [m for m in metrics if runs[m].notna().any()]))
+        picked = selected[selected["run-name"].isin(runs["run-name"])]
+        if not picked.empty:
+            row.update(_stats_columns(picked, [m for m in metrics if picked[m].notna().any()], "-at-selected"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired(final: pd.DataFrame, keys: list[str], shared: list[str], metrics: list[str],
+           baseline: str) -> pd.DataFrame:
+    """Per-seed differences (group - baseline) on the seeds both ran, per metric."""
+    base = final[final["method"] == baseline]
+    # keys the baseline itself runs with several values (its own methods: block): one pairing each
+    own = [k for k in keys if k not in shared and k != "method" and base[k].nunique(dropna=False) > 1]
+    rows = []
+    for values, runs in final[final["method"] != baseline].groupby(keys, sort=True, dropna=False):
+        group = dict(zip(keys, values))
+        match = base
+        for k in shared:
+            match = match[match[k].astype(str) == str(group[k])]
+        for bvalues, bruns in (match.groupby(own, dropna=False) if own else [((), match)]):
+            label = " ".join([baseline, *(f"{k}={v}" for k, v in zip(own, bvalues))])
+            joined = runs.merge(bruns, on="seed", suffixes=("", "@base"))
+            for m in metrics:
+                diff = (joined[m] - joined[f"{m}@base"]).dropna()
+                if diff.empty:
+                    continue
+                n, mean, std, ci = interval(diff)
+                wins = int(((diff < 0) if lower_is_better(m) else (diff > 0)).sum())
+                rows.append({**group, "baseline": label, "metric": m, "n": n,
+                             "seeds": " ".join(map(str, joined.loc[diff.index, "seed"])),
+                             "diffs": " ".join(f"{d:.6g}" for d in diff),
+                             "mean-diff": mean, "std-diff": std, "ci95": ci,
+                             "ci95-low": mean - ci, "ci95-high": mean + ci, "wins": wins, "wins/n": f"{wins}/{n}"})
+    return pd.DataFrame(rows)
+
+
+# ---- report.md --------------------------------------------------------------------
+def _fmt(mean: float, ci: float) -> str:
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.4g}" if pd.isna(ci) else f"{mean:.4g} ± {ci:.2g}"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(r) + " |" for r in cells]
+    lines.insert(1, "|" + "---|" * len(frame.columns))
+    return "\n".join(lines)
+
+
+def _label(row, keys: list[str]) -> str:
+    return " ".join(str(row[k]) if k == "method" else f"{k}={row[k]}" for k in keys)
+
+
+def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metrics: list[str], path: Path) -> bool:
+    """Each metric reported at two or more rounds against the round: mean line and 95% band per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = frame[frame["run-name"].isin(final["run-name"])]
+    metrics = [m for m in metrics if rows.dropna(subset=[m])["round"].nunique() > 1]
+    if not metrics:
+        return False
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for values, runs in rows.groupby(keys, sort=True, dropna=False):
+            per_round = runs.dropna(subset=[m]).groupby("round")[m]
+            if per_round.ngroups == 0:  # a method that does not report this metric (fedhip: no loss)
+                continue
+            curve = per_round.apply(lambda v: pd.Series(interval(v)[1:], index=["mean", "std", "ci"])).unstack()
+            line, = ax.plot(curve.index, curve["mean"], marker="o", ms=3,
+                            label=_label(dict(zip(keys, values if isinstance(values, tuple) else (values,))), keys))
+            ax.fill_between(curve.index, curve["mean"] - curve["ci"].fillna(0), curve["mean"] + curve["ci"].fillna(0),
+                            color=line.get_color(), alpha=0.2)
+        ax.set(xlabel="round", title=m)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_final(summary: pd.DataFrame, keys: list[str], metrics: list[str], path: Path) -> bool:
+    """Final-round metrics as bars (mean) with 95% error bars, one bar per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in metrics if f"{m}-mean" in summary and summary[f"{m}-mean"].notna().any()]
+    if not metrics:
+        return False
+    labels = [_label(r, keys) for _, r in summary.iterrows()]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.5, 0.5 * len(labels) + 1.5) * len(metrics), 4),
+                             squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        ax.bar(range(len(labels)), summary[f"{m}-mean"], yerr=summary[f"{m}-ci95"].fillna(0), capsize=3,
+               color=[f"C{i % 10}" for i in range(len(labels))])
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{m} (final round)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, keys: list[str], metrics: list[str],
+             incomplete: list[str], baseline: str | None, plots: list[str]) -> str:
+    shown = [m for m in HEADLINE if f"{m}-mean" in summary] or metrics[:4]
+    lines = ["# Sweep report", "",
+             f"Groups: one per setting of {', '.join(f'`{k}`' for k in keys)}; `n` = seeds (same seed = same "
+             "partitions). Cells: mean ± half-width of the 95% t-interval over the seeds (std and all metrics "
+             "in `summary.csv`).", ""]
+    table = summary[keys + ["n"]].copy()
+    for m in shown:
+        table[m] = [_fmt(a, b) for a, b in zip(summary[f"{m}-mean"], summary[f"{m}-ci95"])]
+    lines += ["## Final round", "", _table(table), ""]
+    selected = [m for m in shown if f"{m}-at-selected-mean" in summary]
+    if selected:
+        table = summary[keys + ["n"]].copy()
+        for m in selected:
+            table[m] = [_fmt(a, b) for a, b in zip(summary[f"{m}-at-selected-mean"], summary[f"{m}-at-selected-ci95"])]
+        lines += ["## At the round selected on source validation", "", _table(table), ""]
+    if baseline and not pairs.empty:
+        p = pairs[pairs["metric"].isin(shown)].copy()
+        p["difference"] = [_fmt(a, b) for a, b in zip(p["mean-diff"], p["ci95"])]
+        p["95% interval"] = [("–" if pd.isna(c) else f"[{lo:.4g}, {hi:.4g}]")
+                             for c, lo, hi in zip(p["ci95"], p["ci95-low"], p["ci95-high"])]
+        lines += [f"## Paired differences against {baseline}", "",
+                  "Per seed: group minus baseline on the same seed; a win is higher (lower for loss and FPR95).", "",
+                  _table(p[keys + ["baseline", "metric", "n", "difference", "95% interval", "wins/n"]]), ""]
+    for name in plots:
+        lines += [f"![{name}]({name})", ""]
+    if incomplete:
+        lines += [f"Not counted (stopped before the last round): {', '.join(incomplete)}", ""]
+    return "\n".join(lines)
+
+
+def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
+    """Write summary.csv, paired.csv, report.md (and the plots) into ``out``."""
+    out = Path(out)
+    frame, config_cols, metrics = load(out)
+    keys = group_keys(frame, config_cols)
+    final, incomplete = final_rows(frame)
+    if final.empty:
+        raise ReportError(f"{out}: no run reached its last round ({len(incomplete)} incomplete)")
+    methods = set(final["method"].astype(str))
+    if baseline is not None and baseline not in methods:
+        raise ReportError(f"baseline '{baseline}' has no complete run here: pass one of {sorted(methods)}")
+    if baseline is None and "fedavg" in methods and len(methods) > 1:
+        baseline = "fedavg"
+    selected = selected_rows(frame, final["run-name"])
+    summary = summarize(final, selected, keys, metrics)
+    shared = shared_keys(final, keys)
+    pairs = paired(final, keys, shared, metrics, baseline) if baseline else pd.DataFrame()
+    paths = {"summary": out / "summary.csv", "paired": out / "paired.csv", "report": out / "report.md"}
+    summary.to_csv(paths["summary"], index=False)
+    pairs.to_csv(paths["paired"], index=False)
+    plotted = [m for m in HEADLINE if m in metrics] or metrics[:4]
+    plots = [p.name for p, ok in ((out / "report-curves.png", plot_curves(frame, final, keys, plotted,
+                                                                           out / "report-curves.png")),
+                                  (out / "report-final.png", plot_final(summary, keys, plotted,
+                                                                        out / "report-final.png"))) if ok]
+    paths["report"].write_text(markdown(summary, pairs, keys, metrics, incomplete, baseline, plots))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="a sweep's out-dir (holds results.csv and one folder per run)")
+    parser.add_argument("--baseline", help="method to pair every group against (default: fedavg when present)")
+    args = parser.parse_args(argv)
+    try:
+        paths = report(args.dir.expanduser(), args.baseline)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {paths['report']} (tables: {paths['summary'].name}, {paths['paired'].name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

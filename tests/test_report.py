@@ -1,0 +1,92 @@
+"""The report command on a synthetic sweep folder, against values computed by hand."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from simulations.report import main, report, selected_rows
+
+T_975_2 = 4.302652729749464  # t quantile 0.975 with 2 degrees of freedom (tables)
+
+
+def write_sweep(out, runs):
+    """runs: (method, proximal-mu, lr, seed, [accuracy per round 1..], rounds planned)."""
+    rows = []
+    for method, mu, lr, seed, accs, planned in runs:
+        name = f"method-{method}_mu-{mu}_lr-{lr}_seed-{seed}"
+        cfg = {"method": method, "proximal-mu": mu, "lr": lr, "seed": seed, "num-server-rounds": planned,
+               "run-name": name, "out-dir": str(out)}
+        (out / name).mkdir(parents=True)
+        (out / name / "config.json").write_text(json.dumps(cfg))
+        for r, acc in enumerate(accs, 1):
+            rows.append({**cfg, "round": r, "accuracy": acc, "loss": 1 - acc})
+    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+
+
+def test_summary_and_paired_match_hand_computed_values(tmp_path, capsys):
+    write_sweep(tmp_path, [
+        ("fedavg", 0.01, 0.1, 0, [0.5, 0.80], 2),
+        ("fedavg", 0.01, 0.1, 1, [0.5, 0.82], 2),
+        ("fedavg", 0.01, 0.1, 2, [0.5, 0.87], 2),
+        ("fedavg", 0.01, 0.1, 3, [0.5], 2),  # stopped early: not counted
+        ("fedprox", 0.1, 0.1, 0, [0.6, 0.83], 2),
+        ("fedprox", 0.1, 0.1, 1, [0.6, 0.81], 2),
+        ("fedprox", 0.1, 0.1, 2, [0.6, 0.90], 2),
+        ("fedprox", 0.5, 0.1, 0, [0.6, 0.70], 2),  # a second per-method value, one seed
+    ])
+    assert main([str(tmp_path)]) == 0  # baseline defaults to fedavg
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary.columns[:3]) == ["method", "proximal-mu", "n"]  # seed and lr (constant) are not keys
+    avg = summary.set_index(["method", "proximal-mu"]).loc[("fedavg", 0.01)]
+    std = math.sqrt(((0.80 - 0.83) ** 2 + (0.82 - 0.83) ** 2 + (0.87 - 0.83) ** 2) / 2)
+    assert avg["n"] == 3
+    assert avg["accuracy-mean"] == pytest.approx(0.83)
+    assert avg["accuracy-std"] == pytest.approx(std)
+    assert avg["accuracy-ci95"] == pytest.approx(T_975_2 * std / math.sqrt(3))
+    assert avg["loss-mean"] == pytest.approx(0.17)
+    one = summary.set_index(["method", "proximal-mu"]).loc[("fedprox", 0.5)]
+    assert one["n"] == 1 and one["accuracy-mean"] == pytest.approx(0.70) and pd.isna(one["accuracy-ci95"])
+
+    paired = pd.read_csv(tmp_path / "paired.csv")
+    acc = paired[(paired["metric"] == "accuracy") & (paired["proximal-mu"] == 0.1)].iloc[0]
+    diffs = [0.03, -0.01, 0.03]  # 0.83-0.80, 0.81-0.82, 0.90-0.87
+    mean = sum(diffs) / 3
+    dstd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    assert acc["baseline"] == "fedavg" and acc["n"] == 3 and acc["wins/n"] == "2/3"
+    assert acc["mean-diff"] == pytest.approx(mean)
+    assert acc["ci95"] == pytest.approx(T_975_2 * dstd / math.sqrt(3))
+    assert acc["ci95-low"] == pytest.approx(mean - T_975_2 * dstd / math.sqrt(3))
+    loss = paired[(paired["metric"] == "loss") & (paired["proximal-mu"] == 0.1)].iloc[0]
+    assert loss["mean-diff"] == pytest.approx(-mean) and loss["wins/n"] == "2/3"  # lower loss wins
+    single = paired[(paired["metric"] == "accuracy") & (paired["proximal-mu"] == 0.5)].iloc[0]
+    assert single["n"] == 1 and single["mean-diff"] == pytest.approx(-0.10) and single["wins/n"] == "0/1"
+
+    text = (tmp_path / "report.md").read_text()
+    assert "0.83 ± 0.09" in text and "method-fedavg_mu-0.01_lr-0.1_seed-3" in text
+    assert "report-curves.png" in text and (tmp_path / "report-final.png").stat().st_size > 1000
+    assert "report.md" in capsys.readouterr().out
+
+
+def test_pairs_match_shared_keys_and_baseline_is_checked(tmp_path, capsys):
+    """lr is run with the same values by both methods: fedprox lr=0.2 pairs with fedavg lr=0.2 only."""
+    write_sweep(tmp_path, [
+        ("fedavg", 0.01, 0.1, 0, [0.5], 1), ("fedavg", 0.01, 0.2, 0, [0.7], 1),
+        ("fedprox", 0.1, 0.1, 0, [0.6], 1), ("fedprox", 0.1, 0.2, 0, [0.9], 1),
+    ])
+    report(tmp_path, "fedprox")
+    paired = pd.read_csv(tmp_path / "paired.csv").query("metric == 'accuracy'").set_index("lr")
+    assert list(paired["method"]) == ["fedavg", "fedavg"]
+    assert paired.loc[0.1, "mean-diff"] == pytest.approx(-0.1) and paired.loc[0.2, "mean-diff"] == pytest.approx(-0.2)
+    assert main([str(tmp_path), "--baseline", "fedzip"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "baseline 'fedzip'" in err and "fedavg" in err and len(err.splitlines()) == 1
+    assert main([str(tmp_path / "nothing")]) == 2
+
+
+def test_selected_round_is_best_source_accuracy_earliest_on_ties():
+    frame = pd.DataFrame({"run-name": ["a"] * 4, "round": [0, 1, 2, 3],
+                          "source-accuracy": [0.9, 0.5, 0.7, 0.7], "heldout-accuracy": [0.1, 0.2, 0.3, 0.4]})
+    picked = selected_rows(frame, ["a"])
+    assert list(picked["round"]) == [2] and list(picked["heldout-accuracy"]) == [0.3]
