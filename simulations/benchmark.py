@@ -365,10 +365,13 @@ def scale_overrides(n: int, sampled: int, rounds: int) -> dict:
             "fraction-train": fraction, "fraction-evaluate": fraction, "seed": 0, "checkpoint-every": 0}
 
 
-def stamped(cmd: list[str], log_path: Path, env: dict, limit: float) -> tuple[list[tuple[float, str]], int, float]:
+def stamped(cmd: list[str], log_path: Path, env: dict, limit: float, cpu: dict[int, float]):
     """Run ``cmd``, keeping its output lines with the seconds since start (and in
-    ``log_path``); sample its process tree's RSS. Stopped after ``limit`` seconds; a
-    failure raises. Returns the lines, the peak RSS in bytes and the wall seconds."""
+    ``log_path``); sample its process tree's RSS, and its CPU seconds as each round's line
+    arrives (into ``cpu``). Stopped after ``limit`` seconds; a failure raises. Returns the
+    lines, the peak RSS in bytes and the wall seconds."""
+    import re
+
     import subprocess
 
     from simulations.superlink import stop_tree
@@ -384,6 +387,8 @@ def stamped(cmd: list[str], log_path: Path, env: dict, limit: float) -> tuple[li
         for line in proc.stdout:
             log.write(line)
             lines.append((time.perf_counter() - t0, line.rstrip()))
+            if found := re.search(r"\[round (\d+)/", line):
+                cpu.setdefault(int(found[1]), tree_cpu([proc.pid]))
     proc.wait()
     stopped = not timer.is_alive()
     timer.cancel()
@@ -404,16 +409,18 @@ def round_times(lines: list[tuple[float, str]]) -> dict[int, float]:
     return out
 
 
-def scale_figures(times: dict[int, float], rows, rounds: int) -> dict:
-    """Start-up (to the end of round 1, less one steady round) and steady per-round seconds;
-    ``complete`` False where the run was stopped before its last round."""
+def scale_figures(times: dict[int, float], rows, rounds: int, cpu: dict[int, float]) -> dict:
+    """Start-up (to the end of round 1, less one steady round), steady per-round seconds
+    and CPU seconds of the process tree per steady round (rounds 2.., median: these depend
+    much less on the machine's other load); ``complete`` False where the run stopped early."""
     secs = rows.loc[rows["round"] >= 1, "round-seconds"].tolist() if rows is not None else []
+    cpu_rounds = [cpu[r] - cpu[r - 1] for r in range(2, rounds + 1) if r in cpu and r - 1 in cpu]
+    base = {"round-seconds": secs, "cpu-per-round-s": stats.median(cpu_rounds) if cpu_rounds else None,
+            "round-0-s": times.get(0)}
     if 1 not in times or not secs:
-        return {"complete": False, "round-seconds": secs, "round-s": None, "startup-s": None,
-                "round-0-s": times.get(0)}
+        return {**base, "complete": False, "round-s": None, "startup-s": None}
     per_round = steady(secs)
-    return {"complete": len(secs) == rounds, "round-seconds": secs, "round-s": per_round,
-            "startup-s": times[1] - per_round, "round-0-s": times.get(0)}
+    return {**base, "complete": len(secs) == rounds, "round-s": per_round, "startup-s": times[1] - per_round}
 
 
 def read_rows(path: Path):
@@ -429,9 +436,10 @@ def scale_local(n: int, sampled: int, rounds: int, out: Path, limit: float) -> d
     (out / name).mkdir(parents=True, exist_ok=True)
     overrides = {**scale_overrides(n, sampled, rounds), "out-dir": str(out), "run-name": name}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cpu: dict[int, float] = {}
     lines, peak, wall = stamped([sys.executable, "-c", SCALE_LOCAL.format(overrides=overrides, n=n)],
-                                out / name / "flwr.log", env, limit)
-    res = scale_figures(round_times(lines), read_rows(out / name / "metrics.csv"), rounds)
+                                out / name / "flwr.log", env, limit, cpu)
+    res = scale_figures(round_times(lines), read_rows(out / name / "metrics.csv"), rounds, cpu)
     return {**res, "peak-rss-mb": peak / 2**20, "run-wall-s": wall, "load": os.getloadavg()[0]}
 
 
@@ -455,7 +463,9 @@ def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> 
             timer = threading.Timer(limit, stop_tree, args=(link.procs[0].pid,))  # the SuperLink's whole tree
             timer.start()
             t0 = time.perf_counter()
-            record, lines = timed_run(link, cfg, run_dir / "flwr.log", fed)
+            cpu: dict[int, float] = {}
+            record, lines = timed_run(link, cfg, run_dir / "flwr.log", fed,
+                                      on_round=lambda r: cpu.setdefault(r, tree_cpu(roots(link))))
             wall = time.perf_counter() - t0
             stopped = not timer.is_alive()
             timer.cancel()
@@ -465,7 +475,7 @@ def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> 
             os.environ.pop("OMP_NUM_THREADS")
         else:
             os.environ["OMP_NUM_THREADS"] = old
-    res = scale_figures(round_times(lines), read_rows(run_dir / "metrics.csv"), rounds)
+    res = scale_figures(round_times(lines), read_rows(run_dir / "metrics.csv"), rounds, cpu)
     ready = first(lines, r"results in")
     status = "stopped" if stopped else record.get("status", "unknown")
     if status != "finished:completed":  # said, with the figures it reached; the other sizes still run
@@ -570,14 +580,16 @@ def bench_scale(args) -> dict:
         if "local" in engines:
             r = res["local"][n] = scale_local(n, sampled, rounds, out, limit)
             say(f"  in-process (LocalGrid, no engine), {n} clients: start-up {fmt(r['startup-s'])} s, round seconds "
-                f"{fmt_list(r['round-seconds'])}, peak RSS {r['peak-rss-mb']:.0f} MB ({load()})")
+                f"{fmt_list(r['round-seconds'])}, CPU seconds per round {fmt(r['cpu-per-round-s'], '.2f')}, peak RSS "
+                f"{r['peak-rss-mb']:.0f} MB ({load()})")
         if "flower" in engines:
             r = res["flower"][n] = scale_flower(n, sampled, rounds, out, limit)
             state = "" if r["complete"] else (f" NOT COMPLETE after {len(r['round-seconds'])} rounds: {r['status']}; "
                                               f"the first round took {fmt(next(iter(r['round-seconds']), None))} s")
             say(f"  Flower simulation (Ray), {n} clients: start-up {fmt(r['startup-s'])} s (ServerApp ready "
                 f"{fmt(r['serverapp-ready-s'])} s, round 0 done {fmt(r['round-0-s'])} s after flwr run), round "
-                f"seconds {fmt_list(r['round-seconds'])}, peak RSS {r['peak-rss-mb']:.0f} MB over {r['peak-procs']} "
+                f"seconds {fmt_list(r['round-seconds'])}, CPU seconds per round {fmt(r['cpu-per-round-s'], '.2f')}, "
+                f"peak RSS {r['peak-rss-mb']:.0f} MB over {r['peak-procs']} "
                 f"processes{state} ({load()})")
         if "flower" in engines and not args.quick:
             e = res["engine"][n] = engine_costs(n)
@@ -593,8 +605,9 @@ def bench_scale(args) -> dict:
         f = {"round": ratio(b["round-s"], a["round-s"]), "startup": ratio(b["startup-s"], a["startup-s"]),
              "rss": ratio(b["peak-rss-mb"], a["peak-rss-mb"])}
         f["met"] = all(v is not None and v <= 1.5 for v in f.values())
+        f["cpu-round"] = ratio(b["cpu-per-round-s"], a["cpu-per-round-s"])
         res[f"{engine}-ratios"] = f
-        parts.append(f"{engine} per-round x{fmt(f['round'], '.2f')}, start-up x{fmt(f['startup'], '.2f')}, peak RSS "
+        parts.append(f"{engine} per-round x{fmt(f['round'], '.2f')} (CPU seconds x{fmt(f['cpu-round'], '.2f')}), start-up x{fmt(f['startup'], '.2f')}, peak RSS "
                      f"x{fmt(f['rss'], '.2f')} ({'met' if f['met'] else 'NOT met'})")
     say(f"summary: scale {small} -> {big} clients ({sampled} sampled): " + "; ".join(parts)
         + f" (goal: each <= 1.5) ({load()})")
