@@ -413,7 +413,8 @@ def scale_figures(times: dict[int, float], rows, rounds: int, cpu: dict[int, flo
     """Start-up (to the end of round 1, less one steady round), steady per-round seconds
     and CPU seconds of the process tree per steady round (rounds 2.., median: these depend
     much less on the machine's other load); ``complete`` False where the run stopped early."""
-    secs = rows.loc[rows["round"] >= 1, "round-seconds"].tolist() if rows is not None else []
+    done = rows is not None and "round-seconds" in rows  # a run stopped in round 1 wrote round 0 only
+    secs = rows.loc[rows["round"] >= 1, "round-seconds"].tolist() if done else []
     cpu_rounds = [cpu[r] - cpu[r - 1] for r in range(2, rounds + 1) if r in cpu and r - 1 in cpu]
     base = {"round-seconds": secs, "cpu-per-round-s": stats.median(cpu_rounds) if cpu_rounds else None,
             "round-0-s": times.get(0)}
