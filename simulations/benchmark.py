@@ -410,7 +410,7 @@ def round_times(lines: list[tuple[float, str]]) -> dict[int, float]:
 
 
 def scale_figures(times: dict[int, float], rows, rounds: int, cpu: dict[int, float]) -> dict:
-    """Start-up (to the end of round 1, less one steady round), steady per-round seconds
+    """Start-up (to the end of round 1, less one later round), steady per-round seconds
     and CPU seconds of the process tree per steady round (rounds 2.., median: these depend
     much less on the machine's other load); ``complete`` False where the run stopped early."""
     done = rows is not None and "round-seconds" in rows  # a run stopped in round 1 wrote round 0 only
@@ -421,7 +421,8 @@ def scale_figures(times: dict[int, float], rows, rounds: int, cpu: dict[int, flo
     if 1 not in times or not secs:
         return {**base, "complete": False, "round-s": None, "startup-s": None}
     per_round = steady(secs)
-    return {**base, "complete": len(secs) == rounds, "round-s": per_round, "startup-s": times[1] - per_round}
+    # less the fastest later round: a load spike in a later round would make the median too long
+    return {**base, "complete": len(secs) == rounds, "round-s": per_round, "startup-s": times[1] - best(secs)}
 
 
 def read_rows(path: Path):
