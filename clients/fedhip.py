@@ -24,6 +24,8 @@ from flwr.common.logger import log
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from simulations.progress import LogProgress
+
 from .base import Client, ClientData, Reply, Tensors, batches, device_of
 
 STATS = "fedhip-stats"  # reply record: gram-triu, q, counts
@@ -68,9 +70,11 @@ def cached_features(cfg: dict, data: Dataset, batch_size: int = 256) -> tuple[to
     fe = extractor(fkey, str(device_of(cfg)))
     mean, std = dataset_norm(data)
     xs, ys = [], []
+    progress = LogProgress("fedhip backbone features", len(data), "image")
     for x, y in batches(data, batch_size):
         xs.append(fe(x, mean, std))
         ys.append(torch.as_tensor(y))
+        progress.tick(len(x))
     X = torch.cat(xs) if xs else torch.zeros(0, fe.dim)
     Y = torch.cat(ys).long() if ys else torch.zeros(0, dtype=torch.long)
     _FEATURES[key] = (data, X, Y)

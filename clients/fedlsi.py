@@ -25,6 +25,11 @@ from .base import Client, Reply, Tensors, batches
 
 
 class FedLSIClient(Client):
+    def __init__(self, cfg: dict, data):
+        from strategies.fedlsi import latent_model
+
+        super().__init__({**cfg, "model": latent_model(cfg["model"])}, data)
+
     def importance(self, model: torch.nn.Module) -> Tensors:
         """MAS importance Omega[theta] = (1/N) sum_batches |d/dtheta sum_b ||f(x_b)||^2|."""
         model.eval()

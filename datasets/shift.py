@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from simulations.progress import LogProgress
+
 from .registry import ArrayDataset, DataBundle, DataError, load_dataset, resolve_root
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -109,9 +111,10 @@ def _from_rgb(out: np.ndarray, channels: int) -> np.ndarray:
     return np.round(out).astype(np.uint8).transpose(2, 0, 1)
 
 
-def corrupt_images(images: torch.Tensor, name: str, severity: int, seed: int) -> torch.Tensor:
+def corrupt_images(images: torch.Tensor, name: str, severity: int, seed: int, tick=None) -> torch.Tensor:
     """Corrupt uint8 images [N,C,H,W] (C = 1 or 3) with ``name`` at ``severity``
-    (0 = cycle 1..5 over the images); returns uint8 of the same shape. Deterministic."""
+    (0 = cycle 1..5 over the images); returns uint8 of the same shape. Deterministic.
+    ``tick()`` after each image (progress)."""
     from PIL import Image
 
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -143,6 +146,8 @@ def corrupt_images(images: torch.Tensor, name: str, severity: int, seed: int) ->
             if not np.isfinite(res).all():  # spatter on a small image that drew no drop: 0/0
                 res = np.where(np.isfinite(res), res, rgb)
             out[i] = _from_rgb(res, c)
+            if tick:
+                tick()
     finally:
         np.random.set_state(state)
     result = torch.from_numpy(out)
@@ -178,6 +183,7 @@ def corrupted_sets(bundle: DataBundle, names: list[str], severity: int, seed: in
     digest = hashlib.sha1(x.numpy().tobytes()).hexdigest()[:12]
     folder = resolve_root(data_root) / "corrupted" / f"{bundle.name}-{digest}"
     out = {}
+    progress = LogProgress(f"corrupting {len(x)} test images", len(names) * len(x), "image")
     for name in names:
         path = folder / f"{name}-s{severity}-seed{seed}-v{CACHE_VERSION}.pt"
         images = None
@@ -189,11 +195,13 @@ def corrupted_sets(bundle: DataBundle, names: list[str], severity: int, seed: in
             if images is not None and tuple(images.shape) != tuple(x.shape):
                 images = None
         if images is None:
-            images = corrupt_images(x, name, severity, seed)
+            images = corrupt_images(x, name, severity, seed, progress.tick)
             folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp")
             torch.save(images, tmp)
             tmp.replace(path)  # atomic: concurrent runs never read half a file
+        else:
+            progress.tick(len(x))  # cached
         ds = ArrayDataset(images, y)
         ds.mean, ds.std = bundle.test.mean, bundle.test.std
         out[name] = ds

@@ -1,14 +1,16 @@
 """Compare a sweep's runs with uncertainty: ``python -m simulations.report DIR [--baseline METHOD]``.
 
 Reads ``DIR/results.csv`` (every run's rows: config keys, ``round``, metrics; written by
-``simulations/sweep.py``) and a run's ``config.json`` to tell config keys from metrics.
+``simulations/sweep.py``; for a sweep stopped before its end, the runs' ``metrics.csv``)
+and a run's ``config.json`` to tell config keys from metrics.
 A *group* is one setting of every config key that varies across the runs, except
 ``seed`` (and ``run-name``); ``method`` is always a group key. Only runs that reached
 ``num-server-rounds`` count; the others are listed as incomplete. Writes:
 
 - ``DIR/summary.csv``: one row per group: ``n`` (seeds) and ``<metric>-mean``,
   ``-std`` (ddof 1), ``-ci95`` (half-width of the 95% t-interval, ``t(0.975, n-1) *
-  std / sqrt(n)``) at the final round; for domain runs (``source-accuracy`` present)
+  std / sqrt(n)``) at the final round (a metric reported at some rounds only, like an
+  attack's, at its last report); for domain runs (``source-accuracy`` present)
   also ``<metric>-at-selected-*``, at each run's round with the best source-validation
   accuracy (rounds >= 1, ties: the earlier round).
 - ``DIR/paired.csv``: each group against the baseline method's group with the same
@@ -55,6 +57,12 @@ def interval(values) -> tuple[int, float, float, float]:
     return n, float(x.mean()), std, float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
 
 
+def headline(metrics: list[str]) -> list[str]:
+    """The metrics report.md shows: HEADLINE's and attack PSNRs (all are in the CSVs)."""
+    shown = [m for m in HEADLINE if m in metrics] + [m for m in metrics if m.endswith("-psnr")]
+    return shown or metrics[:4]
+
+
 def lower_is_better(metric: str) -> bool:
     return any(word in metric for word in LOWER_IS_BETTER)
 
@@ -62,9 +70,13 @@ def lower_is_better(metric: str) -> bool:
 def load(out: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
     """results.csv, its config columns and its metric columns (numeric, not all empty)."""
     csv = out / "results.csv"
-    if not csv.exists():
-        raise ReportError(f"{csv} not found: pass the out-dir of a finished sweep")
-    frame = pd.read_csv(csv)
+    if csv.exists():
+        frame = pd.read_csv(csv)
+    else:  # a sweep that was stopped: its runs' rows so far
+        runs = sorted(out.glob("*/metrics.csv"))
+        if not runs:
+            raise ReportError(f"{csv} not found, nor any {out}/<run>/metrics.csv: pass a sweep's out-dir")
+        frame = pd.concat([pd.read_csv(p) for p in runs], ignore_index=True)
     if frame.empty or not {"run-name", "round", "method"} <= set(frame.columns):
         raise ReportError(f"{csv} has no run rows (columns run-name, round, method)")
     config = next((json.loads(p.read_text()) for name in frame["run-name"].unique()
@@ -86,6 +98,13 @@ def group_keys(frame: pd.DataFrame, config_cols: list[str]) -> list[str]:
     return ["method", *[c for c in varying if c != "method"]]
 
 
+def splitting_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """``method`` and the keys that split some method into several groups; a key with one
+    value per method (a method's own setting, FedHiP's single round) adds no group and is
+    left out of report.md's tables and labels (it is in summary.csv)."""
+    return ["method", *[k for k in keys if k != "method" and (runs.groupby("method")[k].nunique(dropna=False) > 1).any()]]
+
+
 def shared_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
     """Group keys (other than method) that every method is run with the same values of."""
     methods = runs.groupby("method")
@@ -93,9 +112,14 @@ def shared_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
             and len({tuple(sorted(map(str, v.unique()))) for _, v in methods[k]}) == 1]
 
 
-def final_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Each complete run's last row; the names of the runs that stopped early."""
-    last = frame.sort_values("round").groupby("run-name", sort=False).tail(1)
+def final_rows(frame: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Each complete run's last row, with each metric's last reported value (a metric
+    reported at some rounds only, like an attack's, keeps its value); the names of the
+    runs that stopped early."""
+    ordered = frame.sort_values("round", kind="stable")
+    values = ordered.groupby("run-name", sort=False)[metrics].last()
+    last = ordered.groupby("run-name", sort=False).tail(1).drop(columns=metrics)
+    last = last.merge(values, left_on="run-name", right_index=True)
     if "num-server-rounds" in last:
         done = last["round"] >= last["num-server-rounds"]
     else:
@@ -198,11 +222,9 @@ def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metri
             per_round = runs.dropna(subset=[m]).groupby("round")[m]
             if per_round.ngroups == 0:  # a method that does not report this metric (fedhip: no loss)
                 continue
-            curve = per_round.apply(lambda v: pd.Series(interval(v)[1:], index=["mean", "std", "ci"])).unstack()
-            line, = ax.plot(curve.index, curve["mean"], marker="o", ms=3,
-                            label=_label(dict(zip(keys, values if isinstance(values, tuple) else (values,))), keys))
-            ax.fill_between(curve.index, curve["mean"] - curve["ci"].fillna(0), curve["mean"] + curve["ci"].fillna(0),
-                            color=line.get_color(), alpha=0.2)
+            mean, ci = per_round.mean(), per_round.agg(lambda v: interval(v)[3]).fillna(0)
+            line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=_label(dict(zip(keys, values)), keys))
+            ax.fill_between(mean.index, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
         ax.set(xlabel="round", title=m)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -239,11 +261,11 @@ def plot_final(summary: pd.DataFrame, keys: list[str], metrics: list[str], path:
 
 def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, keys: list[str], metrics: list[str],
              incomplete: list[str], baseline: str | None, plots: list[str]) -> str:
-    shown = [m for m in HEADLINE if f"{m}-mean" in summary] or metrics[:4]
+    shown = [m for m in headline(metrics) if f"{m}-mean" in summary]
     lines = ["# Sweep report", "",
              f"Groups: one per setting of {', '.join(f'`{k}`' for k in keys)}; `n` = seeds (same seed = same "
-             "partitions). Cells: mean ± half-width of the 95% t-interval over the seeds (std and all metrics "
-             "in `summary.csv`).", ""]
+             "partitions). Cells: mean ± half-width of the 95% t-interval over the seeds (std, all metrics and "
+             "the keys each method sets one value of are in `summary.csv`).", ""]
     table = summary[keys + ["n"]].copy()
     for m in shown:
         table[m] = [_fmt(a, b) for a, b in zip(summary[f"{m}-mean"], summary[f"{m}-ci95"])]
@@ -274,7 +296,7 @@ def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
     out = Path(out)
     frame, config_cols, metrics = load(out)
     keys = group_keys(frame, config_cols)
-    final, incomplete = final_rows(frame)
+    final, incomplete = final_rows(frame, metrics)
     if final.empty:
         raise ReportError(f"{out}: no run reached its last round ({len(incomplete)} incomplete)")
     methods = set(final["method"].astype(str))
@@ -289,12 +311,13 @@ def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
     paths = {"summary": out / "summary.csv", "paired": out / "paired.csv", "report": out / "report.md"}
     summary.to_csv(paths["summary"], index=False)
     pairs.to_csv(paths["paired"], index=False)
-    plotted = [m for m in HEADLINE if m in metrics] or metrics[:4]
-    plots = [p.name for p, ok in ((out / "report-curves.png", plot_curves(frame, final, keys, plotted,
+    plotted = headline(metrics)
+    shown = splitting_keys(final, keys)  # the same groups, fewer columns
+    plots = [p.name for p, ok in ((out / "report-curves.png", plot_curves(frame, final, shown, plotted,
                                                                            out / "report-curves.png")),
-                                  (out / "report-final.png", plot_final(summary, keys, plotted,
+                                  (out / "report-final.png", plot_final(summary, shown, plotted,
                                                                         out / "report-final.png"))) if ok]
-    paths["report"].write_text(markdown(summary, pairs, keys, metrics, incomplete, baseline, plots))
+    paths["report"].write_text(markdown(summary, pairs, shown, metrics, incomplete, baseline, plots))
     return paths
 
 

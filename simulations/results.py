@@ -4,7 +4,8 @@ A run writes ``<out-dir>/<run-name>/``: ``config.json`` (the resolved run config
 ``metrics.csv`` (one row per round: every run-config key, ``round``, the metrics;
 rewritten after each round so a killed run keeps what it had) and ``metrics.png``.
 A sweep concatenates its runs' ``metrics.csv`` into ``<out-dir>/results.csv`` and
-plots each metric against the round, one line per method (mean over seeds).
+plots each metric against the round, one line per setting of the grid keys (mean over
+seeds); ``simulations/report.py`` adds the intervals and paired differences.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class RunWriter:
             plot(pd.DataFrame(self.rows), self.dir / "metrics.png", group="method")
 
 
-def plot(frame: pd.DataFrame, path: Path, group: str = "method") -> None:
-    """One panel per metric present, metric vs round, one line per ``group`` value."""
+def plot(frame: pd.DataFrame, path: Path, group: str | list[str] = "method") -> None:
+    """One panel per metric present, metric vs round, one line per value of ``group``
+    (a column, or several: one line per combination)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,9 +54,12 @@ def plot(frame: pd.DataFrame, path: Path, group: str = "method") -> None:
         return
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        curves = frame.groupby([group, "round"])[metric].mean().dropna()
-        for name, curve in curves.groupby(level=0):
-            ax.plot(curve.index.get_level_values("round"), curve.values, marker="o", label=str(name))
+        keys = [group] if isinstance(group, str) else list(group)
+        curves = frame.groupby([*keys, "round"], dropna=False)[metric].mean().dropna()
+        for name, curve in curves.groupby(level=list(range(len(keys)))):
+            name = name if isinstance(name, tuple) else (name,)
+            label = " ".join(str(v) if k == "method" else f"{k}={v}" for k, v in zip(keys, name))
+            ax.plot(curve.index.get_level_values("round"), curve.values, marker="o", label=label)
         ax.set_xlabel("round")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
@@ -64,14 +69,15 @@ def plot(frame: pd.DataFrame, path: Path, group: str = "method") -> None:
     plt.close(fig)
 
 
-def collect(run_dirs: list[Path], out_dir: Path) -> pd.DataFrame:
-    """Concatenate runs' metrics.csv into results.csv and plot each metric."""
+def collect(run_dirs: list[Path], out_dir: Path, group: str | list[str] = "method") -> pd.DataFrame:
+    """Concatenate runs' metrics.csv into results.csv and plot each metric (mean over the
+    runs of each ``group``: the sweep passes every grid key but ``seed``)."""
     frames = [pd.read_csv(d / "metrics.csv") for d in run_dirs if (d / "metrics.csv").exists()]
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
     frame.to_csv(out_dir / "results.csv", index=False)
-    plot(frame, out_dir / "results.png")
+    plot(frame, out_dir / "results.png", group)
     return frame
 
 

@@ -1,19 +1,12 @@
-"""Sweeps: ``python -m simulations.sweep SWEEP.yaml``.
+"""Sweeps: ``python -m simulations.sweep SWEEP.yaml [--check] [--local [--jobs N]]`` (docs/sweeps.md).
 
-The YAML has ``base:`` (run-config keys, plus federation keys) and ``grid:`` (key ->
-list of values). Every combination is validated first (names, ranges, data present,
-partitions feasible: a bad sweep fails in seconds, before anything runs), then run
-through Flower's simulation engine with ``flwr run`` against a SuperLink that the sweep
-starts (from a neutral folder, with a private ``FLWR_HOME``) and stops when it ends. The
-runs share one Ray instance, started once (``--ray-per-run``: a private one per run;
-with ``RAY_ADDRESS`` set, the runs attach to that cluster).
-A run's status is read from the SuperLink (``flwr ls``), not from ``flwr run``'s exit
-code, which is 0 even for a failed run. ``--local`` runs each run in-process instead
-(``simulations/local.py``: no Ray, no SuperLink), ``--jobs N`` of them at a time. A
-failed run is reported and the others go on. Results: ``<out-dir>/<run-name>/`` per
-run and ``<out-dir>/results.csv`` + ``results.png`` for the whole sweep (see
-``simulations/results.py``), then the comparison ``summary.csv``, ``paired.csv`` and
-``report.md`` (``simulations/report.py``).
+Expands the YAML (``base:``, ``grid:``, optional ``methods:``) into runs and validates
+every one (keys, data, partitions) before the first starts, so a bad sweep fails in
+seconds. Runs go through ``flwr run`` against a SuperLink and one Ray instance that the
+sweep owns, or in-process with ``--local`` (``simulations/local.py``). A run's status is
+read from the SuperLink because ``flwr run`` exits 0 even for a failed run; a failed run
+is reported and the others go on. At the end: ``results.csv`` and the report
+(``simulations/report.py``).
 """
 
 from __future__ import annotations
@@ -29,9 +22,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
+from tqdm import tqdm
 
 from simulations.config import RENAMED, ConfigError, check_run_folder, defaults, resolve
-from simulations.report import ReportError, report
+from simulations.report import report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
@@ -43,37 +37,78 @@ class SweepError(ValueError):
     """A sweep file that cannot be run as written."""
 
 
-def load_sweep(path: Path) -> tuple[dict, dict]:
-    """Read and check the YAML's shape: ``base`` mapping, ``grid`` of non-empty lists."""
+def _as_list(path: Path, where: str, key: str, values) -> list:
+    if not isinstance(values, list) or not values:
+        raise SweepError(f"{path}: {where} key '{key}' must be a non-empty list, got {values!r}")
+    return values
+
+
+def load_sweep(path: Path) -> tuple[dict, dict, dict]:
+    """Read and check the YAML's shape: ``base`` mapping, ``grid`` of non-empty lists,
+    ``methods`` of method -> {key: value or list} (that method's own grid)."""
     if not path.exists():
         raise SweepError(f"sweep file {path} not found")
     try:
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise SweepError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(spec, dict) or set(spec) - {"base", "grid"}:
-        raise SweepError(f"{path}: top level must be a mapping with 'base:' and 'grid:' only")
-    base, grid = spec.get("base") or {}, spec.get("grid") or {}
-    if not isinstance(base, dict) or not isinstance(grid, dict):
-        raise SweepError(f"{path}: 'base' and 'grid' must be mappings of key: value")
+    if not isinstance(spec, dict) or set(spec) - {"base", "grid", "methods"}:
+        raise SweepError(f"{path}: top level must be a mapping with 'base:', 'grid:' and 'methods:' only")
+    base, grid, methods = spec.get("base") or {}, spec.get("grid") or {}, spec.get("methods") or {}
+    if not all(isinstance(part, dict) for part in (base, grid, methods)):
+        raise SweepError(f"{path}: 'base', 'grid' and 'methods' must be mappings of key: value")
     for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise SweepError(f"{path}: grid key '{key}' must be a non-empty list, got {values!r}")
-    return base, grid
+        _as_list(path, "grid", key, values)
+    own = {}
+    for method, keys in methods.items():
+        keys = keys or {}
+        if not isinstance(keys, dict):
+            raise SweepError(f"{path}: methods: {method} must be a mapping of key: value or list, got {keys!r}")
+        both = sorted(set(keys) & set(grid))
+        if both:
+            raise SweepError(f"{path}: key(s) {both} are in grid: and in methods: {method}: set each in one place")
+        if "method" in keys:
+            raise SweepError(f"{path}: methods: {method} cannot set 'method'")
+        own[method] = {k: _as_list(path, f"methods: {method}", k, v if isinstance(v, list) else [v])
+                       for k, v in keys.items()}
+    if own and "method" not in grid:
+        grid = {"method": list(own), **grid}  # the methods: block names the methods to run
+    extra = sorted(set(own) - set(grid.get("method", [])))
+    if extra:
+        raise SweepError(f"{path}: methods: names {extra}, which grid: method does not list "
+                         f"({grid.get('method')}): add them there")
+    return base, grid, own
 
 
-def expand(base: dict, grid: dict) -> list[tuple[dict, dict, str]]:
+def points(grid: dict, own: dict) -> list[dict]:
+    """Every grid combination, times the methods: block's grid of that run's method
+    (its keys follow ``method``, in order)."""
+    out = []
+    for values in itertools.product(*grid.values()):
+        point = dict(zip(grid, values))
+        mine = own.get(point.get("method"), {})
+        for more in itertools.product(*mine.values()):
+            row = {}
+            for key, value in point.items():
+                row[key] = value
+                if key == "method":
+                    row.update(zip(mine, more))
+            out.append(row)
+    return out
+
+
+def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, dict, str]]:
     """All combinations as (run config, federation config, run name), validated."""
     known = set(defaults()) | set(FEDERATION_KEYS) | set(RENAMED)  # a renamed key: resolve names the new one
-    unknown = sorted((set(base) | set(grid)) - known)
+    unknown = sorted((set(base) | set(grid) | {k for keys in own.values() for k in keys}) - known)
     if unknown:
         raise SweepError(f"unknown key(s) {unknown}: use run-config keys or {list(FEDERATION_KEYS)}")
     runs, names = [], set()
-    keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
-        combo = {**base, **dict(zip(keys, values))}
+    for point in points(grid, own):
+        combo = {**base, **point}
         fed = {**FEDERATION_DEFAULTS, **{k: combo.pop(k) for k in FEDERATION_KEYS if k in combo}}
-        name = "_".join(f"{k}-{v}" for k, v in zip(keys, values)) or "run"
+        fixed = {k for k, v in own.get(point.get("method"), {}).items() if len(v) == 1}  # not in the name
+        name = "_".join(f"{k}-{v}" for k, v in point.items() if k not in fixed) or "run"
         name = re.sub(r"[^A-Za-z0-9._=-]+", "-", name)
         if name in names:
             raise SweepError(f"grid gives two runs named '{name}': remove duplicate values")
@@ -123,10 +158,10 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
                  for cfg, fed, name in runs]
         if jobs == 1:
             for i, ((_, _, name), call) in enumerate(zip(runs, calls), 1):
-                print(f"[{i}/{len(runs)}] {name}", flush=True)
+                tqdm.write(f"[{i}/{len(runs)}] {name}")
                 yield (name, *run_logged(*call))
             return
-        print(f"{jobs} runs at a time", flush=True)
+        tqdm.write(f"{jobs} runs at a time")
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(run_logged, *call): name for (_, _, name), call in zip(runs, calls)}
             for future in as_completed(futures):
@@ -137,7 +172,7 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
         return
     with simulation_superlink(share_ray=not args.ray_per_run) as link:
         for i, (cfg, fed, name) in enumerate(runs, 1):
-            print(f"[{i}/{len(runs)}] {name}", flush=True)
+            tqdm.write(f"[{i}/{len(runs)}] {name}")
             t0 = time.perf_counter()
             record = link.run(cfg, out / name / "flwr.log", fed)
             yield (name, record.get("status", "unknown"), record.get("status-details", ""),
@@ -146,7 +181,7 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulations.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", type=Path, help="sweep YAML with base: and grid:")
+    parser.add_argument("sweep", type=Path, help="sweep YAML with base:, grid: and methods:")
     parser.add_argument("--out-dir", type=Path, help="results folder (default: base out-dir, "
                         "else outputs/<sweep name>)")
     parser.add_argument("--check", action="store_true", help="validate the sweep and exit")
@@ -160,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1 or (args.jobs > 1 and not args.local):
         parser.error("--jobs takes a number >= 1 and needs --local (the Ray engine runs one run at a time)")
     try:
-        base, grid = load_sweep(args.sweep)
+        base, grid, own = load_sweep(args.sweep)
         out = (args.out_dir or Path(base.get("out-dir") or Path("outputs") / args.sweep.stem)).expanduser().resolve()
         base["out-dir"] = str(out)
-        runs = expand(base, grid)
+        runs = expand(base, grid, own)
         check_data(runs)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -173,20 +208,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     failed = []
-    for name, status, details, seconds in each_run(runs, out, args):
-        print(f"    {name}: {status} in {seconds:.1f}s", flush=True)
-        if status != "finished:completed":
-            failed.append(name)
-            print(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
-    frame = collect([out / name for _, _, name in runs], out)
+    with tqdm(total=len(runs), desc="sweep", unit="run", dynamic_ncols=True) as bar:  # with an ETA
+        for name, status, details, seconds in each_run(runs, out, args):
+            bar.write(f"    {name}: {status} in {seconds:.1f}s")
+            if status != "finished:completed":
+                failed.append(name)
+                bar.write(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
+            bar.update()
+    keys = list(dict.fromkeys([*grid, *(k for keys in own.values() for k in keys)]))
+    frame = collect([out / name for _, _, name in runs], out, [k for k in keys if k != "seed"] or ["method"])
     if not frame.empty:
-        print(summary(frame, ["run-name", *grid]).to_string(index=False))
+        print(summary(frame, ["run-name", *keys]).to_string(index=False))
     print(f"results: {out / 'results.csv'}")
     if not frame.empty:
         try:
             print(f"report: {report(out)['report']}")
-        except ReportError as err:
-            print(f"no report: {err}", file=sys.stderr)
+        except Exception as err:  # the runs' results stay; the report can be rerun on them
+            print(f"no report ({type(err).__name__}: {err}): rerun python -m simulations.report {out}",
+                  file=sys.stderr)
     if failed:
         print(f"error: {len(failed)} run(s) failed: {failed}", file=sys.stderr)
         return 1

@@ -59,6 +59,12 @@ from . import lsi_server
 from .base import BaseStrategy
 
 
+def latent_model(name: str) -> str:
+    """The model FedDG-LSI trains for ``model``: ``lsi-<model>`` (a latent BatchNorm1d head
+    on the chosen model), so one sweep grid can hold every method with the same ``model``."""
+    return name if name.startswith("lsi-") else f"lsi-{name}"
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         from simulations.config import ConfigError
@@ -90,7 +96,7 @@ class FedLSIStrategy(BaseStrategy):
     train_metrics = BaseStrategy.train_metrics | {"divergence"}  # what its client reports
 
     def __init__(self, cfg: dict, test_data=None, on_round=None):
-        super().__init__(cfg, test_data, on_round)
+        super().__init__({**cfg, "model": latent_model(cfg["model"])}, test_data, on_round)
         self.translator = None  # G after stage 3
         self.discriminator = None  # kept for warm starts (every-round schedule)
         self.codes: dict[int, int] = {}  # partition id -> domain code of G
@@ -101,9 +107,9 @@ class FedLSIStrategy(BaseStrategy):
     @staticmethod
     def check_config(cfg: dict) -> None:
         BaseStrategy.check_config(cfg)
-        _check(str(cfg["model"]).startswith("lsi-"),
-               f"fedlsi needs a latent model with a BatchNorm1d head: pass model=lsi-cnn (or lsi-resnet18), "
-               f"got {cfg['model']!r}")
+        _check(not str(cfg["model"]).removeprefix("lsi-").startswith("timm:"),
+               f"fedlsi puts its latent head on a model with .features and a Linear .classifier: pass model=cnn, "
+               f"resnet18, wrn-<depth>-<width> or pretrained:<name>, got {cfg['model']!r}")
 
     # ---- checkpoints (resume) ---------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -50,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.translator import LatentDiscriminator, Translator
+from simulations.progress import LogProgress
 
 Tensors = dict[str, torch.Tensor]
 
@@ -85,8 +86,10 @@ def invert_head(
     bn_weight: float,
     norm_weight: float,
     generator: torch.Generator,
+    tick=None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """Synthetic latents and labels for one head (``BatchNorm1d -> Linear``, eval mode)."""
+    """Synthetic latents and labels for one head (``BatchNorm1d -> Linear``, eval mode);
+    ``tick()`` after each step (progress)."""
     head = head.eval()
     bn, linear = head[0], head[1]
     num_classes, dim = linear.weight.shape
@@ -99,6 +102,8 @@ def invert_head(
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if tick:
+            tick()
     z = z.detach()
     with torch.no_grad():
         stats = {
@@ -113,11 +118,12 @@ def invert_heads(heads: list[nn.Sequential], cfg: dict, seed: int):
     """Stage 2 for every head: pooled (Z, y, code) with code = the head's index, + stats."""
     gen = torch.Generator().manual_seed(seed)
     zs, ys, codes, stats = [], [], [], []
+    progress = LogProgress("fedlsi latent inversion", len(heads) * int(cfg["lsi-inversion-iters"]), "step")
     for k, head in enumerate(heads):
         with single_thread():
             z, y, s = invert_head(head, int(cfg["lsi-num-latents"]), int(cfg["lsi-inversion-iters"]),
                                   float(cfg["lsi-inversion-lr"]), float(cfg["lsi-bn-weight"]),
-                                  float(cfg["lsi-norm-weight"]), gen)
+                                  float(cfg["lsi-norm-weight"]), gen, progress.tick)
         zs.append(z), ys.append(y), codes.append(torch.full_like(y, k)), stats.append(s)
     summary = {f"lsi-inversion-{key}": float(np.mean([s[key] for s in stats])) for key in stats[0]}
     return torch.cat(zs), torch.cat(ys), torch.cat(codes), summary
@@ -182,6 +188,7 @@ def _train_translator(
     d_opt = torch.optim.Adam(d.parameters(), lr, betas=(0.5, 0.999))
     decay_from = iters // 2
     logged: dict[str, float] = {}
+    progress = LogProgress("fedlsi translator training", iters, "step")
     for i in range(iters):
         idx = torch.randint(len(z), (min(batch, len(z)),), generator=gen)
         zb, yb, cb = z[idx], y[idx], codes[idx]
@@ -203,6 +210,7 @@ def _train_translator(
             for opt in (g_opt, d_opt):
                 for group in opt.param_groups:
                     group["lr"] = lr * (iters - i - 1) / max(iters - decay_from, 1)
+        progress.tick()
     for p in g.parameters():  # heads' gradients are never needed again
         p.grad = None
     return g.eval(), d, logged

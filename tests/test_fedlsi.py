@@ -192,7 +192,8 @@ def test_client_stages_send_what_the_strategy_expects():
 
 
 def test_config_errors_are_one_line():
-    for over, message in [({"model": "cnn"}, "lsi-cnn"), ({"aggregation": "median"}, "aggregation"),
+    assert FedLSIStrategy(cfg(model="cnn")).cfg["model"] == "lsi-cnn"  # the latent head goes on the chosen model
+    for over, message in [({"model": "timm:resnet18"}, "Linear .classifier"), ({"aggregation": "median"}, "aggregation"),
                           ({"lsi-schedule": "sometimes"}, "lsi-schedule"), ({"lsi-inversion-lr": 0.0}, "lsi-inversion-lr")]:
         with pytest.raises(ConfigError, match=message):
             cfg(**over)

@@ -15,6 +15,7 @@ def write_sweep(out, runs):
     """runs: (method, proximal-mu, lr, seed, [accuracy per round 1..], rounds planned)."""
     rows = []
     for method, mu, lr, seed, accs, planned in runs:
+        start = len(rows)
         name = f"method-{method}_mu-{mu}_lr-{lr}_seed-{seed}"
         cfg = {"method": method, "proximal-mu": mu, "lr": lr, "seed": seed, "num-server-rounds": planned,
                "run-name": name, "out-dir": str(out)}
@@ -22,6 +23,7 @@ def write_sweep(out, runs):
         (out / name / "config.json").write_text(json.dumps(cfg))
         for r, acc in enumerate(accs, 1):
             rows.append({**cfg, "round": r, "accuracy": acc, "loss": 1 - acc})
+        pd.DataFrame(rows[start:]).to_csv(out / name / "metrics.csv", index=False)
     pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
 
 
@@ -83,6 +85,10 @@ def test_pairs_match_shared_keys_and_baseline_is_checked(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "baseline 'fedzip'" in err and "fedavg" in err and len(err.splitlines()) == 1
     assert main([str(tmp_path / "nothing")]) == 2
+    (tmp_path / "results.csv").unlink()  # a stopped sweep: the runs' metrics.csv are read
+    report(tmp_path, "fedprox")
+    again = pd.read_csv(tmp_path / "paired.csv").query("metric == 'accuracy'").set_index("lr")
+    assert again.loc[0.2, "mean-diff"] == pytest.approx(-0.2)
 
 
 def test_selected_round_is_best_source_accuracy_earliest_on_ties():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from simulations.sweep import main
 from tests.conftest import run_sweep
@@ -39,6 +40,10 @@ def warm_imports():
         ("base: {num-supernodes: 5000}\n", "5000 partitions but only 4000 samples"),
         ("base: {num-supernodes: 1}\n", "min-train-nodes"),
         ("base: {dataset: pacs, data-root: /nonexistent}\n", "data-root="),
+        ("grid: {method: [fedavg, fedprox], lr: [0.1]}\nmethods: {fedprox: {lr: [0.2]}}\n", "in one place"),
+        ("grid: {method: [fedavg]}\nmethods: {fedprox: {proximal-mu: 0.1}}\n", "add them there"),
+        ("methods: {fedprox: {proximal-mu: []}}\n", "must be a non-empty list"),
+        ("methods: {fedprox: {proximal-mu: -1}}\n", "proximal-mu must be >= 0"),
     ],
 )
 def test_bad_sweeps_fail_fast_with_one_line(tmp_path, capsys, warm_imports, text, message):
@@ -75,6 +80,28 @@ def test_local_parallel_runs_report_a_failed_run_and_finish_the_other(tmp_path, 
     assert "1 run(s) failed: ['resume-True']" in err and "no checkpoint" in err
     assert list(frame["run-name"].unique()) == ["resume-False"] and frame["round"].max() == 1
     assert (out / "resume-False" / "flwr.log").read_text().count("results written") == 1
+
+
+def test_methods_block_gives_each_method_its_own_grid_and_the_report_pairs_them(tmp_path, capsys):
+    """A two-method grid with a per-method key: --check counts fedavg once and fedprox once
+    per mu; a tiny in-process run of fedavg and fedprox(mu=0) ends with a report whose
+    paired difference is 0 (mu=0 is FedAvg, same seed, same partitions)."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "base": {"num-server-rounds": 1, "num-supernodes": 2, "local-epochs": 1, "seed": 3},
+        "grid": {"method": ["fedavg", "fedprox"]}, "methods": {"fedprox": {"proximal-mu": [0.0, 0.5]}}}))
+    assert main([str(spec), "--check", "--out-dir", str(tmp_path / "c")]) == 0
+    assert "3 run(s)" in capsys.readouterr().out
+    spec.write_text(spec.read_text().replace("- 0.5", ""))
+    out = tmp_path / "out"
+    assert main([str(spec), "--local", "--out-dir", str(out)]) == 0
+    frame = pd.read_csv(out / "results.csv")
+    assert sorted(frame["run-name"].unique()) == ["method-fedavg", "method-fedprox"]  # a single value names no run
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["method"]) == ["fedavg", "fedprox"] and list(summary["n"]) == [1, 1]
+    paired = pd.read_csv(out / "paired.csv").set_index("metric")
+    assert paired.loc["accuracy", "mean-diff"] == 0 and paired.loc["accuracy", "baseline"] == "fedavg"
+    assert "## Paired differences against fedavg" in (out / "report.md").read_text()
 
 
 def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):

@@ -48,6 +48,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from models.generator import Generator, load_checkpoint, save_checkpoint
+from simulations.progress import LogProgress
 
 LABEL_SPACES = {"mnist": "digits", "digits": "digits", "fashion-mnist": "fashion"}
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -155,6 +156,7 @@ def train_gan(dataset: str, steps: int = 2000, seed: int = 0, batch_size: int = 
     opt_g = torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.0, 0.9))
     t0 = time.perf_counter()
+    progress = LogProgress(f"gan prior on {dataset}", steps, "step")  # the run's log, every ~10 s
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(images), (batch_size,))
         real, y = images[idx], labels[idx]
@@ -172,6 +174,7 @@ def train_gan(dataset: str, steps: int = 2000, seed: int = 0, batch_size: int = 
             decay = min(0.999, (1 + step) / (10 + step))
             for pe, pg in zip(ema.parameters(), gen.parameters()):
                 pe.lerp_(pg, 1 - decay)
+        progress.tick()
         if log_every and (step % log_every == 0 or step == steps):
             print(f"[gan {dataset}] step {step}/{steps} d={d_loss.item():.3f} g={g_loss.item():.3f} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
