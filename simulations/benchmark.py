@@ -347,7 +347,6 @@ def fmt_list(values, digits: int = 2) -> str:
 
 # ---- scale -----------------------------------------------------------------------------
 SCALE_LOCAL = """
-import sys
 from simulations.config import resolve
 from simulations.local import run_local
 cfg = resolve({overrides!r})
@@ -362,7 +361,8 @@ def scale_overrides(n: int, sampled: int, rounds: int) -> dict:
     assert int(n * fraction) == sampled, (n, sampled)
     return {"method": "fedavg", "dataset": "mnist", "partitioner": "draw", "samples-per-client": 10,
             "local-test-fraction": 0.2, "local-epochs": 1, "batch-size": 8, "num-server-rounds": rounds,
-            "fraction-train": fraction, "fraction-evaluate": fraction, "seed": 0, "checkpoint-every": 0}
+            "fraction-train": fraction, "fraction-evaluate": fraction, "seed": 0, "checkpoint-every": 0,
+            "overwrite": True}  # a benchmark may run again into the same out-dir
 
 
 def stamped(cmd: list[str], log_path: Path, env: dict, limit: float, cpu: dict[int, float]):
@@ -371,7 +371,6 @@ def stamped(cmd: list[str], log_path: Path, env: dict, limit: float, cpu: dict[i
     arrives (into ``cpu``). Stopped after ``limit`` seconds; a failure raises. Returns the
     lines, the peak RSS in bytes and the wall seconds."""
     import re
-
     import subprocess
 
     from simulations.superlink import stop_tree
@@ -394,7 +393,7 @@ def stamped(cmd: list[str], log_path: Path, env: dict, limit: float, cpu: dict[i
     timer.cancel()
     peak = sampler.stop()
     if proc.returncode and not stopped:
-        raise RuntimeError(f"{cmd[-1][:60]}... failed (exit {proc.returncode}; log: {log_path})")
+        raise RuntimeError(f"in-process run failed (exit {proc.returncode}; log: {log_path})")
     return lines, peak, time.perf_counter() - t0
 
 
@@ -433,7 +432,7 @@ def read_rows(path: Path):
 
 def scale_local(n: int, sampled: int, rounds: int, out: Path, limit: float) -> dict:
     """One in-process run (``LocalGrid``: the strategy, messages and ClientApp, no engine)
-    in a fresh Python process, so that its memory counts alone."""
+    in a fresh Python process, so that its memory counts alone; stopped after ``limit`` s."""
     name = f"local-{n}"
     (out / name).mkdir(parents=True, exist_ok=True)
     overrides = {**scale_overrides(n, sampled, rounds), "out-dir": str(out), "run-name": name}
@@ -678,7 +677,7 @@ def bench_gpu_fractions(args) -> dict:
     clients, rounds = (2, 2) if args.quick else (args.clients or 20, args.rounds or 3)
     out = args.out_dir / "gpu-fractions"
     overrides = {"method": "fedavg", "dataset": "mnist", "partitioner": "iid", "local-epochs": 1,
-                 "num-server-rounds": rounds, "seed": 0, "checkpoint-every": 0,
+                 "num-server-rounds": rounds, "seed": 0, "checkpoint-every": 0, "overwrite": True,
                  "device": "cpu" if dry else "cuda"}
     gpu_name = "none (dry run on the CPU)" if dry else torch.cuda.get_device_name(0)
     say(f"gpu-fractions: FedAvg on MNIST, {clients} clients x 1 local epoch, all sampled, {rounds} rounds, on "
