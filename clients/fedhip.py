@@ -7,15 +7,21 @@ Everything is float64 ``torch.linalg``; there is no gradient step anywhere.
 - Local training: ``G_k = X_kᵀX_k``, ``Q_k = X_kᵀY_k`` (one-hot), class counts; the local
   ridge model ``W_k = (G_k + γI)⁻¹Q_k`` is kept in the node's state. Only the upper
   triangle of ``G_k`` is sent (``pack_triu``).
-- Local personalization (evaluate message): ``personal-fusion=weights`` (default)
-  ``W_k^p = α W + (1-α) W_k`` from the global model ``W``; ``statistics`` (the message then
-  carries the global sums) ``W_k^p = (αG + (1-α)G_k + γI)⁻¹(αQ + (1-α)Q_k)``;
-  ``α = alpha-personal``. See strategies/fedhip.py for why ``weights`` is the default.
+- Local personalization (evaluate message, which carries the global model ``W`` and, when
+  needed, the global sums ``G, Q``), with the paper's α >= 0 weighting the LOCAL side
+  (α = 0: the global model; α -> inf: the local one):
+  ``weights`` (default): ``W_k^p = (W + αW_k) / (1 + α)``;
+  ``statistics``: ``W_k^p = (G + αG_k + γI)⁻¹(Q + αQ_k)`` (own samples weigh 1 + α).
+- ``fedhip-alpha=auto``: α is chosen per client from ``fedhip-alpha-grid`` on a validation
+  split carved from the client's TRAIN data (``fedhip-val-fraction``). The candidates are
+  fit on the global sums minus the validation samples' own statistics, so no candidate
+  has seen its validation samples; the local test split is read only for the metric.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections import OrderedDict
 from logging import WARNING
 
@@ -31,19 +37,28 @@ from .base import Client, ClientData, Reply, Tensors, batches, device_of
 STATS = "fedhip-stats"  # reply record: gram-triu, q, counts
 GLOBAL = "fedhip-global"  # evaluate record: the same keys, summed over clients
 LOCAL, PERSONAL = "fedhip-local", "fedhip-personal"  # kept in context.state
-FEATURE_KEYS = ("backbone", "pretrained", "backbone-size", "buffer-size", "seed")
+FEATURE_KEYS = ("backbone", "pretrained", "backbone-size", "buffer-size", "seed", "backbone-weights", "backbone-layer")
 DTYPE = torch.float64
 MAX_COND = 1e12  # a Cholesky solve past this condition falls back to least squares
 
 
 # ---- features ---------------------------------------------------------------------
+def feature_key(cfg: dict) -> tuple:
+    """``FEATURE_KEYS`` values; the seed only where it changes the features (a random
+    backbone or buffer), so runs with other seeds share the cached features."""
+    name, pretrained, size, buffer_size, seed, weights, layer = (cfg[k] for k in FEATURE_KEYS)
+    seeded = (not pretrained and not weights) or int(buffer_size) > 0
+    return (str(name), bool(pretrained), int(size), int(buffer_size), int(seed) if seeded else 0, str(weights),
+            int(layer))
+
+
 @functools.lru_cache(maxsize=2)
 def extractor(key: tuple, device: str = "cpu"):
-    """The frozen backbone for ``FEATURE_KEYS`` values (built once per process)."""
+    """The frozen backbone for a ``feature_key`` (built once per process)."""
     from models.backbones import FeatureExtractor
 
-    name, pretrained, size, buffer_size, seed = key
-    return FeatureExtractor(name, bool(pretrained), int(size), int(buffer_size), int(seed), device)
+    name, pretrained, size, buffer_size, seed, weights, layer = key
+    return FeatureExtractor(name, bool(pretrained), int(size), int(buffer_size), int(seed), device, weights, layer)
 
 
 def dataset_norm(data: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -62,7 +77,7 @@ FEATURE_CACHE_SIZE = 64
 
 def cached_features(cfg: dict, data: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """(features [N, d] float32, labels [N]) of ``data``, computed once per process."""
-    fkey = tuple(cfg[k] for k in FEATURE_KEYS)
+    fkey = feature_key(cfg)
     key = (id(data), fkey)
     if key in _FEATURES:
         _FEATURES.move_to_end(key)
@@ -129,20 +144,63 @@ def ridge_solve(A: torch.Tensor, B: torch.Tensor, gamma: float, what: str = "mod
 
 
 def personalize(W: torch.Tensor, W_k: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Weight-level fusion ``αW + (1-α)W_k`` of the global and the local ridge models.
+    """Weight-level fusion ``(W + αW_k) / (1 + α)`` of the global and local ridge models.
 
-    Its logits are the α-mix of the two models' logits. ``W`` depends only on the global
-    sums and ``W_k`` only on client k's data, so the result is the same however the other
-    clients' data is split (heterogeneity invariance). α = 1: global; α = 0: local.
+    Its logits mix the two models' logits; α weights the local side (0: global, inf:
+    local). ``W`` depends only on the global sums and ``W_k`` only on client k's data, so
+    the result is the same however the other clients' data is split.
     """
-    return alpha * W.to(DTYPE) + (1 - alpha) * W_k.to(DTYPE)
+    if math.isinf(alpha):
+        return W_k.to(DTYPE)
+    return (W.to(DTYPE) + alpha * W_k.to(DTYPE)) / (1 + alpha)
 
 
 def personalize_statistics(G: torch.Tensor, Q: torch.Tensor, G_k: torch.Tensor, Q_k: torch.Tensor,
                            alpha: float, gamma: float) -> torch.Tensor:
-    """Statistic-level fusion ``(αG + (1-α)G_k + γI)⁻¹(αQ + (1-α)Q_k)``: the ridge model of
-    a re-weighted pool (own samples weigh 1, the others α). Invariant for the same reason."""
-    return ridge_solve(alpha * G + (1 - alpha) * G_k, alpha * Q + (1 - alpha) * Q_k, gamma, "personalized model")
+    """Statistics-level fusion ``(G + αG_k + γI)⁻¹(Q + αQ_k)`` from the global sums (which
+    hold client k's data once) and client k's own: the ridge model of the pool with the
+    own samples weighted 1 + α (0: global, inf: the local model). Invariant for the same reason."""
+    if math.isinf(alpha):
+        return ridge_solve(G_k, Q_k, gamma, "personalized (local) model")
+    return ridge_solve(G.to(DTYPE) + alpha * G_k.to(DTYPE), Q.to(DTYPE) + alpha * Q_k.to(DTYPE), gamma,
+                       "personalized model")
+
+
+FORMS = ("statistics", "weights")
+
+
+def candidates(form: str, G, Q, G_k, Q_k, alphas: list[float], gamma: float) -> list[torch.Tensor]:
+    """The personalized model of ``form`` for each α."""
+    if form == "weights":
+        W, W_k = ridge_solve(G, Q, gamma, "global model"), ridge_solve(G_k, Q_k, gamma, "local model")
+        return [personalize(W, W_k, a) for a in alphas]
+    return [personalize_statistics(G, Q, G_k, Q_k, a, gamma) for a in alphas]
+
+
+def validation_split(n: int, fraction: float, seed: int, partition_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit, validation) indices of a client's train split, seeded by (seed, partition)."""
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(partition_id) + 17)
+    order = torch.randperm(n, generator=gen)
+    n_val = int(round(n * fraction)) if n >= 2 else 0
+    return order[n_val:], order[:n_val]
+
+
+def select_alpha(form: str, G, Q, X: torch.Tensor, y: torch.Tensor, val: torch.Tensor, alphas: list[float],
+                 gamma: float, num_classes: int) -> tuple[float, float]:
+    """(α, validation accuracy) of the best candidate on the validation rows ``val`` of the
+    client's train features ``X``; candidates are fit on the global sums and the client's
+    sums minus the validation rows, so none has seen them. Ties: the lower squared error."""
+    if len(val) == 0:
+        return 1.0, float("nan")
+    G_k, Q_k, _ = statistics(X, y, num_classes)
+    G_v, Q_v, _ = statistics(X[val], y[val], num_classes)
+    Xv, Yv = X[val].to(DTYPE), F.one_hot(y[val].long(), num_classes).to(DTYPE)
+    scores = []
+    for a, W in zip(alphas, candidates(form, G - G_v, Q - Q_v, G_k - G_v, Q_k - Q_v, alphas, gamma)):
+        out = Xv @ W
+        scores.append((float((out.argmax(1) == y[val]).double().mean()), -float(((out - Yv) ** 2).mean()), a))
+    best = max(scores, key=lambda t: (t[0], t[1]))
+    return best[2], best[0]
 
 
 def accuracy(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -169,7 +227,7 @@ class FedHiPClient(Client):
         self.cfg, self.data = cfg, data
         self.device = device_of(cfg)
         self.gamma = float(cfg["ridge-gamma"])
-        self.alpha = float(cfg["alpha-personal"])
+        self.alpha = cfg["fedhip-alpha"]
         self.fusion = str(cfg["personal-fusion"])
 
     def features(self, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,21 +258,49 @@ class FedHiPClient(Client):
         _, _, G, Q, _ = self.local_statistics()
         return ridge_solve(G, Q, self.gamma, f"partition {self.data.partition_id} local model")
 
+    def alphas(self) -> list[float]:
+        return [float(a) for a in str(self.cfg["fedhip-alpha-grid"]).split(",")]
+
     def evaluate(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> Reply:
-        """Phase 3: the personalized model (kept); its accuracy on the local test split."""
+        """Phase 3: the personalized model (kept); its accuracy on the local test split.
+
+        With ``fedhip-alpha=auto`` both forms pick their α on the validation split and
+        report it (``val-accuracy-<form>``, ``accuracy-<form>``); ``personal-fusion``
+        names the one that becomes the personalized model."""
         W = arrays.get("arrays", {}).get("weight")
         if W is None:
             raise RuntimeError("fedhip: the evaluate message carries no global model")
         W = W.to(DTYPE)
-        if self.fusion == "statistics":
-            glob = arrays.get(GLOBAL)
-            if glob is None:
-                raise RuntimeError(f"fedhip: personal-fusion=statistics needs the '{GLOBAL}' record")
-            _, _, G_k, Q_k, _ = self.local_statistics()
-            G = unpack_triu(glob["gram-triu"].to(DTYPE), G_k.shape[0])
-            W_p = personalize_statistics(G, glob["q"].to(DTYPE), G_k, Q_k, self.alpha, self.gamma)
+        X, y, G_k, Q_k, _ = self.local_statistics()
+        W_k = self.local_model(stored)
+        glob = arrays.get(GLOBAL)
+        G = Q = None
+        if glob is not None:
+            G, Q = unpack_triu(glob["gram-triu"].to(DTYPE), G_k.shape[0]), glob["q"].to(DTYPE)
+        elif self.fusion == "statistics" or self.alpha == "auto":
+            raise RuntimeError(f"fedhip: this personalization needs the '{GLOBAL}' record (the global sums)")
+        Xt, yt = self.features(self.data.test)  # the local test split: only for the metrics below
+        metrics = {"num-examples": len(yt), "global-accuracy": accuracy(W, Xt, yt),
+                   "local-accuracy": accuracy(W_k, Xt, yt)}
+        forms = FORMS if self.alpha == "auto" else (self.fusion,)
+        chosen = {}
+        if self.alpha == "auto":
+            _, val = validation_split(len(y), float(self.cfg["fedhip-val-fraction"]), int(self.cfg["seed"]),
+                                      self.data.partition_id)
+            for form in forms:
+                a, acc = select_alpha(form, G, Q, X, y, val, self.alphas(), self.gamma, self.data.num_classes)
+                chosen[form] = a
+                metrics[f"alpha-{form}"] = a
+                if math.isfinite(acc):  # no validation sample (a one-sample client): no score
+                    metrics[f"val-accuracy-{form}"] = acc
         else:
-            W_p = personalize(W, self.local_model(stored), self.alpha)
-        Xt, yt = self.features(self.data.test)
-        metrics = {"num-examples": len(yt), "accuracy": accuracy(W_p, Xt, yt), "global-accuracy": accuracy(W, Xt, yt)}
-        return Reply({}, metrics, keep={PERSONAL: {"weight": W_p}})
+            chosen[self.fusion] = float(self.alpha)
+        for form in forms:
+            a = chosen[form]
+            W_p = personalize(W, W_k, a) if form == "weights" else personalize_statistics(G, Q, G_k, Q_k, a, self.gamma)
+            metrics[f"accuracy-{form}"] = accuracy(W_p, Xt, yt)
+            if form == self.fusion:
+                keep = W_p
+                metrics["accuracy"] = metrics[f"accuracy-{form}"]
+                metrics["fedhip-alpha"] = min(a, 1e12)
+        return Reply({}, metrics, keep={PERSONAL: {"weight": keep}})

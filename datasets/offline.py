@@ -4,6 +4,8 @@
   a fixed stratified 80/20 split gives 4,000 training and 1,000 test images.
 - ``fashion-mnist``: the full Fashion-MNIST (60k/10k) from the Debian package
   ``dataset-fashion-mnist`` (or ``<data-root>/FashionMNIST/raw``), read by torchvision.
+- ``fashion-mnist-5k``: a fixed stratified 4,000 / 1,000 subset of Fashion-MNIST's
+  train / test sets (seed 0): the size of ``mnist``, for sweeps on small CPUs.
 - ``digits``: scikit-learn's 1,797 8x8 digits, upscaled to 28x28 so that they are a
   drop-in for MNIST models (and usable as an out-of-distribution prior for MNIST).
 """
@@ -126,6 +128,21 @@ def load_fashion_mnist(root: Path, download: bool = False) -> DataBundle:
         FASHION_STD,
         test=(test.data, test.targets),
     )
+
+
+@register("fashion-mnist-5k")
+def load_fashion_mnist_5k(root: Path, download: bool = False) -> DataBundle:
+    full = load_fashion_mnist(root, download)
+    rng = np.random.default_rng(0)
+
+    def pick(labels: np.ndarray, per_class: int) -> np.ndarray:
+        return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
+                                       for c in range(10)]))
+
+    train_idx, test_idx = pick(full.train_labels, 400), pick(full.test.y.numpy(), 100)
+    test = full.test.subset(test_idx)
+    return tensor_bundle("fashion-mnist-5k", full.train.x[train_idx], full.train_labels[train_idx], FASHION_MEAN,
+                         FASHION_STD, test=(test.x, test.y))
 
 
 @register("digits")

@@ -3,7 +3,9 @@
 Names: ``cnn`` (small CNN), ``resnet18`` (CIFAR-style), ``wrn-<depth>-<width>``
 (CIFAR-style WideResNet, e.g. ``wrn-40-2``), ``timm:<model>`` (any timm architecture,
 randomly initialized), ``pretrained:<timm model>[@<size>]`` (ImageNet weights, fine-tuned,
-inputs resized to ``size``; see ``models.backbones``), ``lsi-<base>`` (FedDG-LSI's latent
+inputs resized to ``size``; see ``models.backbones``), ``linear:<timm model>[@<size>]`` (a
+Linear head trained on that backbone's frozen, cached features, default size 64: FedHiP's
+features, for FedAvg/FedProx baselines), ``lsi-<base>`` (FedDG-LSI's latent
 model on any of these that exposes ``features`` and a Linear ``classifier``).
 ``norm=(mean, std)``, the dataset's normalization, is stored in a pretrained model's input
 adapter (buffers, so it travels with the weights); other models ignore it.
@@ -16,7 +18,7 @@ from typing import Callable
 
 from torch import nn
 
-from .backbones import PretrainedNet, set_data_norm
+from .backbones import FrozenLinear, PretrainedNet, set_data_norm
 from .cnn import SmallCNN
 from .resnet import ResNet18, WideResNet
 from .translator import LatentNet
@@ -43,12 +45,14 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     r"wrn-(\d+)-(\d+)": lambda c, ch, m: WideResNet(c, int(m[1]), int(m[2]), ch),
     r"timm:(.+)": lambda c, ch, m: _timm(m[1], c, ch),
     r"pretrained:([\w.]+)(?:@(\d+))?": lambda c, ch, m: PretrainedNet(m[1], c, ch, int(m[2] or 32)),
+    r"linear:([\w.]+)(?:@(\d+))?": lambda c, ch, m: FrozenLinear(m[1], c, ch, int(m[2] or 64)),
     # FedDG-LSI: encoder -> z -> BatchNorm1d(affine=False) -> Linear, on one of our models.
     r"lsi-(.+)": lambda c, ch, m: LatentNet(build_model(m[1], c, (ch,)), c),
 }
 
 
-MODEL_NAMES = "cnn, resnet18, wrn-<depth>-<width>, timm:<name>, pretrained:<name>[@<size>] or lsi-<one of these>"
+MODEL_NAMES = ("cnn, resnet18, wrn-<depth>-<width>, timm:<name>, pretrained:<name>[@<size>], linear:<name>[@<size>] "
+               "or lsi-<one of these>")
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, ...],

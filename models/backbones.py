@@ -19,10 +19,21 @@
   ResNet-50; offline here only EfficientNet-Lite0 ships weights).
 - ``RandomBuffer``: optional seeded random projection + ReLU (feature expansion of
   analytic learning, ACIL/DS-AL's ``RandomBuffer``).
+- ``weights=<file>``: any timm architecture with its weights read from a local state
+  dict (``.safetensors``, or a torch file read with ``weights_only``; e.g. a ViT-MAE
+  checkpoint, whose ``model`` entry is used and whose decoder keys are ignored).
+- ``layer``: -1 = the pooled final features; k >= 0 = stage k of timm's
+  ``forward_intermediates``, average-pooled (earlier, more generic features).
+- Features are cached per sample (content hash) in the extractor, so within a process a
+  backbone runs once per image whichever run, client or model asks (``FrozenLinear``:
+  FedAvg/FedProx on the same features as FedHiP).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -50,12 +61,60 @@ def _wheel_state_dict(net: nn.Module, name: str) -> dict[str, torch.Tensor]:
     return dict(zip(ours.keys(), values))
 
 
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Tensors of a local weights file (never unpickled): safetensors or a torch file."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise BackboneError(f"backbone-weights file {file} not found: pass the path of a local state dict "
+                            "(.safetensors or .pth) for the timm architecture named by backbone")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(file))
+        else:
+            sd = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise BackboneError(f"backbone-weights {file} is not a readable state dict: {type(err).__name__}: {err}") from err
+    for wrapper in ("model", "state_dict"):  # MAE / Lightning-style checkpoints
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise BackboneError(f"backbone-weights {file} holds no flat name -> tensor state dict")
+    return sd
+
+
+def _load_file_weights(net: nn.Module, name: str, path: str) -> None:
+    """Copy a file's tensors into ``net``; every backbone tensor must be there with its shape."""
+    sd = read_state_dict(path)
+    ours = net.state_dict()
+    missing = [k for k in ours if k not in sd]
+    wrong = [k for k in ours if k in sd and sd[k].shape != ours[k].shape]
+    if missing or wrong:
+        raise BackboneError(f"backbone-weights {path} does not fit timm's {name}: {len(missing)} tensor(s) "
+                            f"missing (e.g. {missing[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})")
+    net.load_state_dict({k: sd[k] for k in ours})
+
+
 def load_backbone(name: str = "tf_efficientnet_lite0", pretrained: bool = True, seed: int = 0,
-                  num_classes: int = 0) -> nn.Module:
-    """A frozen timm model; ``num_classes=0``: pooled features, ``.num_features`` wide."""
+                  num_classes: int = 0, weights: str = "", size: int | None = None) -> nn.Module:
+    """A frozen timm model; ``num_classes=0``: pooled features, ``.num_features`` wide.
+    ``weights``: a local state dict file (overrides ``pretrained``); ``size``: the input
+    size, for architectures built for one size (ViT)."""
     import timm
 
     torch.manual_seed(seed)  # pretrained=False: the same random backbone everywhere
+    if weights:
+        read_state_dict(weights)  # a missing file fails before the model is built
+        extra = {}
+        if size is not None and "vit" in name:
+            extra["img_size"] = int(size)
+        try:
+            net = timm.create_model(name, pretrained=False, num_classes=num_classes, **extra)
+        except Exception as err:
+            raise BackboneError(f"timm has no model '{name}': see timm.list_models()") from err
+        _load_file_weights(net, name, weights)
+        return net.eval().requires_grad_(False)
     offline = pretrained and name in OFFLINE_WEIGHTS
     try:
         net = timm.create_model(name, pretrained=pretrained and not offline, num_classes=num_classes)
@@ -135,32 +194,100 @@ class PretrainedNet(nn.Module):
 def set_data_norm(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
     """Tell every ``InputAdapter`` inside ``model`` how the dataset normalized its images."""
     for module in model.modules():
-        if isinstance(module, InputAdapter):
+        if isinstance(module, (InputAdapter, FrozenLinear)):
             module.set_data_norm(mean, std)
 
 
 class FeatureExtractor:
-    """Normalized dataset images -> frozen backbone features (float32, CPU)."""
+    """Normalized dataset images -> frozen backbone features (float32, CPU), cached per sample."""
+
+    CACHE_SIZE = 100_000  # samples (x 5 KB at d = 1280)
 
     def __init__(self, name: str = "tf_efficientnet_lite0", pretrained: bool = True, size: int = 64,
-                 buffer_size: int = 0, seed: int = 0, device: torch.device | str = "cpu"):
+                 buffer_size: int = 0, seed: int = 0, device: torch.device | str = "cpu", weights: str = "",
+                 layer: int = -1):
         self.device = torch.device(device)
-        self.net = load_backbone(name, pretrained, seed).to(self.device)
+        self.net = load_backbone(name, pretrained, seed, weights=weights, size=size).to(self.device)
+        self.layer = int(layer)
+        if self.layer >= 0:
+            with torch.no_grad():
+                probe = self.net.forward_intermediates(torch.zeros(1, 3, size, size, device=self.device),
+                                                       indices=[self.layer], intermediates_only=True)
+            base_dim = int(probe[0].shape[1])
+        else:
+            base_dim = int(self.net.num_features)
         self.adapter = InputAdapter(size, *backbone_norm(self.net)).to(self.device)
-        self.buffer = RandomBuffer(self.net.num_features, buffer_size, seed) if buffer_size > 0 else None
+        self.buffer = RandomBuffer(base_dim, buffer_size, seed) if buffer_size > 0 else None
+        self.base_dim = base_dim
+        self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.computed = 0  # images the backbone has run on (cache misses)
 
     @property
     def dim(self) -> int:
-        return self.buffer.weight.shape[1] if self.buffer is not None else int(self.net.num_features)
+        return self.buffer.weight.shape[1] if self.buffer is not None else self.base_dim
 
     def preprocess(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
         """Dataset-normalized [B,C,H,W] -> backbone input [B,3,size,size]."""
         self.adapter.set_data_norm(mean, std)
         return self.adapter(x.to(self.device, torch.float32))
 
+    def backbone(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer < 0:
+            return self.net(x)
+        maps = self.net.forward_intermediates(x, indices=[self.layer], intermediates_only=True)[0]
+        return maps.mean(dim=(2, 3)) if maps.ndim == 4 else maps.mean(dim=1)
+
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-        feats = self.net(self.preprocess(x, mean, std))
+    def compute(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+        feats = self.backbone(self.preprocess(x, mean, std))
         if self.buffer is not None:
             feats = self.buffer.to(feats.device)(feats)
         return feats.float().cpu()
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+        """Features of a batch; samples seen before (same pixels, same norm) come from the cache."""
+        if len(x) == 0:
+            return torch.zeros(0, self.dim)
+        salt = repr((tuple(mean), tuple(std))).encode()
+        flat = x.detach().to("cpu", torch.float32).contiguous()
+        keys = [hashlib.blake2b(salt + row.numpy().tobytes(), digest_size=16).digest() for row in flat]
+        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        if todo:
+            fresh = self.compute(x[todo], mean, std)
+            self.computed += len(todo)
+            for i, f in zip(todo, fresh):
+                self.cache[keys[i]] = f.clone()
+            while len(self.cache) > self.CACHE_SIZE:
+                self.cache.popitem(last=False)
+        return torch.stack([self.cache[k] for k in keys])
+
+
+class FrozenLinear(nn.Module):
+    """``linear:<timm name>[@<size>]``: a Linear head on frozen, cached backbone features.
+
+    Only the head (and the dataset norm buffers) is in the state dict, so FedAvg/FedProx
+    send and train just the head, on the same features as FedHiP's defaults
+    (pretrained weights, no buffer).
+    """
+
+    def __init__(self, name: str, num_classes: int, channels: int = 1, size: int = 64):
+        super().__init__()
+        from clients.fedhip import extractor
+
+        # a plain attribute, not a submodule: the backbone is neither trained nor sent
+        self._extractor = extractor((name, True, int(size), 0, 0, "", -1), "cpu")
+        self.register_buffer("data_mean", torch.zeros(channels))
+        self.register_buffer("data_std", torch.ones(channels))
+        self.classifier = nn.Linear(self._extractor.dim, num_classes)
+
+    def set_data_norm(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.data_mean = torch.tensor(mean, dtype=torch.float32).flatten().expand(len(self.data_mean)).clone()
+        self.data_std = torch.tensor(std, dtype=torch.float32).flatten().expand(len(self.data_std)).clone()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        norm = (tuple(self.data_mean.tolist()), tuple(self.data_std.tolist()))
+        return self._extractor(x, *norm).to(x.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))

@@ -29,6 +29,7 @@ FAULT_KINDS = ("raise", "nan", "shape", "timeout", "mixed")
 # Renamed keys: old name -> new name (an old name is refused with a line naming the new one).
 RENAMED = {
     "alpha": "dirichlet-alpha",
+    "alpha-personal": "fedhip-alpha",
 }
 
 
@@ -67,7 +68,9 @@ class TrainKeys(Keys):
     method: str = Field("fedavg", description="`fedavg`, `fedprox`, `fedhip`, `fedsdwc`, `fedlsi`, `gifd` "
                                               "(registry: `simulations/methods.py`)")
     model: str = Field("cnn", description="`cnn`, `resnet18`, `wrn-<depth>-<width>`, `timm:<name>` (random init), "
-                                          "`pretrained:<name>[@<size>]` (ImageNet weights), `lsi-<base>`")
+                                          "`pretrained:<name>[@<size>]` (ImageNet weights), "
+                                          "`linear:<name>[@<size>]` (a Linear head on that backbone's frozen, cached "
+                                          "features), `lsi-<base>`")
     num_server_rounds: Int = Field(5, ge=1, description="federated rounds")
     fraction_train: float = Field(1.0, gt=0, le=1, description="share of nodes sampled for training each round")
     fraction_evaluate: float = Field(1.0, ge=0, le=1, description="share of nodes asked for personalized "
@@ -145,7 +148,8 @@ def resolve(overrides: dict) -> dict:
     base = defaults()
     old = next((k for k in overrides if k in RENAMED), None)
     if old is not None:
-        raise ConfigError(f"run-config key '{old}' was renamed: pass {RENAMED[old]}={overrides[old]!r}")
+        value = "auto (it weights the LOCAL side now)" if old == "alpha-personal" else repr(overrides[old])
+        raise ConfigError(f"run-config key '{old}' was renamed: pass {RENAMED[old]}={value}")
     unknown = sorted(set(overrides) - set(base))
     if unknown:
         raise ConfigError(f"unknown run-config key(s) {unknown}: see docs/config.md")

@@ -1,26 +1,26 @@
-"""FedHiP (Tang et al., arXiv 2508.04470): personalized FL by closed-form solutions, one round.
+"""FedHiP (Tang et al., arXiv 2508.04470): personalized FL by closed-form solutions.
 
-A frozen pretrained backbone gives features; the classifier is a ridge regression on
-one-hot labels, solved in closed form (float64):
+A frozen backbone gives features; the classifier is a ridge regression on one-hot labels,
+solved in float64 in three phases, all in ONE round (``check_config`` sets
+``num-server-rounds`` to 1: a second round would recompute the same model):
 
-1. Local statistics (train message): client k sends ``G_k = X_kᵀX_k`` (upper triangle
-   only), ``Q_k = X_kᵀY_k`` and its class counts.
-2. Global model (``aggregate``): ``W = (G + γI)⁻¹Q`` with ``G = Σ G_k``, ``Q = Σ Q_k``
-   (Cholesky solve): the centralized ridge solution on the pooled data, whatever the
-   split and the arrival order.
-3. Personalization (evaluate message, which carries ``W``): client k mixes the global
-   and its own solution and reports the mix's accuracy on its local test split.
+1. Local training (train message): client k sends ``G_k = X_kᵀX_k`` (upper triangle),
+   ``Q_k = X_kᵀY_k`` and its class counts; its local ridge model stays on the node.
+2. Global aggregation (``aggregate``): ``G = Σ G_k``, ``Q = Σ Q_k``, ``W = (G + γI)⁻¹Q``
+   (Cholesky), the centralized ridge solution whatever the split and arrival order
+   (``clean-reg=false``: AFL's uncleaned ``(G + KγI)⁻¹Q``).
+3. Local personalization (evaluate message with ``W`` and, where needed, ``G, Q``): see
+   ``clients/fedhip.py``; α weights the local side and is chosen per client on a
+   validation split of its train data (``fedhip-alpha=auto``).
 
-``check_config`` sets ``num-server-rounds`` to 1 (a second round would recompute the
-same model), so a sweep can grid ``method: [fedavg, fedhip]``. The choices the paper's
-text leaves open, with their evidence, are in docs/methods/fedhip.md.
+Choices and the evidence for them: docs/methods/fedhip.md.
 """
 
 from __future__ import annotations
 
 import time
 from logging import INFO, WARNING
-from typing import Iterable, Literal
+from typing import Annotated, Iterable, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from pydantic import Field
 
 from simulations.keys import Int, Keys
 
-from clients.fedhip import (DTYPE, FEATURE_KEYS, GLOBAL, STATS, accuracy, cached_features, degenerate, extractor,
+from clients.fedhip import (DTYPE, GLOBAL, STATS, accuracy, cached_features, degenerate, extractor, feature_key,
                             ridge_solve, triu_size, unpack_triu)
 
 from .base import BaseStrategy, record_bytes
@@ -78,10 +78,19 @@ class FedHiPKeys(Keys):
     backbone_size: Int = Field(64, ge=16, description="input side in pixels fed to the backbone")
     buffer_size: Int = Field(0, ge=0, description="random ReLU feature expansion to this width (0 = off)")
     ridge_gamma: float = Field(100.0, ge=0, description="ridge term γ")
-    alpha_personal: float = Field(0.5, ge=0, le=1, description="α, the global model's weight in the personalized "
-                                                               "one (1 = global, 0 = local)")
+    backbone_weights: str = Field("", description="a local state dict file for the timm architecture `backbone` "
+                                                   "(e.g. a ViT-MAE checkpoint); overrides `pretrained`")
+    backbone_layer: Int = Field(-1, ge=-1, description="-1: pooled final features; k: stage k of timm's "
+                                                       "forward_intermediates, average-pooled")
+    fedhip_alpha: Literal["auto"] | Annotated[float, Field(ge=0)] = Field(
+        "auto", description="α >= 0, the weight of the client's own data (0 = the global model); `auto`: chosen "
+                            "per client on a validation split of its train data")
+    fedhip_alpha_grid: str = Field("0,0.1,0.3,1,3,10,30,100,1000", min_length=1,
+                                   description="comma-separated α candidates for `fedhip-alpha=auto`")
+    fedhip_val_fraction: float = Field(0.2, gt=0, lt=1, description="share of a client's train split held out to "
+                                                                    "choose α")
     personal_fusion: Literal["weights", "statistics"] = Field(
-        "weights", description="`weights`: αW + (1-α)W_k; `statistics`: mix G and Q, then solve")
+        "weights", description="`weights`: (W + αW_k) / (1 + α); `statistics`: (G + αG_k + γI)⁻¹(Q + αQ_k)")
     clean_reg: bool = Field(True, description="add γ once (the centralized ridge solution); `false`: AFL's "
                                               "(G + KγI)⁻¹Q for K clients")
 
@@ -90,7 +99,9 @@ class FedHiPStrategy(BaseStrategy):
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
 
     train_metrics = frozenset({"num-examples", "train-accuracy"})  # what its client reports
-    evaluate_metrics = frozenset({"num-examples", "accuracy", "global-accuracy"})
+    evaluate_metrics = frozenset({"num-examples", "accuracy", "global-accuracy", "local-accuracy", "fedhip-alpha",
+                                  *(f"{m}-{form}" for m in ("accuracy", "val-accuracy", "alpha")
+                                    for form in ("statistics", "weights"))})
 
     def __init__(self, cfg: dict, test_data=None, on_round=None):
         super().__init__(cfg, test_data, on_round)
@@ -102,11 +113,19 @@ class FedHiPStrategy(BaseStrategy):
     @staticmethod
     def check_config(cfg: dict) -> None:
         BaseStrategy.check_config(cfg)
+        try:
+            grid = [float(a) for a in str(cfg["fedhip-alpha-grid"]).split(",")]
+        except ValueError:
+            grid = []
+        if not grid or any(a < 0 for a in grid):
+            from simulations.config import ConfigError
+
+            raise ConfigError(f"fedhip-alpha-grid must be comma-separated numbers >= 0, got {cfg['fedhip-alpha-grid']!r}")
         cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)
 
     # ---- what is sent and expected ---------------------------------------------------
     def feature_dim(self) -> int:
-        return extractor(tuple(self.cfg[k] for k in FEATURE_KEYS)).dim
+        return extractor(feature_key(self.cfg)).dim
 
     def initial_arrays(self) -> ArrayRecord:
         """A zero classifier (d x C): there is nothing to send before the one round."""
@@ -138,9 +157,11 @@ class FedHiPStrategy(BaseStrategy):
     # ---- personalization (evaluate) -----------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Base's messages (global model), plus the global sums for statistics-fusion."""
+        """Base's messages (global model), plus the global sums where personalization needs
+        them (``statistics`` form, or α chosen on validation)."""
         msgs = list(super().configure_evaluate(server_round, arrays, config, grid))
-        if self.global_stats is not None and self.cfg["personal-fusion"] == "statistics":
+        needs_sums = self.cfg["personal-fusion"] == "statistics" or self.cfg["fedhip-alpha"] == "auto"
+        if self.global_stats is not None and needs_sums:
             for msg in msgs:
                 msg.content[GLOBAL] = self.global_stats
         self.row["downlink-bytes"] = self.row.get("downlink-bytes", 0) + sum(record_bytes(m.content) for m in msgs)
@@ -150,11 +171,19 @@ class FedHiPStrategy(BaseStrategy):
         """Personalized accuracy (base) and, for contrast, the global model's local accuracy."""
         replies = list(replies)
         out = super().aggregate_evaluate(server_round, replies)
-        local = [m.content.metric_records["metrics"].get("global-accuracy") for m in replies if not m.has_error()]
-        local = [v for v in local if v is not None]
-        if out is not None and local:
-            out["global-model-local-accuracy"] = float(np.mean(local))
-            self.row["global-model-local-accuracy"] = out["global-model-local-accuracy"]
+        if out is None:
+            return out
+        names = {"global-accuracy": "global-model-local-accuracy", "local-accuracy": "local-model-accuracy",
+                 "fedhip-alpha": "fedhip-alpha-mean"}
+        for form in ("statistics", "weights"):
+            names.update({f"accuracy-{form}": f"personalized-accuracy-{form}", f"val-accuracy-{form}":
+                          f"val-accuracy-{form}", f"alpha-{form}": f"alpha-{form}-mean"})
+        for key, name in names.items():
+            values = [m.content.metric_records["metrics"].get(key) for m in replies if not m.has_error()]
+            values = [float(v) for v in values if v is not None and np.isfinite(v)]
+            if values:
+                out[name] = float(np.mean(values))
+                self.row[name] = out[name]
         return out
 
     def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -167,7 +196,7 @@ class FedHiPStrategy(BaseStrategy):
     def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
         """The global model as ``x -> logits`` (for the shift and domain suites)."""
         W = torch.from_numpy(arrays["weight"].numpy())
-        fe = extractor(tuple(self.cfg[k] for k in FEATURE_KEYS))
+        fe = extractor(feature_key(self.cfg))
         return AnalyticClassifier(fe, W, self.test_data.mean, self.test_data.std).eval()
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 1, timeout: float = 3600,

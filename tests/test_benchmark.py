@@ -74,6 +74,8 @@ def test_fedhip_cost(tmp_path, capsys):
     res, line = run("fedhip-cost", tmp_path, capsys)
     assert 0 < res["fedhip-accuracy"] <= 1 and 0 < res["fedavg-best-accuracy"] <= 1
     assert positive(res["fedhip-round-s"], res["fedhip-uplink-bytes"], res["fedavg-to-best"]["uplink-bytes"])
+    assert positive(res["fedhip-cpu-s"], res["fedavg-cpu-s"], res["fedhip-bytes"], res["fedavg-bytes"])
+    assert res["communication-reduction"] == pytest.approx(1 - res["fedhip-bytes"] / res["fedavg-bytes"])
     g = res["gram"]
     assert positive(g["gram-gflops"], g["gemm-gflops"]) and g["d"] > 0
     assert "GFLOP/s" in line

@@ -11,8 +11,8 @@ from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.base import ClientData
-from clients.fedhip import (GLOBAL, LOCAL, PERSONAL, STATS, FedHiPClient, pack_triu, statistics, triu_size,
-                            unpack_triu)
+from clients.fedhip import (GLOBAL, LOCAL, PERSONAL, STATS, FedHiPClient, pack_triu, personalize,
+                            personalize_statistics, statistics, triu_size, unpack_triu, validation_split)
 from datasets.registry import ArrayDataset
 from simulations.config import ConfigError, resolve
 from strategies.fedhip import FedHiPStrategy
@@ -44,10 +44,10 @@ def synthetic(n: int = 400, d: int = D, seed: int = 0) -> tuple[torch.Tensor, to
     return means[y] + torch.randn(n, d, generator=gen, dtype=torch.float64), y
 
 
-def make_client(cfg: dict, pid: int, X, y) -> FeatureClient:
-    """Client ``pid`` holding (X, y) for training and the same data as local test."""
+def make_client(cfg: dict, pid: int, X, y, test=None) -> FeatureClient:
+    """Client ``pid`` holding (X, y) for training and ``test`` (default: the same data) as local test."""
     data = ArrayDataset(X, y)
-    return FeatureClient(cfg, ClientData(pid, data, data, C, (X.shape[1],)))
+    return FeatureClient(cfg, ClientData(pid, data, ArrayDataset(*test) if test else data, C, (X.shape[1],)))
 
 
 def as_message(node: int, body: RecordDict) -> Message:
@@ -125,9 +125,11 @@ def test_uncleaned_global_model_is_afl_aggregation_law():
     assert rel_err(W, Wt.numpy()) < 1e-8
 
 
+@pytest.mark.parametrize("alpha", [3.0, "auto"])
 @pytest.mark.parametrize("fusion", ["weights", "statistics"])
-def test_heterogeneity_invariance_of_personalized_model(fusion):
-    """Client 0's data is fixed; the rest is re-split IID, Dirichlet 0.1, or all in one."""
+def test_heterogeneity_invariance_of_personalized_model(fusion, alpha):
+    """Client 0's data is fixed; the rest is re-split IID, Dirichlet 0.1, or all in one.
+    Holds for both forms, with α fixed and with α chosen on client 0's validation split."""
     X, y = synthetic(600)
     mine, (Xr, yr) = (X[:80], y[:80]), (X[80:], y[80:])
     rng = np.random.default_rng(0)
@@ -143,7 +145,8 @@ def test_heterogeneity_invariance_of_personalized_model(fusion):
     results = {}
     for name, parts in layouts.items():
         splits = [mine] + [(Xr[p], yr[p]) for p in parts]
-        W, personal, _ = federate(splits, **{"personal-fusion": fusion, "alpha-personal": 0.3, "ridge-gamma": 1.0})
+        W, personal, _ = federate(splits, **{"personal-fusion": fusion, "fedhip-alpha": alpha, "ridge-gamma": 1.0,
+                                             "fedhip-alpha-grid": "0.3,3"})
         results[name] = (W, personal[0])
     W0, P0 = results["iid"]
     for name, (W, P) in results.items():
@@ -152,6 +155,73 @@ def test_heterogeneity_invariance_of_personalized_model(fusion):
     # Not trivially the global or the local model.
     local = centralized_ridge(*mine, 1.0)
     assert rel_err(P0, W0) > 1e-3 and rel_err(P0, local) > 1e-3
+
+
+def test_alpha_weights_the_local_side_in_both_forms():
+    """α = 0: the global model; α = inf: the local one; statistics α = 1 is the pooled
+    ridge with the own samples counted twice; weights α = 1 is the plain mean."""
+    X, y = synthetic(300)
+    mine, rest = (X[:60], y[:60]), (X[60:], y[60:])
+    G, Q, _ = statistics(X, y, C)
+    G_k, Q_k, _ = statistics(*mine, C)
+    W, W_k = centralized_ridge(X, y, 2.0), centralized_ridge(*mine, 2.0)
+    for form in ("statistics", "weights"):
+        at = (lambda a: personalize_statistics(G, Q, G_k, Q_k, a, 2.0).numpy()) if form == "statistics" else \
+            (lambda a: personalize(torch.from_numpy(W), torch.from_numpy(W_k), a).numpy())
+        assert rel_err(at(0.0), W) < 1e-10, form
+        assert rel_err(at(float("inf")), W_k) < 1e-10, form
+        # Monotone: a larger α moves the model towards the local one.
+        dist = [rel_err(at(a), W_k) for a in (0.0, 1.0, 10.0, 1000.0)]
+        assert dist == sorted(dist, reverse=True), form
+    twice = torch.cat([X, mine[0]]), torch.cat([y, mine[1]])
+    assert rel_err(personalize_statistics(G, Q, G_k, Q_k, 1.0, 2.0).numpy(), centralized_ridge(*twice, 2.0)) < 1e-10
+    np.testing.assert_allclose(personalize(torch.from_numpy(W), torch.from_numpy(W_k), 1.0).numpy(), (W + W_k) / 2)
+
+
+@pytest.mark.parametrize("fusion", ["weights", "statistics"])
+def test_alpha_is_chosen_without_reading_local_test_labels(fusion):
+    """Poisoning the local test labels changes the reported accuracy, never α or the model."""
+    X, y = synthetic(700, seed=1)
+    (X, y), (Xt, yt) = (X[:500], y[:500]), (X[500:], y[500:])
+    splits = [(X[:60], y[:60]), (X[60:], y[60:])]
+    out = {}
+    for name, labels in (("clean", yt), ("poisoned", (yt + 1) % C)):
+        cfg = resolve({"method": "fedhip", "personal-fusion": fusion, "ridge-gamma": 1.0,
+                       "fedhip-alpha-grid": "0,0.3,1,3,10,100"})
+        clients = [make_client(cfg, pid, Xk, yk, test=(Xt, labels)) for pid, (Xk, yk) in enumerate(splits)]
+        G = sum(statistics(Xk, yk, C)[0] for Xk, yk in splits)
+        Q = sum(statistics(Xk, yk, C)[1] for Xk, yk in splits)
+        sent = {"arrays": {"weight": torch.linalg.solve(G + torch.eye(D, dtype=G.dtype), Q)},
+                GLOBAL: {"gram-triu": pack_triu(G), "q": Q, "counts": torch.zeros(C)}}
+        reply = clients[0].evaluate(sent, {}, {})
+        out[name] = reply.metrics, reply.keep[PERSONAL]["weight"]
+    (clean, W_clean), (poisoned, W_poisoned) = out["clean"], out["poisoned"]
+    assert clean["fedhip-alpha"] == poisoned["fedhip-alpha"]
+    for form in ("weights", "statistics"):
+        assert clean[f"alpha-{form}"] == poisoned[f"alpha-{form}"]
+        assert clean[f"val-accuracy-{form}"] == poisoned[f"val-accuracy-{form}"]
+    assert torch.equal(W_clean, W_poisoned)
+    assert clean["accuracy"] > 0.5 and poisoned["accuracy"] < 0.5  # the metric does read the test labels
+
+
+def test_validation_candidates_never_see_the_validation_samples():
+    """Fit on the global sums minus the validation rows = ridge on the pool without them."""
+    from clients.fedhip import candidates
+
+    X, y = synthetic(300)
+    mine = X[:50], y[:50]
+    fit, val = validation_split(50, 0.2, 0, 0)
+    assert len(val) == 10 and len(set(fit.tolist()) | set(val.tolist())) == 50
+    G, Q, _ = statistics(X, y, C)
+    G_v, Q_v, _ = statistics(mine[0][val], mine[1][val], C)
+    G_k, Q_k, _ = statistics(*mine, C)
+    keep = torch.ones(300, dtype=torch.bool)
+    keep[val] = False
+    pooled = centralized_ridge(X[keep], y[keep], 1.0)
+    local = centralized_ridge(mine[0][fit], mine[1][fit], 1.0)
+    for form in ("statistics", "weights"):
+        W0, Winf = candidates(form, G - G_v, Q - Q_v, G_k - G_v, Q_k - Q_v, [0.0, float("inf")], 1.0)
+        assert rel_err(W0.numpy(), pooled) < 1e-10 and rel_err(Winf.numpy(), local) < 1e-10
 
 
 def test_aggregation_is_order_invariant():
@@ -200,13 +270,16 @@ def test_reply_carries_the_upper_triangle_only():
 
 def test_personalization_without_a_kept_local_model_solves_it_again():
     X, y = synthetic(200)
-    cfg = resolve({"method": "fedhip"})
+    cfg = resolve({"method": "fedhip", "personal-fusion": "weights", "fedhip-alpha": 0.5})
     client = make_client(cfg, 0, X[:50], y[:50])
     kept = client.train({}, {}, {}).keep
     sent = {"arrays": {"weight": torch.ones(D, C, dtype=torch.float64)}}
     a, b = client.evaluate(sent, {}, kept), client.evaluate(sent, {}, {})
     torch.testing.assert_close(a.keep[PERSONAL]["weight"], b.keep[PERSONAL]["weight"], rtol=1e-12, atol=0)
     assert a.metrics["num-examples"] == 50 and 0 <= a.metrics["accuracy"] <= 1
+    for over in ({"personal-fusion": "statistics"}, {"fedhip-alpha": "auto"}):  # these need the global sums
+        with pytest.raises(RuntimeError, match="needs the 'fedhip-global' record"):
+            make_client({**cfg, **over}, 0, X[:50], y[:50]).evaluate(sent, {}, kept)
 
 
 def test_done_when_sweep_file_is_valid():
@@ -221,10 +294,15 @@ def test_done_when_sweep_file_is_valid():
 def test_config_forces_one_round_and_rejects_bad_values():
     assert resolve({"method": "fedhip", "num-server-rounds": 20})["num-server-rounds"] == 1
     assert resolve({"method": "fedavg", "num-server-rounds": 20})["num-server-rounds"] == 20
-    for bad in ({"alpha-personal": 1.5}, {"ridge-gamma": -1.0}, {"buffer-size": -3},
-                {"personal-fusion": "mean"}, {"backbone-size": 8}):
+    for bad in ({"fedhip-alpha": -0.5}, {"fedhip-alpha": "high"}, {"ridge-gamma": -1.0}, {"buffer-size": -3},
+                {"personal-fusion": "mean"}, {"backbone-size": 8}, {"fedhip-alpha-grid": "1,x"},
+                {"fedhip-val-fraction": 1.0}, {"backbone-layer": -2}):
         with pytest.raises(ConfigError):
             resolve({"method": "fedhip", **bad})
+    assert resolve({"method": "fedhip", "fedhip-alpha": 30})["fedhip-alpha"] == 30  # not limited to 1
+    with pytest.raises(ConfigError, match="renamed: pass fedhip-alpha") as err:
+        resolve({"method": "fedhip", "alpha-personal": 0.5})
+    assert "\n" not in str(err.value)
 
 
 # ---- the backbone --------------------------------------------------------------------
@@ -257,11 +335,56 @@ def test_feature_extractor_handles_grayscale_deterministically_and_caches():
     assert X2 is X  # cached: not extracted twice
     from clients.fedhip import extractor
 
-    fe = extractor(tuple(cfg[k] for k in ("backbone", "pretrained", "backbone-size", "buffer-size", "seed")))
+    from clients.fedhip import feature_key
+
+    fe = extractor(feature_key(cfg))
     x, _ = few[torch.arange(6)]
     assert torch.equal(fe(x, bundle.mean, bundle.std), X)  # deterministic
     rgb = fe(x.expand(-1, 3, -1, -1), bundle.mean * 3, bundle.std * 3)
     torch.testing.assert_close(rgb, X)  # grayscale == the same image as RGB
+    assert feature_key({**cfg, "seed": 7}) == feature_key(cfg)  # pretrained: seeds share the features
+    computed = fe.computed
+    fe(torch.cat([x, x]), bundle.mean, bundle.std)
+    assert fe.computed == computed  # the backbone ran once per image
+
+
+def test_linear_head_trains_only_the_head_on_cached_features():
+    from clients.fedhip import extractor, feature_key
+    from datasets import load_dataset
+    from models import build_model
+
+    bundle = load_dataset("digits")
+    x, _ = bundle.test[torch.arange(4)]
+    model = build_model("linear:tf_efficientnet_lite0@32", 10, (1, 28, 28), norm=(bundle.mean, bundle.std))
+    assert set(model.state_dict()) == {"data_mean", "data_std", "classifier.weight", "classifier.bias"}
+    assert model.classifier.weight.shape == (10, 1280)
+    fe = extractor(feature_key(resolve({"method": "fedhip", "backbone-size": 32})), "cpu")
+    assert fe is model._extractor  # FedHiP's features, the same extractor and cache
+    torch.testing.assert_close(model.features(x), fe(x, bundle.mean, bundle.std))
+    logits = model(x)
+    logits.sum().backward()
+    assert logits.shape == (4, 10) and model.classifier.weight.grad is not None
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from models.backbones import BackboneError, FeatureExtractor, load_backbone
+
+    with pytest.raises(BackboneError, match="not found: pass the path") as err:
+        load_backbone("test_vit", weights=str(tmp_path / "missing.pth"))
+    assert "\n" not in str(err.value)
+    src = load_backbone("test_efficientnet", pretrained=False, seed=5)
+    save_file({"decoder.extra": torch.zeros(2), **src.state_dict()}, str(tmp_path / "w.safetensors"))
+    torch.save({"model": src.state_dict()}, tmp_path / "w.pth")  # MAE-style wrapper
+    for name in ("w.safetensors", "w.pth"):
+        net = load_backbone("test_efficientnet", seed=0, weights=str(tmp_path / name))
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), src.state_dict().values()))
+    with pytest.raises(BackboneError, match="does not fit"):
+        load_backbone("test_vit", weights=str(tmp_path / "w.pth"))
+    fe = FeatureExtractor("test_efficientnet", size=32, weights=str(tmp_path / "w.pth"), layer=1)
+    feats = fe(torch.rand(2, 1, 28, 28), (0.0,), (1.0,))
+    assert feats.shape == (2, fe.dim) and fe.dim < src.num_features  # an earlier stage, pooled
 
 
 def test_random_buffer_expands_features():
@@ -276,16 +399,21 @@ def test_random_buffer_expands_features():
 
 # ---- end to end through Flower ---------------------------------------------------------
 def test_fedhip_end_to_end_one_round(tmp_path):
-    """Through Flower/Ray: 3 clients on digits (28x28 grayscale, 1,797 images: quick)."""
+    """ServerApp and ClientApp in-process (LocalGrid, the same messages as under Ray):
+    3 clients on digits (28x28 grayscale, 1,797 images: quick)."""
     code, frame, out = run_sweep(
         tmp_path,
-        base={"dataset": "digits", "num-supernodes": 3, "backbone-size": 32, "partitioner": "dirichlet",
-              "dirichlet-alpha": 0.5, "num-server-rounds": 5},
-        grid={"method": ["fedhip"]},
+        {"dataset": "digits", "num-supernodes": 3, "backbone-size": 32, "partitioner": "dirichlet",
+         "dirichlet-alpha": 0.5, "num-server-rounds": 5},
+        {"method": ["fedhip"]},
+        "--local",
     )
     assert code == 0, (out / "method-fedhip" / "flwr.log").read_text()[-3000:]
     last = frame[frame["round"] == frame["round"].max()].iloc[0]
     assert last["round"] == 1 and last["failures"] == 0
     assert last["personalized-accuracy"] > 0.5 and last["accuracy"] > 0.5  # chance: 0.1
+    assert last["personalized-accuracy"] == last["personalized-accuracy-weights"]  # the default form
+    assert 0 <= last["alpha-weights-mean"] and 0 <= last["val-accuracy-statistics"] <= 1
     d = 1280
     assert last["uplink-bytes"] >= 3 * 8 * (triu_size(d) + d * 10)
+    assert last["downlink-bytes"] >= 3 * 8 * triu_size(d)  # the global sums, for personalization
