@@ -77,6 +77,37 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.dev
     return {"loss": loss / max(n, 1), "accuracy": correct / max(n, 1), "num-examples": n}
 
 
+@torch.no_grad()
+def evaluate_batch_bn(model: nn.Module, data: Dataset, device: torch.device, seed: int,
+                      batch_size: int = 32) -> dict[str, float]:
+    """``evaluate`` with every BatchNorm in train mode (normalizing by each batch's own
+    statistics) on shuffled batches of ``batch_size``: the official FedDG-LSI test loop,
+    which never calls ``model.eval()`` (an AdaBN-like evaluation). Dropout stays off and
+    the model's running statistics are left untouched (a copy is evaluated). A last batch
+    of one sample joins the previous batch (BatchNorm needs two)."""
+    import copy
+
+    model = copy.deepcopy(model).eval().to(device)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train()
+    n_all = len(data)
+    order = torch.randperm(n_all, generator=torch.Generator().manual_seed(seed))
+    chunks = list(order.split(batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    loss, correct, n = 0.0, 0, 0
+    for idx in chunks:
+        x, y = (data[idx] if isinstance(data, ArrayDataset)
+                else next(iter(DataLoader(torch.utils.data.Subset(data, idx.tolist()), batch_size=len(idx)))))
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        n += len(y)
+    return {"loss": loss / max(n, 1), "accuracy": correct / max(n, 1), "num-examples": n}
+
+
 SIM_GROUND_TRUTH = "sim-ground-truth"  # node-config flag; "sim-" train-config keys are evaluation-only requests
 
 

@@ -7,10 +7,12 @@ copy of (a fixed subset of) the global test set, made with the 19 corruptions of
 ``imagecorruptions-imaug`` (Hendrycks & Dietterich's ImageNet-C code, kept working on
 current numpy/scikit-image). Notes:
 
-- The library's severity constants are ImageNet-C's (tuned for 224 px images); CIFAR-10-C
-  used a separate, milder set for 32 px that the library does not ship. At 28-32 px the
-  blur corruptions are therefore harsher than in CIFAR-10-C; every method is scored on the
-  same images, so comparisons stay fair, but absolute numbers are not CIFAR-10-C's.
+- Severity constants (``corruption-constants``): the library's are ImageNet-C's, tuned for
+  224 px images and much harsher at 32 px (Gaussian noise std 0.08-0.38 against CIFAR-10-C's
+  0.04-0.10). ``cifar`` uses CIFAR-10-C's constants (``datasets/cifar_c.py``) for the 14
+  corruptions that can be rebuilt offline; motion_blur, snow, frost, spatter and
+  elastic_transform keep ImageNet-C's. ``auto`` (default): ``cifar`` for images of 32 px
+  and below, ``imagenet`` above.
 - ``corrupt()`` refuses images under 32 px. The corruption functions themselves work at
   28x28 (all 19 are checked in tests/test_ood.py), so images of 28 px or more are
   corrupted at their own size by calling the functions directly (no resize blur);
@@ -33,6 +35,11 @@ Semantic shift (``ood-datasets`` key): test images of another dataset of the reg
 that the user has (``svhn``, ``textures``, ``lsun``, ``lsun-r``, ``isun``, ``places365``:
 see ``OOD_FOLDERS``), converted to the in-distribution input shape (channels, size) and
 normalized with the in-distribution mean/std, i.e. exactly as the model sees ID inputs.
+Synthetic OOD sets, made offline in the style of Hendrycks et al.'s Outlier Exposure
+evaluation (also in OpenOOD's noise sets), seeded by ``corruption-seed``:
+``noise-gaussian`` (pixels N(0.5, 0.25^2) clipped to [0, 1], i.e. OE's N(0, 0.5^2) on
+[-1, 1]), ``noise-rademacher`` (each pixel 0 or 1 with probability 1/2) and ``blobs``
+(Bernoulli(0.7) pixels, Gaussian blur sigma 1.5, values below 0.75 set to 0).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from simulations.progress import LogProgress
 from .registry import ArrayDataset, DataBundle, DataError, load_dataset, resolve_root
 
 SEVERITIES = (1, 2, 3, 4, 5)
+CONSTANTS = ("auto", "cifar", "imagenet")
 CACHE_VERSION = 2  # bump when the generated images change: old cache files are then ignored
 NATIVE_MIN_SIDE = 28  # corruptions verified at this size and above
 LIBRARY_HINT = "pip install imagecorruptions-imaug (or corrupt-tta)"
@@ -111,15 +119,34 @@ def _from_rgb(out: np.ndarray, channels: int) -> np.ndarray:
     return np.round(out).astype(np.uint8).transpose(2, 0, 1)
 
 
-def corrupt_images(images: torch.Tensor, name: str, severity: int, seed: int, tick=None) -> torch.Tensor:
-    """Corrupt uint8 images [N,C,H,W] (C = 1 or 3) with ``name`` at ``severity``
-    (0 = cycle 1..5 over the images); returns uint8 of the same shape. Deterministic.
-    ``tick()`` after each image (progress)."""
+def constants_for(spec: str, side: int) -> str:
+    """``auto`` -> ``cifar`` for images of 32 px and below, else ``imagenet``."""
+    if spec not in CONSTANTS:
+        raise DataError(f"corruption-constants must be one of {CONSTANTS}, got '{spec}'")
+    return ("cifar" if side <= 32 else "imagenet") if spec == "auto" else spec
+
+
+def _library_call(fn, rgb: np.ndarray, level: int, kwargs: dict):
     from PIL import Image
+
+    try:
+        return fn(Image.fromarray(rgb), level, **kwargs)
+    except TypeError:  # a library whose function takes no seed argument
+        return fn(rgb, level)
+
+
+def corrupt_images(images: torch.Tensor, name: str, severity: int, seed: int,
+                   constants: str = "imagenet", tick=None) -> torch.Tensor:
+    """Corrupt uint8 images [N,C,H,W] (C = 1 or 3) with ``name`` at ``severity``
+    (0 = cycle 1..5 over the images) with ``constants`` (``cifar`` or ``imagenet``, see the
+    module docstring); returns uint8 of the same shape. Deterministic. ``tick()`` after
+    each image (progress)."""
+    from .cifar_c import CIFAR_C
 
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise DataError(f"corruptions need uint8 images [N,1|3,H,W], got {images.dtype} {tuple(images.shape)}")
     fn = corruption_library()[name]
+    cifar_fn = CIFAR_C.get(name) if constants == "cifar" else None
     idx = list(corruption_library()).index(name)
     n, c, h, w = images.shape
     small = min(h, w) < NATIVE_MIN_SIDE
@@ -138,10 +165,7 @@ def corrupt_images(images: torch.Tensor, name: str, severity: int, seed: int, ti
             kwargs = {"seed": s} if name in ("glass_blur", "impulse_noise") else {}
             rgb = _to_rgb_u8(src_np[i])
             with np.errstate(divide="ignore", invalid="ignore"):  # spatter's 0/0, handled below
-                try:
-                    res = fn(Image.fromarray(rgb), level, **kwargs)
-                except TypeError:  # a library whose function takes no seed argument
-                    res = fn(rgb, level)
+                res = cifar_fn(rgb, level) if cifar_fn is not None else _library_call(fn, rgb, level, kwargs)
             res = np.asarray(res, dtype=np.float64)
             if not np.isfinite(res).all():  # spatter on a small image that drew no drop: 0/0
                 res = np.where(np.isfinite(res), res, rgb)
@@ -173,19 +197,21 @@ def _uint8_images(data, what: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def corrupted_sets(bundle: DataBundle, names: list[str], severity: int, seed: int, max_samples: int,
-                   data_root: str = "") -> dict[str, ArrayDataset]:
+                   data_root: str = "", constants: str = "auto") -> dict[str, ArrayDataset]:
     """name -> corrupted copy of a fixed subset of ``bundle.test``, normalized like it; cached."""
     if severity not in (0, *SEVERITIES):
         raise DataError(f"severity must be 0 (all five) or 1..5, got {severity}")
     x, y = _uint8_images(bundle.test, f"corruptions on {bundle.name}")
     idx = torch.as_tensor(fixed_subset(bundle.test, max_samples))
     x, y = x[idx], y[idx]
+    constants = constants_for(constants, max(x.shape[2:]))
     digest = hashlib.sha1(x.numpy().tobytes()).hexdigest()[:12]
     folder = resolve_root(data_root) / "corrupted" / f"{bundle.name}-{digest}"
     out = {}
     progress = LogProgress(f"corrupting {len(x)} test images", len(names) * len(x), "image")
     for name in names:
-        path = folder / f"{name}-s{severity}-seed{seed}-v{CACHE_VERSION}.pt"
+        tag = "" if constants == "imagenet" else f"-{constants}"  # imagenet: the older files' names
+        path = folder / f"{name}{tag}-s{severity}-seed{seed}-v{CACHE_VERSION}.pt"
         images = None
         if path.exists():
             try:
@@ -195,7 +221,7 @@ def corrupted_sets(bundle: DataBundle, names: list[str], severity: int, seed: in
             if images is not None and tuple(images.shape) != tuple(x.shape):
                 images = None
         if images is None:
-            images = corrupt_images(x, name, severity, seed, progress.tick)
+            images = corrupt_images(x, name, severity, seed, constants, progress.tick)
             folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp")
             torch.save(images, tmp)
@@ -240,6 +266,28 @@ def _folder_images(folder: Path, max_samples: int, shape) -> torch.Tensor:
     return torch.from_numpy(np.stack(imgs))
 
 
+SYNTHETIC_OOD = ("noise-gaussian", "noise-rademacher", "blobs")
+SYNTHETIC_SIZE = 2000  # images per synthetic set when ood-max-samples is 0 (= all)
+
+
+def synthetic_images(name: str, n: int, shape: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
+    """uint8 [n, *shape] images of the synthetic OOD set ``name`` (channels drawn independently)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(_seed(seed, SYNTHETIC_OOD.index(name)))
+    size = (n, *shape)
+    if name == "noise-gaussian":
+        x = np.clip(rng.normal(0.5, 0.25, size), 0, 1)
+    elif name == "noise-rademacher":
+        x = rng.binomial(1, 0.5, size).astype(np.float64)
+    elif name == "blobs":
+        x = gaussian_filter(rng.binomial(1, 0.7, size).astype(np.float64), sigma=(0, 0, 1.5, 1.5))
+        x[x < 0.75] = 0.0
+    else:
+        raise DataError(f"unknown synthetic OOD set '{name}': pass one of {SYNTHETIC_OOD}")
+    return torch.from_numpy(np.round(x * 255).astype(np.uint8))
+
+
 def ood_names(spec: str) -> list[str]:
     return list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
 
@@ -247,17 +295,20 @@ def ood_names(spec: str) -> list[str]:
 def known_ood_names() -> list[str]:
     from .registry import DATASETS
 
-    return sorted(set(DATASETS) | set(OOD_FOLDERS) | {"svhn"})
+    return sorted(set(DATASETS) | set(OOD_FOLDERS) | {"svhn"} | set(SYNTHETIC_OOD))
 
 
-def ood_set(name: str, bundle: DataBundle, max_samples: int, data_root: str = "", download: bool = False) -> ArrayDataset:
+def ood_set(name: str, bundle: DataBundle, max_samples: int, data_root: str = "", download: bool = False,
+            seed: int = 0) -> ArrayDataset:
     """Test images of the OOD set ``name`` shaped and normalized like ``bundle``'s inputs.
     Labels are all -1 (unused)."""
     if name == bundle.name:
         raise DataError(f"ood-datasets contains the in-distribution dataset '{name}'")
     root = resolve_root(data_root)
     shape = tuple(bundle.input_shape)
-    if name in OOD_FOLDERS:
+    if name in SYNTHETIC_OOD:
+        x = synthetic_images(name, max_samples or SYNTHETIC_SIZE, shape, seed)
+    elif name in OOD_FOLDERS:
         folder = root / OOD_FOLDERS[name]
         if not folder.exists():
             raise DataError(f"OOD set '{name}' not found: put its images under {folder}")

@@ -20,7 +20,8 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.base import ClientData, Reply, ground_truth_allowed, refuse_evaluation_only
+from clients.base import (SIM_GROUND_TRUTH as GROUND_TRUTH, ClientData, Reply, batches, ground_truth_allowed,
+                          refuse_evaluation_only)
 from datasets import load_for
 from datasets.partition import partition_for, train_test_split
 from simulations.config import resolve
@@ -105,12 +106,21 @@ def inject_fault(cfg: dict, reply, partition_id: int, server_round: int) -> None
     reply.arrays[name][key] = torch.full_like(value, float("nan")) if kind == "nan" else value.flatten()[:-1]
 
 
+def training_set(data) -> dict[str, torch.Tensor]:
+    """All of a client's training images and labels: the evaluation-only ground truth a
+    simulation's privacy audit scores against (sent only where the node allows it)."""
+    x, y = next(batches(data, max(len(data), 1)), (torch.zeros(0), torch.zeros(0)))
+    return {"images": torch.as_tensor(x).float(), "labels": torch.as_tensor(y).long()}
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     config = refuse_evaluation_only(config_of(msg), context)
     cfg, client = setup(context, config)
     stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
     reply = client.train(tensors(msg.content), config, stored)
+    if config.get(GROUND_TRUTH) and GROUND_TRUTH not in reply.arrays:  # the privacy audit's evaluator
+        reply.arrays[GROUND_TRUTH] = training_set(client.data.train)
     inject_fault(cfg, reply, client.data.partition_id, int(config.get("server-round", 0)))
     for name, values in reply.keep.items():
         context.state[name] = ArrayRecord(values)

@@ -29,6 +29,7 @@ FAULT_KINDS = ("raise", "nan", "shape", "timeout", "mixed")
 # Renamed keys: old name -> new name (an old name is refused with a line naming the new one).
 RENAMED = {
     "alpha": "dirichlet-alpha",
+    "fourier-alpha": "sdwc-fourier-alpha",
     "alpha-personal": "fedhip-alpha",
 }
 
@@ -60,6 +61,11 @@ class DataKeys(Keys):
                                        description="share of each client's partition kept as its local test split")
     heldout_domain: Int = Field(0, ge=0, description="`partitioner=domain`: the domain id no client holds "
                                                      "(gives `heldout-accuracy`)")
+    eval_bn: Literal["eval", "batch"] = Field(
+        "eval", description="`partitioner=domain`: the BatchNorm mode behind `heldout-accuracy`, `source-accuracy` "
+                            "and `selected-*`: `eval` (running statistics) or `batch` (train-mode BatchNorm on "
+                            "shuffled test batches of 32, the official FedDG-LSI test loop); both are always "
+                            "reported, suffixed `-eval` / `-batch`")
 
 
 class TrainKeys(Keys):
@@ -116,13 +122,29 @@ class OodKeys(Keys):
                                              "`common` (15) or a comma list, e.g. `fog,contrast`")
     severity: Int = Field(0, ge=0, le=5, description="corruption severity 1..5, or 0 = image i gets level i % 5 + 1")
     corruption_seed: Int = Field(0, ge=0, description="seeds the corrupted images (same for every method and seed)")
+    corruption_constants: Literal["auto", "cifar", "imagenet"] = Field(
+        "auto", description="severity constants: `cifar` (CIFAR-10-C's, 14 of the 19 types; `datasets/cifar_c.py`), "
+                            "`imagenet` (the library's ImageNet-C ones), `auto` = `cifar` for images of 32 px and below")
     ood_datasets: str = Field("", description="semantic shift: comma list of OOD sets, e.g. `mnist` for "
-                                              "Fashion-MNIST; `\"\"` = off")
+                                              "Fashion-MNIST, `digits`, synthetic `noise-gaussian`, "
+                                              "`noise-rademacher`, `blobs`; `\"\"` = off")
     ood_max_samples: Int = Field(2000, ge=0, description="size of the fixed ID/corrupted/OOD subsets (0 = all)")
     ood_eval_every: Int = Field(0, ge=0, description="run the suite every N rounds too (0 = last round only)")
 
 
-SHARED: tuple[type[Keys], ...] = (DataKeys, TrainKeys, RunKeys, OodKeys)
+class AuditKeys(Keys):
+    """The privacy audit of a method's own traffic (any method; docs/privacy-audit.md)."""
+
+    audit_attacks: str = Field("", description="comma list of `ig`, `dlg` (weight uploads), `features` (FedHiP's "
+                                               "statistics); `\"\"` = off")
+    audit_rounds: str = Field("1", description="comma list of the rounds whose replies are attacked")
+    audit_clients: Int = Field(1, ge=1, description="replies attacked per audited round (first in partition order)")
+    audit_budget: Int = Field(200, ge=1, description="attack steps per reply (gradient- or feature-matching evaluations)")
+    audit_max_examples: Int = Field(64, ge=1, description="a reply of more examples is not attacked (one candidate "
+                                                          "image per example)")
+
+
+SHARED: tuple[type[Keys], ...] = (DataKeys, TrainKeys, RunKeys, OodKeys, AuditKeys)
 
 
 def key_groups() -> dict[str, type[Keys]]:
@@ -130,8 +152,8 @@ def key_groups() -> dict[str, type[Keys]]:
     from simulations.methods import METHODS
 
     groups = {g.__name__.removesuffix("Keys").lower(): g for g in SHARED}
-    for name, method in METHODS.items():
-        if method.strategy.keys is not None:
+    for name, method in METHODS.items():  # methods sharing a group (ablations) list it once
+        if method.strategy.keys is not None and method.strategy.keys not in groups.values():
             groups[name] = method.strategy.keys
     return groups
 
@@ -186,6 +208,9 @@ def validate(cfg: dict) -> None:
     _check(not cfg["resume"] or bool(cfg["run-name"]),
            "resume=true needs the run-name (and out-dir) of the run to continue")
     check_keys(cfg)
+    from strategies.audit import check_keys as check_audit_keys
+
+    check_audit_keys(cfg)
     strategy = METHODS[cfg["method"]].strategy
     own = set()
     if strategy.keys is not None:

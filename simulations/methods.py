@@ -39,4 +39,8 @@ METHODS: dict[str, Method] = {
     "gifd": Method("strategies.gifd:GifdStrategy", "clients.gifd:GifdClient"),
     "fedlsi": Method("strategies.fedlsi:FedLSIStrategy", "clients.fedlsi:FedLSIClient"),
     "fedsdwc": Method("strategies.fedsdwc:FedSDWCStrategy", "clients.fedsdwc:FedSDWCClient"),
+    # FedSDWC's ablations (clients/fedsdwc.py: VARIANTS), so that one grid over `method` runs them all
+    **{name: Method("strategies.fedsdwc:FedSDWCStrategy", "clients.fedsdwc:FedSDWCClient")
+       for name in ("fedsdwc-no-fourier", "fedsdwc-no-link", "fedsdwc-no-intervention", "fedsdwc-no-generative")},
+    "fedavg-fourier": Method("strategies.fedsdwc:FourierFedAvgStrategy", "clients.fedsdwc:FourierClient"),
 }

@@ -19,6 +19,8 @@ A *group* is one setting of every config key that varies across the runs, except
   matched): per metric the per-seed differences (same seed = same partitions), their
   mean and 95% t-interval, and wins / n (higher is a win, lower for losses, times,
   bytes, failures and FPR).
+- ``DIR/attacks-summary.csv`` where runs wrote ``attacks.csv`` (privacy audit, GIFD):
+  per group, attack and round, PSNR/SSIM/label accuracy over the attacked images.
 - ``DIR/report.md``: the headline columns of both tables and two plots,
   ``report-curves.png`` (metric vs round, mean and 95% band per group) and
   ``report-final.png`` (final metrics as bars with 95% error bars).
@@ -218,13 +220,14 @@ def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metri
         return False
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        for values, runs in rows.groupby(keys, sort=True, dropna=False):
+        for i, (values, runs) in enumerate(rows.groupby(keys, sort=True, dropna=False)):
+            color = f"C{i % 10}"  # a group keeps its color in every panel, also after one it is absent from
             per_round = runs.dropna(subset=[m]).groupby("round")[m]
             if per_round.ngroups == 0:  # a method that does not report this metric (fedhip: no loss)
                 continue
             mean, ci = per_round.mean(), per_round.agg(lambda v: interval(v)[3]).fillna(0)
-            line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=_label(dict(zip(keys, values)), keys))
-            ax.fill_between(mean.index, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
+            ax.plot(mean.index, mean.values, marker="o", ms=3, color=color, label=_label(dict(zip(keys, values)), keys))
+            ax.fill_between(mean.index, mean - ci, mean + ci, color=color, alpha=0.2)
         ax.set(xlabel="round", title=m)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -291,6 +294,49 @@ def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, keys: list[str], metric
     return "\n".join(lines)
 
 
+ATTACK_METRICS = ("psnr", "ssim", "label-accuracy", "feature-cosine")
+
+
+def attacks_summary(out: Path, final: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The runs' ``attacks.csv`` rows (privacy audit, GIFD) pooled per group, attack and
+    round: n images, n seeds, and mean with 95% t-interval over the images of all seeds."""
+    frames = []
+    for _, run in final.iterrows():
+        csv = out / str(run["run-name"]) / "attacks.csv"
+        if csv.exists():
+            rows = pd.read_csv(csv)
+            for k in keys + ["seed"]:
+                if k in run:
+                    rows[k] = run[k]
+            frames.append(rows)
+    if not frames:
+        return pd.DataFrame()
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows["attack"].notna()] if "attack" in rows else rows.iloc[:0]
+    out_rows = []
+    for values, part in rows.groupby(keys + ["attack", "round"], sort=True, dropna=False):
+        row = dict(zip(keys + ["attack", "round"], values))
+        row["images"] = len(part)
+        row["seeds"] = part["seed"].nunique() if "seed" in part else 1
+        for m in ATTACK_METRICS:
+            if m in part and part[m].notna().any():
+                _, mean, std, ci = interval(part[m])
+                row.update({f"{m}-mean": mean, f"{m}-std": std, f"{m}-ci95": ci})
+        out_rows.append(row)
+    return pd.DataFrame(out_rows)
+
+
+def attacks_markdown(table: pd.DataFrame, keys: list[str]) -> str:
+    shown = table[keys + ["attack", "round", "images", "seeds"]].copy()
+    for m in ATTACK_METRICS:
+        if f"{m}-mean" in table:
+            shown[m] = [_fmt(a, b) for a, b in zip(table[f"{m}-mean"], table[f"{m}-ci95"])]
+    return "\n".join(["## Privacy audit (attacks.csv)", "",
+                      "Per group, attack and audited round: mean ± half-width of the 95% t-interval over the "
+                      "attacked images of all seeds (`images`, `seeds`); all columns in `attacks-summary.csv`.", "",
+                      _table(shown), ""])
+
+
 def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
     """Write summary.csv, paired.csv, report.md (and the plots) into ``out``."""
     out = Path(out)
@@ -317,7 +363,13 @@ def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
                                                                            out / "report-curves.png")),
                                   (out / "report-final.png", plot_final(summary, shown, plotted,
                                                                         out / "report-final.png"))) if ok]
-    paths["report"].write_text(markdown(summary, pairs, shown, metrics, incomplete, baseline, plots))
+    text = markdown(summary, pairs, shown, metrics, incomplete, baseline, plots)
+    attacks = attacks_summary(out, final, keys)
+    if not attacks.empty:
+        paths["attacks"] = out / "attacks-summary.csv"
+        attacks.to_csv(paths["attacks"], index=False)
+        text += "\n" + attacks_markdown(attacks, shown)
+    paths["report"].write_text(text)
     return paths
 
 

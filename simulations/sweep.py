@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
@@ -145,6 +145,15 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
             raise SweepError(f"run '{name}': {err}") from None
 
 
+def _in_own_process(call: tuple) -> tuple[str, str, float]:
+    """``run_logged(*call)`` in a fresh process of its own: a run killed (out of memory)
+    fails alone, not the runs after it, as in a shared process pool."""
+    from simulations.local import run_logged
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_logged, *call).result()
+
+
 def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tuple[str, str, str, float]]:
     """Run every run; yield (name, status, failure reason, seconds) as each one ends."""
     for _, _, name in runs:
@@ -162,12 +171,12 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
                 yield (name, *run_logged(*call))
             return
         tqdm.write(f"{jobs} runs at a time")
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(run_logged, *call): name for (_, _, name), call in zip(runs, calls)}
+        with ThreadPoolExecutor(jobs) as threads:
+            futures = {threads.submit(_in_own_process, call): name for (_, _, name), call in zip(runs, calls)}
             for future in as_completed(futures):
                 try:
                     yield (futures[future], *future.result())
-                except Exception as err:  # the worker process died (killed, out of memory)
+                except Exception as err:  # the run's process died (killed, out of memory)
                     yield futures[future], "finished:failed", f"worker died: {type(err).__name__}: {err}", 0.0
         return
     with simulation_superlink(share_ray=not args.ray_per_run) as link:

@@ -48,7 +48,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from clients.base import device_of, evaluate
+from clients.base import SIM_GROUND_TRUTH, device_of, evaluate, evaluate_batch_bn
 from models import build_model
 
 Row = dict[str, float]
@@ -191,8 +191,15 @@ class BaseStrategy(FedAvg):
         self.rows: list[Row] = []
         pool = len(getattr(test_data, "train_labels", None) if test_data is not None else ()) or 0
         self.max_examples = int(cfg.get("max-num-examples", 0)) or pool  # 0: no cap (no data known)
+        self.auditor = None
+        if cfg.get("audit-attacks") and test_data is not None:
+            from strategies.audit import Audit
+
+            self.auditor = Audit(cfg, test_data, self.upload)
 
     keys: type | None = None  # the method's own run-config keys: a ``simulations.keys.Keys`` subclass
+
+    upload = "weights"  # what a train reply uploads (the privacy audit attacks it): "weights" or "statistics"
 
     @staticmethod
     def check_config(cfg: dict) -> None:
@@ -288,6 +295,9 @@ class BaseStrategy(FedAvg):
         nodes = self.sample(grid, self.fraction_train, self.min_train_nodes, server_round, 0)
         self.sampled = len(nodes)
         config["server-round"] = server_round
+        if self.auditor is not None and self.auditor.due(server_round):
+            config[SIM_GROUND_TRUTH] = True  # evaluation-only: a node that does not allow it refuses
+            self.audit_sent = arrays
         record = self.train_record(server_round, arrays, config)
         self.expected = self.expected_arrays(arrays)
         self.int_arrays = {k for k, v in arrays.items() if np.dtype(v.dtype).kind in "iub"}
@@ -334,7 +344,12 @@ class BaseStrategy(FedAvg):
         if missing > 0:
             log(WARNING, "%d sampled client(s) did not reply within round-timeout", missing)
             self.row["failures"] = self.row.get("failures", 0) + missing
+        auditing = self.auditor is not None and self.auditor.due(server_round)
+        if auditing:
+            self.auditor.strip(replies)  # ground truth never reaches validation or the attacker
         good = self.validate(replies, self.expected)
+        if auditing and good:
+            self.run_audit(server_round, good)
         if len(good) < self.min_train_nodes:
             log(WARNING, "round %d skipped: %d usable replies, min-train-nodes is %d; the model is unchanged",
                 server_round, len(good), self.min_train_nodes)
@@ -343,6 +358,22 @@ class BaseStrategy(FedAvg):
         if metrics is not None:
             self.row.update({k: float(v) for k, v in metrics.items() if k != "num-examples"})
         return arrays, metrics
+
+    def run_audit(self, server_round: int, good: list[Message]) -> None:
+        """Attack this round's validated replies (``strategies/audit.py``); ``attacks.csv``
+        in the run folder, per-attack means in the round's row."""
+        from simulations.config import out_root
+
+        self.auditor.run(self, server_round, good, getattr(self, "audit_sent", None))
+        run_dir = out_root(self.cfg) / (self.cfg["run-name"] or self.cfg["method"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.auditor.write(run_dir / "attacks.csv")
+        self.row.update(self.auditor.summary(server_round))
+
+    def attack_model(self) -> torch.nn.Module:
+        """The network a weight upload belongs to, in train mode (the audit replays local
+        training on it): the global model's architecture (``eval_model``)."""
+        return self.eval_model(self.audit_sent).train()
 
     def aggregate(self, server_round: int, replies: list[Message]):
         """Aggregate validated replies; default: FedAvg's weighted mean (Flower's own
@@ -406,21 +437,35 @@ class BaseStrategy(FedAvg):
         on the held-out domain, ``source-accuracy`` on source-domain validation images
         (``datasets/domains.py: domain_eval_sets``), and model selection as the paper:
         ``selected-heldout-accuracy`` is the held-out accuracy of the round (>= 1) with the
-        best source accuracy so far (ties: the earlier round), ``selected-round`` that round."""
+        best source accuracy so far (ties: the earlier round), ``selected-round`` that round.
+        Each is computed in both BatchNorm modes, suffixed ``-eval`` (running statistics)
+        and ``-batch`` (``evaluate_batch_bn``: the official FedDG-LSI test loop); the plain
+        names repeat the mode chosen by ``eval-bn``."""
         if self.test_data is None or self.cfg["partitioner"] != "domain":
             return res
         from datasets.domains import domain_eval_sets
 
         if getattr(self, "dg_sets", None) is None:
             self.dg_sets = domain_eval_sets(self.test_data, int(self.cfg["heldout-domain"]))
-        model = self.eval_model(arrays)
-        held, src = (evaluate(model, d, 512, device_of(self.cfg)) for d in self.dg_sets)
-        out = {"heldout-accuracy": held["accuracy"], "heldout-loss": held["loss"], "source-accuracy": src["accuracy"]}
-        if server_round:
-            seen = [(r["source-accuracy"], -r["round"], r["heldout-accuracy"]) for r in self.rows
-                    if r.get("round", 0) >= 1 and "source-accuracy" in r]
-            best = max(seen + [(src["accuracy"], -server_round, held["accuracy"])])
-            out.update({"selected-heldout-accuracy": best[2], "selected-round": float(-best[1])})
+        model, device = self.eval_model(arrays), device_of(self.cfg)
+        out = {}
+        for mode in ("eval", "batch"):  # both BatchNorm evaluation modes (key eval-bn), every round
+            if mode == "eval":
+                held, src = (evaluate(model, d, 512, device) for d in self.dg_sets)
+            else:
+                seed = int(np.random.SeedSequence([int(self.cfg["seed"]), server_round, 29]).generate_state(1)[0])
+                held, src = (evaluate_batch_bn(model, d, device, seed) for d in self.dg_sets)
+            out.update({f"heldout-accuracy-{mode}": held["accuracy"], f"heldout-loss-{mode}": held["loss"],
+                        f"source-accuracy-{mode}": src["accuracy"]})
+            if server_round:
+                seen = [(r[f"source-accuracy-{mode}"], -r["round"], r[f"heldout-accuracy-{mode}"]) for r in self.rows
+                        if r.get("round", 0) >= 1 and f"source-accuracy-{mode}" in r]
+                best = max(seen + [(src["accuracy"], -server_round, held["accuracy"])])
+                out.update({f"selected-heldout-accuracy-{mode}": best[2], f"selected-round-{mode}": float(-best[1])})
+        chosen = str(self.cfg["eval-bn"])  # the unsuffixed names follow the chosen mode
+        for name in ("heldout-accuracy", "heldout-loss", "source-accuracy", "selected-heldout-accuracy", "selected-round"):
+            if f"{name}-{chosen}" in out:
+                out[name] = out[f"{name}-{chosen}"]
         return MetricRecord({**(dict(res) if res is not None else {}), **out})
 
     # ---- the loop -----------------------------------------------------------------

@@ -96,6 +96,7 @@ class FedHiPKeys(Keys):
 
 
 class FedHiPStrategy(BaseStrategy):
+    upload = "statistics"  # G_k, Q_k and counts, not weights (the privacy audit attacks them)
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
 
     train_metrics = frozenset({"num-examples", "train-accuracy"})  # what its client reports

@@ -1,9 +1,11 @@
-"""FedSDWC (arXiv 2511.09036): FedAvg aggregation of the whole causal model.
+"""FedSDWC (arXiv 2511.09036): FedAvg aggregation of the causal model.
 
-Everything method-specific happens on the clients (``clients/fedsdwc.py``); the server
-only builds FedSDWC's model (``models/causal.py``: the ``model`` key names its encoder)
-for the initial weights and the global evaluation. The OOD suite (``corruptions``,
-``ood-datasets``) runs on it through ``eval_model`` like for every other method.
+The paper's server "aggregates the updated client models using the FedAvg algorithm";
+everything method-specific is on the clients (``clients/fedsdwc.py``). The server builds
+the model (``models/causal.py``) for the initial weights and the global evaluation, where
+the OOD suite scores its mean-path prediction. The averaged prior means only seed clients
+in their first round: each client then keeps its own p(s, v). ``FourierFedAvgStrategy``
+serves the ``fedavg-fourier`` ablation (plain FedAvg; its client augments).
 """
 
 from __future__ import annotations
@@ -13,39 +15,52 @@ from flwr.app import ArrayRecord, MetricRecord
 from pydantic import Field
 
 from clients.base import device_of, evaluate
-from clients.fedsdwc import TERMS
+from clients.fedsdwc import TERMS, variant_config
 from models.causal import build_sdwc
 from simulations.keys import Int, Keys
 
 from .base import BaseStrategy
+from .fedavg import FedAvgStrategy
 
 
 class FedSDWCKeys(Keys):
-    fourier_alpha: float = Field(1.0, ge=0, le=1, description="amplitude-mix strength: lam ~ U(0, alpha); "
-                                                              "0 = no augmentation")
-    intervention_gamma: float = Field(0.5, ge=0, description="std of the noise added to the variant feature h_v "
-                                                             "for the intervention")
+    """FedSDWC's keys (also read by its ablation methods and ``fedavg-fourier``); readings of
+    the paper behind each default: docs/methods/fedsdwc.md."""
+
+    sdwc_fourier_alpha: float = Field(1.0, ge=0, le=1, description="amplitude-mix strength: lam ~ U(0, alpha); "
+                                                                   "0 = no augmentation (was `fourier-alpha`)")
+    intervention_gamma: float = Field(1.0, ge=0, description="std of the Gaussian noise added to the variant "
+                                                             "feature h_v for the intervention")
     lambda_intervention: float = Field(1.0, ge=0, description="weight of the interventional consistency KL")
-    lambda_kl_semantic: float = Field(0.01, ge=0, description="weight of KL(q(s|x) || N(m_y, I))")
-    lambda_kl_variant: float = Field(0.01, ge=0, description="weight of the variant factor's KL to its mixture prior")
-    lambda_kl_link: float = Field(0.01, ge=0, description="weight of the link's KL to N(0, tau^2 I)")
-    sdwc_latent_dim: Int = Field(32, ge=1, description="size of s, v and l")
-    sdwc_gmm_components: Int = Field(4, ge=1, description="components of the variant factor's mixture prior")
-    sdwc_link_prior_std: float = Field(0.1, gt=0, description="tau, the std of the link's prior")
-    sdwc_mc_samples: Int = Field(1, ge=1, description="Monte Carlo samples of (s, v, l) per image in the ELBO")
-    sdwc_grad_clip: float = Field(5.0, ge=0, description="gradient-norm clipping of the local step (0 = off)")
+    sdwc_beta: float = Field(0.03, ge=0, description="weight of the ELBO's prior and reconstruction terms "
+                                                     "against -log q(y|x)")
+    sdwc_x_std: float = Field(3.0, gt=0, description="std of p(x | s, v) in normalized pixel units")
+    sdwc_latent_dim: Int = Field(16, ge=1, description="size of s0, v (and s)")
+    sdwc_gmm_components: Int = Field(10, ge=1, description="components of each Gaussian-mixture prior")
+    sdwc_mc_samples: Int = Field(1, ge=1, description="Monte Carlo samples of (s, v) per image (M)")
+    sdwc_link: bool = Field(True, description="the weak link g(v); false = s = s0")
+    sdwc_generative: bool = Field(True, description="the generative part p(x | s, v); false = no decoder")
+
+
+class FourierFedAvgStrategy(FedAvgStrategy):
+    keys = FedSDWCKeys
 
 
 class FedSDWCStrategy(BaseStrategy):
     keys = FedSDWCKeys
     train_metrics = BaseStrategy.train_metrics | {f"train-{t}" for t in TERMS}  # what its client reports
 
+    def __init__(self, cfg: dict, *args, **kwargs):
+        super().__init__(variant_config(cfg), *args, **kwargs)
+
+    def build(self) -> torch.nn.Module:
+        return build_sdwc(self.cfg, self.test_data.num_classes, self.test_data.input_shape)
+
     def initial_arrays(self) -> ArrayRecord:
-        data = self.test_data
-        return ArrayRecord(build_sdwc(self.cfg, data.num_classes, data.input_shape).state_dict())
+        return ArrayRecord(self.build().state_dict())
 
     def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
-        model = build_sdwc(self.cfg, self.test_data.num_classes, self.test_data.input_shape)
+        model = self.build()
         model.load_state_dict(arrays.to_torch_state_dict())
         return model.eval()
 

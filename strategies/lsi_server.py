@@ -225,6 +225,17 @@ def translator_fixed_point_gap(g: Translator, z: torch.Tensor, codes: torch.Tens
 
 
 # ---- stage 5: important-weight aggregation ----------------------------------------------------
+def importance_weights(omegas: list[torch.Tensor], num_examples: list[float]) -> torch.Tensor:
+    """Per-element client weights [K, ...] for one entry: ``n_k Omega_k / sum_j n_j Omega_j``,
+    the data weights where no client finds the element important; they sum to 1 over K."""
+    n = torch.tensor([float(v) for v in num_examples], dtype=torch.float64)
+    omega = torch.stack([o.to(torch.float64) for o in omegas]).clamp_min(0)
+    shape = (-1,) + (1,) * (omega.ndim - 1)
+    mass = omega * n.view(shape)
+    total = mass.sum(0, keepdim=True)
+    return torch.where(total > EPS, mass / total.clamp_min(EPS), (n / n.sum()).view(shape).expand_as(mass))
+
+
 def importance_average(states: list[Tensors], importances: list[Tensors], num_examples: list[float]) -> Tensors:
     """Element-wise importance-weighted mean of ``states`` (see the module docstring)."""
     n = torch.tensor([float(v) for v in num_examples], dtype=torch.float64)
@@ -234,10 +245,7 @@ def importance_average(states: list[Tensors], importances: list[Tensors], num_ex
         stacked = torch.stack([s[key].to(torch.float64) for s in states])  # [K, ...]
         shape = (-1,) + (1,) * (stacked.ndim - 1)
         if key in importances[0]:
-            omega = torch.stack([imp[key].to(torch.float64) for imp in importances]).clamp_min(0)
-            mass = omega * n.view(shape)
-            total = mass.sum(0, keepdim=True)
-            weights = torch.where(total > EPS, mass / total.clamp_min(EPS), data_w.view(shape).expand_as(mass))
+            weights = importance_weights([imp[key] for imp in importances], num_examples)
         else:
             weights = data_w.view(shape).expand_as(stacked)
         value = (weights * stacked).sum(0)

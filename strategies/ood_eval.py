@@ -9,8 +9,8 @@ it returns a flat dict of metrics for the round's row:
 - Semantic shift (``ood-datasets``): OOD detection with the maximum softmax probability
   (MSP, Hendrycks & Gimpel 2017) and, as a second score, the negative energy
   ``logsumexp(logits)`` (Liu et al. 2020). Per OOD set: ``auroc-<set>``, ``fpr95-<set>``,
-  ``auroc-energy-<set>``, ``fpr95-energy-<set>``; and their means over the sets:
-  ``auroc``, ``fpr95``, ``auroc-energy``, ``fpr95-energy``.
+  ``auroc-energy-<set>``, ``fpr95-energy-<set>``, ``fpr95-foogd-<set>``; and their means
+  over the sets without the suffix.
 
 Definitions (higher score = "more in-distribution"):
 
@@ -19,9 +19,11 @@ Definitions (higher score = "more in-distribution"):
 - FPR95: the share of OOD samples accepted (score >= t) at the largest threshold t that
   accepts at least 95% of the ID samples, i.e. FPR at TPR >= 95% read off the exact ROC
   curve without interpolation (samples tied at t are accepted together). This is the
-  standard definition. FOOGD's code computes, for MSP, the share of *ID* samples rejected
-  when 5% of the OOD samples are accepted, which is a different number;
-  tests/test_ood.py shows the two side by side.
+  standard definition (ID positive).
+- ``fpr95-foogd``: what FOOGD's code (which FedSDWC's tables follow) reports as FPR95 for
+  MSP: the share of *ID* samples rejected at the threshold where at most 5% of the OOD
+  samples are accepted (FNR at FPR 5% with OOD positive). A different number, reported
+  under its own name so that our figures can be set next to the paper's tables.
 
 Both are computed with torchmetrics (``binary_auroc``, ``binary_roc``) on the rank of
 each score, not the score itself: torchmetrics squashes scores outside [0, 1] through a
@@ -38,7 +40,7 @@ from torch.nn import functional as F
 from datasets.registry import DataBundle
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
-OOD_KEYS = ("corruptions", "severity", "corruption-seed", "ood-datasets", "ood-max-samples", "ood-eval-every")
+OOD_KEYS = ("corruptions", "severity", "corruption-seed", "corruption-constants", "ood-datasets", "ood-max-samples", "ood-eval-every")
 
 
 # ---- detection metrics ------------------------------------------------------------
@@ -75,6 +77,17 @@ def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
     return float(fpr_curve[ok[0, 0]]) if len(ok) else 1.0
 
 
+def fpr95_foogd(id_scores, ood_scores) -> float:
+    """Share of ID rejected (score < t) at the lowest threshold t accepting <= 5% of OOD."""
+    s_id = torch.as_tensor(id_scores, dtype=torch.float64).flatten()
+    ood = torch.as_tensor(ood_scores, dtype=torch.float64).flatten().sort(descending=True).values
+    k = int(0.05 * len(ood))  # at most k OOD samples accepted
+    t = ood[k - 1] if k else torch.tensor(float("inf"), dtype=torch.float64)
+    if k and int((ood >= t).sum()) > k:  # a tie at t would accept more than k: move just above it
+        t = torch.nextafter(t, torch.tensor(float("inf"), dtype=torch.float64))
+    return float((s_id < t).double().mean())
+
+
 def msp(logits: torch.Tensor) -> torch.Tensor:
     return F.softmax(logits.double(), dim=1).max(dim=1).values
 
@@ -105,6 +118,7 @@ def detection_metrics(id_logits: torch.Tensor, ood_logits: torch.Tensor, suffix:
         s_id, s_ood = score(id_logits), score(ood_logits)
         out[f"auroc{name}{suffix}"] = auroc(s_id, s_ood)
         out[f"fpr95{name}{suffix}"] = fpr_at_tpr(s_id, s_ood, 0.95)
+    out[f"fpr95-foogd{suffix}"] = fpr95_foogd(msp(id_logits), msp(ood_logits))
     return out
 
 
@@ -146,7 +160,7 @@ def due(cfg: dict, server_round: int) -> bool:
 def check_keys(cfg: dict) -> None:
     """Raise ConfigError for a bad OOD key (names are checked without loading data)."""
     from datasets.registry import DataError
-    from datasets.shift import corruption_names, known_ood_names, ood_names
+    from datasets.shift import CONSTANTS, corruption_names, known_ood_names, ood_names
     from simulations.config import ConfigError
 
     if "corruptions" not in cfg:
@@ -157,6 +171,8 @@ def check_keys(cfg: dict) -> None:
     for key in ("ood-max-samples", "ood-eval-every", "corruption-seed"):
         if not (int(cfg[key]) == cfg[key] and cfg[key] >= 0):
             raise ConfigError(f"{key} must be an integer >= 0, got {cfg[key]}")
+    if cfg["corruption-constants"] not in CONSTANTS:
+        raise ConfigError(f"corruption-constants must be one of {CONSTANTS}, got '{cfg['corruption-constants']}'")
     try:
         corruption_names(str(cfg["corruptions"]))
     except DataError as err:
@@ -178,8 +194,8 @@ class ShiftSuite:
         self.cfg = cfg
         n, root = int(cfg["ood-max-samples"]), str(cfg["data-root"])
         self.corrupted = corrupted_sets(bundle, corruption_names(str(cfg["corruptions"])), int(cfg["severity"]),
-                                        int(cfg["corruption-seed"]), n, root)
-        self.ood = {name: ood_set(name, bundle, n, root, bool(cfg["download"]))
+                                        int(cfg["corruption-seed"]), n, root, str(cfg["corruption-constants"]))
+        self.ood = {name: ood_set(name, bundle, n, root, bool(cfg["download"]), int(cfg["corruption-seed"]))
                     for name in ood_names(str(cfg["ood-datasets"]))}
         self.id_data = id_subset(bundle, n) if self.ood else None
 

@@ -64,7 +64,7 @@ def cfg(**over):
 # ---- stage 2 -------------------------------------------------------------------------
 def test_inversion_matches_bn_statistics_and_labels():
     head = trained_head()
-    c = cfg()
+    c = cfg(**{"lsi-inversion-iters": 300, "lsi-bn-weight": 1.0})
     z, y, codes, stats = lsi_server.invert_heads([head, trained_head(1)], c, seed=0)
     n = int(c["lsi-num-latents"])
     assert z.shape == (2 * n, DIM) and codes.tolist() == [0] * n + [1] * n
@@ -116,6 +116,47 @@ def test_translator_losses_finite_and_g_rebuilds_from_its_state():
     assert not translator_from_state(official.state_dict()).residual
 
 
+def shifted_domain_head(domain: int) -> nn.Sequential:
+    """Heads of domains that share their classes and differ by a shift of the latents."""
+    gen = torch.Generator().manual_seed(domain)
+    centers = 2.0 * torch.randn(CLASSES, DIM, generator=torch.Generator().manual_seed(0))
+    shift = 3.0 * torch.randn(DIM, generator=torch.Generator().manual_seed(100 + domain))
+    y = torch.arange(600) % CLASSES
+    z = centers[y] + shift + 0.5 * torch.randn(600, DIM, generator=gen)
+    head = nn.Sequential(nn.BatchNorm1d(DIM, affine=False, momentum=None), nn.Linear(DIM, CLASSES))
+    opt = torch.optim.Adam(head.parameters(), 0.05)
+    for _ in range(60):
+        loss = F.cross_entropy(head(z), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return build_head({f"classifier.{k}": v for k, v in head.state_dict().items()})
+
+
+@pytest.mark.xfail(strict=True, reason="measured: G stays near the identity and does not translate "
+                   "(docs/methods/fedlsi.md, 'The translator')")
+def test_translator_maps_latents_to_the_target_domain():
+    """A domain classifier trained on the synthetic latents labels >= 90% of the translated
+    latents G(z, c, c') as their target domain c' (c' != c)."""
+    heads = [shifted_domain_head(k) for k in range(3)]
+    c = cfg(**{"lsi-num-latents": 32, "lsi-inversion-iters": 100, "lsi-bn-weight": 1.0, "lsi-translator-iters": 200,
+               "lsi-translator-hidden": 32, "lsi-translator-batch": 48})
+    z, y, codes, _ = lsi_server.invert_heads(heads, c, seed=0)
+    g, _, _ = lsi_server.train_translator(z, y, codes, heads, 3, c, seed=0)
+    domain_clf = nn.Linear(DIM, 3)
+    opt = torch.optim.Adam(domain_clf.parameters(), 0.05)
+    for _ in range(200):
+        loss = F.cross_entropy(domain_clf(z), codes)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert (domain_clf(z).argmax(1) == codes).float().mean() >= 0.95  # the domains are separable
+        target = (codes + 1 + torch.randint(2, codes.shape, generator=torch.Generator().manual_seed(1))) % 3
+        hit = (domain_clf(g(z, codes, target)).argmax(1) == target).float().mean()
+    assert hit >= 0.9, float(hit)
+
+
 # ---- stage 5 -------------------------------------------------------------------------
 def states(k=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -153,6 +194,53 @@ def test_zero_importance_takes_the_other_clients_value():
     assert out["bn.num_batches_tracked"] == 15  # buffers by sample counts, dtype kept
 
 
+def half_image_data(side: int, n: int = 32) -> ClientData:
+    """Noise images with only the left (side 0) or the right (side 1) half lit: two domains."""
+    x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    x[..., 14:] = 0 if side == 0 else x[..., 14:]
+    x[..., :14] = 0 if side == 1 else x[..., :14]
+    x = (x * 255).to(torch.uint8)
+    return ClientData(side, ArrayDataset(x, torch.arange(n) % 10), ArrayDataset(x[:8], torch.arange(8)), 10, (1, 28, 28))
+
+
+def test_importance_weights_differ_from_uniform_on_different_clients():
+    """MAS importance of two clients with different data: the element-wise aggregation
+    weights move far from 1/2; two clients with the same data get exactly 1/2."""
+    c = cfg(**{"batch-size": 16})
+    model = build_model("lsi-cnn", 10, (1, 28, 28))
+    omegas = []
+    for side in (0, 1, 0):
+        client = FedLSIClient(c, half_image_data(side))
+        client.set_weights(model.state_dict())
+        omegas.append(client.importance(client.model))
+    for key in ("encoder.0.0.weight", "encoder.1.weight", "classifier.1.weight"):
+        w = lsi_server.importance_weights([omegas[0][key], omegas[1][key]], [32, 32])
+        assert w.shape == (2,) + omegas[0][key].shape and torch.allclose(w.sum(0), torch.ones(()).double())
+        assert (w[0] - 0.5).abs().median() > 0.1, key  # a typical element is far from the equal share
+        same = lsi_server.importance_weights([omegas[0][key], omegas[2][key]], [32, 32])
+        assert torch.allclose(same, torch.full_like(same, 0.5))
+
+
+# ---- the official evaluation (eval-bn=batch) ------------------------------------------------
+def test_batch_bn_evaluation_uses_batch_statistics_and_leaves_the_model_alone():
+    from clients.base import evaluate, evaluate_batch_bn
+
+    model = build_model("lsi-cnn", 10, (1, 28, 28))
+    data = tiny_data(0, n=65).train  # 65 = 2 x 32 + 1: the single last sample joins a batch
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # Running statistics far from the data's: eval mode is at chance, batch mode is not.
+    model.classifier[0].running_mean.fill_(1e3)
+    standard = evaluate(model, data, 512, torch.device("cpu"))
+    batch = evaluate_batch_bn(model, data, torch.device("cpu"), seed=0)
+    assert batch["num-examples"] == standard["num-examples"] == 65
+    assert batch["loss"] < standard["loss"]
+    assert evaluate_batch_bn(model, data, torch.device("cpu"), seed=0) == batch  # seeded shuffle
+    assert model.classifier[0].running_mean.eq(1e3).all() and not model.training  # running statistics untouched
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items() if k != "classifier.0.running_mean")
+    with pytest.raises(ConfigError, match="eval-bn"):
+        cfg(**{"eval-bn": "train"})
+
+
 # ---- client and strategy (no Flower) ----------------------------------------------------
 def tiny_data(pid=0, n=48):
     gen = torch.Generator().manual_seed(pid)
@@ -172,7 +260,8 @@ def test_client_stages_send_what_the_strategy_expects():
     reply = client.train({"arrays": model.state_dict()}, {"lsi-stage": "pretrain", "server-round": 1}, {})
     assert set(reply.arrays) == {"head"} and all(k.startswith("classifier.") for k in reply.arrays["head"])
     body = RecordDict({"head": ArrayRecord(reply.arrays["head"]), "metrics": MetricRecord(reply.metrics)})
-    assert check_reply(body, expected) is None
+    ints = {k for k, v in model.state_dict().items() if not v.is_floating_point()}  # as the strategy passes them
+    assert check_reply(body, expected, int_arrays=ints) is None
 
     strategy.translator = Translator(model.latent_dim, 3, 32)
     strategy.codes = {0: 0, 1: 1, 2: 2}
@@ -186,9 +275,9 @@ def test_client_stages_send_what_the_strategy_expects():
     assert all((v >= 0).all() for v in reply.arrays["importance"].values())
     body = RecordDict({name: ArrayRecord(v) for name, v in reply.arrays.items()})
     body["metrics"] = MetricRecord(reply.metrics)
-    assert check_reply(body, strategy.expected_arrays(arrays)) is None
+    assert check_reply(body, strategy.expected_arrays(arrays), int_arrays=ints) is None
     body["importance"] = ArrayRecord({k: v[:1] if v.ndim else v for k, v in reply.arrays["importance"].items()})
-    assert "shape" in check_reply(body, strategy.expected_arrays(arrays))
+    assert "shape" in check_reply(body, strategy.expected_arrays(arrays), int_arrays=ints)
 
 
 def test_config_errors_are_one_line():
@@ -213,6 +302,9 @@ def test_fedlsi_end_to_end_reports_heldout_accuracy(tmp_path):
     assert code == 0, frame
     last = frame[frame["round"] == 2].iloc[0]
     assert {"heldout-accuracy", "source-accuracy", "selected-heldout-accuracy"} <= set(frame.columns)
+    assert {f"{m}-{mode}" for m in ("heldout-accuracy", "source-accuracy", "selected-heldout-accuracy")
+            for mode in ("eval", "batch")} <= set(frame.columns)  # both BatchNorm modes, every round
+    assert frame["heldout-accuracy"].equals(frame["heldout-accuracy-eval"])  # eval-bn=eval names the plain ones
     assert 0 <= last["heldout-accuracy"] <= 1 and last["failures"] == 0
     first = frame[frame["round"] == 1].iloc[0]
     assert first["lsi-stage"] == 1 and last["lsi-stage"] == 4 and last["divergence"] >= 0

@@ -7,9 +7,10 @@ import torch
 
 from datasets import load_dataset
 from datasets.registry import ArrayDataset, DataBundle, DataError
-from datasets.shift import corrupt_images, corrupted_sets, corruption_names, ood_set
+from datasets.shift import (SYNTHETIC_OOD, constants_for, corrupt_images, corrupted_sets, corruption_names, ood_set,
+                            synthetic_images)
 from simulations.config import ConfigError, resolve
-from strategies.ood_eval import auroc, due, energy, fpr_at_tpr, msp, shift_metrics
+from strategies.ood_eval import auroc, due, energy, fpr95_foogd, fpr_at_tpr, msp, shift_metrics
 
 import imagecorruptions  # noqa: F401  (a dependency in pyproject.toml: fail, don't skip, without it)
 
@@ -59,24 +60,17 @@ def test_large_scores_are_not_squashed_into_ties():
     assert auroc([200.0, 300.0], [100.0, 150.0]) == 1.0
 
 
-def foogd_msp_fpr(id_scores, ood_scores) -> float:
-    """What FOOGD's code reports as FPR95 for MSP: the share of ID samples rejected at the
-    threshold where 5% of the OOD samples are accepted (FNR at FPR 5%, OOD positive)."""
-    ood = np.sort(np.asarray(ood_scores))[::-1]
-    k = int(np.floor(0.05 * len(ood)))  # at most 5% of OOD accepted
-    t = ood[k - 1] if k else np.inf
-    if np.sum(ood >= t) > k:  # a tie at t would accept more than 5%: move just above it
-        t = np.nextafter(t, np.inf)
-    return float(np.mean(np.asarray(id_scores) < t))
-
-
 def test_standard_fpr95_is_not_foogds_msp_number():
     ids = np.arange(100, dtype=float)
     ood = np.repeat(np.arange(50, dtype=float), 2)
     # standard: accept 95 ID (t = 5): OOD >= 5 is 90 of 100
     assert fpr_at_tpr(ids, ood) == pytest.approx(0.90)
     # FOOGD: accept <= 5 OOD (t = 48: 48, 48, 49, 49): ID < 48 rejected, 48 of 100
-    assert foogd_msp_fpr(ids, ood) == pytest.approx(0.48)
+    assert fpr95_foogd(ids, ood) == pytest.approx(0.48)
+    # 20 OOD scores: at most 1 accepted, the top one (t = 19); ID below 19 rejected: 19 of 100
+    assert fpr95_foogd(ids, np.arange(20, dtype=float)) == pytest.approx(0.19)
+    # under 20 OOD scores no OOD sample may be accepted: t = inf rejects every ID sample
+    assert fpr95_foogd(ids, np.arange(10, dtype=float)) == 1.0
 
 
 def test_scores():
@@ -107,6 +101,36 @@ def test_corruption_is_seeded_and_changes_the_images(digits28):
     state = np.random.get_state()[1].copy()
     corrupt_images(digits28, "glass_blur", 0, seed=1)  # severity 0: levels cycle 1..5
     assert np.array_equal(state, np.random.get_state()[1])  # the caller's numpy RNG is left alone
+
+
+def test_cifar_constants_are_milder_at_small_sizes(digits28):
+    """CIFAR-10-C's Gaussian noise (std 0.10 at level 5) moves pixels less than ImageNet-C's
+    (0.38); ``auto`` picks CIFAR's for 32 px and below; corruptions without CIFAR constants
+    (motion_blur) give the same images either way."""
+    diff = {c: (corrupt_images(digits28, "gaussian_noise", 5, 0, c).float() - digits28.float()).abs().mean()
+            for c in ("cifar", "imagenet")}
+    assert diff["cifar"] < 0.5 * diff["imagenet"]
+    for name in ("gaussian_blur", "brightness", "pixelate", "jpeg_compression", "glass_blur"):
+        assert corrupt_images(digits28[:2], name, 3, 0, "cifar").shape == (2, 1, 28, 28), name
+    assert torch.equal(corrupt_images(digits28[:2], "motion_blur", 3, 0, "cifar"),
+                       corrupt_images(digits28[:2], "motion_blur", 3, 0, "imagenet"))
+    assert constants_for("auto", 28) == "cifar" and constants_for("auto", 64) == "imagenet"
+    with pytest.raises(DataError, match="corruption-constants"):
+        constants_for("small", 28)
+
+
+def test_synthetic_ood_sets_are_seeded_images_in_range():
+    for name in SYNTHETIC_OOD:
+        a = synthetic_images(name, 6, (3, 16, 16), seed=1)
+        assert a.shape == (6, 3, 16, 16) and a.dtype == torch.uint8, name
+        assert torch.equal(a, synthetic_images(name, 6, (3, 16, 16), seed=1)), name
+        assert not torch.equal(a, synthetic_images(name, 6, (3, 16, 16), seed=2)), name
+    noise = synthetic_images("noise-rademacher", 4, (1, 8, 8)).unique()
+    assert set(noise.tolist()) == {0, 255}
+    blobs = synthetic_images("blobs", 20, (1, 28, 28)).float() / 255
+    assert (blobs == 0).float().mean() > 0.3 and (blobs[blobs > 0] >= 0.75 - 1e-2).all()
+    ood = ood_set("blobs", load_dataset("mnist"), 30)
+    assert len(ood) == 30 and ood.x.shape == (30, 1, 28, 28)
 
 
 def test_small_and_rgb_images_keep_their_shape():
@@ -184,7 +208,7 @@ def test_shift_metrics_are_a_flat_dict_in_range():
     corrupted = corrupted_sets(bundle, ["brightness", "contrast"], 1, 0, 40)
     ood = {"digits": ood_set("digits", bundle, 40)}
     out = shift_metrics(Linear(), corrupted, bundle.test.subset(range(40)), ood)
-    for key in ("corrupt-accuracy", "corrupt-accuracy-brightness", "auroc", "fpr95", "auroc-energy",
+    for key in ("corrupt-accuracy", "corrupt-accuracy-brightness", "auroc", "fpr95", "auroc-energy", "fpr95-foogd",
                 "fpr95-energy", "auroc-digits", "fpr95-energy-digits"):
         assert 0.0 <= out[key] <= 1.0, key
     assert out["corrupt-accuracy"] == pytest.approx((out["corrupt-accuracy-brightness"]

@@ -97,6 +97,7 @@ def test_methods_block_gives_each_method_its_own_grid_and_the_report_pairs_them(
     assert main([str(spec), "--local", "--out-dir", str(out)]) == 0
     frame = pd.read_csv(out / "results.csv")
     assert sorted(frame["run-name"].unique()) == ["method-fedavg", "method-fedprox"]  # a single value names no run
+    assert list(frame.groupby("method")["proximal-mu"].first()) == [0.01, 0.0]
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["method"]) == ["fedavg", "fedprox"] and list(summary["n"]) == [1, 1]
     paired = pd.read_csv(out / "paired.csv").set_index("metric")

@@ -28,6 +28,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from .local_training import LocalTraining, replay
+
 Tensors = dict[str, torch.Tensor]
 
 
@@ -47,6 +49,7 @@ class AttackInput:
     num_classes: int
     input_shape: tuple[int, ...]
     buffers: Tensors = field(default_factory=dict)
+    procedure: LocalTraining | None = None  # set: replay this announced local training (``local_training``)
 
     @property
     def lo(self) -> torch.Tensor:
@@ -67,6 +70,8 @@ class AttackInput:
 def simulate(inp: AttackInput, x: torch.Tensor, y: torch.Tensor, create_graph: bool = True) -> list[torch.Tensor]:
     """The update candidate (x, y) would produce: gradient (fedsgd) or w0 - w_E (fedavg)."""
     names = list(inp.target)
+    if inp.procedure is not None:
+        return replay(inp.model, {n: inp.params[n] for n in names}, inp.buffers, x, y, inp.procedure, create_graph)
     params = {n: inp.params[n].detach().requires_grad_(True) for n in names}
 
     def loss_of(p):

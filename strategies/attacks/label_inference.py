@@ -14,7 +14,9 @@ With mean cross-entropy, the gradient of the last layer's bias is
   class with a negative bias gradient gets at least one sample and the counts are
   rounded to sum to B (largest remainder). Unlike GIFD's top-B rule this handles
   repeated labels (invertinggradients#11).
-- FedAvg updates: ``(w_sent - w_received) / (lr * steps)`` stands in for the gradient.
+- FedAvg updates: ``(w_sent - w_received) / (lr * steps)`` stands in for the gradient
+  (``(1 - momentum) / (lr * steps)`` for an announced local training with momentum, whose
+  labels are counted over its ``num_examples`` images).
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from .common import AttackInput
 
 def last_layer(inp: AttackInput) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight, bias) of the classifier in the attacker's pseudo-gradient."""
-    scale = 1.0 if inp.threat == "fedsgd" else 1.0 / (inp.lr * max(int(inp.local_steps), 1))
+    if inp.procedure is not None:  # SGD with momentum m moves about lr / (1 - m) per unit gradient
+        proc = inp.procedure
+        scale = (1 - proc.momentum) / (proc.lr * proc.steps)
+    else:
+        scale = 1.0 if inp.threat == "fedsgd" else 1.0 / (inp.lr * max(int(inp.local_steps), 1))
     names = list(inp.target)
     weights = [n for n in names if inp.target[n].ndim == 2 and inp.target[n].shape[0] == inp.num_classes]
     if not weights:
