@@ -1,6 +1,6 @@
 """Seeded partitioners: split sample indices among clients by label.
 
-Pure functions of (labels, num_partitions, seed, ...) -> list of index arrays, so that
+Pure functions of (labels, num_partitions, seed, ...) -> a sequence of index arrays, so that
 every method and every sweep run sees exactly the same partitions for the same seed.
 
 We do not use flwr-datasets: it depends on Hugging Face ``datasets``, whose top-level
@@ -139,6 +139,38 @@ def domain(
     return [np.sort(chunks[sources[p % len(sources)]][p // len(sources)]) for p in range(num_partitions)]
 
 
+class Draws:
+    """Cross-device clients: client ``p`` holds ``samples_per_client`` indices drawn
+    without replacement from the whole pool by ``default_rng([seed, p])``.
+
+    Clients may share samples (each is an independent draw), so any number of clients
+    can be built from a small pool. A sequence like the other partitioners' lists, but
+    a client's indices are drawn when asked for: memory and time do not grow with the
+    number of clients.
+    """
+
+    def __init__(self, pool_size: int, num_partitions: int, seed: int, samples_per_client: int):
+        if num_partitions < 1:
+            raise PartitionError(f"num-partitions must be >= 1, got {num_partitions}")
+        if not 2 <= samples_per_client <= pool_size:
+            raise PartitionError(f"samples-per-client must be in [2, {pool_size}] (the pool), got {samples_per_client}")
+        self.pool_size, self.n, self.seed, self.k = pool_size, num_partitions, seed, samples_per_client
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, p: int) -> np.ndarray:
+        if not 0 <= p < self.n:
+            raise IndexError(f"partition {p} of {self.n}")
+        rng = np.random.default_rng([self.seed, p])
+        return np.sort(rng.choice(self.pool_size, self.k, replace=False)).astype(np.int64)
+
+
+def draw(labels: np.ndarray, num_partitions: int, seed: int, samples_per_client: int = 20) -> Draws:
+    """Cross-device partitions (``Draws``): overlapping seeded draws from the pool."""
+    return Draws(len(labels), num_partitions, seed, samples_per_client)
+
+
 # name -> adapter taking the run's partition options; a new partitioner is one line here.
 PARTITIONERS: dict[str, Callable[..., Partition]] = {
     "iid": lambda labels, n, seed, opts: iid(labels, n, seed),
@@ -151,6 +183,7 @@ PARTITIONERS: dict[str, Callable[..., Partition]] = {
     "domain": lambda labels, n, seed, opts: domain(
         labels, n, seed, opts["domains"], int(opts["heldout-domain"])
     ),
+    "draw": lambda labels, n, seed, opts: draw(labels, n, seed, int(opts["samples-per-client"])),
 }
 
 
@@ -160,13 +193,14 @@ def partition(
     """Split ``labels``' indices with the partitioner ``name``.
 
     ``opts`` holds ``alpha`` (key ``dirichlet-alpha``) and run-config keys (``classes-per-client``,
-    ``heldout-domain``) by their names, and ``domains`` (per-sample domain ids or None).
+    ``heldout-domain``, ``samples-per-client``) by their names, and ``domains`` (per-sample domain ids or None).
     """
     if name not in PARTITIONERS:
         raise PartitionError(
             f"unknown partitioner '{name}': pass one of {sorted(PARTITIONERS)}"
         )
-    opts = {"alpha": 0.5, "classes-per-client": 2, "heldout-domain": 0, "domains": None, **opts}
+    opts = {"alpha": 0.5, "classes-per-client": 2, "heldout-domain": 0, "domains": None,
+            "samples-per-client": 20, **opts}
     return PARTITIONERS[name](np.asarray(labels), num_partitions, seed, opts)
 
 
@@ -185,5 +219,6 @@ def partition_for(cfg: dict, bundle, num_partitions: int) -> Partition:
     return partition(
         cfg["partitioner"], bundle.train_labels, num_partitions, int(cfg["seed"]),
         alpha=cfg["dirichlet-alpha"], domains=bundle.train_domains,
-        **{"classes-per-client": cfg["classes-per-client"], "heldout-domain": cfg.get("heldout-domain", 0)},
+        **{"classes-per-client": cfg["classes-per-client"], "heldout-domain": cfg.get("heldout-domain", 0),
+           "samples-per-client": cfg.get("samples-per-client", 20)},
     )

@@ -1,11 +1,15 @@
 """Benchmarks: ``python -m simulations.benchmark NAME [--quick] [--out-dir DIR]``.
 
 ``overhead`` (Flower's simulation against a plain PyTorch loop doing the same client
-work), ``scale`` (100 and 1,000 virtual clients: time and memory), ``fedhip-cost``
-(FedHiP's CPU seconds and bytes against FedAvg fine-tuning the same backbone) and
-``gifd-cost`` (seconds per reconstructed image). Each prints its figures with the load average next to every timing, writes
-``<out-dir>/<name>.json`` and ends with one ``summary:`` line; ``--quick`` is the
-smallest size, for the tests. docs/benchmarks.md says what the figures mean.
+work), ``scale`` (1,000 / 10,000 / 100,000 virtual clients, 100 sampled per round, in
+process and through Flower's engine: start-up, per-round time and memory, and the
+engine's own per-node costs), ``gpu-fractions`` (Ray with per-client GPU fractions
+against in-process runs; needs a GPU, ``--dry-run-cpu`` checks it on the CPU),
+``fedhip-cost`` (FedHiP's CPU seconds and bytes against FedAvg fine-tuning the same
+backbone) and ``gifd-cost`` (seconds per reconstructed image). Each prints its figures
+with the load average next to every timing, writes ``<out-dir>/<name>.json`` and ends
+with one ``summary:`` line; ``--quick`` is the smallest size, for the tests.
+docs/benchmarks.md says what the figures mean.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-BENCHMARKS = ("overhead", "scale", "fedhip-cost", "gifd-cost")
+BENCHMARKS = ("overhead", "scale", "gpu-fractions", "fedhip-cost", "gifd-cost")
 
 
 def load() -> str:
@@ -342,39 +346,421 @@ def fmt_list(values, digits: int = 2) -> str:
 
 
 # ---- scale -----------------------------------------------------------------------------
-def bench_scale(args) -> dict:
-    from simulations.superlink import LocalSuperLink
+SCALE_LOCAL = """
+from simulations.config import resolve
+from simulations.local import run_local
+cfg = resolve({overrides!r})
+run_local(cfg, {n})
+"""
 
-    sizes = [10, 100] if args.quick else [int(s) for s in (args.sizes or "100,1000").split(",")]
-    rounds = 2 if args.quick else (args.rounds or 3)
-    out = args.out_dir / "scale"
-    res = {"rounds": rounds, "sizes": {}}
-    say(f"scale: FedAvg on MNIST (iid), {sizes} virtual clients, 10% sampled per round, {rounds} rounds ({load()})")
-    for n in sizes:
-        overrides = {"method": "fedavg", "dataset": "mnist", "partitioner": "iid", "local-epochs": 1,
-                     "num-server-rounds": rounds, "fraction-train": 0.1, "fraction-evaluate": 0.1,
-                     "seed": 0, "checkpoint-every": 0}
-        with LocalSuperLink() as link:  # a fresh SuperLink per size: its memory counts
-            run = flower_run(link, overrides, {"num-supernodes": n}, out, f"clients-{n}", track_rss=True)
-        rows = run["rows"]
-        secs = rows.loc[rows["round"] >= 1, "round-seconds"].tolist()
-        sampled = max(int(n * 0.1), 2)
-        per_round = steady(secs)
-        res["sizes"][n] = {"sampled": sampled, "round-seconds": secs, "round-s": per_round,
-                           "s-per-sampled-client": per_round / sampled, "peak-rss-mb": run["peak_rss"] / 2**20,
-                           "peak-procs": run["peak_procs"], "run-wall-s": run["wall"], "load": os.getloadavg()[0]}
-        say(f"  {n} clients ({sampled} sampled): round seconds {fmt_list(secs)}, "
-            f"{per_round / sampled * 1000:.0f} ms per sampled client, peak RSS {run['peak_rss'] / 2**20:.0f} MB "
-            f"over {run['peak_procs']} processes, run {run['wall']:.1f} s ({load()})")
-    small, big = (res["sizes"][s] for s in sizes[:2])
-    time_ratio = big["round-s"] / small["round-s"]
-    clients_ratio = big["sampled"] / small["sampled"]
-    rss_ratio = big["peak-rss-mb"] / small["peak-rss-mb"]
-    res.update({"time-ratio": time_ratio, "sampled-ratio": clients_ratio, "rss-ratio": rss_ratio})
-    say(f"summary: scale {sizes[0]} -> {sizes[1]} clients: per-round {small['round-s']:.2f} -> {big['round-s']:.2f} s "
-        f"(x{time_ratio:.1f} for x{clients_ratio:.0f} sampled clients; goal proportional), peak RSS "
-        f"{small['peak-rss-mb']:.0f} -> {big['peak-rss-mb']:.0f} MB (x{rss_ratio:.2f}, goal <= 1.2) ({load()})")
+
+def scale_overrides(n: int, sampled: int, rounds: int) -> dict:
+    """Tiny client work, so that the engine is what is measured: FedAvg, 10 samples per
+    client drawn from MNIST's pool (``partitioner=draw``), one local epoch of one batch."""
+    fraction = sampled / n
+    assert int(n * fraction) == sampled, (n, sampled)
+    return {"method": "fedavg", "dataset": "mnist", "partitioner": "draw", "samples-per-client": 10,
+            "local-test-fraction": 0.2, "local-epochs": 1, "batch-size": 8, "num-server-rounds": rounds,
+            "fraction-train": fraction, "fraction-evaluate": fraction, "seed": 0, "checkpoint-every": 0,
+            "overwrite": True}  # a benchmark may run again into the same out-dir
+
+
+def stamped(cmd: list[str], log_path: Path, env: dict, limit: float, cpu: dict[int, float]):
+    """Run ``cmd``, keeping its output lines with the seconds since start (and in
+    ``log_path``); sample its process tree's RSS, and its CPU seconds as each round's line
+    arrives (into ``cpu``). Stopped after ``limit`` seconds; a failure raises. Returns the
+    lines, the peak RSS in bytes and the wall seconds."""
+    import re
+    import subprocess
+
+    from simulations.superlink import stop_tree
+
+    lines: list[tuple[float, str]] = []
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = TreeRSS([proc.pid])
+    sampler.start()
+    timer = threading.Timer(limit, stop_tree, args=(proc.pid,))
+    timer.start()
+    with open(log_path, "w") as log:
+        for line in proc.stdout:
+            log.write(line)
+            lines.append((time.perf_counter() - t0, line.rstrip()))
+            if found := re.search(r"\[round (\d+)/", line):
+                cpu.setdefault(int(found[1]), tree_cpu([proc.pid]))
+    proc.wait()
+    stopped = not timer.is_alive()
+    timer.cancel()
+    peak = sampler.stop()
+    if proc.returncode and not stopped:
+        raise RuntimeError(f"in-process run failed (exit {proc.returncode}; log: {log_path})")
+    return lines, peak, time.perf_counter() - t0
+
+
+def round_times(lines: list[tuple[float, str]]) -> dict[int, float]:
+    """Seconds since start at which each ``[round N/`` progress line arrived."""
+    import re
+
+    out: dict[int, float] = {}
+    for t, line in lines:
+        if (found := re.search(r"\[round (\d+)/", line)) and int(found[1]) not in out:
+            out[int(found[1])] = t
+    return out
+
+
+def scale_figures(times: dict[int, float], rows, rounds: int, cpu: dict[int, float]) -> dict:
+    """Start-up (to the end of round 1, less one later round), steady per-round seconds
+    and CPU seconds of the process tree per steady round (rounds 2.., median: these depend
+    much less on the machine's other load); ``complete`` False where the run stopped early."""
+    done = rows is not None and "round-seconds" in rows  # a run stopped in round 1 wrote round 0 only
+    secs = rows.loc[rows["round"] >= 1, "round-seconds"].tolist() if done else []
+    cpu_rounds = [cpu[r] - cpu[r - 1] for r in range(2, rounds + 1) if r in cpu and r - 1 in cpu]
+    base = {"round-seconds": secs, "cpu-per-round-s": stats.median(cpu_rounds) if cpu_rounds else None,
+            "round-0-s": times.get(0)}
+    if 1 not in times or not secs:
+        return {**base, "complete": False, "round-s": None, "startup-s": None}
+    per_round = steady(secs)
+    # less the fastest later round: a load spike in a later round would make the median too long
+    return {**base, "complete": len(secs) == rounds, "round-s": per_round, "startup-s": times[1] - best(secs)}
+
+
+def read_rows(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path) if path.exists() else None
+
+
+def scale_local(n: int, sampled: int, rounds: int, out: Path, limit: float) -> dict:
+    """One in-process run (``LocalGrid``: the strategy, messages and ClientApp, no engine)
+    in a fresh Python process, so that its memory counts alone; stopped after ``limit`` s."""
+    name = f"local-{n}"
+    (out / name).mkdir(parents=True, exist_ok=True)
+    overrides = {**scale_overrides(n, sampled, rounds), "out-dir": str(out), "run-name": name}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cpu: dict[int, float] = {}
+    lines, peak, wall = stamped([sys.executable, "-c", SCALE_LOCAL.format(overrides=overrides, n=n)],
+                                out / name / "flwr.log", env, limit, cpu)
+    res = scale_figures(round_times(lines), read_rows(out / name / "metrics.csv"), rounds, cpu)
+    return {**res, "peak-rss-mb": peak / 2**20, "run-wall-s": wall, "load": os.getloadavg()[0]}
+
+
+def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> dict:
+    """One ``flwr run`` through the Ray simulation engine, on a fresh SuperLink (and a Ray
+    of its own), so that the size's memory counts alone; stopped after ``limit`` s."""
+    from simulations.config import resolve
+    from simulations.superlink import LocalSuperLink, stop_tree
+
+    name = f"flower-{n}"
+    run_dir = out / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = resolve({**scale_overrides(n, sampled, rounds), "out-dir": str(out), "run-name": name})
+    fed = {"num-supernodes": n, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        with LocalSuperLink() as link:
+            sampler = TreeRSS(roots(link))
+            sampler.start()
+            timer = threading.Timer(limit, stop_tree, args=(link.procs[0].pid,))  # the SuperLink's whole tree
+            timer.start()
+            t0 = time.perf_counter()
+            cpu: dict[int, float] = {}
+            record, lines = timed_run(link, cfg, run_dir / "flwr.log", fed,
+                                      on_round=lambda r: cpu.setdefault(r, tree_cpu(roots(link))))
+            wall = time.perf_counter() - t0
+            stopped = not timer.is_alive()
+            timer.cancel()
+            peak = sampler.stop()
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+    res = scale_figures(round_times(lines), read_rows(run_dir / "metrics.csv"), rounds, cpu)
+    ready = first(lines, r"results in")
+    status = "stopped" if stopped else record.get("status", "unknown")
+    if status != "finished:completed":  # said, with the figures it reached; the other sizes still run
+        status += f" {record.get('status-details', '')} (log: {run_dir / 'flwr.log'})"
+    res.update({"status": status, "peak-rss-mb": peak / 2**20,
+                "peak-procs": sampler.peak_procs, "run-wall-s": wall, "serverapp-ready-s": ready,
+                "load": os.getloadavg()[0]})
     return res
+
+
+def engine_costs(n: int, messages: int = 100, probe: int = 10_000) -> dict:
+    """What Flower's simulation engine does per node, timed on its own functions in this
+    process (flwr 1.42, ``flwr.server.superlink.fleet.vce.vce_api``): registering ``n``
+    nodes in the in-memory LinkState; building each node's run context (a
+    ``DeprecatedRunInfoStore``, which reads the app's pyproject.toml again for every
+    node); and one sweep of the loop that looks for messages to deliver, with none and
+    with ``messages`` in flight (every 0.1 s it asks the LinkState once per node, and
+    each ask scans every stored message). Contexts and sweeps are timed on the first
+    ``probe`` nodes and scaled to ``n`` (both are a loop over the nodes)."""
+    import psutil
+    from queue import Queue
+    from uuid import uuid4
+
+    from flwr.app import Message, MessageType, RecordDict
+    from flwr.server.superlink.fleet.vce.vce_api import (_register_node_info_stores, _register_nodes,
+                                                         add_messages_to_queue)
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.superlink.federation import NoOpFederationManager
+    from flwr.superlink.federation.noop_federation_manager import NOOP_FEDERATION_ID
+
+    from simulations.superlink import APP_DIR
+
+    class OneSweep:  # add_messages_to_queue's stop event: one pass over the nodes
+        passes = 0
+
+        def is_set(self) -> bool:
+            self.passes += 1
+            return self.passes > 1
+
+        def wait(self, seconds: float) -> None:
+            pass
+
+    me = psutil.Process()
+    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
+    rss0, t0 = me.memory_info().rss, time.perf_counter()
+    mapping = _register_nodes(n, factory)
+    rss1, t1 = me.memory_info().rss, time.perf_counter()
+    sub = dict(list(mapping.items())[:min(n, probe)])
+    scale = n / len(sub)
+    stores = _register_node_info_stores(sub, Run.create_empty(1), app_dir=str(APP_DIR))
+    rss2, t2 = me.memory_info().rss, time.perf_counter()
+    state = factory.state()
+    add_messages_to_queue(state, Queue(), sub, OneSweep())
+    t3 = time.perf_counter()
+    run_id = state.create_run(None, None, None, {}, NOOP_FEDERATION_ID, None, None, "serverapp")
+    saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 1, 1
+    try:
+        for node in list(sub)[:messages]:  # delivered, awaiting the reply: as while clients train
+            msg = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
+            msg.metadata.__dict__["_message_id"] = str(uuid4())
+            msg.metadata.delivered_at = "delivered"
+            state.message_ins_store[msg.metadata.message_id] = msg
+        t4 = time.perf_counter()
+        add_messages_to_queue(state, Queue(), sub, OneSweep())
+        t5 = time.perf_counter()
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+    del stores
+    return {"nodes": n, "probe": len(sub), "register-s": t1 - t0, "register-mb": (rss1 - rss0) / 2**20,
+            "contexts-s": (t2 - t1) * scale, "contexts-mb": (rss2 - rss1) / 2**20 * scale,
+            "sweep-empty-s": (t3 - t2) * scale, "sweep-busy-s": (t5 - t4) * scale, "messages": messages,
+            "load": os.getloadavg()[0]}
+
+
+def ratio(a, b) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def fmt(value, spec: str = ".1f", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def bench_scale(args) -> dict:
+    if args.quick:
+        sizes, sampled, rounds = [10, 100], 5, 2
+    else:
+        sizes = [int(s) for s in (args.sizes or "1000,10000,100000").split(",")]
+        sampled, rounds = args.sampled or 100, args.rounds or 3
+    engines = args.engines.split(",") if args.engines else ["local", "flower"]
+    limit = args.limit or 1800
+    out = args.out_dir / "scale"
+    res: dict = {"sizes": sizes, "sampled": sampled, "rounds": rounds, "local": {}, "flower": {}, "engine": {}}
+    say(f"scale: FedAvg on MNIST, partitioner=draw (10 samples per client, one batch of 8 per epoch), {sizes} "
+        f"virtual clients, {sampled} sampled per round (train and evaluate), {rounds} rounds; each size in a fresh "
+        f"process tree ({load()})")
+    for n in sizes:
+        if "local" in engines:
+            r = res["local"][n] = scale_local(n, sampled, rounds, out, limit)
+            say(f"  in-process (LocalGrid, no engine), {n} clients: start-up {fmt(r['startup-s'])} s, round seconds "
+                f"{fmt_list(r['round-seconds'])}, CPU seconds per round {fmt(r['cpu-per-round-s'], '.2f')}, peak RSS "
+                f"{r['peak-rss-mb']:.0f} MB ({load()})")
+        if "flower" in engines:
+            r = res["flower"][n] = scale_flower(n, sampled, rounds, out, limit)
+            state = "" if r["complete"] else (f" NOT COMPLETE after {len(r['round-seconds'])} rounds: {r['status']}; "
+                                              f"the first round took {fmt(next(iter(r['round-seconds']), None))} s")
+            say(f"  Flower simulation (Ray), {n} clients: start-up {fmt(r['startup-s'])} s (ServerApp ready "
+                f"{fmt(r['serverapp-ready-s'])} s, round 0 done {fmt(r['round-0-s'])} s after flwr run), round "
+                f"seconds {fmt_list(r['round-seconds'])}, CPU seconds per round {fmt(r['cpu-per-round-s'], '.2f')}, "
+                f"peak RSS {r['peak-rss-mb']:.0f} MB over {r['peak-procs']} "
+                f"processes{state} ({load()})")
+        if "flower" in engines and not args.quick:
+            e = res["engine"][n] = engine_costs(n)
+            probe = "" if e["probe"] == n else f" (contexts and sweeps timed on {e['probe']} nodes, scaled)"
+            say(f"  Flower's engine alone, {n} nodes{probe}: register {e['register-s']:.2f} s / "
+                f"{e['register-mb']:.0f} MB, node contexts {e['contexts-s']:.2f} s / {e['contexts-mb']:.0f} MB, one "
+                f"delivery sweep {e['sweep-empty-s'] * 1000:.0f} ms idle, {e['sweep-busy-s']:.2f} s with {e['messages']} messages "
+                f"in flight ({load()})")
+    small, big = sizes[0], sizes[-1]
+    parts = []
+    for engine in engines:
+        a, b = res[engine][small], res[engine][big]
+        f = {"round": ratio(b["round-s"], a["round-s"]), "startup": ratio(b["startup-s"], a["startup-s"]),
+             "rss": ratio(b["peak-rss-mb"], a["peak-rss-mb"])}
+        f["met"] = all(v is not None and v <= 1.5 for v in f.values())
+        f["cpu-round"] = ratio(b["cpu-per-round-s"], a["cpu-per-round-s"])
+        res[f"{engine}-ratios"] = f
+        parts.append(f"{engine} per-round x{fmt(f['round'], '.2f')} (CPU seconds x{fmt(f['cpu-round'], '.2f')}), start-up x{fmt(f['startup'], '.2f')}, peak RSS "
+                     f"x{fmt(f['rss'], '.2f')} ({'met' if f['met'] else 'NOT met'})")
+    say(f"summary: scale {small} -> {big} clients ({sampled} sampled): " + "; ".join(parts)
+        + f" (goal: each <= 1.5) ({load()})")
+    return res
+
+
+# ---- gpu-fractions ---------------------------------------------------------------------
+class GpuMemory(threading.Thread):
+    """Peak GPU memory in use (MiB, all GPUs, ``nvidia-smi``) and the most processes
+    holding a CUDA context at once (each a client running on the GPU), every 0.2 s."""
+
+    def __init__(self, interval: float = 0.2):
+        super().__init__(daemon=True)
+        self.interval, self.peak_mb, self.peak_procs = interval, 0.0, 0
+        self._halt = threading.Event()
+
+    @staticmethod
+    def query() -> tuple[float, int]:
+        import subprocess
+
+        used = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True).stdout.split()
+        apps = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.split()
+        return sum(float(u) for u in used), len(apps)
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            mb, procs = self.query()
+            self.peak_mb, self.peak_procs = max(self.peak_mb, mb), max(self.peak_procs, procs)
+
+    def stop(self) -> tuple[float, int]:
+        self._halt.set()
+        self.join()
+        return self.peak_mb, self.peak_procs
+
+
+def ray_actors(address: str) -> list[dict]:
+    """Flower's client actors on the Ray cluster at ``address`` (live and ended), with the
+    resources each asked Ray for (``required_resources``), read in a separate driver."""
+    import subprocess
+
+    code = ("import json, ray; from ray._private import state; from ray.core.generated import gcs_pb2;"
+            "ray.init(address=%r, logging_level='ERROR');"
+            "rows = [gcs_pb2.ActorTableData.FromString(b) for b in "
+            "state.state._connect_and_get_accessor().get_actor_table(None, None)];"
+            "print(json.dumps([{'job': a.job_id.hex(), 'start': a.start_time, 'resources': dict(a.required_resources)}"
+            " for a in rows if a.class_name == 'ClientAppActor']))" % address)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_gpu_fractions(args) -> dict:
+    """FedAvg through Ray with ``client-resources-num-gpus`` 1, 0.5, 0.25, 0.1 and in-process
+    with ``--jobs``: clients at once, clients/s, GPU memory, per-round overhead vs a plain loop."""
+    import torch
+
+    from simulations.superlink import LocalSuperLink, RayCluster
+
+    dry = args.dry_run_cpu
+    if not dry and not torch.cuda.is_available():
+        raise SystemExit("gpu-fractions needs a CUDA GPU and found none (torch.cuda.is_available() is False); "
+                         "--dry-run-cpu runs it on the CPU with Ray told of one GPU, to check the script only")
+    fractions = [float(f) for f in (args.fractions or ("0.5" if args.quick else "1,0.5,0.25,0.1")).split(",")]
+    jobs = [int(j) for j in (args.jobs or ("1" if args.quick else "1,2,4")).split(",")]
+    clients, rounds = (2, 2) if args.quick else (args.clients or 20, args.rounds or 3)
+    out = args.out_dir / "gpu-fractions"
+    overrides = {"method": "fedavg", "dataset": "mnist", "partitioner": "iid", "local-epochs": 1,
+                 "num-server-rounds": rounds, "seed": 0, "checkpoint-every": 0, "overwrite": True,
+                 "device": "cpu" if dry else "cuda"}
+    gpu_name = "none (dry run on the CPU)" if dry else torch.cuda.get_device_name(0)
+    say(f"gpu-fractions: FedAvg on MNIST, {clients} clients x 1 local epoch, all sampled, {rounds} rounds, on "
+        f"{gpu_name} ({load()})")
+    res: dict = {"gpu": gpu_name, "dry-run": dry, "clients": clients, "rounds": rounds, "ray": {}, "local": {}}
+    plain = plain_loop(overrides, clients, rounds)
+    pl_round = steady(plain["round_seconds"])
+    res["plain-round-s"] = pl_round
+    say(f"  plain loop on the same device: round seconds {fmt_list(plain['round_seconds'])} ({load()})")
+    with RayCluster(num_gpus=1 if dry else None) as ray, \
+            LocalSuperLink(env={"RAY_ADDRESS": ray.address}) as link:
+        link.ray = ray
+        for g in fractions:
+            meter = None if dry else GpuMemory()
+            if meter:
+                meter.start()
+            run = flower_run(link, overrides, {"num-supernodes": clients, "client-resources-num-cpus": 1,
+                                               "client-resources-num-gpus": g}, out, f"gpus-{g}")
+            peak_mb, peak_procs = meter.stop() if meter else (None, None)
+            secs = run["rows"].loc[run["rows"]["round"] >= 1, "round-seconds"].tolist()
+            per_round = steady(secs)
+            actors = sorted(ray_actors(ray.address), key=lambda a: a["start"])
+            mine = [a for a in actors if a["job"] == actors[-1]["job"]]  # this run's Ray job
+            res["ray"][g] = {"round-seconds": secs, "round-s": per_round, "clients-per-s": clients / per_round,
+                             "overhead": per_round / pl_round, "actors": len(mine),
+                             "actor-resources": mine[0]["resources"] if mine else None,
+                             "gpu-peak-mb": peak_mb, "gpu-procs-at-once": peak_procs, "load": os.getloadavg()[0]}
+            r = res["ray"][g]
+            say(f"  Ray, num-gpus {g}: {r['actors']} client actors (each asked Ray for {r['actor-resources']}), "
+                f"{fmt(peak_procs, 'd')} on the GPU at once, round seconds {fmt_list(secs)}, "
+                f"{r['clients-per-s']:.2f} clients/s, x{r['overhead']:.2f} the plain loop, GPU "
+                f"memory peak {fmt(peak_mb, '.0f', ' MiB')} ({load()})")
+    for j in jobs:
+        r = res["local"][j] = local_jobs(overrides, clients, j, out, dry)
+        r["overhead"] = r["round-s"] / pl_round
+        say(f"  in-process, --jobs {j}: {j} runs at once, round seconds {fmt_list(r['round-seconds'])}, "
+            f"{r['clients-per-s']:.2f} clients/s over all runs, x{r['overhead']:.2f} the plain loop per round, GPU "
+            f"memory peak {fmt(r['gpu-peak-mb'], '.0f', ' MiB')} ({load()})")
+    best_ray = max(res["ray"].items(), key=lambda kv: kv[1]["clients-per-s"])
+    best_local = max(res["local"].items(), key=lambda kv: kv[1]["clients-per-s"])
+    say(f"summary: gpu-fractions on {gpu_name}: best Ray num-gpus {best_ray[0]} {best_ray[1]['clients-per-s']:.2f} "
+        f"clients/s (x{best_ray[1]['overhead']:.2f} plain per round), best in-process --jobs {best_local[0]} "
+        f"{best_local[1]['clients-per-s']:.2f} clients/s; plain loop {clients / pl_round:.2f} clients/s "
+        f"({load()})")
+    return res
+
+
+def local_jobs(overrides: dict, clients: int, jobs: int, out: Path, dry: bool) -> dict:
+    """``sweep --local --jobs N``'s way: N in-process runs at once (seeds 0..N-1), each in
+    its own process on the same device (N = 1: in this one); clients/s over all of them."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    import pandas as pd
+
+    from simulations.config import resolve
+    from simulations.local import run_logged
+
+    meter = None if dry else GpuMemory()
+    if meter:
+        meter.start()
+    cfgs = []
+    for seed in range(jobs):
+        cfg = resolve({**overrides, "seed": seed, "out-dir": str(out), "run-name": f"local-jobs{jobs}-seed{seed}"})
+        (out / cfg["run-name"]).mkdir(parents=True, exist_ok=True)
+        cfgs.append(cfg)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    logs = [out / c["run-name"] / "flwr.log" for c in cfgs]
+    if jobs == 1:  # as sweep --local: one run at a time runs in this process
+        done = [run_logged(cfgs[0], clients, logs[0], threads)]
+    else:
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            done = list(pool.map(run_logged, cfgs, [clients] * jobs, logs, [threads] * jobs))
+    peak_mb, _ = meter.stop() if meter else (None, None)
+    failed = [reason for status, reason, _ in done if status != "finished:completed"]
+    if failed:
+        raise RuntimeError(f"in-process run failed: {failed[0]}")
+    per_run = [steady(pd.read_csv(out / c["run-name"] / "metrics.csv").query("round >= 1")["round-seconds"].tolist())
+               for c in cfgs]
+    per_round = stats.mean(per_run)
+    secs = pd.read_csv(out / cfgs[0]["run-name"] / "metrics.csv").query("round >= 1")["round-seconds"].tolist()
+    return {"round-seconds": secs, "round-s": per_round, "clients-per-s": jobs * clients / per_round,
+            "gpu-peak-mb": peak_mb, "load": os.getloadavg()[0]}
 
 
 # ---- fedhip-cost -----------------------------------------------------------------------
@@ -543,8 +929,8 @@ def bench_gifd_cost(args) -> dict:
             "load": os.getloadavg()[0]}
 
 
-RUNNERS = {"overhead": bench_overhead, "scale": bench_scale, "fedhip-cost": bench_fedhip_cost,
-           "gifd-cost": bench_gifd_cost}
+RUNNERS = {"overhead": bench_overhead, "scale": bench_scale, "gpu-fractions": bench_gpu_fractions,
+           "fedhip-cost": bench_fedhip_cost, "gifd-cost": bench_gifd_cost}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -552,9 +938,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=BENCHMARKS)
     parser.add_argument("--quick", action="store_true", help="smallest size (CI: checks that it runs)")
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/benchmark"))
-    parser.add_argument("--clients", type=int, help="overhead, fedhip-cost: number of clients")
-    parser.add_argument("--rounds", type=int, help="overhead, scale, fedhip-cost: rounds (FedAvg)")
-    parser.add_argument("--sizes", help="scale: comma list of client counts (default 100,1000)")
+    parser.add_argument("--clients", type=int, help="overhead, gpu-fractions, fedhip-cost: number of clients")
+    parser.add_argument("--rounds", type=int, help="overhead, scale, gpu-fractions, fedhip-cost: rounds (FedAvg)")
+    parser.add_argument("--sizes", help="scale: comma list of client counts (default 1000,10000,100000)")
+    parser.add_argument("--sampled", type=int, help="scale: clients sampled per round (default 100)")
+    parser.add_argument("--engines", help="scale: local,flower (default both: in-process and the Ray simulation)")
+    parser.add_argument("--limit", type=float, help="scale: seconds after which a size's run is stopped (1800)")
+    parser.add_argument("--fractions", help="gpu-fractions: client-resources-num-gpus values (1,0.5,0.25,0.1)")
+    parser.add_argument("--jobs", help="gpu-fractions: in-process runs at once (1,2,4)")
+    parser.add_argument("--dry-run-cpu", action="store_true", help="gpu-fractions: no GPU needed; Ray is told of "
+                        "one GPU and clients train on the CPU (checks the script and the resource keys only)")
     parser.add_argument("--gan-dir", type=Path, help="gifd-cost: where the GAN prior is cached")
     parser.add_argument("--ray-per-run", action="store_true", help="overhead, fedhip-cost: a private Ray instance "
                         "per run, as before sweeps shared one")

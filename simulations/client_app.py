@@ -1,9 +1,11 @@
 """ClientApp: load this node's partition and hand each message to the method's client.
 
-A node's partition comes from its node config (``partition-id``, ``num-partitions``):
-the simulation engine sets them, and real SuperNodes pass them with ``--node-config``
-(where ``data-root`` may also point at the node's own data; without a partition id the
-node's whole local train pool is its partition).
+A node's partition comes from the message where the server assigns partitions
+(``partition-assignment=server``: ``partition-id``/``num-partitions`` in its config
+record; only simulated nodes accept that), else from its node config: the simulation
+engine sets them, and real SuperNodes pass them with ``--node-config`` (where
+``data-root`` may also point at the node's own data; without a partition id the node's
+whole local train pool is its partition).
 Partitions are computed (seeded) once in every client process and cached there.
 """
 
@@ -18,7 +20,8 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.base import SIM_GROUND_TRUTH as GROUND_TRUTH, ClientData, Reply, batches, refuse_evaluation_only
+from clients.base import (SIM_GROUND_TRUTH as GROUND_TRUTH, ClientData, Reply, batches, ground_truth_allowed,
+                          refuse_evaluation_only)
 from datasets import load_for
 from datasets.partition import partition_for, train_test_split
 from simulations.config import resolve
@@ -27,7 +30,7 @@ from simulations.methods import METHODS
 app = ClientApp()
 
 PARTITION_KEYS = ("dataset", "data-root", "download", "image-size", "partitioner", "dirichlet-alpha",
-                  "classes-per-client", "seed", "local-test-fraction", "heldout-domain")
+                  "classes-per-client", "seed", "local-test-fraction", "heldout-domain", "samples-per-client")
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,13 +53,19 @@ def client_data(key: tuple, partition_id: int, num_partitions: int) -> ClientDat
     return ClientData(partition_id, subset(train_idx), subset(test_idx), bundle.num_classes, bundle.input_shape)
 
 
-def setup(context: Context):
-    """Resolved config, this node's data and the method's client."""
+def setup(context: Context, config: dict | None = None):
+    """Resolved config, this node's data and the method's client (``config``: the
+    message's config record, which names the partition where the server assigns it)."""
     cfg = resolve(dict(context.run_config))
     node = context.node_config
     if node.get("data-root"):  # a real SuperNode pointing at its own data
         cfg["data-root"] = str(node["data-root"])
     pid, n = int(node.get("partition-id", 0)), int(node.get("num-partitions", 1))
+    if config and "partition-id" in config:
+        if node.get("data-root") or not ground_truth_allowed(context):
+            raise ValueError("this node keeps its own partition (not a simulation): run with "
+                             "partition-assignment='node'")
+        pid, n = int(config["partition-id"]), int(config["num-partitions"])
     data = client_data(tuple(cfg[k] for k in PARTITION_KEYS), pid, n)
     return cfg, METHODS[cfg["method"]].client(cfg, data)
 
@@ -106,9 +115,9 @@ def training_set(data) -> dict[str, torch.Tensor]:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg, client = setup(context)
-    stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
     config = refuse_evaluation_only(config_of(msg), context)
+    cfg, client = setup(context, config)
+    stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
     reply = client.train(tensors(msg.content), config, stored)
     if config.get(GROUND_TRUTH) and GROUND_TRUTH not in reply.arrays:  # the privacy audit's evaluator
         reply.arrays[GROUND_TRUTH] = training_set(client.data.train)
@@ -122,9 +131,10 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    cfg, client = setup(context)
+    config = refuse_evaluation_only(config_of(msg), context)
+    cfg, client = setup(context, config)
     stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
-    metrics = client.evaluate(tensors(msg.content), refuse_evaluation_only(config_of(msg), context), stored)
+    metrics = client.evaluate(tensors(msg.content), config, stored)
     if isinstance(metrics, Reply):  # an evaluate that also keeps state (e.g. a personalized model)
         for name, values in metrics.keep.items():
             context.state[name] = ArrayRecord(values)

@@ -49,9 +49,14 @@ class DataKeys(Keys):
     image_size: Int = Field(64, ge=8, description="side in pixels image-folder sets are resized to (`image-folder`, "
                                                   "`pacs`, `officehome`, `domainnet`, `tinyimagenet`)")
     partitioner: str = Field("dirichlet", description="`iid`, `dirichlet`, `pathological`, `domain` "
-                                                      "(one source domain per client)")
+                                                      "(one source domain per client), `draw` (cross-device: any "
+                                                      "number of clients, overlapping seeded draws from the pool)")
     dirichlet_alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more label skew)")
     classes_per_client: Int = Field(2, ge=1, description="classes per client for `pathological`")
+    samples_per_client: Int = Field(20, ge=2, description="`partitioner=draw` (cross-device): samples each client "
+                                    "draws, without replacement, from the whole pool (`default_rng([seed, "
+                                    "partition-id])`); clients may hold the same samples, so the population is not "
+                                    "limited by the pool's size")
     local_test_fraction: float = Field(0.2, ge=0, lt=1,
                                        description="share of each client's partition kept as its local test split")
     heldout_domain: Int = Field(0, ge=0, description="`partitioner=domain`: the domain id no client holds "
@@ -76,6 +81,11 @@ class TrainKeys(Keys):
     fraction_train: float = Field(1.0, gt=0, le=1, description="share of nodes sampled for training each round")
     fraction_evaluate: float = Field(1.0, ge=0, le=1, description="share of nodes asked for personalized "
                                                                    "evaluation each round (0 = skip)")
+    partition_assignment: Literal["server", "node"] = Field(
+        "server", description="`server`: the server numbers the nodes 0..N-1 in node-id order, samples partition "
+        "ids with the seed and names each sampled node's partition in its message (no start-up message; server "
+        "state per node sampled; simulation and `--local`). `node`: each node keeps the partition of its node "
+        "config, asked once from every node at start (real SuperNodes with their own data)")
     min_train_nodes: Int = Field(2, ge=1, description="fewest good replies for a round to update the model")
     round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies in a round")
     max_num_examples: Int = Field(0, ge=0, description="the most `num-examples` (its weight in the average) one "

@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     from simulations.config import ConfigError, resolve
 
     try:
-        cfg = resolve(tomllib.loads(args.run_config.replace(" ", "\n")) if args.run_config else {})
+        overrides = tomllib.loads(args.run_config.replace(" ", "\n")) if args.run_config else {}
+        overrides.setdefault("partition-assignment", "node")  # real SuperNodes keep their own partition
+        cfg = resolve(overrides)
     except (ConfigError, tomllib.TOMLDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

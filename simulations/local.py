@@ -44,12 +44,8 @@ class LocalGrid(Grid):
         # Who "this process" is, which Flower's runtime sets in a ServerApp process: new
         # messages take their run id and source node from it.
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
-        self.contexts = {
-            node: Context(run_id=run_id, node_id=node, state=RecordDict(), run_config=dict(run_config),
-                          node_config={"partition-id": node - 2, "num-partitions": num_nodes,
-                                       "sim-ground-truth": True})
-            for node in range(2, num_nodes + 2)  # 1 is the SuperLink's id
-        }
+        self.num_nodes, self.run_config, self.run_id = num_nodes, dict(run_config), run_id
+        self.contexts: dict[int, Context] = {}  # made on a node's first message: memory grows with nodes used
         self.replies: dict[str, Message] = {}
 
     def set_run(self, run: Run) -> None:
@@ -64,11 +60,22 @@ class LocalGrid(Grid):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
+        return range(2, self.num_nodes + 2)  # 1 is the SuperLink's id
+
+    def context(self, node: int) -> Context | None:
+        """The node's context (its state persists across rounds); None for an unknown node."""
+        if not 2 <= node < self.num_nodes + 2:
+            return None
+        if node not in self.contexts:
+            self.contexts[node] = Context(run_id=self.run_id, node_id=node, state=RecordDict(),
+                                          run_config=dict(self.run_config),
+                                          node_config={"partition-id": node - 2, "num-partitions": self.num_nodes,
+                                                       "sim-ground-truth": True})
+        return self.contexts[node]
 
     def handle(self, msg: Message) -> Message:
         """One node's reply (an error reply if the ClientApp raised)."""
-        context = self.contexts.get(msg.metadata.dst_node_id)
+        context = self.context(msg.metadata.dst_node_id)
         if context is None:
             return Message(Error(ErrorCode.UNKNOWN, f"no node {msg.metadata.dst_node_id}"), reply_to=msg)
         try:

@@ -224,14 +224,17 @@ class RayCluster(Processes):
     detected by Ray as usual; ``num_cpus`` defaults to the machine's.
     """
 
-    def __init__(self, num_cpus: int | None = None, object_store_mb: int | None = None) -> None:
+    def __init__(self, num_cpus: int | None = None, object_store_mb: int | None = None,
+                 num_gpus: float | None = None) -> None:
         super().__init__()
         self.num_cpus = num_cpus or os.cpu_count() or 1
         self.object_store_mb = object_store_mb
+        self.num_gpus = num_gpus  # None: Ray detects them; a number overrides (e.g. a GPU for a CPU dry run)
         self.address = f"127.0.0.1:{self.port}"
 
     def __enter__(self) -> "RayCluster":
         store = ["--object-store-memory", str(self.object_store_mb * 2**20)] if self.object_store_mb else []
+        store += ["--num-gpus", str(self.num_gpus)] if self.num_gpus is not None else []
         self.start("ray-head", [
             flwr_bin("ray"), "start", "--head", "--block", "--port", str(self.port),
             "--temp-dir", str(self.home / "ray"), "--num-cpus", str(self.num_cpus), "--include-dashboard=false",

@@ -133,7 +133,8 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     seen = set()
     for cfg, fed, name in runs:
         key = (cfg["dataset"], cfg["data-root"], cfg["image-size"], cfg["partitioner"], cfg["dirichlet-alpha"],
-               cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"])
+               cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"],
+               cfg["samples-per-client"])
         if key in seen:
             continue
         seen.add(key)

@@ -1,9 +1,12 @@
 """What every method's strategy shares, on top of Flower's FedAvg.
 
-- Seeded, partition-aware client sampling: at start the server asks each node for its
-  ``partition-id`` (a QUERY message), then samples partitions with a
+- Seeded, partition-aware client sampling: partition ids are sampled with a
   ``random.Random(seed, round)``; Flower's own sampling draws from random node ids,
-  which differ between runs, so the same seed would pick different clients.
+  which differ between runs, so the same seed would pick different clients. With
+  ``partition-assignment=server`` (simulation, ``--local``) the server numbers the nodes
+  0..N-1 in node-id order and names the partition in each message: no start-up
+  message, and per-node state only for nodes sampled. With ``node`` (real SuperNodes
+  with their own data) it asks each node once for its ``partition-id`` (a QUERY).
 - Reply validation (``check_reply``; the server trusts no reply): a train or evaluate
   reply must hold exactly the expected ArrayRecords (names, shapes, real float dtypes;
   integer only where the model sent is integer), one MetricRecord ``metrics`` with the
@@ -144,6 +147,21 @@ def plain(obj):
     return obj
 
 
+def settled_node_ids(grid: Grid, settle: float = 0.2, timeout: float = 600.0) -> list[int]:
+    """The grid's node ids once their number holds still for ``settle`` seconds: the
+    simulation engine registers its nodes while the ServerApp starts (100,000 nodes
+    take seconds), and a list read midway would change which partitions are sampled."""
+    ids = list(grid.get_node_ids())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(settle)
+        again = list(grid.get_node_ids())
+        if again and len(again) == len(ids):
+            return again
+        ids = again
+    return ids
+
+
 class BaseStrategy(FedAvg):
     """FedAvg plus the shared plumbing above; ``cfg`` is the resolved run config."""
 
@@ -163,7 +181,9 @@ class BaseStrategy(FedAvg):
         self.cfg = cfg
         self.test_data = test_data
         self.on_round = on_round
-        self.partitions: dict[int, int] = {}  # node id -> partition id
+        self.partitions: dict[int, int] = {}  # node id -> partition id, for nodes discovered or sampled
+        self.node_ids: np.ndarray | None = None  # partition-assignment=server: node ids in order, read once
+        self.num_partitions = 0
         self.row: Row = {}
         self.t_round = time.perf_counter()
         self.expected: dict[str, dict[str, tuple]] | None = None
@@ -193,37 +213,70 @@ class BaseStrategy(FedAvg):
         return ArrayRecord(model.state_dict())
 
     # ---- sampling ---------------------------------------------------------------
+    @property
+    def assigns(self) -> bool:
+        """Whether the server names each sampled node's partition (``partition-assignment``)."""
+        return self.cfg.get("partition-assignment", "server") == "server"
+
     def discover(self, grid: Grid) -> None:
-        """Ask nodes we have not seen yet for their partition id (one QUERY each)."""
+        """``server``: read the node ids once (partition p = the p-th node id); no message.
+        ``node``: ask nodes we have not seen yet for their partition id (one QUERY each)."""
+        if self.assigns:
+            if self.node_ids is None:
+                self.node_ids = np.sort(np.fromiter(settled_node_ids(grid), dtype=np.uint64))
+                self.num_partitions = len(self.node_ids)
+            return
         unknown = [n for n in grid.get_node_ids() if n not in self.partitions]
         if not unknown:
             return
         content = RecordDict({"config": ConfigRecord({"ask": "partition-id"})})
         msgs = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=n) for n in unknown]
+        cap = 0 if self.cfg.get("partitioner") == "draw" else self.max_examples  # draw: more clients than samples
         for reply in grid.send_and_receive(msgs, timeout=float(self.cfg["round-timeout"])):
-            reason = "error reply" if reply.has_error() else check_query_reply(reply.content, self.max_examples)
+            reason = "error reply" if reply.has_error() else check_query_reply(reply.content, cap)
             if reason:
                 log(WARNING, "ignored node %s: its partition-id reply is unusable: %s", reply.metadata.src_node_id, reason)
             else:
                 metrics = reply.content.metric_records["metrics"]
                 self.partitions[reply.metadata.src_node_id] = int(metrics["partition-id"])
-                self.num_partitions = max(getattr(self, "num_partitions", 0), int(metrics["num-partitions"]))
+                self.num_partitions = max(self.num_partitions, int(metrics["num-partitions"]))
 
     def check_federation(self, grid: Grid) -> None:
         """Fail at start, in one line, if the nodes' partitions cannot be made."""
         from datasets.partition import partition_for
 
         self.discover(grid)
-        if self.test_data is not None and getattr(self, "num_partitions", 0):
+        if self.test_data is not None and self.num_partitions:
             partition_for(self.cfg, self.test_data, self.num_partitions)
 
     def sample(self, grid: Grid, fraction: float, minimum: int, server_round: int, salt: int) -> list[int]:
-        """Seeded sample of known nodes, ordered by partition id."""
+        """Seeded sample of nodes, ordered by partition id (the same partitions in both
+        assignment modes: the same positions are drawn from the same count)."""
         self.discover(grid)
+        rng = random.Random(hash((int(self.cfg["seed"]), server_round, salt)))
+        if self.assigns:
+            n = len(self.node_ids)
+            pids = sorted(rng.sample(range(n), min(n, max(int(n * fraction), minimum))))
+            nodes = [int(self.node_ids[p]) for p in pids]
+            self.partitions.update(zip(nodes, pids))
+            return nodes
         nodes = sorted((n for n in grid.get_node_ids() if n in self.partitions), key=self.partitions.get)
         size = min(len(nodes), max(int(len(nodes) * fraction), minimum))
-        rng = random.Random(hash((int(self.cfg["seed"]), server_round, salt)))
         return sorted(rng.sample(nodes, size), key=self.partitions.get)
+
+    def messages(self, record: RecordDict, nodes: list[int], message_type: str) -> list[Message]:
+        """One message per node; with ``partition-assignment=server`` each names its node's
+        partition in its config record (the other records are shared, not copied)."""
+        if not self.assigns:
+            return [Message(content=record, message_type=message_type, dst_node_id=n) for n in nodes]
+        config = dict(record.config_records.get("config", {}))
+        out = []
+        for n in nodes:
+            content = RecordDict(dict(record.items()))
+            content["config"] = ConfigRecord({**config, "partition-id": self.partitions[n],
+                                              "num-partitions": self.num_partitions})
+            out.append(Message(content=content, message_type=message_type, dst_node_id=n))
+        return out
 
     # ---- train --------------------------------------------------------------------
     def train_record(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
@@ -249,7 +302,7 @@ class BaseStrategy(FedAvg):
         self.expected = self.expected_arrays(arrays)
         self.int_arrays = {k for k, v in arrays.items() if np.dtype(v.dtype).kind in "iub"}
         self.row["downlink-bytes"] += record_bytes(record) * len(nodes)
-        return [Message(content=record, message_type=MessageType.TRAIN, dst_node_id=n) for n in nodes]
+        return self.messages(record, nodes, MessageType.TRAIN)
 
     def partition_of(self, msg: Message, default=0):
         """The partition id of the node that sent ``msg`` (``default`` if not discovered)."""
@@ -339,7 +392,7 @@ class BaseStrategy(FedAvg):
         nodes = self.sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, 1)
         config["server-round"] = server_round
         record = RecordDict({"arrays": arrays, "config": config})
-        return [Message(content=record, message_type=MessageType.EVALUATE, dst_node_id=n) for n in nodes]
+        return self.messages(record, nodes, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Personalized accuracy: unweighted mean (and std) over clients' local tests."""

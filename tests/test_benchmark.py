@@ -4,6 +4,7 @@ figures themselves are not checked against the goals here (README's table has th
 
 import json
 import math
+import os
 
 import pytest
 
@@ -36,13 +37,37 @@ def test_overhead(tmp_path, capsys, monkeypatch):
 
 def test_scale(tmp_path, capsys):
     res, line = run("scale", tmp_path, capsys)
-    sizes = list(res["sizes"].values())
-    assert len(sizes) == 2
-    for size in sizes:
-        assert positive(size["round-s"], size["peak-rss-mb"]) and size["peak-procs"] >= 3
-        assert 200 < size["peak-rss-mb"] < 20_000  # the tree holds at least one torch process
-    assert positive(res["time-ratio"], res["rss-ratio"])
-    assert "peak RSS" in line
+    assert res["sizes"] == [10, 100] and res["sampled"] == 5
+    for engine in ("local", "flower"):
+        for size in res[engine].values():
+            assert size["complete"] and len(size["round-seconds"]) == 2
+            assert positive(size["round-s"], size["startup-s"], size["peak-rss-mb"])
+            assert 200 < size["peak-rss-mb"] < 20_000  # the tree holds at least one torch process
+        assert positive(*(res[f"{engine}-ratios"][k] for k in ("round", "startup", "rss")))
+    assert all(size["peak-procs"] >= 3 for size in res["flower"].values())
+    assert "peak RSS" in line and "local per-round" in line and "flower per-round" in line
+
+
+def test_gpu_fractions_without_a_gpu_fails_in_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit, match=r"^gpu-fractions needs a CUDA GPU and found none .*--dry-run-cpu"):
+        main(["gpu-fractions", "--out-dir", str(tmp_path)])
+
+
+def test_gpu_fractions_dry_run_resource_keys_reach_ray(tmp_path, capsys):
+    """On the CPU, Ray told of one GPU: client-resources-num-cpus/-num-gpus become each
+    client actor's resource request, and num-gpus 0.5 makes two actors share the GPU."""
+    assert main(["gpu-fractions", "--quick", "--dry-run-cpu", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1].startswith("summary: gpu-fractions ")
+    res = json.loads((tmp_path / "gpu-fractions.json").read_text())
+    ray = res["ray"]["0.5"]
+    assert ray["actor-resources"] == {"CPU": 1.0, "GPU": 0.5}
+    assert ray["actors"] == min(2, os.cpu_count())  # one GPU / 0.5 per client, unless fewer CPUs
+    assert positive(ray["round-s"], ray["clients-per-s"], res["plain-round-s"], res["local"]["1"]["clients-per-s"])
 
 
 def test_fedhip_cost(tmp_path, capsys):

@@ -88,3 +88,32 @@ def test_local_train_test_split_is_disjoint_and_sized():
     assert set(train).isdisjoint(test) and set(train) | set(test) == set(idx)
     one_train, one_test = train_test_split(np.array([5]), 0.2, seed=0)
     assert list(one_train) == [5] and len(one_test) == 0
+
+
+# ---- cross-device: partitioner=draw --------------------------------------------------------
+def test_draw_builds_more_clients_than_samples_each_a_seeded_draw():
+    parts = partition("draw", LABELS, 1_000_000, seed=3, **{"samples-per-client": 12})
+    assert len(parts) == 1_000_000  # 1000x the pool: clients overlap
+    for p in (0, 999_999, 123_456):
+        idx = parts[p]
+        assert len(idx) == 12 and len(np.unique(idx)) == 12 and 0 <= idx.min() and idx.max() < len(LABELS)
+    # client p's draw depends on (seed, p) only: not on the population, not on which clients were drawn before
+    again = partition("draw", LABELS, 10, seed=3, **{"samples-per-client": 12})
+    assert np.array_equal(again[7], parts[7])
+    assert not np.array_equal(partition("draw", LABELS, 10, seed=4, **{"samples-per-client": 12})[7], parts[7])
+    with pytest.raises(IndexError):
+        parts[1_000_000]
+
+
+def test_draw_is_near_uniform_over_the_pool_and_overlaps():
+    parts = partition("draw", LABELS, 500, seed=0, **{"samples-per-client": 20})
+    counts = np.bincount(np.concatenate([parts[p] for p in range(500)]), minlength=len(LABELS))
+    assert counts.sum() == 10_000 and counts.max() > 1  # 10 draws per sample on average: overlap
+    assert abs(counts.mean() - 10) < 1e-9 and counts.std() < 5  # binomial(500, 0.02): std ~3.1
+    assert _mean_label_entropy([parts[p] for p in range(50)]) > 0.7 * np.log(10)  # labels are not skewed
+
+
+@pytest.mark.parametrize("k", [1, 1001])
+def test_draw_bad_sample_count_fails_clearly(k):
+    with pytest.raises(PartitionError, match=r"samples-per-client must be in \[2, 1000\]"):
+        partition("draw", LABELS, 5, 0, **{"samples-per-client": k})

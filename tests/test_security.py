@@ -104,7 +104,7 @@ class HostileGrid(LocalGrid):
         self.tampered: list[str] = []
 
     def handle(self, msg: Message) -> Message:
-        pid = self.contexts[msg.metadata.dst_node_id].node_config["partition-id"]
+        pid = self.context(msg.metadata.dst_node_id).node_config["partition-id"]
         case = self.cases[pid - HONEST] if HONEST <= pid < HONEST + len(self.cases) else None
         kind = msg.metadata.message_type
         if kind == "query" and pid == HONEST + len(self.cases):
@@ -131,7 +131,8 @@ def hostile_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("hostile")
     cfg = resolve({"num-server-rounds": 1, "local-epochs": 1, "batch-size": 512, "out-dir": str(out),
-                   "run-name": "hostile", "seed": 2, "partitioner": "iid"})
+                   "run-name": "hostile", "seed": 2, "partitioner": "iid",
+                   "partition-assignment": "node"})  # the nodes answer the partition-id query
     grid = HostileGrid(client_app, cfg)
     records: list[str] = []
     handler = logging.Handler()
@@ -316,4 +317,4 @@ def test_ground_truth_needs_the_node_flag(caplog):
         assert len(lines) == 1 and SIM_GROUND_TRUTH in lines[0]
     # the in-process federation is a simulation: its nodes carry the flag
     grid = LocalGrid(None, 2, {})
-    assert all(ground_truth_allowed(c) for c in grid.contexts.values())
+    assert all(ground_truth_allowed(grid.context(n)) for n in grid.get_node_ids())
