@@ -39,7 +39,7 @@ def test_certificates_name_the_superlink_hosts(tmp_path):
 
 def test_tls_superlink_two_authenticated_supernodes_run_two_rounds(tmp_path):
     cfg = resolve({"num-server-rounds": 2, "local-epochs": 1, "out-dir": str(tmp_path), "run-name": "deploy",
-                   "seed": 1})
+                   "seed": 1, "partition-assignment": "node"})  # real SuperNodes keep their own partitions
     (tmp_path / "deploy").mkdir()
     with LoopbackDeployment(nodes=2) as fed:
         assert fed.port and (fed.home / "certs" / "ca.crt").exists()
