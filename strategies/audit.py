@@ -82,6 +82,17 @@ def strip_ground_truth(content: RecordDict) -> dict[str, torch.Tensor] | None:
     return record.to_torch_state_dict()
 
 
+def strip_ground_truths(replies: list[Message]) -> dict[int, dict[str, torch.Tensor]]:
+    """``strip_ground_truth`` on every good reply: node id -> its ground truth."""
+    out = {}
+    for msg in replies:
+        if not msg.has_error():
+            truth = strip_ground_truth(msg.content)
+            if truth is not None:
+                out[msg.metadata.src_node_id] = truth
+    return out
+
+
 class Audit:
     """The audit of one run; the strategy calls ``due``, ``strip`` and ``run``."""
 
@@ -103,12 +114,7 @@ class Audit:
 
     def strip(self, replies: list[Message]) -> None:
         """Keep each reply's ground truth apart (by node) and out of the reply."""
-        self.truth = {}
-        for msg in replies:
-            if not msg.has_error():
-                truth = strip_ground_truth(msg.content)
-                if truth is not None:
-                    self.truth[msg.metadata.src_node_id] = truth
+        self.truth = strip_ground_truths(replies)
 
     # ---- the attacker -------------------------------------------------------------
     def announced(self, content: RecordDict):

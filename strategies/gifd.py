@@ -65,7 +65,7 @@ from .attacks.gifd import invert_gifd
 from .attacks.ig import invert_ig
 from .attacks.label_inference import infer_labels
 from .attacks.prior import LABEL_MAPS, GanPrior
-from .audit import strip_ground_truth
+from .audit import strip_ground_truths
 from .base import BaseStrategy
 
 ATTACK_NAMES = ("dlg", "idlg", "ig", "ggl", "ggl-adam", "gifd")
@@ -305,12 +305,7 @@ class GifdStrategy(BaseStrategy):
     def aggregate_train(self, server_round: int, replies):
         """Strip the simulation-only ground truth first, then validate and aggregate."""
         replies = list(replies)
-        self.truth = {}
-        for msg in replies:
-            if not msg.has_error():
-                truth = strip_ground_truth(msg.content)
-                if truth is not None:
-                    self.truth[msg.metadata.src_node_id] = truth
+        self.truth = strip_ground_truths(replies)
         return super().aggregate_train(server_round, replies)
 
     def aggregate(self, server_round: int, replies: list[Message]):
