@@ -23,7 +23,8 @@ from strategies.attacks.l1 import project_l1_ball
 from strategies.attacks.label_inference import infer_labels
 from strategies.attacks.metrics import label_accuracy, psnr, ssim
 from strategies.attacks.prior import GanPrior
-from strategies.gifd import GifdStrategy, attacker_view, strip_ground_truth
+from strategies.audit import strip_ground_truth
+from strategies.gifd import GifdStrategy, attacker_view
 
 torch.set_num_threads(1)
 
