@@ -43,7 +43,8 @@ def client_updates(cfg: dict, clients: int, server_round: int = 1):
     from datasets import load_for
     from simulations.client_app import PARTITION_KEYS, client_data
     from simulations.config import seed_everything
-    from strategies.gifd import GifdStrategy, strip_ground_truth
+    from strategies.audit import strip_ground_truth
+    from strategies.gifd import GifdStrategy
 
     seed_everything(int(cfg["seed"]))
     bundle = load_for(cfg)
