@@ -67,6 +67,15 @@ def view(strategy, arrays, content, mnist):
     return attacker_view(content, arrays, "cnn", 10, (1, 28, 28), mnist.mean, mnist.std, strategy.announced())
 
 
+def one_update(mnist):
+    """One client's batch-1 update: the attacker's input, inferred labels, the true image's pixels."""
+    strategy, arrays, replies = setup(mnist, 1)
+    content = replies[0][1]
+    truth = strip_ground_truth(content)
+    inp = view(strategy, arrays, content, mnist)
+    return inp, infer_labels(inp), inp.to_pixels(truth["images"])[0]
+
+
 # ---- l1 ball --------------------------------------------------------------------------
 def bisection_projection(v: torch.Tensor, r: float) -> torch.Tensor:
     """Brute force: soft-threshold with theta found by bisection on sum(max(|v|-theta, 0)) = r."""
@@ -272,12 +281,7 @@ def test_generator_stages_compose():
 
 
 def test_tiny_attacks_improve_over_their_start(mnist, tmp_path):
-    strategy, arrays, replies = setup(mnist, 1)
-    content = replies[0][1]
-    truth = strip_ground_truth(content)
-    inp = view(strategy, arrays, content, mnist)
-    labels = infer_labels(inp)
-    true_px = inp.to_pixels(truth["images"])[0]
+    inp, labels, true_px = one_update(mnist)
     res = invert_ig(inp, labels, budget=60, restarts=1, tv=1e-4)
     start = inp.to_pixels(inp.clamp(torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))))[0]
     assert psnr(inp.to_pixels(res.images)[0], true_px) > psnr(start, true_px) + 3
@@ -410,12 +414,7 @@ def test_dlg_idlg_and_cma_ggl_spend_exactly_the_budget(mnist, tmp_path):
     from strategies.attacks.dlg import invert_dlg
     from strategies.attacks.ggl import invert_ggl
 
-    strategy, arrays, replies = setup(mnist, 1)
-    content = replies[0][1]
-    truth = strip_ground_truth(content)
-    inp = view(strategy, arrays, content, mnist)
-    labels = infer_labels(inp)
-    true_px = inp.to_pixels(truth["images"])[0]
+    inp, labels, true_px = one_update(mnist)
     start = inp.to_pixels(torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)))[0]
     idlg = invert_dlg(inp, labels, budget=40)
     assert idlg.steps == 40 and idlg.labels.tolist() == labels.tolist()
