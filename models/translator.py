@@ -10,11 +10,12 @@
   One deliberate change: the official G ends with ``Tanh``, which bounds G's output to
   (-1, 1) while z (a linear layer's output) is unbounded; G here ends linearly, so that it
   can reproduce the inverted latents and the divergence loss does not force every latent
-  into the unit box. ``tanh=True`` restores the official head. Second change (key
-  ``lsi-translator-residual``, default true): G outputs ``z + MLP(...)`` with the last
-  layer zero-initialized, so G starts as the identity and its training only has to learn
-  the domain shift; with a few hundred iterations (paper: 10,000) a plain MLP G is still
-  far from the latent manifold and the divergence loss would pull z toward G's noise.
+  into the unit box. ``tanh=True`` restores the official head. Second change: G works on
+  standardized latents (``set_scale``: the per-dimension mean and std of the latents it is
+  trained on), the scale the official G meets (latents near N(0, I)), whatever the scale of z.
+  ``residual=True`` (key ``lsi-translator-residual``, off by default) makes G = z + MLP with a
+  zero last layer, starting at the identity; measured: the cycle loss then holds G at the
+  identity and it does not translate (docs/methods/fedlsi.md, "The translator").
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Translator(nn.Module):
     """G: [z, c_org, c_trg] -> 1 hidden -> LReLU -> LN -> Dropout -> hidden -> LReLU -> LN -> z'."""
 
     def __init__(self, latent_dim: int, num_domains: int, hidden: int = 256, tanh: bool = False,
-                 residual: bool = True):
+                 residual: bool = False):
         super().__init__()
         self.num_domains, self.residual = num_domains, residual
         layers = [
@@ -82,6 +83,10 @@ class Translator(nn.Module):
         self.model = nn.Sequential(*layers)
         # The residual flag travels with the weights (clients rebuild G from its state dict).
         self.register_buffer("is_residual", torch.tensor(float(residual)))
+        # G works on standardized latents (set_scale: the synthetic latents' per-dimension mean
+        # and std), the scale the official G meets (latents near N(0, I)); identity until set.
+        self.register_buffer("z_mean", torch.zeros(latent_dim))
+        self.register_buffer("z_std", torch.ones(latent_dim))
         if residual:  # start at the identity map: G(z, c, c') = z
             nn.init.zeros_(layers[7].weight)
             nn.init.zeros_(layers[7].bias)
@@ -92,8 +97,15 @@ class Translator(nn.Module):
             c_org = onehot(c_org, self.num_domains)
         if c_trg.ndim == 1:
             c_trg = onehot(c_trg, self.num_domains)
-        out = self.model(torch.cat([z, c_org, c_trg], dim=1))
-        return z + out if self.residual else out
+        zn = (z - self.z_mean) / self.z_std
+        out = self.model(torch.cat([zn, c_org, c_trg], dim=1))
+        return (zn + out if self.residual else out) * self.z_std + self.z_mean
+
+    @torch.no_grad()
+    def set_scale(self, z: torch.Tensor) -> None:
+        """Standardize with the per-dimension mean and std of ``z`` (the latents G is trained on)."""
+        self.z_mean.copy_(z.mean(0))
+        self.z_std.copy_(z.std(0).clamp_min(1e-6))
 
 
 def translator_from_state(state: dict[str, torch.Tensor]) -> Translator:

@@ -87,7 +87,8 @@ class FedLSIKeys(Keys):
     lsi_translator_lr: float = Field(0.001, gt=0, description="Adam lr of G and D (linear decay, second half)")
     lsi_translator_hidden: Int = Field(1024, ge=2, description="width of G and D")
     lsi_translator_batch: Int = Field(128, ge=2, description="batch of latents for G and D")
-    lsi_translator_residual: bool = Field(True, description="G = z + MLP (starts at the identity), or a plain MLP")
+    lsi_translator_residual: bool = Field(False, description="G = z + MLP (starts at the identity; the cycle loss "
+                                                                     "holds it there), or the official plain MLP")
 
 
 class FedLSIStrategy(BaseStrategy):
@@ -179,6 +180,12 @@ class FedLSIStrategy(BaseStrategy):
             z, y, codes, modules, len(self.codes), self.cfg, seed, self.translator, self.discriminator)
         stats.update(losses)
         stats["lsi-fixed-point-gap"] = lsi_server.translator_fixed_point_gap(self.translator, z, codes, len(self.codes))
+        if len(modules) > 1:  # does G translate (docs/methods/fedlsi.md, "The translator")
+            by_code = sorted(heads, key=self.codes.get)
+            if [self.codes[p] for p in by_code] == list(range(len(self.codes))):
+                scores = lsi_server.translation_scores(self.translator, z, y, codes, [build_head(heads[p]) for p in by_code],
+                                                       len(self.codes), seed)
+                stats.update({f"lsi-translation-{k}": v for k, v in scores.items()})
         return stats
 
     def aggregate(self, server_round: int, replies: list[Message]):

@@ -178,7 +178,9 @@ def _train_translator(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     dim, hidden = z.shape[1], int(cfg["lsi-translator-hidden"])
-    g = g or Translator(dim, num_domains, hidden, residual=bool(cfg["lsi-translator-residual"]))
+    if g is None:
+        g = Translator(dim, num_domains, hidden, residual=bool(cfg["lsi-translator-residual"]))
+        g.set_scale(z)
     d = d or LatentDiscriminator(dim, num_domains, hidden)
     g.train(), d.train()
     for h in heads:
@@ -222,6 +224,41 @@ def translator_fixed_point_gap(g: Translator, z: torch.Tensor, codes: torch.Tens
     g.eval()
     trg = torch.randint(num_domains, (len(z),), generator=torch.Generator().manual_seed(0))
     return float(F.mse_loss(g(z, codes, trg), z))
+
+
+@torch.no_grad()
+def _other_codes(codes: torch.Tensor, num_domains: int, generator: torch.Generator) -> torch.Tensor:
+    return (codes + 1 + torch.randint(num_domains - 1, codes.shape, generator=generator)) % num_domains
+
+
+def translation_scores(g: Translator, z: torch.Tensor, y: torch.Tensor, codes: torch.Tensor,
+                       heads: list[nn.Sequential], num_domains: int, seed: int = 0) -> dict[str, float]:
+    """Does G translate? A linear domain classifier fit on the synthetic latents (200 Adam
+    steps) labels G(z, c, c'), c' != c uniform: ``hit`` = the share labelled c' (0 for the
+    identity), ``clf-acc`` = its accuracy on z itself, ``class-kept`` = the share that the
+    target domain's head still gives label y (``heads`` indexed by code)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.enable_grad():
+        clf = nn.Linear(z.shape[1], num_domains)
+        nn.init.zeros_(clf.weight)
+        zn = (z - z.mean(0)) / z.std(0).clamp_min(1e-6)
+        opt = torch.optim.Adam(clf.parameters(), 0.05)
+        for _ in range(200):
+            loss = F.cross_entropy(clf(zn), codes)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    g.eval()
+    target = _other_codes(codes, num_domains, gen)
+    out = g(z, codes, target)
+    out_n = (out - z.mean(0)) / z.std(0).clamp_min(1e-6)
+    kept = torch.zeros(len(z), dtype=torch.bool)
+    for k, head in enumerate(heads):
+        at = target == k
+        kept[at] = head(out[at]).argmax(1) == y[at]
+    return {"hit": float((clf(out_n).argmax(1) == target).float().mean()),
+            "clf-acc": float((clf(zn).argmax(1) == codes).float().mean()),
+            "class-kept": float(kept.float().mean())}
 
 
 # ---- stage 5: important-weight aggregation ----------------------------------------------------
