@@ -240,7 +240,7 @@ def translation_scores(g: Translator, z: torch.Tensor, y: torch.Tensor, codes: t
     gen = torch.Generator().manual_seed(seed)
     with torch.enable_grad():
         clf = nn.Linear(z.shape[1], num_domains)
-        nn.init.zeros_(clf.weight)
+        nn.init.zeros_(clf.weight), nn.init.zeros_(clf.bias)  # deterministic
         zn = (z - z.mean(0)) / z.std(0).clamp_min(1e-6)
         opt = torch.optim.Adam(clf.parameters(), 0.05)
         for _ in range(200):

@@ -134,6 +134,7 @@ def shifted_domain_head(domain: int) -> nn.Sequential:
 def test_translator_maps_latents_to_the_target_domain():
     """A domain classifier trained on the synthetic latents labels >= 90% of the translated
     latents G(z, c, c') as their target domain c' (c' != c); the identity scores 0."""
+    torch.manual_seed(0)  # the heads' initialization
     heads = [shifted_domain_head(k) for k in range(3)]
     c = cfg(**{"lsi-num-latents": 32, "lsi-inversion-iters": 100, "lsi-bn-weight": 1.0, "lsi-translator-iters": 300,
                "lsi-translator-lr": 0.01, "lsi-translator-hidden": 32, "lsi-translator-batch": 48})
