@@ -1,14 +1,20 @@
 """Pool the comparison's runs over held-out domains for the report command.
 
-``python docs/results/fedlsi/pool.py RUNS_DIR OUT_DIR``: reads every
-``RUNS_DIR/**/metrics.csv`` (FedAvg and FedDG-LSI runs of fedlsi_power*.yaml) and writes
-four folders under OUT_DIR, each a ``results.csv`` for ``python -m simulations.report``:
-``round10-eval``, ``round10-batch`` (both methods cut at round 10) and ``claim5-eval``,
-``claim5-batch`` (FedDG-LSI cut at round 5, FedAvg at round 20). A run is paired with the
-other method's run on the same held-out domain and seed: ``seed`` becomes
-``10 * heldout-domain + seed`` and ``heldout-domain`` one value, so the report's per-seed
-pairing pools the domains. The plain DG metric names take one BatchNorm mode's columns
-(``-eval`` or ``-batch``); the model selection stays within that mode.
+``python docs/results/fedlsi/pool.py RUNS OUT_DIR [LAMBDA_RUNS]``: RUNS is a folder of runs
+(``**/metrics.csv``: FedAvg and FedDG-LSI runs of fedlsi_power*.yaml) or one CSV of their
+rows (``power_metrics.csv`` here). Writes four folders under OUT_DIR, each a ``results.csv``
+for ``python -m simulations.report``: ``round10-eval``, ``round10-batch`` (both methods cut at
+round 10) and ``claim5-eval``, ``claim5-batch`` (FedDG-LSI cut at round 5, FedAvg at round 20).
+A run is paired with the other method's run on the same held-out domain and seed: ``seed``
+becomes ``10 * heldout-domain + seed`` and ``heldout-domain`` one value, so the report's
+per-seed pairing pools the domains. The plain DG metric names take one BatchNorm mode's
+columns (``-eval`` or ``-batch``); the model selection stays within that mode.
+
+With LAMBDA_RUNS (fedlsi_lambda.yaml's runs, or ``lambda_metrics.csv``; 5 rounds):
+``lambda-eval``, ``lambda-batch``, those runs and the comparison's FedDG-LSI runs on the same
+domains and seeds cut at round 5, ``method`` renamed ``fedlsi-lambda-<value>`` so that the
+report pairs every value against ``--baseline fedlsi-lambda-10.0``; they keep
+``source-accuracy`` (the choice), ``train-loss`` and ``divergence`` only.
 """
 
 import sys
@@ -39,15 +45,44 @@ def pooled(runs: pd.DataFrame, mode: str, cut: dict[str, int]) -> pd.DataFrame:
     return frame
 
 
-def main(src: Path, out: Path) -> None:
-    runs = pd.concat([pd.read_csv(p) for p in sorted(src.glob("**/metrics.csv"))], ignore_index=True)
+def read(folder: Path) -> pd.DataFrame:
+    """Every run's rows: ``folder/**/metrics.csv``, or one CSV of them (power_metrics.csv)."""
+    if folder.is_file():
+        return pd.read_csv(folder)
+    return pd.concat([pd.read_csv(p) for p in sorted(folder.glob("**/metrics.csv"))], ignore_index=True)
+
+
+def lambdas(sweep: pd.DataFrame, power: pd.DataFrame, mode: str) -> pd.DataFrame:
+    last = int(sweep["round"].max())
+    keys = set(zip(sweep["heldout-domain"], sweep["seed"]))
+    ran = pd.Series([k in keys for k in zip(power["heldout-domain"], power["seed"])], index=power.index)
+    same = power[(power["method"] == "fedlsi") & ran]
+    both = pd.concat([sweep, same], ignore_index=True)
+    both["method"] = "fedlsi-lambda-" + both["lambda-di"].astype(float).astype(str)
+    frame = pooled(both, mode, {m: last for m in both["method"].unique()})
+    # The choice sees source validation only: no held-out column, no accuracy/loss on the
+    # six domains' test split (it holds the held-out domain's test part).
+    after = list(frame.columns).index("round") + 1
+    config = [c for c in frame.columns[:after]]
+    return frame[config + ["source-accuracy", "train-loss", "divergence"]]
+
+
+def main(src: Path, out: Path, lambda_dir: Path | None = None) -> None:
+    runs = read(src)
     for name, cut in CUTS.items():
         for mode in ("eval", "batch"):
             folder = out / f"{name}-{mode}"
             folder.mkdir(parents=True, exist_ok=True)
             pooled(runs, mode, cut).to_csv(folder / "results.csv", index=False)
             print(folder)
+    if lambda_dir is not None:
+        sweep = read(lambda_dir)
+        for mode in ("eval", "batch"):
+            folder = out / f"lambda-{mode}"
+            folder.mkdir(parents=True, exist_ok=True)
+            lambdas(sweep, runs, mode).to_csv(folder / "results.csv", index=False)
+            print(folder)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
