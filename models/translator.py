@@ -114,7 +114,7 @@ def translator_from_state(state: dict[str, torch.Tensor]) -> Translator:
     hidden, latent_dim = w0.shape[0], state["model.7.weight"].shape[0]
     residual = bool(state["is_residual"]) if "is_residual" in state else False
     g = Translator(latent_dim, (w0.shape[1] - latent_dim) // 2, hidden, residual=residual)
-    g.load_state_dict(state)
+    g.load_state_dict({**{k: v for k, v in g.state_dict().items() if k in ("z_mean", "z_std")}, **state})
     return g
 
 
