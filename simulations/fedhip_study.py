@@ -51,7 +51,9 @@ def paired(out: Path) -> str:
     """Markdown table of the within-run paired differences of a sweep's fedhip runs."""
     from scipy import stats
 
-    frame = pd.read_csv(out / "results.csv")
+    from simulations.report import load
+
+    frame = load(out)[0]  # results.csv, or every run's metrics.csv (sweeps written into one folder)
     alpha = "dirichlet-alpha" if "dirichlet-alpha" in frame else "alpha"
     runs = frame[(frame["method"] == "fedhip") & (frame["round"] >= 1)]
     lines = ["| dataset | Dirichlet | comparison | n | mean difference | 95% interval | wins / n |", "|---|---|---|---|---|---|---|"]
