@@ -419,8 +419,12 @@ def test_dlg_idlg_and_cma_ggl_spend_exactly_the_budget(mnist, tmp_path):
     idlg = invert_dlg(inp, labels, budget=40)
     assert idlg.steps == 40 and idlg.labels.tolist() == labels.tolist()
     assert psnr(inp.to_pixels(idlg.images)[0], true_px) > psnr(start, true_px) + 10
+    # the iterate after the last whole L-BFGS step (20 evaluations each) is kept, as breaching does:
+    # selected by the loss at that step's start; a step cut short by the budget is discarded
+    assert idlg.grad_loss == idlg.info["trace"][20] < idlg.info["trace"][0]
+    assert torch.equal(invert_dlg(inp, labels, budget=45).images, idlg.images)
     dlg = invert_dlg(inp, None, budget=40)
-    assert dlg.steps == 40 and dlg.labels.shape == (1,) and dlg.grad_loss < dlg.info["trace"][0] / 10
+    assert dlg.steps == 40 and dlg.labels.shape == (1,) and dlg.grad_loss == dlg.info["trace"][20] < dlg.info["trace"][0] / 5
     prior = GanPrior.load(tiny_prior(tmp_path))
     a = invert_ggl(inp, labels, prior, budget=60, population=25, label_space="digits", seed=5)
     b = invert_ggl(inp, labels, prior, budget=60, population=25, label_space="digits", seed=5)
