@@ -286,6 +286,10 @@ def test_tiny_attacks_improve_over_their_start(mnist, tmp_path):
     start = inp.to_pixels(inp.clamp(torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))))[0]
     assert psnr(inp.to_pixels(res.images)[0], true_px) > psnr(start, true_px) + 3
     assert res.steps == 60 and res.grad_loss < res.info["trace"][0] / 3
+    # breaching's settings: the kept iterate is chosen by the total objective (TV >= 0 included)
+    res = invert_ig(inp, labels, budget=30, restarts=1, tv=0.2, breaching=True)
+    assert res.steps == 30 and min(res.info["trace"]) <= res.grad_loss < res.info["trace"][0]
+    assert torch.equal(inp.clamp(res.images), res.images)  # a boxed iterate, not the unclamped start
     prior = GanPrior.load(tiny_prior(tmp_path))
     res = invert_gifd(inp, labels, prior, budget=24, restarts=2, stages=2, label_space="digits")
     assert res.steps == 24 and res.grad_loss < res.info["trace"][0]
