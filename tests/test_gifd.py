@@ -446,3 +446,20 @@ def test_rounds_summary_per_round_and_attack():
     lines = table(frame).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| 1 | gifd | 2 | 21.00 ± 12.71 |")  # t(0.975, 1) = 12.71
     assert "| 3 |" in lines[2] and lines[3].startswith("| 5 | gifd | 2 | 12.00 ± 0.00 | 0.300 ± 0.000 | 0.50 ±")
+
+
+def test_benchmark_paired_difference_matches_on_seed_and_image():
+    from strategies.attacks.benchmark import paired
+
+    base = {"defense": "none", "defense-param": float("nan"), "budget": 200, "prior": "p", "ssim": 0.5}
+    rows = [{**base, "attack": "gifd", "seed": s, "partition": i, "image": 0, "psnr": 20.0 + s + i}
+            for s in (0, 1) for i in (0, 1)]
+    # the ablation: 2 dB lower on each image, listed in another order; one extra image only it has
+    rows += [{**r, "attack": "gifd inf", "psnr": r["psnr"] - 2 + 0.5 * r["seed"]} for r in reversed(rows)]
+    rows += [{**base, "attack": "gifd inf", "seed": 2, "partition": 0, "image": 0, "psnr": 99.0}]
+    lines = paired(pd.DataFrame(rows), "gifd (p)", "gifd inf (p)").splitlines()
+    # differences 2, 2, 1.5, 1.5: mean 1.75, sd 0.2887, t(0.975, 3) = 3.182 -> half-width 0.459
+    assert lines[2].startswith("| none | 200 | 4 | psnr | 21.000 | 19.250 | +1.750 [+1.291, +2.209] | 4/4 |")
+    assert "| ssim |" in lines[3] and "+0.000" in lines[3]
+    with pytest.raises(ValueError, match="no \\(seed"):
+        paired(pd.DataFrame(rows), "gifd (p)", "ggl (p)")
