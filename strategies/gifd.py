@@ -288,12 +288,15 @@ class GifdStrategy(BaseStrategy):
                 "local-steps": int(self.cfg["attack-local-steps"])}
 
     def train_record(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
+        """Attacked rounds ask for a batch of ``attack-batch-size``; the others train on ``batch-size``
+        images (same threat), so that a run over many rounds trains the model it attacks later."""
         a = self.announced()
+        attacked = bool(self.attacks) and server_round in attack_rounds(self.cfg)
         config["attack-threat"] = a["threat"]
-        config["attack-batch-size"] = a["batch-size"]
+        config["attack-batch-size"] = a["batch-size"] if attacked else int(self.cfg["batch-size"])
         config["attack-local-steps"] = a["local-steps"]
         config["lr"] = a["lr"]
-        config[GROUND_TRUTH] = bool(self.attacks) and server_round in attack_rounds(self.cfg)
+        config[GROUND_TRUTH] = attacked
         self.sent = arrays
         return super().train_record(server_round, arrays, config)
 

@@ -463,3 +463,14 @@ def test_benchmark_paired_difference_matches_on_seed_and_image():
     assert "| ssim |" in lines[3] and "+0.000" in lines[3]
     with pytest.raises(ValueError, match="no \\(seed"):
         paired(pd.DataFrame(rows), "gifd (p)", "ggl (p)")
+
+
+def test_rounds_that_are_not_attacked_train_on_the_ordinary_batch(mnist):
+    strategy = GifdStrategy(cfg_of(**{"num-server-rounds": 5, "attack-round": "1,5", "batch-size": 16}),
+                            test_data=mnist)
+    arrays = strategy.initial_arrays()
+    sizes = {r: dict(strategy.train_record(r, arrays, ConfigRecord({"server-round": r}))["config"])
+             for r in (1, 2, 5)}
+    assert [sizes[r]["attack-batch-size"] for r in (1, 2, 5)] == [1, 16, 1]
+    assert [sizes[r][GROUND_TRUTH] for r in (1, 2, 5)] == [True, False, True]
+    assert strategy.announced()["batch-size"] == 1  # what the attacker assumes in an attacked round
