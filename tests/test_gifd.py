@@ -465,12 +465,21 @@ def test_benchmark_paired_difference_matches_on_seed_and_image():
         paired(pd.DataFrame(rows), "gifd (p)", "ggl (p)")
 
 
-def test_rounds_that_are_not_attacked_train_on_the_ordinary_batch(mnist):
-    strategy = GifdStrategy(cfg_of(**{"num-server-rounds": 5, "attack-round": "1,5", "batch-size": 16}),
-                            test_data=mnist)
+def test_rounds_that_are_not_attacked_are_ordinary_fedavg_rounds(mnist):
+    from clients.gifd import PLAIN_ROUND
+
+    strategy = GifdStrategy(cfg_of(**{"num-server-rounds": 5, "attack-round": "1,5"}), test_data=mnist)
     arrays = strategy.initial_arrays()
-    sizes = {r: dict(strategy.train_record(r, arrays, ConfigRecord({"server-round": r}))["config"])
-             for r in (1, 2, 5)}
-    assert [sizes[r]["attack-batch-size"] for r in (1, 2, 5)] == [1, 16, 1]
-    assert [sizes[r][GROUND_TRUTH] for r in (1, 2, 5)] == [True, False, True]
-    assert strategy.announced()["batch-size"] == 1  # what the attacker assumes in an attacked round
+    config = {r: dict(strategy.train_record(r, arrays, ConfigRecord({"server-round": r}))["config"])
+              for r in (1, 2, 5)}
+    assert [config[r][PLAIN_ROUND] for r in (1, 2, 5)] == [False, True, False]
+    assert [config[r][GROUND_TRUTH] for r in (1, 2, 5)] == [True, False, True]
+    strategy.train_record(2, arrays, ConfigRecord({"server-round": 2}))
+    assert set(strategy.expected_arrays(arrays)) == {"arrays"}  # the weights, not a gradient
+    strategy.train_record(5, arrays, ConfigRecord({"server-round": 5}))
+    assert set(strategy.expected_arrays(arrays)) == {"gradient"}
+    idx = np.flatnonzero(mnist.train_labels < 10)[:40]
+    data = ClientData(0, mnist.train.subset(idx), mnist.test.subset(range(4)), 10, (1, 28, 28))
+    reply = GifdClient(cfg_of(**{"local-epochs": 1}), data).train({"arrays": arrays.to_torch_state_dict()},
+                                                                    config[2], {})
+    assert set(reply.arrays) == {"arrays"} and reply.metrics["num-examples"] == 40  # all its data, no truth
