@@ -427,6 +427,7 @@ def test_dlg_idlg_and_cma_ggl_spend_exactly_the_budget(mnist, tmp_path):
     # selected by the loss at that step's start; a step cut short by the budget is discarded
     assert idlg.grad_loss == idlg.info["trace"][20] < idlg.info["trace"][0]
     assert torch.equal(invert_dlg(inp, labels, budget=45).images, idlg.images)
+    assert inp.to_pixels(torch.full((1, 1, 28, 28), float("nan"))).eq(0).all()  # a diverged result scores
     dlg = invert_dlg(inp, None, budget=40)
     assert dlg.steps == 40 and dlg.labels.shape == (1,) and dlg.grad_loss == dlg.info["trace"][20] < dlg.info["trace"][0] / 5
     prior = GanPrior.load(tiny_prior(tmp_path))

@@ -19,7 +19,8 @@ What is returned is the optimizer's iterate, as in the official DLG code (which 
 last iterate) and breaching: after each completed L-BFGS step, the point the step reached is
 kept if the loss at the step's start is the lowest step-start loss so far (breaching's rule;
 while those losses fall it is the last iterate, and a diverging run keeps its last good
-point). A step cut short by the budget is discarded. This point was not evaluated itself:
+point). A step cut short by the budget is discarded, and so is a point with non-finite entries
+(L-BFGS without line search can diverge on a trained model; breaching would return it). This point was not evaluated itself:
 the lowest distance *evaluated* is a poorer proxy here (on the budget-100 comparison it
 picked transient low-loss points 8-10 dB worse on two of eight images).
 """
@@ -70,7 +71,7 @@ def invert_dlg(inp: AttackInput, labels: torch.Tensor | None, budget: int = 800,
                 start_loss = float(opt.step(closure))  # LBFGS returns the loss at the step's start
                 if not math.isfinite(start_loss):
                     break
-                if start_loss < keep[0]:
+                if start_loss < keep[0] and bool(torch.isfinite(x).all()):  # not a step that diverged
                     keep = (start_loss, x.detach().clone(), None if logits is None else logits.detach().clone())
                 if matcher.used == before:
                     break
