@@ -26,7 +26,7 @@ nice -n 5 "$py" -m simulations.sweep simulations/configs/gifd_rounds.yaml --loca
 "$py" -m strategies.attacks.rounds "$out/rounds" | tee "$out/rounds.md"
 # 5. the radius=inf ablation (no l1 ball), paired with the budget table's gifd at 200
 nice -n 5 "$py" -m strategies.attacks.benchmark --out-dir "$out/noball" --gan-dir "$out" --attacks gifd \
-    --seeds 0,1,2 --budgets 200 --set gifd-radii=inf,inf,inf,inf
+    --seeds 0,1,2 --budgets 100,200,400 --set gifd-radii=inf,inf,inf,inf
 "$py" -m strategies.attacks.benchmark --out-dir "$out/ablation" --merge "$out/budget,$out/noball:inf" \
     --paired "gifd (mnist-holdout),gifd inf (mnist-holdout)"
 PYTHON="$py" nice -n 5 scripts/compare_breaching.sh --budgets 50,100,200 --out-dir "$out/breaching"
