@@ -291,10 +291,11 @@ class GifdStrategy(BaseStrategy):
     def train_record(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
         """Attacked rounds announce the attacked procedure (``attack-threat``, ``attack-batch-size``);
         the others are ordinary FedAvg rounds (``local-epochs``, ``batch-size``, ``lr``, ``momentum``),
-        so that a run over many rounds trains the model it attacks later."""
+        so that a run over many rounds trains the model it attacks later. With ``attack=none`` every
+        round follows the announced procedure (what a defense costs the FL task under it)."""
         a = self.announced()
         attacked = bool(self.attacks) and server_round in attack_rounds(self.cfg)
-        self.plain = not attacked
+        self.plain = bool(self.attacks) and not attacked  # attack=none keeps the announced protocol every round
         config["attack-threat"] = a["threat"]
         config["attack-batch-size"] = a["batch-size"]
         config["attack-local-steps"] = a["local-steps"]
