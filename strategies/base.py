@@ -380,6 +380,11 @@ class BaseStrategy(FedAvg):
         array aggregation; metrics: weighted mean of every key but ``num-examples``)."""
         contents = [m.content for m in replies]
         arrays = aggregate_arrayrecords(contents, "num-examples")
+        # Flower's mean turns integer buffers (BatchNorm's num_batches_tracked) into floats,
+        # which the next round's replies (the model's own int64) would then not match.
+        sent = contents[0].array_records.get("arrays", {})  # a method may aggregate other records (GIFD: gradients)
+        arrays = ArrayRecord({k: Array(np.asarray(np.rint(v.numpy()), dtype=sent[k].numpy().dtype))
+                              if k in sent and sent[k].numpy().dtype.kind in "iu" else v for k, v in arrays.items()})
         weights = np.array([float(c["metrics"]["num-examples"]) for c in contents])
         keys = sorted(set.intersection(*(set(c["metrics"]) for c in contents)) - {"num-examples"})
         metrics = {k: float(np.dot(weights, [float(c["metrics"][k]) for c in contents]) / weights.sum()) for k in keys}

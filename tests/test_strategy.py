@@ -96,6 +96,20 @@ def test_aggregation_is_bitwise_independent_of_arrival_order():
     assert all(np.array_equal(results[0], r) for r in results[1:])
 
 
+def test_integer_buffers_stay_integer_after_aggregation():
+    """BatchNorm's num_batches_tracked: Flower's mean makes it float; the next round's
+    replies (the model's int64) must still match what was sent."""
+    s = make_strategy(**{"min-train-nodes": 2})
+    s.expected = {"arrays": {**SHAPES, "n": ()}}
+    s.int_arrays = {"n"}
+    bodies = [content(n=10), content(n=30)]
+    for body, count in zip(bodies, (3, 8)):
+        body["arrays"]["n"] = Array(np.array(count, np.int64))
+    arrays, _ = s.aggregate_train(1, [reply(1, bodies[0]), reply(2, bodies[1])])
+    assert arrays["n"].numpy().dtype == np.int64 and int(arrays["n"].numpy()) == 7  # rint(0.25*3 + 0.75*8)
+    assert arrays["w"].numpy().dtype == np.float32
+
+
 def _prox_client(mu):
     b = load_dataset("mnist")
     data = ClientData(0, b.train.subset(range(64)), b.test.subset(range(16)), 10, (1, 28, 28))
