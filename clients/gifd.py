@@ -1,7 +1,10 @@
 """The client of the GIFD attack experiment: one batch, one update, an optional defense.
 
-Each train round the client takes ``attack-batch-size`` images of its local training
-split (a seeded draw per run seed, round and partition) and, as the server announced:
+In a round the server does not attack (``gifd-plain-round`` in the config) the client
+trains as FedAvg's client does (``local-epochs``, ``batch-size``, ``lr``, ``momentum``), so a
+run over many rounds trains the model. In an attacked round the client takes
+``attack-batch-size`` images of its local training split (a seeded draw per run seed, round
+and partition) and, as the server announced:
 
 - ``fedsgd``: returns the gradient of the mean cross-entropy on that batch (record
   ``gradient``); the server applies the averaged gradient itself.
@@ -40,6 +43,7 @@ from .base import Client, Reply, Tensors
 
 DEFENSES = ("none", "noise", "clip", "prune")
 GROUND_TRUTH = "sim-ground-truth"
+PLAIN_ROUND = "gifd-plain-round"  # config flag: an ordinary FedAvg round (not attacked)
 
 
 def apply_defense(update: Tensors, kind: str, noise_std: float = 0.0, clip_norm: float = 1.0,
@@ -83,6 +87,8 @@ class GifdClient(Client):
                              float(cfg["defense-prune-percentile"]), seed=self.seed(server_round) + 1)
 
     def train(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> Reply:
+        if config.get(PLAIN_ROUND, False):
+            return super().train(arrays, config, stored)
         rnd = int(config.get("server-round", 0))
         threat = str(config.get("attack-threat", self.cfg["attack-threat"]))
         size = int(config.get("attack-batch-size", self.cfg["attack-batch-size"]))

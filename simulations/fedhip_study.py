@@ -4,7 +4,9 @@
 run (same clients, same seed), the personalized accuracy with the closed-form baselines
 the run also reports (local-only ridge, global ridge) and the two personalization forms
 (on validation and on the local tests): per dataset and Dirichlet alpha, the mean
-paired difference with its 95% t-interval and wins / n; written to ``DIR/fedhip_paired.md``.
+paired difference with its 95% t-interval and wins / n, and all runs pooled; then per
+method and model the bytes of a whole run (all rounds) and the chosen alphas; written to
+``DIR/fedhip_paired.md``.
 
 For each dataset, input size (``backbone-size``) and feature layer (``backbone-layer``: the
 pooled final features, or a pooled earlier stage), a centralized ridge classifier is fit
@@ -48,14 +50,19 @@ PAIRS = (  # (name, metric, minus metric)
 
 
 def paired(out: Path) -> str:
-    """Markdown table of the within-run paired differences of a sweep's fedhip runs."""
+    """Markdown: the within-run paired differences of a sweep's fedhip runs, then each group's bytes per run."""
     from scipy import stats
 
-    frame = pd.read_csv(out / "results.csv")
+    from simulations.report import load
+
+    frame = load(out)[0]  # results.csv, or every run's metrics.csv (sweeps written into one folder)
     alpha = "dirichlet-alpha" if "dirichlet-alpha" in frame else "alpha"
     runs = frame[(frame["method"] == "fedhip") & (frame["round"] >= 1)]
     lines = ["| dataset | Dirichlet | comparison | n | mean difference | 95% interval | wins / n |", "|---|---|---|---|---|---|---|"]
-    for (dataset, a), rows in runs.groupby(["dataset", alpha]):
+    cells = [*runs.groupby(["dataset", alpha])]
+    if len(cells) > 1:
+        cells.append((("all", "all"), runs))  # every run pooled: the sweep-wide count
+    for (dataset, a), rows in cells:
         for name, m, base in PAIRS:
             if m not in rows or base not in rows:
                 continue
@@ -64,9 +71,34 @@ def paired(out: Path) -> str:
             half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
             lines.append(f"| {dataset} | {a} | {name} | {n} | {diff.mean():+.4f} | "
                          f"[{diff.mean() - half:+.4f}, {diff.mean() + half:+.4f}] | {int((diff > 0).sum())} / {n} |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n\n" + costs(frame, alpha)
     (out / "fedhip_paired.md").write_text(text)
     return text
+
+
+def costs(frame: pd.DataFrame, alpha: str) -> str:
+    """Markdown table: per method, model, dataset and Dirichlet alpha, the mean over seeds
+    of each run's total uplink and downlink MB (all rounds) and of the chosen alphas."""
+    rows = frame[frame["round"] >= 1]
+    if not {"uplink-bytes", "downlink-bytes"} <= set(rows):
+        return ""
+    model = rows["model"] if "model" in rows else "-"
+    rows = rows.assign(model=model)
+    keys = ["method", "model", "dataset", alpha]
+    per_run = rows.groupby([*keys, "run-name"], dropna=False).agg(
+        rounds=("round", "max"), up=("uplink-bytes", "sum"), down=("downlink-bytes", "sum"),
+        **{c: (c, "last") for c in ("alpha-weights-mean", "alpha-statistics-mean") if c in rows})
+    table = per_run.groupby(keys, dropna=False).agg(["mean", "count"])
+    lines = ["| method | model | dataset | Dirichlet | n | rounds | uplink MB / run | downlink MB / run | "
+             "alpha weights (mean) | alpha statistics (mean) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, row in table.iterrows():
+        model_name = "(closed form)" if key[0] == "fedhip" else key[1]
+        cell = [f"{row[(c, 'mean')]:.3g}" if (c, "mean") in row and pd.notna(row[(c, "mean")]) else "–"
+                for c in ("alpha-weights-mean", "alpha-statistics-mean")]
+        lines.append(f"| {key[0]} | {model_name} | {key[2]} | {key[3]} | {int(row[('rounds', 'count')])} | "
+                     f"{row[('rounds', 'mean')]:.0f} | {row[('up', 'mean')] / 1e6:.3g} | {row[('down', 'mean')] / 1e6:.3g} | "
+                     f"{' | '.join(cell)} |")
+    return "\n".join(lines) + "\n"
 
 
 def lr_probe(datasets: list[str], lrs: list[float], epochs: int = 10, seed: int = 0) -> pd.DataFrame:

@@ -382,7 +382,7 @@ class BaseStrategy(FedAvg):
         arrays = aggregate_arrayrecords(contents, "num-examples")
         # Flower's mean turns integer buffers (BatchNorm's num_batches_tracked) into floats,
         # which the next round's replies (the model's own int64) would then not match.
-        sent = contents[0]["arrays"]
+        sent = contents[0].array_records.get("arrays", {})  # a method may aggregate other records (GIFD: gradients)
         arrays = ArrayRecord({k: Array(np.asarray(np.rint(v.numpy()), dtype=sent[k].numpy().dtype))
                               if k in sent and sent[k].numpy().dtype.kind in "iu" else v for k, v in arrays.items()})
         weights = np.array([float(c["metrics"]["num-examples"]) for c in contents])

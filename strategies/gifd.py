@@ -54,7 +54,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from pydantic import Field
 
-from clients.gifd import DEFENSES, GROUND_TRUTH
+from clients.gifd import DEFENSES, GROUND_TRUTH, PLAIN_ROUND
 from models import build_model
 from simulations.keys import Int, Keys
 
@@ -274,6 +274,7 @@ class GifdStrategy(BaseStrategy):
         self.attacks = attack_list(cfg)
         self.threat = cfg["attack-threat"]
         self.sent: ArrayRecord | None = None
+        self.plain = False  # this round is an ordinary FedAvg round (not attacked)
         self.truth: dict[int, dict] = {}
         self.prior: GanPrior | None = None
         self.attack_rows: list[dict] = []
@@ -288,17 +289,24 @@ class GifdStrategy(BaseStrategy):
                 "local-steps": int(self.cfg["attack-local-steps"])}
 
     def train_record(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
+        """Attacked rounds announce the attacked procedure (``attack-threat``, ``attack-batch-size``);
+        the others are ordinary FedAvg rounds (``local-epochs``, ``batch-size``, ``lr``, ``momentum``),
+        so that a run over many rounds trains the model it attacks later. With ``attack=none`` every
+        round follows the announced procedure (what a defense costs the FL task under it)."""
         a = self.announced()
+        attacked = bool(self.attacks) and server_round in attack_rounds(self.cfg)
+        self.plain = bool(self.attacks) and not attacked  # attack=none keeps the announced protocol every round
         config["attack-threat"] = a["threat"]
         config["attack-batch-size"] = a["batch-size"]
         config["attack-local-steps"] = a["local-steps"]
         config["lr"] = a["lr"]
-        config[GROUND_TRUTH] = bool(self.attacks) and server_round in attack_rounds(self.cfg)
+        config[PLAIN_ROUND] = self.plain
+        config[GROUND_TRUTH] = attacked
         self.sent = arrays
         return super().train_record(server_round, arrays, config)
 
     def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
-        if self.threat == "fedsgd":
+        if self.threat == "fedsgd" and not self.plain:
             return {"gradient": {k: tuple(arrays[k].shape) for k in self.param_names}}
         return super().expected_arrays(arrays)
 
@@ -312,7 +320,7 @@ class GifdStrategy(BaseStrategy):
         if server_round in attack_rounds(self.cfg) and self.attacks and int(self.cfg["attack-num-images"]) > 0:
             self.run_attacks(server_round, replies)
         arrays, metrics = super().aggregate(server_round, replies)
-        if self.threat == "fedsgd" and arrays is not None:  # the server applies the mean gradient
+        if self.threat == "fedsgd" and not self.plain and arrays is not None:  # the server applies the mean gradient
             lr = float(self.cfg["lr"])
             sent = self.sent.to_torch_state_dict()
             grad = arrays.to_torch_state_dict()

@@ -417,3 +417,33 @@ def test_fedhip_end_to_end_one_round(tmp_path):
     d = 1280
     assert last["uplink-bytes"] >= 3 * 8 * (triu_size(d) + d * 10)
     assert last["downlink-bytes"] >= 3 * 8 * triu_size(d)  # the global sums, for personalization
+
+
+def test_within_run_paired_table_from_run_folders(tmp_path):
+    """fedhip_study --paired: per (dataset, Dirichlet) the mean of the per-run differences,
+    its t-interval and wins, read from the runs' metrics.csv when results.csv is absent."""
+    import json
+
+    import pandas as pd
+
+    from simulations.fedhip_study import paired
+
+    diffs = [0.02, 0.04, -0.03]
+    for seed, d in enumerate(diffs):
+        run = tmp_path / f"run-{seed}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"method": "fedhip", "dataset": "mnist", "dirichlet-alpha": 0.1,
+                                                     "seed": seed, "run-name": run.name}))
+        pd.DataFrame([{"method": "fedhip", "dataset": "mnist", "dirichlet-alpha": 0.1, "seed": seed,
+                       "run-name": run.name, "round": 1, "personalized-accuracy": 0.9 + d,
+                       "local-model-accuracy": 0.9, "global-model-local-accuracy": 0.8}]).to_csv(run / "metrics.csv",
+                                                                                                  index=False)
+    text = paired(tmp_path)
+    row = next(line for line in text.splitlines() if "local-only" in line).split("|")
+    assert row[4].strip() == "3" and float(row[5]) == pytest.approx(np.mean(diffs), abs=1e-4)
+    low, high = (float(v) for v in row[6].strip(" []").split(","))
+    half = 4.302653 * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert low == pytest.approx(np.mean(diffs) - half, abs=1e-4) and high == pytest.approx(np.mean(diffs) + half, abs=1e-4)
+    assert row[7].strip() == "2 / 3"
+    glob = next(line for line in text.splitlines() if "global ridge" in line).split("|")
+    assert glob[7].strip() == "3 / 3" and (tmp_path / "fedhip_paired.md").exists()

@@ -109,6 +109,25 @@ def test_intervention_is_zero_without_noise_or_link_and_positive_otherwise(model
     assert nolink.link is None and sdwc_terms(nolink, x, y, gamma=1.0)["intervention"] == 0
 
 
+def test_probe_measures_the_link_and_the_intervention(model):
+    """The sweep probe: no link -> nothing flips and the shift is 0; gamma 0 -> KL 0; a
+    link scaled x10 moves more predictions than the link as initialized."""
+    from simulations.fedsdwc_probe import probe
+
+    x, _ = batch(64)
+    nolink = build_sdwc(cfg(**{"sdwc-link": False}), 10, SHAPE).eval()
+    p0 = probe(nolink, x, gamma=1.0)
+    assert p0["link-flip"] == p0["link-ratio"] == p0["intervention-kl"] == p0["intervention-flip"] == 0
+    assert probe(model.eval(), x, gamma=0.0)["intervention-kl"] == pytest.approx(0, abs=1e-7)
+    base = probe(model, x, gamma=1.0)
+    with torch.no_grad():
+        model.link[-1].weight.mul_(10)
+        model.link[-1].bias.mul_(10)
+    strong = probe(model, x, gamma=1.0)
+    assert strong["link-ratio"] == pytest.approx(10 * base["link-ratio"], rel=1e-4)
+    assert strong["link-flip"] > base["link-flip"] and strong["intervention-kl"] > base["intervention-kl"] > 0
+
+
 def encoder_shares(model, batches, c) -> dict[str, float]:
     """Each weighted term's gradient norm on the encoder (mean over ``batches``), as a share
     of their sum."""

@@ -286,6 +286,10 @@ def test_tiny_attacks_improve_over_their_start(mnist, tmp_path):
     start = inp.to_pixels(inp.clamp(torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))))[0]
     assert psnr(inp.to_pixels(res.images)[0], true_px) > psnr(start, true_px) + 3
     assert res.steps == 60 and res.grad_loss < res.info["trace"][0] / 3
+    # breaching's settings: the kept iterate is chosen by the total objective (TV >= 0 included)
+    res = invert_ig(inp, labels, budget=30, restarts=1, tv=0.2, breaching=True)
+    assert res.steps == 30 and min(res.info["trace"]) <= res.grad_loss < res.info["trace"][0]
+    assert torch.equal(inp.clamp(res.images), res.images)  # a boxed iterate, not the unclamped start
     prior = GanPrior.load(tiny_prior(tmp_path))
     res = invert_gifd(inp, labels, prior, budget=24, restarts=2, stages=2, label_space="digits")
     assert res.steps == 24 and res.grad_loss < res.info["trace"][0]
@@ -419,8 +423,13 @@ def test_dlg_idlg_and_cma_ggl_spend_exactly_the_budget(mnist, tmp_path):
     idlg = invert_dlg(inp, labels, budget=40)
     assert idlg.steps == 40 and idlg.labels.tolist() == labels.tolist()
     assert psnr(inp.to_pixels(idlg.images)[0], true_px) > psnr(start, true_px) + 10
+    # the iterate after the last whole L-BFGS step (20 evaluations each) is kept, as breaching does:
+    # selected by the loss at that step's start; a step cut short by the budget is discarded
+    assert idlg.grad_loss == idlg.info["trace"][20] < idlg.info["trace"][0]
+    assert torch.equal(invert_dlg(inp, labels, budget=45).images, idlg.images)
+    assert inp.to_pixels(torch.full((1, 1, 28, 28), float("nan"))).eq(0).all()  # a diverged result scores
     dlg = invert_dlg(inp, None, budget=40)
-    assert dlg.steps == 40 and dlg.labels.shape == (1,) and dlg.grad_loss < dlg.info["trace"][0] / 10
+    assert dlg.steps == 40 and dlg.labels.shape == (1,) and dlg.grad_loss == dlg.info["trace"][20] < dlg.info["trace"][0] / 5
     prior = GanPrior.load(tiny_prior(tmp_path))
     a = invert_ggl(inp, labels, prior, budget=60, population=25, label_space="digits", seed=5)
     b = invert_ggl(inp, labels, prior, budget=60, population=25, label_space="digits", seed=5)
@@ -438,3 +447,40 @@ def test_rounds_summary_per_round_and_attack():
     lines = table(frame).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| 1 | gifd | 2 | 21.00 ± 12.71 |")  # t(0.975, 1) = 12.71
     assert "| 3 |" in lines[2] and lines[3].startswith("| 5 | gifd | 2 | 12.00 ± 0.00 | 0.300 ± 0.000 | 0.50 ±")
+
+
+def test_benchmark_paired_difference_matches_on_seed_and_image():
+    from strategies.attacks.benchmark import paired
+
+    base = {"defense": "none", "defense-param": float("nan"), "budget": 200, "prior": "p", "ssim": 0.5}
+    rows = [{**base, "attack": "gifd", "seed": s, "partition": i, "image": 0, "psnr": 20.0 + s + i}
+            for s in (0, 1) for i in (0, 1)]
+    # the ablation: 2 dB lower on each image, listed in another order; one extra image only it has
+    rows += [{**r, "attack": "gifd inf", "psnr": r["psnr"] - 2 + 0.5 * r["seed"]} for r in reversed(rows)]
+    rows += [{**base, "attack": "gifd inf", "seed": 2, "partition": 0, "image": 0, "psnr": 99.0}]
+    lines = paired(pd.DataFrame(rows), "gifd (p)", "gifd inf (p)").splitlines()
+    # differences 2, 2, 1.5, 1.5: mean 1.75, sd 0.2887, t(0.975, 3) = 3.182 -> half-width 0.459
+    assert lines[2].startswith("| none | 200 | 4 | psnr | 21.000 | 19.250 | +1.750 [+1.291, +2.209] | 4/4 |")
+    assert "| ssim |" in lines[3] and "+0.000" in lines[3]
+    with pytest.raises(ValueError, match="no \\(seed"):
+        paired(pd.DataFrame(rows), "gifd (p)", "ggl (p)")
+
+
+def test_rounds_that_are_not_attacked_are_ordinary_fedavg_rounds(mnist):
+    from clients.gifd import PLAIN_ROUND
+
+    strategy = GifdStrategy(cfg_of(**{"num-server-rounds": 5, "attack-round": "1,5"}), test_data=mnist)
+    arrays = strategy.initial_arrays()
+    config = {r: dict(strategy.train_record(r, arrays, ConfigRecord({"server-round": r}))["config"])
+              for r in (1, 2, 5)}
+    assert [config[r][PLAIN_ROUND] for r in (1, 2, 5)] == [False, True, False]
+    assert [config[r][GROUND_TRUTH] for r in (1, 2, 5)] == [True, False, True]
+    strategy.train_record(2, arrays, ConfigRecord({"server-round": 2}))
+    assert set(strategy.expected_arrays(arrays)) == {"arrays"}  # the weights, not a gradient
+    strategy.train_record(5, arrays, ConfigRecord({"server-round": 5}))
+    assert set(strategy.expected_arrays(arrays)) == {"gradient"}
+    idx = np.flatnonzero(mnist.train_labels < 10)[:40]
+    data = ClientData(0, mnist.train.subset(idx), mnist.test.subset(range(4)), 10, (1, 28, 28))
+    reply = GifdClient(cfg_of(**{"local-epochs": 1}), data).train({"arrays": arrays.to_torch_state_dict()},
+                                                                    config[2], {})
+    assert set(reply.arrays) == {"arrays"} and reply.metrics["num-examples"] == 40  # all its data, no truth

@@ -105,6 +105,29 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def paired(frame: pd.DataFrame, a: str, b: str, metrics=("psnr", "ssim")) -> str:
+    """Markdown table: ``a`` − ``b`` (method names as in ``summary_frame``) per defense and budget, paired
+    on the same seed and partition, mean difference with its 95% t-interval and wins of ``a``."""
+    frame = frame.copy()
+    frame["method"] = frame.apply(method_name, axis=1)
+    frame["defense-param"] = frame["defense-param"].fillna(0.0)
+    key = ["seed", "defense", "defense-param", "budget", "partition", "image"]
+    cols = key + list(metrics)
+    both = frame.loc[frame["method"] == a, cols].merge(frame.loc[frame["method"] == b, cols], on=key,
+                                                       suffixes=("-a", "-b"))
+    if both.empty:
+        raise ValueError(f"no (seed, partition, image) attacked by both '{a}' and '{b}'")
+    lines = [f"| defense | budget | n | metric | {a} | {b} | difference [95% CI] | {a} higher |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (defense, budget), g in both.groupby(["defense", "budget"]):
+        for m in metrics:
+            d = g[f"{m}-a"] - g[f"{m}-b"]
+            mean, hw, n = t_interval(d)
+            lines.append(f"| {defense} | {budget} | {n} | {m} | {g[f'{m}-a'].mean():.3f} | {g[f'{m}-b'].mean():.3f} "
+                         f"| {mean:+.3f} [{mean - hw:+.3f}, {mean + hw:+.3f}] | {(d > 0).sum()}/{n} |")
+    return "\n".join(lines)
+
+
 def summarize(frame: pd.DataFrame) -> str:
     """Markdown tables: metric mean +- 95% t-interval by method x budget, one block per defense."""
     summary = summary_frame(frame)
@@ -148,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", default="", metavar="DIR[:TAG],DIR",
                         help="only summarize: the benchmark.csv of these folders, into --out-dir; "
                              "DIR:TAG appends ' TAG' to that folder's attack names (an ablation)")
+    parser.add_argument("--paired", default="", metavar="A,B",
+                        help="with --merge: also print A - B paired on the same seed and image, e.g. "
+                             "'gifd (mnist-holdout),gifd inf (mnist-holdout)'")
     args = parser.parse_args(argv)
     if args.merge:
         parts = []
@@ -161,8 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out_dir / "benchmark.csv", index=False)
         summary_frame(frame).to_csv(args.out_dir / "summary.csv", index=False)
-        (args.out_dir / "summary.md").write_text(summarize(frame))
-        print(summarize(frame))
+        text = summarize(frame)
+        if args.paired:
+            a, _, b = args.paired.partition(",")
+            try:
+                text += f"\n## paired: {a} − {b}\n\n{paired(frame, a, b)}\n"
+            except ValueError as err:
+                parser.error(str(err))
+        (args.out_dir / "summary.md").write_text(text)
+        print(text)
         return 0
     torch.set_num_threads(1)
     defaults = resolve({})

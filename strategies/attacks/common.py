@@ -68,7 +68,8 @@ class AttackInput:
         return torch.maximum(torch.minimum(x, self.hi), self.lo)
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        return (x * self.std + self.mean).clamp(0, 1)
+        """[0, 1] pixels; a non-finite entry (a diverged optimizer) becomes 0."""
+        return (x * self.std + self.mean).nan_to_num(0.0, 0.0, 0.0).clamp(0, 1)
 
 
 def simulate(inp: AttackInput, x: torch.Tensor, y: torch.Tensor, create_graph: bool = True) -> list[torch.Tensor]:

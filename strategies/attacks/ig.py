@@ -6,12 +6,16 @@ Adam (lr 0.1) with *hard-signed* gradients, MultiStepLR x0.1 at ``steps // 2.667
 ``// 1.6`` and ``// 1.142`` (3/8, 5/8, 7/8), the pixel box after every step, N(0, 1)
 initialization in normalized space, one trial. Differences (method page table): the budget
 is ``attack-budget`` evaluations instead of 24,000 iterations, restarts follow
-``attack-restarts`` and share that budget, and the candidate returned is the one with the
-lowest gradient distance evaluated (breaching keeps the lowest total objective, TV included).
+``attack-restarts`` and share that budget. The candidate returned (``breaching=True``) is
+breaching's: after each step, the point the step reached is kept if the total objective (TV
+included) at the step's start is the lowest so far; the official inversefed code returns the
+last iterate, which this is while the objective falls. Otherwise (the audit's multi-step
+setting) it is the candidate with the lowest gradient distance evaluated.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -41,11 +45,13 @@ def invert_ig(inp: AttackInput, labels: torch.Tensor, budget: int = 800, restart
     t0 = time.perf_counter()
     matcher = Matcher(inp, labels, budget, distance)
     gen = torch.Generator().manual_seed(seed)
+    best = None  # breaching's selection: (objective at the step's start, the point that step reached)
     for steps in split_budget(budget, restarts):
         if steps <= 0:
             continue
         x = torch.randn(len(labels), *inp.input_shape, generator=gen)
         x = (x if breaching else inp.clamp(x)).requires_grad_(True)
+        keep = (math.inf, x.detach().clone())
         opt = torch.optim.Adam([x], lr=lr)
         milestones = step_milestones(steps) if breaching else [int(steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
@@ -61,7 +67,17 @@ def invert_ig(inp: AttackInput, labels: torch.Tensor, budget: int = 800, restart
                 sched.step()
                 with torch.no_grad():
                     x.copy_(inp.clamp(x))
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    break
+                if value < keep[0]:
+                    keep = (value, x.detach().clone())
         except BudgetExceeded:
-            break
+            pass
+        if best is None or keep[0] < best[0]:
+            best = keep
+    if breaching and best is not None:
+        return AttackResult(best[1], labels, best[0], matcher.used, time.perf_counter() - t0,
+                            {"trace": matcher.trace})
     return AttackResult(matcher.best_x, labels, matcher.best_loss, matcher.used, time.perf_counter() - t0,
                         {"trace": matcher.trace})
