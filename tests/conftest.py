@@ -1,4 +1,5 @@
-"""Shared test helpers: a sweep runner through the real Flower simulation engine."""
+"""Shared test helpers: a sweep runner through the real Flower simulation engine, and a
+small multi-domain image tree on disk."""
 
 from __future__ import annotations
 
@@ -52,3 +53,18 @@ def run_sweep(tmp_path: Path, base: dict, grid: dict, *options: str) -> tuple[in
     code = main([str(spec), "--out-dir", str(out), *options])
     csv = out / "results.csv"
     return code, (pd.read_csv(csv) if csv.exists() else pd.DataFrame()), out
+
+
+def pacs_tree(root: Path, per_class: int = 3, side: int = 8, ext: str = "png") -> Path:
+    """``root/PACS/<art|photo>/<dog|cat>/<i>.<ext>``: flat grey images (level 40 i), the
+    layout of a multi-domain image-folder dataset; returns ``root/PACS``."""
+    import numpy as np
+    from PIL import Image
+
+    for d in ("art", "photo"):
+        for c in ("dog", "cat"):
+            folder = root / "PACS" / d / c
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(np.full((side, side, 3), i * 40, np.uint8)).save(folder / f"{i}.{ext}")
+    return root / "PACS"

@@ -8,6 +8,7 @@ import torch
 
 from datasets import DataError, load_dataset
 from datasets.registry import ArrayDataset, fixed_split
+from tests.conftest import pacs_tree
 
 
 def test_mnist_is_the_real_offline_subset():
@@ -77,14 +78,7 @@ def test_corrupt_fashion_files_fail_clearly(tmp_path):
 
 
 def test_image_folder_multi_domain_layout(tmp_path):
-    from PIL import Image
-
-    for d in ("art", "photo"):
-        for c in ("dog", "cat"):
-            folder = tmp_path / "PACS" / d / c
-            folder.mkdir(parents=True)
-            for i in range(5):
-                Image.fromarray(np.full((20, 20, 3), i * 40, np.uint8)).save(folder / f"{i}.jpg")
+    pacs_tree(tmp_path, per_class=5, side=20, ext="jpg")
     b = load_dataset("pacs", str(tmp_path))
     assert b.domain_names == ["art", "photo"] and b.num_classes == 2
     assert len(b.train) + len(b.test) == 20

@@ -21,6 +21,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from clients.base import SIM_GROUND_TRUTH, ground_truth_allowed, refuse_evaluation_only
 from simulations.config import ConfigError, resolve
 from simulations.local import LocalGrid, run_logged
+from tests.conftest import pacs_tree
 
 
 def _arrays(content: RecordDict) -> RecordDict:
@@ -266,18 +267,6 @@ def test_fraction_train_must_be_positive():
         resolve({"fraction-train": 0.0})
 
 
-def _pacs(root: pathlib.Path) -> pathlib.Path:
-    from PIL import Image
-
-    for d in ("art", "photo"):
-        for c in ("dog", "cat"):
-            folder = root / "PACS" / d / c
-            folder.mkdir(parents=True)
-            for i in range(3):
-                Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(folder / f"{i}.png")
-    return root / "PACS"
-
-
 @pytest.mark.parametrize("damage, message", [
     (lambda base: (base / "art" / "dog" / "1.png").write_bytes(b"not an image"), "art/dog/1.png is not a readable image"),
     (lambda base: (base / "photo" / "cat" / "2.png").write_bytes((base / "photo" / "cat" / "2.png").read_bytes()[:-20]),
@@ -289,7 +278,7 @@ def test_corrupt_or_empty_image_folders_fail_at_load_and_in_the_sweep_check(tmp_
     from datasets.image_folder import load_multi_domain
     from simulations.sweep import main
 
-    damage(_pacs(tmp_path / "data"))
+    damage(pacs_tree(tmp_path / "data"))
     with pytest.raises(DataError, match=message) as err:
         load_multi_domain("pacs", tmp_path / "data")
     assert len(str(err.value).splitlines()) == 1
