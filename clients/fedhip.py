@@ -2,7 +2,7 @@
 
 Everything is float64 ``torch.linalg``; there is no gradient step anywhere.
 
-- Features: a frozen backbone (``models.backbones``) run once per dataset and process
+- Features: a frozen backbone (``models.features``) run once per dataset and process
   (``cached_features``), so train and evaluate messages never re-extract.
 - Local training: ``G_k = X_kᵀX_k``, ``Q_k = X_kᵀY_k`` (one-hot), class counts; the local
   ridge model ``W_k = (G_k + γI)⁻¹Q_k`` is kept in the node's state. Only the upper
@@ -20,7 +20,6 @@ Everything is float64 ``torch.linalg``; there is no gradient step anywhere.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import OrderedDict
 from logging import WARNING
@@ -30,42 +29,27 @@ from flwr.common.logger import log
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from simulations.progress import LogProgress
+from common.progress import LogProgress
+from models.features import extractor, feature_key
 
 from .base import Client, ClientData, Reply, Tensors, batches, device_of
 
 STATS = "fedhip-stats"  # reply record: gram-triu, q, counts
 GLOBAL = "fedhip-global"  # evaluate record: the same keys, summed over clients
 LOCAL, PERSONAL = "fedhip-local", "fedhip-personal"  # kept in context.state
-FEATURE_KEYS = ("backbone", "pretrained", "backbone-size", "buffer-size", "seed", "backbone-weights", "backbone-layer")
 DTYPE = torch.float64
 MAX_COND = 1e12  # a Cholesky solve past this condition falls back to least squares
 
 
 # ---- features ---------------------------------------------------------------------
-def feature_key(cfg: dict) -> tuple:
-    """``FEATURE_KEYS`` values; the seed only where it changes the features (a random
-    backbone or buffer), so runs with other seeds share the cached features."""
-    name, pretrained, size, buffer_size, seed, weights, layer = (cfg[k] for k in FEATURE_KEYS)
-    seeded = (not pretrained and not weights) or int(buffer_size) > 0
-    return (str(name), bool(pretrained), int(size), int(buffer_size), int(seed) if seeded else 0, str(weights),
-            int(layer))
-
-
-@functools.lru_cache(maxsize=2)
-def extractor(key: tuple, device: str = "cpu"):
-    """The frozen backbone for a ``feature_key`` (built once per process)."""
-    from models.backbones import FeatureExtractor
-
-    name, pretrained, size, buffer_size, seed, weights, layer = key
-    return FeatureExtractor(name, bool(pretrained), int(size), int(buffer_size), int(seed), device, weights, layer)
-
-
 def dataset_norm(data: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean/std a dataset normalized its images with (to undo before the backbone)."""
     if hasattr(data, "mean") and hasattr(data, "std"):
         return tuple(data.mean.flatten().tolist()), tuple(data.std.flatten().tolist())
-    from datasets.image_folder import IMAGENET_MEAN, IMAGENET_STD  # image folders normalize so
+    from datasets.image_folder import (  # image folders normalize so
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
 
     return IMAGENET_MEAN, IMAGENET_STD
 

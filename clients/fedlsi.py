@@ -19,15 +19,13 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from models.translator import head_keys, translator_from_state
+from models.translator import head_keys, latent_model, translator_from_state
 
 from .base import Client, Reply, Tensors, batches
 
 
 class FedLSIClient(Client):
     def __init__(self, cfg: dict, data):
-        from strategies.fedlsi import latent_model
-
         super().__init__({**cfg, "model": latent_model(cfg["model"])}, data)
 
     def importance(self, model: torch.nn.Module) -> Tensors:

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from simulations.progress import LogProgress
+from common.progress import LogProgress
 
 from .registry import ArrayDataset, DataBundle, DataError, load_dataset, resolve_root
 

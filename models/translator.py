@@ -133,3 +133,9 @@ class LatentDiscriminator(nn.Module):
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.model(z)
         return self.real_fake_head(h), self.domain_head(h)
+
+
+def latent_model(name: str) -> str:
+    """The model FedDG-LSI trains for ``model``: ``lsi-<model>`` (a latent BatchNorm1d head
+    on the chosen model), so one sweep grid can hold every method with the same ``model``."""
+    return name if name.startswith("lsi-") else f"lsi-{name}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Our dlg/ig against breaching's on the same gradients (see scripts/compare_breaching.py).
+# Our dlg/ig against breaching's on the same gradients (see studies/compare_breaching.py).
 # breaching 0.1.2 and its config libraries go into a throwaway folder (pip --target, no
 # dependency resolution: torch, scipy and the rest come from this project's environment);
 # breaching is never a dependency of the project. BREACHING_DIR=<folder> reuses such a
@@ -15,4 +15,4 @@ if [ -z "$tmp" ]; then
         "antlr4-python3-runtime==4.9.3" "lpips==0.1.4"
 fi
 cd "$repo"
-PYTHONPATH="$repo:$tmp" "$python" scripts/compare_breaching.py "$@"
+PYTHONPATH="$repo:$tmp" "$python" -m studies.compare_breaching "$@"

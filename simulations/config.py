@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from simulations.keys import Int, Keys, fields, parse
+from common.keys import ConfigError, Int, Keys, fields, parse
+from common.outputs import check_run_name
+from simulations.methods import load as _load
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
@@ -32,10 +34,6 @@ RENAMED = {
     "fourier-alpha": "sdwc-fourier-alpha",
     "alpha-personal": "fedhip-alpha",
 }
-
-
-class ConfigError(ValueError):
-    """A run-config value that cannot be used."""
 
 
 class DataKeys(Keys):
@@ -115,43 +113,22 @@ class RunKeys(Keys):
                                                                   "`round-timeout`, `mixed` = one of the first three")
 
 
-class OodKeys(Keys):
-    """The OOD evaluation suite (any method; see docs/methods/fedsdwc.md)."""
-
-    corruptions: str = Field("", description="covariate shift: `\"\"` = off, `all` (19 CIFAR-10-C types), "
-                                             "`common` (15) or a comma list, e.g. `fog,contrast`")
-    severity: Int = Field(0, ge=0, le=5, description="corruption severity 1..5, or 0 = image i gets level i % 5 + 1")
-    corruption_seed: Int = Field(0, ge=0, description="seeds the corrupted images (same for every method and seed)")
-    corruption_constants: Literal["auto", "cifar", "imagenet"] = Field(
-        "auto", description="severity constants: `cifar` (CIFAR-10-C's, 14 of the 19 types; `datasets/cifar_c.py`), "
-                            "`imagenet` (the library's ImageNet-C ones), `auto` = `cifar` for images of 32 px and below")
-    ood_datasets: str = Field("", description="semantic shift: comma list of OOD sets, e.g. `mnist` for "
-                                              "Fashion-MNIST, `digits`, synthetic `noise-gaussian`, "
-                                              "`noise-rademacher`, `blobs`; `\"\"` = off")
-    ood_max_samples: Int = Field(2000, ge=0, description="size of the fixed ID/corrupted/OOD subsets (0 = all)")
-    ood_eval_every: Int = Field(0, ge=0, description="run the suite every N rounds too (0 = last round only)")
+RUN_GROUPS: tuple[type[Keys], ...] = (DataKeys, TrainKeys, RunKeys)
 
 
-class AuditKeys(Keys):
-    """The privacy audit of a method's own traffic (any method; docs/privacy-audit.md)."""
+def shared_groups() -> tuple[type[Keys], ...]:
+    """The keys every run has: the groups above, then the evaluation and audit groups the
+    method registry lists (``simulations/methods.py``: declared next to their code)."""
+    from simulations.methods import SHARED_KEYS
 
-    audit_attacks: str = Field("", description="comma list of `ig`, `dlg` (weight uploads), `features` (FedHiP's "
-                                               "statistics); `\"\"` = off")
-    audit_rounds: str = Field("1", description="comma list of the rounds whose replies are attacked")
-    audit_clients: Int = Field(1, ge=1, description="replies attacked per audited round (first in partition order)")
-    audit_budget: Int = Field(200, ge=1, description="attack steps per reply (gradient- or feature-matching evaluations)")
-    audit_max_examples: Int = Field(64, ge=1, description="a reply of more examples is not attacked (one candidate "
-                                                          "image per example)")
-
-
-SHARED: tuple[type[Keys], ...] = (DataKeys, TrainKeys, RunKeys, OodKeys, AuditKeys)
+    return RUN_GROUPS + tuple(_load(path) for path in SHARED_KEYS)
 
 
 def key_groups() -> dict[str, type[Keys]]:
     """Every declaration, by the name docs/config.md uses: shared groups, then one per method."""
     from simulations.methods import METHODS
 
-    groups = {g.__name__.removesuffix("Keys").lower(): g for g in SHARED}
+    groups = {g.__name__.removesuffix("Keys").lower(): g for g in shared_groups()}
     for name, method in METHODS.items():  # methods sharing a group (ablations) list it once
         if method.strategy.keys is not None and method.strategy.keys not in groups.values():
             groups[name] = method.strategy.keys
@@ -186,15 +163,15 @@ def _check(ok: bool, message: str) -> None:
 
 
 def validate(cfg: dict) -> None:
-    """Check (and type) ``cfg`` in place, without data and without Flower: the shared keys,
-    then the method's keys, then the method's ``check_config`` (rules across keys)."""
-    from datasets.partition import PARTITIONERS
+    """Check (and type) ``cfg`` in place, without data: the shared keys (each group's
+    ``check`` too), then the method's keys, then the method's ``check_config`` (rules across keys)."""
     from datasets import DATASETS
+    from datasets.partition import PARTITIONERS
     from models import MODEL_NAMES, MODELS
     from simulations.methods import METHODS
-    from strategies.ood_eval import check_keys
 
-    for group in SHARED:
+    shared = shared_groups()
+    for group in shared:
         cfg.update(parse(group, cfg, ConfigError))
     _check(cfg["method"] in METHODS, f"unknown method '{cfg['method']}': pass one of {sorted(METHODS)}")
     _check(cfg["dataset"] in DATASETS, f"unknown dataset '{cfg['dataset']}': pass one of {sorted(DATASETS)}")
@@ -207,18 +184,16 @@ def validate(cfg: dict) -> None:
     check_run_name(cfg["run-name"])
     _check(not cfg["resume"] or bool(cfg["run-name"]),
            "resume=true needs the run-name (and out-dir) of the run to continue")
-    check_keys(cfg)
-    from strategies.audit import check_keys as check_audit_keys
-
-    check_audit_keys(cfg)
+    for group in shared:
+        group.check(cfg)
     strategy = METHODS[cfg["method"]].strategy
     own = set()
     if strategy.keys is not None:
         cfg.update(parse(strategy.keys, cfg, ConfigError))
         own = set(fields(strategy.keys))
-    shared = {k for g in SHARED for k in fields(g)}
+    declared = {k for g in shared for k in fields(g)}
     for key, default in defaults().items():  # other methods' keys: only their type
-        if key in own or key in shared:
+        if key in own or key in declared:
             continue
         value = cfg[key]
         if isinstance(default, bool):
@@ -229,15 +204,6 @@ def validate(cfg: dict) -> None:
     strategy.check_config(cfg)
 
 
-RUN_NAME = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]*")
-
-
-def check_run_name(name) -> None:
-    """``run-name`` is one plain folder name, so that a run writes under ``out-dir`` only."""
-    _check(isinstance(name, str) and (name == "" or (RUN_NAME.fullmatch(name) is not None and name != "..")),
-           f"run-name must be a plain folder name (letters, digits, '._=-', no '/', not '.' or '..'), got {name!r}")
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (partitions and sampling take ``seed`` explicitly)."""
     os.environ["PYTHONHASHSEED"] = str(seed)
@@ -246,20 +212,3 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def out_root(cfg: dict) -> Path:
-    """``out-dir`` as an absolute path (the ServerApp runs from an installed copy)."""
-    return Path(cfg["out-dir"]).expanduser().resolve()
-
-
-RUN_FILES = ("config.json", "metrics.csv", "checkpoint.pt")
-
-
-def check_run_folder(cfg: dict) -> None:
-    """Never overwrite a run by accident: a ``run-name`` folder that already holds a run
-    (any of ``RUN_FILES``) needs ``resume=true`` or ``overwrite=true``."""
-    if not cfg["run-name"] or cfg["resume"] or cfg["overwrite"]:
-        return
-    folder = out_root(cfg) / cfg["run-name"]
-    found = [f for f in RUN_FILES if (folder / f).exists()]
-    _check(not found, f"{folder} already holds a run ({', '.join(found)}): pass resume=true to continue it, "
-                      "overwrite=true to replace it, or another run-name")

@@ -28,7 +28,7 @@ from pathlib import Path
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
-from flwr.common.constant import ErrorCode, SUPERLINK_NODE_ID
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -104,8 +104,8 @@ class LocalGrid(Grid):
 
 def run_local(cfg: dict, num_nodes: int) -> Path:
     """One run of the ServerApp on a ``LocalGrid``; returns the run's results folder."""
+    from common.outputs import out_root
     from simulations.client_app import app as client_app
-    from simulations.config import out_root
     from simulations.server_app import main
 
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=dict(cfg))

@@ -13,7 +13,8 @@ import importlib
 from dataclasses import dataclass
 
 
-def _load(path: str) -> type:
+def load(path: str) -> type:
+    """``"module:Name"`` -> the object, imported on first use."""
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
 
@@ -25,11 +26,11 @@ class Method:
 
     @property
     def strategy(self) -> type:
-        return _load(self.strategy_path)
+        return load(self.strategy_path)
 
     @property
     def client(self) -> type:
-        return _load(self.client_path)
+        return load(self.client_path)
 
 
 METHODS: dict[str, Method] = {
@@ -44,3 +45,7 @@ METHODS: dict[str, Method] = {
        for name in ("fedsdwc-no-fourier", "fedsdwc-no-link", "fedsdwc-no-intervention", "fedsdwc-no-generative")},
     "fedavg-fourier": Method("strategies.fedsdwc:FourierFedAvgStrategy", "clients.fedsdwc:FourierClient"),
 }
+
+# Keys every method has besides the run's own (``simulations/config.py``), declared next to
+# the code that reads them; ``Keys.check`` holds their rules across keys.
+SHARED_KEYS: tuple[str, ...] = ("evaluation.ood:OodKeys", "strategies.audit:AuditKeys")

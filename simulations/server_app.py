@@ -10,9 +10,11 @@ from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from common.keys import ConfigError
+from common.outputs import check_run_folder, out_root
 from datasets import DataError, load_for
 from datasets.partition import PartitionError
-from simulations.config import ConfigError, check_run_folder, out_root, resolve, seed_everything
+from simulations.config import resolve, seed_everything
 from simulations.methods import METHODS
 from simulations.results import RunWriter
 

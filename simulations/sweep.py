@@ -24,10 +24,13 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from simulations.config import RENAMED, ConfigError, check_run_folder, defaults, resolve
+from common.keys import ConfigError
+from common.outputs import check_run_folder
+from simulations.config import RENAMED, defaults, resolve
 from simulations.report import report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
+
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
 FEDERATION_KEYS = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
 FEDERATION_DEFAULTS = {"num-supernodes": 10, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}

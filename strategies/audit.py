@@ -24,15 +24,17 @@ and reaches ``score`` only; without it ``attacks.csv`` says "no ground truth".
 from __future__ import annotations
 
 import math
-import time
 from logging import INFO, WARNING
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.common.logger import log
+from pydantic import Field
 
 from clients.base import SIM_GROUND_TRUTH as GROUND_TRUTH
+from common.keys import ConfigError, Int, Keys
+
 UPDATE_ATTACKS = ("ig", "dlg")
 STATISTICS_ATTACKS = ("features",)
 AUDIT_ATTACKS = UPDATE_ATTACKS + STATISTICS_ATTACKS
@@ -44,21 +46,31 @@ def parse_list(text, cast=str) -> list:
     return [cast(t.strip()) for t in str(text).split(",") if t.strip()]
 
 
-def check_keys(cfg: dict) -> None:
-    """One-line errors for the audit keys (any method)."""
-    from simulations.config import ConfigError
+class AuditKeys(Keys):
+    """The privacy audit of a method's own traffic (any method; docs/privacy-audit.md)."""
 
-    attacks = parse_list(cfg["audit-attacks"])
-    if any(a not in AUDIT_ATTACKS for a in attacks) or len(set(attacks)) != len(attacks):
-        raise ConfigError(f"audit-attacks must be a comma list of {','.join(AUDIT_ATTACKS)} (or empty), "
-                          f"got {cfg['audit-attacks']!r}")
-    try:
-        rounds = parse_list(cfg["audit-rounds"], int)
-    except ValueError:
-        rounds = None
-    if not rounds or any(not 1 <= r <= int(cfg["num-server-rounds"]) for r in rounds):
-        raise ConfigError(f"audit-rounds must be rounds in 1..{cfg['num-server-rounds']}, comma-separated, "
-                          f"got {cfg['audit-rounds']!r}")
+    audit_attacks: str = Field("", description="comma list of `ig`, `dlg` (weight uploads), `features` (FedHiP's "
+                                               "statistics); `\"\"` = off")
+    audit_rounds: str = Field("1", description="comma list of the rounds whose replies are attacked")
+    audit_clients: Int = Field(1, ge=1, description="replies attacked per audited round (first in partition order)")
+    audit_budget: Int = Field(200, ge=1, description="attack steps per reply (gradient- or feature-matching evaluations)")
+    audit_max_examples: Int = Field(64, ge=1, description="a reply of more examples is not attacked (one candidate "
+                                                          "image per example)")
+
+    @classmethod
+    def check(cls, cfg: dict) -> None:
+        """Known attacks, each once; audited rounds within ``num-server-rounds``."""
+        attacks = parse_list(cfg["audit-attacks"])
+        if any(a not in AUDIT_ATTACKS for a in attacks) or len(set(attacks)) != len(attacks):
+            raise ConfigError(f"audit-attacks must be a comma list of {','.join(AUDIT_ATTACKS)} (or empty), "
+                              f"got {cfg['audit-attacks']!r}")
+        try:
+            rounds = parse_list(cfg["audit-rounds"], int)
+        except ValueError:
+            rounds = None
+        if not rounds or any(not 1 <= r <= int(cfg["num-server-rounds"]) for r in rounds):
+            raise ConfigError(f"audit-rounds must be rounds in 1..{cfg['num-server-rounds']}, comma-separated, "
+                              f"got {cfg['audit-rounds']!r}")
 
 
 def used_by_cross_entropy(model: torch.nn.Module, params: dict, buffers: dict, data) -> list[str]:
@@ -118,7 +130,7 @@ class Audit:
 
     # ---- the attacker -------------------------------------------------------------
     def announced(self, content: RecordDict):
-        from .attacks.local_training import LocalTraining
+        from attacks.local_training import LocalTraining
 
         cfg = self.cfg
         return LocalTraining(lr=float(cfg["lr"]), epochs=int(cfg["local-epochs"]), batch_size=int(cfg["batch-size"]),
@@ -128,7 +140,7 @@ class Audit:
 
     def attacker_view(self, model: torch.nn.Module, sent: ArrayRecord, content: RecordDict):
         """The multi-step attacker's input: sent model, the reply's weights, announcements."""
-        from .attacks.common import AttackInput
+        from attacks.common import AttackInput
 
         data, proc = self.data, self.announced(content)
         state = sent.to_torch_state_dict()
@@ -147,21 +159,21 @@ class Audit:
                            procedure=proc)
 
     def attack_update(self, name: str, inp, seed: int):
-        from .attacks.ig import invert_ig
-        from .attacks.label_inference import infer_labels
+        from attacks.ig import invert_ig
+        from attacks.label_inference import infer_labels
 
         labels = infer_labels(inp, seed)
         budget = int(self.cfg["audit-budget"])
         if name == "ig":  # Inverting Gradients' multi-step setting: Adam on pixels, TV prior, one restart
             return invert_ig(inp, labels, budget=budget, restarts=1, tv=1e-2, signed=False, seed=seed)
-        from .attacks.dlg import invert_dlg
+        from attacks.dlg import invert_dlg
 
         return invert_dlg(inp, labels, budget=budget, seed=seed)
 
     # ---- the evaluator ------------------------------------------------------------
     @staticmethod
     def score(rec_px: torch.Tensor, rec_labels: torch.Tensor, truth: dict | None, to_pixels) -> list[dict]:
-        from .attacks.metrics import score
+        from attacks.metrics import score
 
         if truth is None:
             return [{"image": i, "inferred-label": int(rec_labels[i]), "note": "no ground truth"}
@@ -213,8 +225,8 @@ class Audit:
 
     def audit_statistics(self, strategy, content: RecordDict, truth, seed: int) -> list[dict]:
         """Class means from Q_k/counts, one image per present class by feature inversion."""
-        from .attacks.metrics import psnr, ssim
-        from .attacks.statistics import class_means, invert_features
+        from attacks.metrics import psnr, ssim
+        from attacks.statistics import class_means, invert_features
 
         stats = content.array_records["fedhip-stats"].to_torch_state_dict()
         means, present = class_means(stats["q"], stats["counts"])
@@ -247,7 +259,7 @@ class Audit:
 
     def feature_function(self):
         """The public frozen backbone as a differentiable map: normalized images -> features."""
-        from clients.fedhip import FEATURE_KEYS, extractor
+        from models.features import FEATURE_KEYS, extractor
 
         fe = extractor(tuple(self.cfg[k] for k in FEATURE_KEYS))
         fe.net.eval().requires_grad_(False)

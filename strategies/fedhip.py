@@ -29,12 +29,22 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from pydantic import Field
 
-from simulations.keys import Int, Keys
+from clients.fedhip import (
+    DTYPE,
+    GLOBAL,
+    STATS,
+    accuracy,
+    cached_features,
+    degenerate,
+    ridge_solve,
+    triu_size,
+    unpack_triu,
+)
+from common.keys import Int, Keys
+from models.features import extractor, feature_key
 
-from clients.fedhip import (DTYPE, GLOBAL, STATS, accuracy, cached_features, degenerate, extractor, feature_key,
-                            ridge_solve, triu_size, unpack_triu)
-
-from .base import BaseStrategy, record_bytes
+from .base import BaseStrategy
+from .replies import record_bytes
 
 
 def sum_statistics(stats: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -119,7 +129,7 @@ class FedHiPStrategy(BaseStrategy):
         except ValueError:
             grid = []
         if not grid or any(a < 0 for a in grid):
-            from simulations.config import ConfigError
+            from common.keys import ConfigError
 
             raise ConfigError(f"fedhip-alpha-grid must be comma-separated numbers >= 0, got {cfg['fedhip-alpha-grid']!r}")
         cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)

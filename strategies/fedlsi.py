@@ -50,23 +50,17 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from pydantic import Field
 
+from common.keys import Int, Keys
 from models import build_model
-from models.translator import build_head, head_keys
-from simulations.keys import Int, Keys
+from models.translator import build_head, head_keys, latent_model
 
 from . import lsi_server
 from .base import BaseStrategy
 
 
-def latent_model(name: str) -> str:
-    """The model FedDG-LSI trains for ``model``: ``lsi-<model>`` (a latent BatchNorm1d head
-    on the chosen model), so one sweep grid can hold every method with the same ``model``."""
-    return name if name.startswith("lsi-") else f"lsi-{name}"
-
-
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        from simulations.config import ConfigError
+        from common.keys import ConfigError
 
         raise ConfigError(message)
 

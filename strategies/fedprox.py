@@ -7,7 +7,7 @@ config; the term itself lives in ``clients/fedprox.py``.
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from pydantic import Field
 
-from simulations.keys import Keys
+from common.keys import Keys
 
 from .base import BaseStrategy
 

@@ -16,8 +16,8 @@ from pydantic import Field
 
 from clients.base import device_of, evaluate
 from clients.fedsdwc import TERMS, variant_config
+from common.keys import Int, Keys
 from models.causal import build_sdwc
-from simulations.keys import Int, Keys
 
 from .base import BaseStrategy
 from .fedavg import FedAvgStrategy

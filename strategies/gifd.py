@@ -30,7 +30,7 @@ truth"), ``attacks.png``
 
 Prior: ``gan-checkpoint`` (any ``models.generator`` checkpoint), else the GAN trained on
 ``gan-dataset`` with ``gan-train-steps`` (cached as ``<out-dir>/gan/<name>-steps<N>-seed0.pt``,
-trained on first use; ``python -m strategies.attacks.train_gan`` does the same ahead of
+trained on first use; ``python -m attacks.train_gan`` does the same ahead of
 time). A prior trained on the clients' own training pool is refused.
 
 The FL model is the project's ``cnn`` (SmallCNN), attacked at round 1 while untrained
@@ -54,17 +54,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from pydantic import Field
 
+from attacks.common import AttackInput, AttackResult
+from attacks.dlg import invert_dlg
+from attacks.ggl import invert_ggl, invert_ggl_adam
+from attacks.gifd import invert_gifd
+from attacks.ig import invert_ig
+from attacks.label_inference import infer_labels
+from attacks.prior import LABEL_MAPS, GanPrior
 from clients.gifd import DEFENSES, GROUND_TRUTH, PLAIN_ROUND
+from common.keys import Int, Keys
 from models import build_model
-from simulations.keys import Int, Keys
 
-from .attacks.common import AttackInput, AttackResult
-from .attacks.dlg import invert_dlg
-from .attacks.ggl import invert_ggl, invert_ggl_adam
-from .attacks.gifd import invert_gifd
-from .attacks.ig import invert_ig
-from .attacks.label_inference import infer_labels
-from .attacks.prior import LABEL_MAPS, GanPrior
 from .audit import strip_ground_truths
 from .base import BaseStrategy
 
@@ -100,7 +100,7 @@ def settings_of(cfg: dict) -> dict:
 
 
 def label_space_of(dataset: str) -> str:
-    from .attacks.train_gan import label_space
+    from attacks.train_gan import label_space
 
     return label_space(dataset)
 
@@ -156,7 +156,7 @@ def attacker_view(content: RecordDict, sent: ArrayRecord, model_name: str, num_c
 def evaluate_reconstructions(result: AttackResult, truth: dict[str, torch.Tensor] | None,
                              inp: AttackInput) -> list[dict]:
     """The evaluator: scores a reconstruction against the simulation-only ground truth."""
-    from .attacks.metrics import score
+    from attacks.metrics import score
 
     if truth is None:  # a real node keeps its data: the rows stay, without scores
         return [{"image": i, "inferred-label": int(result.labels[i]), "_match": i, "note": NO_TRUTH}
@@ -231,8 +231,8 @@ class GifdStrategy(BaseStrategy):
 
     @staticmethod
     def check_config(cfg: dict) -> None:
+        from common.keys import ConfigError
         from datasets import DATASETS
-        from simulations.config import ConfigError
 
         BaseStrategy.check_config(cfg)
 
@@ -336,9 +336,8 @@ class GifdStrategy(BaseStrategy):
     # ---- the attack -----------------------------------------------------------------
     def load_prior(self) -> GanPrior:
         if self.prior is None:
-            from simulations.config import out_root
-
-            from .attacks.train_gan import ensure_prior
+            from attacks.train_gan import ensure_prior
+            from common.outputs import out_root
 
             path = self.cfg["gan-checkpoint"]
             if path:
@@ -356,7 +355,7 @@ class GifdStrategy(BaseStrategy):
         return self.prior
 
     def run_dir(self) -> Path:
-        from simulations.config import out_root
+        from common.outputs import out_root
 
         return out_root(self.cfg) / (self.cfg["run-name"] or "gifd")
 
@@ -428,7 +427,7 @@ class GifdStrategy(BaseStrategy):
     def write_outputs(self, truth_px, recs, psnrs, server_round: int | None = None) -> None:
         import pandas as pd
 
-        from .attacks.metrics import lpips_available, lpips_note
+        from attacks.metrics import lpips_available, lpips_note
 
         out = self.run_dir()
         out.mkdir(parents=True, exist_ok=True)

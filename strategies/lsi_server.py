@@ -49,8 +49,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.progress import LogProgress
 from models.translator import LatentDiscriminator, Translator
-from simulations.progress import LogProgress
 
 Tensors = dict[str, torch.Tensor]
 

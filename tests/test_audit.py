@@ -7,14 +7,14 @@ from types import SimpleNamespace
 import torch
 from torch.nn import functional as F
 
+from attacks.common import AttackInput
+from attacks.ig import invert_ig
+from attacks.label_inference import infer_labels
+from attacks.local_training import LocalTraining, replay
+from attacks.metrics import psnr
+from attacks.statistics import class_means, rank_one_feature, second_moments
 from clients.fedhip import statistics
 from models.cnn import SmallCNN
-from strategies.attacks.common import AttackInput
-from strategies.attacks.ig import invert_ig
-from strategies.attacks.label_inference import infer_labels
-from strategies.attacks.local_training import LocalTraining, replay
-from strategies.attacks.metrics import psnr
-from strategies.attacks.statistics import class_means, rank_one_feature, second_moments
 
 MEAN, STD = torch.tensor([0.1307]).view(-1, 1, 1), torch.tensor([0.3081]).view(-1, 1, 1)
 

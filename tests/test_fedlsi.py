@@ -17,7 +17,7 @@ from models import build_model
 from models.translator import LatentDiscriminator, Translator, build_head, translator_from_state
 from simulations.config import ConfigError, resolve
 from strategies import lsi_server
-from strategies.base import check_reply
+from strategies.replies import check_reply
 from strategies.fedlsi import FedLSIStrategy
 from tests.conftest import run_sweep
 

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from clients.fedsdwc import TERMS, VARIANTS, amplitude_mix, fourier_augment, sdwc_loss, sdwc_terms, variant_config
+from clients.fedsdwc import (
+    TERMS,
+    VARIANTS,
+    amplitude_mix,
+    fourier_augment,
+    sdwc_loss,
+    sdwc_terms,
+    variant_config,
+)
 from models.causal import PRIOR_KEYS, build_sdwc, gmm_logpdf, log_var, normal_logpdf
 from simulations.config import ConfigError, resolve
 
@@ -112,7 +120,7 @@ def test_intervention_is_zero_without_noise_or_link_and_positive_otherwise(model
 def test_probe_measures_the_link_and_the_intervention(model):
     """The sweep probe: no link -> nothing flips and the shift is 0; gamma 0 -> KL 0; a
     link scaled x10 moves more predictions than the link as initialized."""
-    from simulations.fedsdwc_probe import probe
+    from studies.fedsdwc_probe import probe
 
     x, _ = batch(64)
     nolink = build_sdwc(cfg(**{"sdwc-link": False}), 10, SHAPE).eval()

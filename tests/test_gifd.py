@@ -8,21 +8,28 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.supercore.task_identity import TaskIdentity
 
+from attacks.common import Matcher, grad_distance, simulate
+from attacks.gifd import invert_gifd
+from attacks.ig import invert_ig
+from attacks.l1 import project_l1_ball
+from attacks.label_inference import infer_labels
+from attacks.metrics import label_accuracy, psnr, ssim
+from attacks.prior import GanPrior
 from clients.base import ClientData
 from clients.gifd import GROUND_TRUTH, GifdClient, apply_defense
 from datasets import load_dataset
 from models.generator import Generator, save_checkpoint
 from simulations.config import ConfigError, resolve, seed_everything
-from strategies.attacks.common import Matcher, grad_distance, simulate
-from strategies.attacks.gifd import invert_gifd
-from strategies.attacks.ig import invert_ig
-from strategies.attacks.l1 import project_l1_ball
-from strategies.attacks.label_inference import infer_labels
-from strategies.attacks.metrics import label_accuracy, psnr, ssim
-from strategies.attacks.prior import GanPrior
 from strategies.audit import strip_ground_truth
 from strategies.gifd import GifdStrategy, attacker_view
 
@@ -347,7 +354,7 @@ def test_gifd_end_to_end_through_flower(tmp_path):
 
 
 def test_gan_prior_is_trained_once_and_cached(tmp_path):
-    from strategies.attacks.train_gan import ensure_prior
+    from attacks.train_gan import ensure_prior
 
     path = ensure_prior("digits", tmp_path, steps=2, log_every=0)
     assert path == tmp_path / "gan" / "digits-steps2-seed0.pt" and path.exists()
@@ -358,8 +365,8 @@ def test_gan_prior_is_trained_once_and_cached(tmp_path):
 
 
 def test_train_gan_cli_custom_generator_gets_its_own_checkpoint(tmp_path):
+    from attacks.train_gan import main
     from models.generator import load_checkpoint
-    from strategies.attacks.train_gan import main
 
     assert main(["--dataset", "digits", "--steps", "2", "--z-dim", "8", "--widths", "8,8,4,4",
                  "--out-dir", str(tmp_path)]) == 0
@@ -371,9 +378,9 @@ def test_train_gan_cli_custom_generator_gets_its_own_checkpoint(tmp_path):
 
 def test_gan_training_is_seeded_and_reports_progress(tmp_path, monkeypatch):
     """Same seed: the same checkpoint (tiny size); another seed: other weights; progress lines."""
+    from attacks.train_gan import label_space, train_gan
+    from common.progress import LogProgress
     from models.generator import load_checkpoint
-    from simulations.progress import LogProgress
-    from strategies.attacks.train_gan import label_space, train_gan
 
     lines = []
     monkeypatch.setattr(LogProgress, "emit", lambda self, line: lines.append(line))
@@ -415,8 +422,8 @@ def test_l1_ball_binds_at_the_default_radii_and_not_at_inf(mnist, tmp_path):
 
 
 def test_dlg_idlg_and_cma_ggl_spend_exactly_the_budget(mnist, tmp_path):
-    from strategies.attacks.dlg import invert_dlg
-    from strategies.attacks.ggl import invert_ggl
+    from attacks.dlg import invert_dlg
+    from attacks.ggl import invert_ggl
 
     inp, labels, true_px = one_update(mnist)
     start = inp.to_pixels(torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)))[0]
@@ -439,7 +446,7 @@ def test_dlg_idlg_and_cma_ggl_spend_exactly_the_budget(mnist, tmp_path):
 
 
 def test_rounds_summary_per_round_and_attack():
-    from strategies.attacks.rounds import table
+    from studies.gifd_rounds import table
 
     frame = pd.DataFrame({"round": [1, 1, 5, 5], "attack": ["gifd"] * 4, "psnr": [20.0, 22.0, 12.0, 12.0],
                           "ssim": [0.8, 0.9, 0.3, 0.3], "label-accuracy": [1.0, 1.0, 1.0, 0.0],
@@ -450,7 +457,7 @@ def test_rounds_summary_per_round_and_attack():
 
 
 def test_benchmark_paired_difference_matches_on_seed_and_image():
-    from strategies.attacks.benchmark import paired
+    from studies.gifd_benchmark import paired
 
     base = {"defense": "none", "defense-param": float("nan"), "budget": 200, "prior": "p", "ssim": 0.5}
     rows = [{**base, "attack": "gifd", "seed": s, "partition": i, "image": 0, "psnr": 20.0 + s + i}

@@ -31,7 +31,8 @@ def test_unknown_models_fail_clearly(name):
 
 
 def test_pretrained_model_starts_from_the_shipped_weights_and_fine_tunes():
-    from models.backbones import FeatureExtractor, load_backbone
+    from models.backbones import load_backbone
+    from models.features import FeatureExtractor
 
     mean, std = (0.1307,), (0.3081,)
     model = build_model("pretrained:tf_efficientnet_lite0", 10, (1, 28, 28), norm=(mean, std))

@@ -1,18 +1,32 @@
 """The OOD evaluation suite: AUROC/FPR95 on hand-made scores, corrupted test sets,
 OOD sets, and the generic hook that gives every method the metrics."""
 
+import imagecorruptions  # noqa: F401  (a dependency in pyproject.toml: fail, don't skip, without it)
 import numpy as np
 import pytest
 import torch
 
 from datasets import load_dataset
 from datasets.registry import ArrayDataset, DataBundle, DataError
-from datasets.shift import (SYNTHETIC_OOD, constants_for, corrupt_images, corrupted_sets, corruption_names, ood_set,
-                            synthetic_images)
+from datasets.shift import (
+    SYNTHETIC_OOD,
+    constants_for,
+    corrupt_images,
+    corrupted_sets,
+    corruption_names,
+    ood_set,
+    synthetic_images,
+)
+from evaluation.ood import (
+    auroc,
+    due,
+    energy,
+    fpr95_foogd,
+    fpr_at_tpr,
+    msp,
+    shift_metrics,
+)
 from simulations.config import ConfigError, resolve
-from strategies.ood_eval import auroc, due, energy, fpr95_foogd, fpr_at_tpr, msp, shift_metrics
-
-import imagecorruptions  # noqa: F401  (a dependency in pyproject.toml: fail, don't skip, without it)
 
 
 # ---- AUROC / FPR95 -------------------------------------------------------------

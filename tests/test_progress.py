@@ -1,6 +1,6 @@
 """Progress lines of long server phases: at most one per interval, and one at the end."""
 
-import simulations.progress as progress
+import common.progress as progress
 
 
 class Recorded(progress.LogProgress):

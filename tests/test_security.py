@@ -180,7 +180,8 @@ def test_each_hostile_reply_is_dropped_with_one_line_naming_why(hostile_run, cas
 
 
 def test_num_examples_cap_key():
-    from strategies.base import BaseStrategy, check_reply
+    from strategies.base import BaseStrategy
+    from strategies.replies import check_reply
 
     body = RecordDict({"metrics": MetricRecord({"num-examples": 101})})
     assert check_reply(body, {}, max_examples=100) == \

@@ -10,7 +10,8 @@ from clients.base import ClientData
 from clients.fedprox import FedProxClient
 from datasets import load_dataset
 from simulations.config import resolve
-from strategies.base import BaseStrategy, check_reply
+from strategies.base import BaseStrategy
+from strategies.replies import check_reply
 
 SHAPES = {"w": (2, 3), "b": (3,)}
 

@@ -1,4 +1,4 @@
-"""FedHiP's feature choices, measured on validation data: ``python -m simulations.fedhip_study``.
+"""FedHiP's feature choices, measured on validation data: ``python -m studies.fedhip``.
 
 ``--paired DIR`` instead reads a sweep's ``results.csv`` and compares, within each fedhip
 run (same clients, same seed), the personalized accuracy with the closed-form baselines
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import load_dataset
     from models.backbones import InputAdapter, backbone_norm, load_backbone
 
-    parser = argparse.ArgumentParser(prog="python -m simulations.fedhip_study", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.fedhip", description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="mnist,fashion-mnist-5k")
     parser.add_argument("--sizes", default="32,48,64,96")
     parser.add_argument("--layers", default="-1,4,3", help="-1 = final pooled features; k = pooled stage k")

@@ -1,4 +1,4 @@
-"""Train the GIFD/GGL image prior: ``python -m strategies.attacks.train_gan``.
+"""Train the GIFD/GGL image prior: ``python -m attacks.train_gan``.
 
 No pretrained GAN can be downloaded here, so the prior is trained locally, on a public
 dataset that is **disjoint from the clients' data**:
@@ -7,7 +7,7 @@ dataset that is **disjoint from the clients' data**:
   same labels as MNIST, another distribution (thick, blurry, frame-filling strokes).
   This is the paper's "OOD, label-consistent" case.
 - ``fashion-mnist``: 70,000 clothing images: the "OOD, label-inconsistent" case (GIFD's
-  label mapping picks the GAN class, see ``strategies/attacks/prior.py``).
+  label mapping picks the GAN class, see ``attacks/prior.py``).
 - ``<name>-holdout``: only the global *test* split of dataset ``<name>``, e.g.
   ``mnist-holdout`` = the 1,000 MNIST digits that the server keeps for evaluation and
   that no client ever holds (partitions are cut from the training pool only). This is
@@ -41,14 +41,13 @@ import copy
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from common.progress import LogProgress
 from models.generator import Generator, load_checkpoint, save_checkpoint
-from simulations.progress import LogProgress
 
 LABEL_SPACES = {"mnist": "digits", "digits": "digits", "fashion-mnist": "fashion"}
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -229,7 +228,7 @@ def save_samples(gen: Generator, path: Path, per_class: int = 8) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m strategies.attacks.train_gan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m attacks.train_gan", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits", help="digits, fashion-mnist, mnist-holdout, ...")
     parser.add_argument("--out-dir", default="~/fl-results", help="checkpoint goes to OUT-DIR/gan/")
     parser.add_argument("--steps", type=int, default=2000)

@@ -21,7 +21,14 @@ import time
 import torch
 from torch.nn import functional as F
 
-from .common import AttackInput, AttackResult, BudgetExceeded, Matcher, split_budget, total_variation
+from .common import (
+    AttackInput,
+    AttackResult,
+    BudgetExceeded,
+    Matcher,
+    split_budget,
+    total_variation,
+)
 
 
 def tv_breaching(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

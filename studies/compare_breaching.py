@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 class Budget:
@@ -84,12 +81,12 @@ def breaching_attack(kind: str, model, inp, labels, budget: int, seed: int):
 
 
 def main(argv=None) -> int:
+    from attacks.dlg import invert_dlg
+    from attacks.ig import invert_ig
+    from attacks.label_inference import infer_labels
+    from attacks.metrics import psnr
+    from simulations.attack_round import client_updates
     from simulations.config import resolve
-    from strategies.attacks.benchmark import client_updates
-    from strategies.attacks.dlg import invert_dlg
-    from strategies.attacks.ig import invert_ig
-    from strategies.attacks.label_inference import infer_labels
-    from strategies.attacks.metrics import psnr
     from strategies.gifd import attacker_view
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

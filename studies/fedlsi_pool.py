@@ -1,6 +1,6 @@
 """Pool the comparison's runs over held-out domains for the report command.
 
-``python docs/results/fedlsi/pool.py RUNS OUT_DIR [LAMBDA_RUNS]``: RUNS is a folder of runs
+``python -m studies.fedlsi_pool RUNS OUT_DIR [LAMBDA_RUNS]``: RUNS is a folder of runs
 (``**/metrics.csv``: FedAvg and FedDG-LSI runs of fedlsi_power*.yaml) or one CSV of their
 rows (``power_metrics.csv`` here). Writes four folders under OUT_DIR, each a ``results.csv``
 for ``python -m simulations.report``: ``round10-eval``, ``round10-batch`` (both methods cut at

@@ -39,11 +39,19 @@ import time
 
 import torch
 
-from .common import AttackInput, AttackResult, BudgetExceeded, Matcher, get_lr, split_budget, total_variation
+from .common import (
+    AttackInput,
+    AttackResult,
+    BudgetExceeded,
+    Matcher,
+    get_lr,
+    split_budget,
+    total_variation,
+)
 from .l1 import project_l1_ball
 from .prior import GanPrior
 
-DEFAULT_RADII = (0.11, 0.071, 0.061, 0.032)  # calibrated: scripts/calibrate_gifd_radii.py (method page)
+DEFAULT_RADII = (0.11, 0.071, 0.061, 0.032)  # calibrated: studies/calibrate_gifd_radii.py (method page)
 
 
 class BallStats:

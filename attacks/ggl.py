@@ -26,7 +26,14 @@ import time
 import numpy as np
 import torch
 
-from .common import AttackInput, AttackResult, BudgetExceeded, Matcher, get_lr, split_budget
+from .common import (
+    AttackInput,
+    AttackResult,
+    BudgetExceeded,
+    Matcher,
+    get_lr,
+    split_budget,
+)
 from .prior import GanPrior
 
 POPULATION = 50

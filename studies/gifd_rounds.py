@@ -1,4 +1,4 @@
-"""Leakage over training: ``python -m strategies.attacks.rounds DIR``.
+"""Leakage over training: ``python -m studies.gifd_rounds DIR``.
 
 Reads every ``attacks.csv`` under ``DIR`` (runs with ``attack-round`` a list, e.g. the sweep
 ``simulations/configs/gifd_rounds.yaml``) and prints, per attacked round and attack, n and the
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .benchmark import markdown, t_interval
+from .gifd_benchmark import markdown, t_interval
 
 
 def table(frame: pd.DataFrame) -> str:
@@ -31,7 +31,7 @@ def table(frame: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m strategies.attacks.rounds", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.gifd_rounds", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path)
     args = parser.parse_args(argv)
     files = sorted(args.dir.rglob("attacks.csv"))

@@ -1,4 +1,4 @@
-"""The GIFD experiment without Flower: ``python -m strategies.attacks.benchmark``.
+"""The GIFD experiment without Flower: ``python -m studies.gifd_benchmark``.
 
 Reproduces the Flower run's attack round exactly (same partitions, same client batches,
 same initial model for the same seed, the same ``GifdClient`` and
@@ -12,7 +12,7 @@ every attack, first seed, last budget, no defense) under ``--out-dir``.
 
 Example (the method page's budget table)::
 
-    nice -n 5 python -m strategies.attacks.benchmark --out-dir outputs/gifd/budget \\
+    nice -n 5 python -m studies.gifd_benchmark --out-dir outputs/gifd/budget \\
         --seeds 0,1,2 --budgets 50,100,200,400 --priors mnist-holdout
 """
 
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 
 def parse_defense(text: str) -> dict:
@@ -35,32 +34,6 @@ def parse_defense(text: str) -> dict:
     if key and value:
         out[key] = float(value)
     return out
-
-
-def client_updates(cfg: dict, clients: int, server_round: int = 1):
-    """(strategy, items) for the attack round: what the server received and the truth."""
-    from clients.gifd import GifdClient
-    from datasets import load_for
-    from simulations.client_app import PARTITION_KEYS, client_data
-    from simulations.config import seed_everything
-    from strategies.audit import strip_ground_truth
-    from strategies.gifd import GifdStrategy
-
-    seed_everything(int(cfg["seed"]))
-    bundle = load_for(cfg)
-    strategy = GifdStrategy(cfg, test_data=bundle)
-    arrays = strategy.initial_arrays()
-    record = strategy.train_record(server_round, arrays, ConfigRecord({"server-round": server_round}))
-    config = dict(record["config"])
-    key = tuple(cfg[k] for k in PARTITION_KEYS)
-    items = []
-    for pid in range(clients):
-        client = GifdClient(cfg, client_data(key, pid, clients))
-        reply = client.train({"arrays": arrays.to_torch_state_dict()}, config, {})
-        content = RecordDict({name: ArrayRecord(values) for name, values in reply.arrays.items()})
-        truth = strip_ground_truth(content)
-        items.append((pid, content, truth))
-    return strategy, items
 
 
 def markdown(table: pd.DataFrame, fmt: str | None = None) -> str:
@@ -151,12 +124,13 @@ def summarize(frame: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from attacks.prior import GanPrior
+    from attacks.train_gan import ensure_prior
+    from simulations.attack_round import client_updates
     from simulations.config import resolve
-    from strategies.attacks.prior import GanPrior
-    from strategies.attacks.train_gan import ensure_prior
     from strategies.gifd import GAN_ATTACKS, save_grid
 
-    parser = argparse.ArgumentParser(prog="python -m strategies.attacks.benchmark", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.gifd_benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/gifd/bench"))
     parser.add_argument("--gan-dir", type=Path, help="where GAN checkpoints are cached (default: --out-dir)")
     parser.add_argument("--clients", type=int, default=8)

@@ -1,4 +1,5 @@
-"""The OOD evaluation suite that every method gets (``strategies/base.py`` calls it).
+"""The OOD evaluation suite that every method gets (``strategies/base.py`` calls it; its
+keys are ``OodKeys`` below).
 
 Given a logits function (any ``nn.Module`` or callable ``x -> logits``) and the data,
 it returns a flat dict of metrics for the round's row:
@@ -32,15 +33,16 @@ sigmoid, which would turn large energy scores into artificial ties in float32.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
+from pydantic import Field
 from torch.nn import functional as F
 
+from common.keys import ConfigError, Int, Keys
 from datasets.registry import DataBundle
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
-OOD_KEYS = ("corruptions", "severity", "corruption-seed", "corruption-constants", "ood-datasets", "ood-max-samples", "ood-eval-every")
 
 
 # ---- detection metrics ------------------------------------------------------------
@@ -157,39 +159,52 @@ def due(cfg: dict, server_round: int) -> bool:
     return server_round == int(cfg["num-server-rounds"]) or (every > 0 and server_round % every == 0)
 
 
-def check_keys(cfg: dict) -> None:
-    """Raise ConfigError for a bad OOD key (names are checked without loading data)."""
-    from datasets.registry import DataError
-    from datasets.shift import CONSTANTS, corruption_names, known_ood_names, ood_names
-    from simulations.config import ConfigError
+class OodKeys(Keys):
+    """The OOD evaluation suite (any method; see docs/methods/fedsdwc.md)."""
 
-    if "corruptions" not in cfg:
-        return
-    sev = cfg["severity"]
-    if not (int(sev) == sev and 0 <= sev <= 5):
-        raise ConfigError(f"severity must be 0 (all five levels) or 1..5, got {sev}")
-    for key in ("ood-max-samples", "ood-eval-every", "corruption-seed"):
-        if not (int(cfg[key]) == cfg[key] and cfg[key] >= 0):
-            raise ConfigError(f"{key} must be an integer >= 0, got {cfg[key]}")
-    if cfg["corruption-constants"] not in CONSTANTS:
-        raise ConfigError(f"corruption-constants must be one of {CONSTANTS}, got '{cfg['corruption-constants']}'")
-    try:
-        corruption_names(str(cfg["corruptions"]))
-    except DataError as err:
-        raise ConfigError(f"corruptions: {err}") from None
-    names = ood_names(str(cfg["ood-datasets"]))
-    bad = [n for n in names if n not in known_ood_names()]
-    if bad:
-        raise ConfigError(f"unknown ood-datasets {bad}: pass a comma list of {known_ood_names()}")
-    if cfg.get("dataset") in names:
-        raise ConfigError(f"ood-datasets contains the in-distribution dataset '{cfg['dataset']}'")
+    corruptions: str = Field("", description="covariate shift: `\"\"` = off, `all` (19 CIFAR-10-C types), "
+                                             "`common` (15) or a comma list, e.g. `fog,contrast`")
+    severity: Int = Field(0, ge=0, le=5, description="corruption severity 1..5, or 0 = image i gets level i % 5 + 1")
+    corruption_seed: Int = Field(0, ge=0, description="seeds the corrupted images (same for every method and seed)")
+    corruption_constants: Literal["auto", "cifar", "imagenet"] = Field(
+        "auto", description="severity constants: `cifar` (CIFAR-10-C's, 14 of the 19 types; `datasets/cifar_c.py`), "
+                            "`imagenet` (the library's ImageNet-C ones), `auto` = `cifar` for images of 32 px and below")
+    ood_datasets: str = Field("", description="semantic shift: comma list of OOD sets, e.g. `mnist` for "
+                                              "Fashion-MNIST, `digits`, synthetic `noise-gaussian`, "
+                                              "`noise-rademacher`, `blobs`; `\"\"` = off")
+    ood_max_samples: Int = Field(2000, ge=0, description="size of the fixed ID/corrupted/OOD subsets (0 = all)")
+    ood_eval_every: Int = Field(0, ge=0, description="run the suite every N rounds too (0 = last round only)")
+
+    @classmethod
+    def check(cls, cfg: dict) -> None:
+        """The corruption and OOD set names exist (checked without loading data), and the
+        in-distribution dataset is not among the OOD sets."""
+        from datasets.registry import DataError
+        from datasets.shift import corruption_names, known_ood_names, ood_names
+
+        try:
+            corruption_names(str(cfg["corruptions"]))
+        except DataError as err:
+            raise ConfigError(f"corruptions: {err}") from None
+        names = ood_names(str(cfg["ood-datasets"]))
+        bad = [n for n in names if n not in known_ood_names()]
+        if bad:
+            raise ConfigError(f"unknown ood-datasets {bad}: pass a comma list of {known_ood_names()}")
+        if cfg.get("dataset") in names:
+            raise ConfigError(f"ood-datasets contains the in-distribution dataset '{cfg['dataset']}'")
 
 
 class ShiftSuite:
     """The shifted data of one run (built once, on first use) and its evaluation."""
 
     def __init__(self, cfg: dict, bundle: DataBundle):
-        from datasets.shift import corrupted_sets, corruption_names, id_subset, ood_names, ood_set
+        from datasets.shift import (
+            corrupted_sets,
+            corruption_names,
+            id_subset,
+            ood_names,
+            ood_set,
+        )
 
         self.cfg = cfg
         n, root = int(cfg["ood-max-samples"]), str(cfg["data-root"])

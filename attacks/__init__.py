@@ -1,4 +1,7 @@
-"""Gradient-inversion attacks for the GIFD experiment (pure torch, no Flower, no ground truth).
+"""Gradient-inversion attacks: a library of pure torch functions (no Flower, no ground truth).
+
+The server-side strategies call it: ``strategies/gifd.py`` (the malicious server) and the
+privacy audit (``strategies/audit.py``); each attack sees only what the server received.
 
 - ``common``: the attacker's view (``AttackInput``), the simulated update, the
   gradient-matching distance and the equal-budget ``Matcher``.
@@ -7,6 +10,6 @@
   attacks, each a plain function of an ``AttackInput``; ``l1``: Duchi's l1-ball projection.
 - ``prior``: the GAN prior and GIFD's label mapping; ``train_gan``: trains the prior.
 - ``metrics``: PSNR/SSIM/LPIPS/label accuracy (evaluator side only).
-- ``benchmark``: the experiment without Flower (same code path as ``strategies/gifd.py``);
-  ``rounds``: the summary of a run attacked at several rounds.
+- ``local_training``: the announced local training replayed on candidate images (weight
+  uploads); ``statistics``: class means and feature inversion from FedHiP's statistics.
 """

@@ -1,4 +1,4 @@
-"""Is any part of a trained FedSDWC inert? ``python -m simulations.fedsdwc_probe DIR [--images N]``.
+"""Is any part of a trained FedSDWC inert? ``python -m studies.fedsdwc_probe DIR [--images N]``.
 
 For every run of a sweep folder whose method is FedSDWC or one of its ablations, the
 final global model (its ``checkpoint.pt``, read with ``weights_only=True``) is scored on

@@ -1,4 +1,4 @@
-"""Calibrate GIFD's per-stage l1 radii so that the ball binds: ``python scripts/calibrate_gifd_radii.py``.
+"""Calibrate GIFD's per-stage l1 radii so that the ball binds: ``python -m studies.calibrate_gifd_radii``.
 
 Runs GIFD with no ball (``gifd-radii=inf,...``) on calibration images that the budget table
 does not use (run seed ``--seed``, default 100: other client batches and another initial
@@ -11,21 +11,17 @@ so the projection is active on most steps. No ground truth is used.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def main(argv=None) -> int:
+    from attacks.gifd import invert_gifd
+    from attacks.label_inference import infer_labels
+    from attacks.prior import GanPrior
+    from simulations.attack_round import client_updates
     from simulations.config import resolve
-    from strategies.attacks.benchmark import client_updates
-    from strategies.attacks.gifd import invert_gifd
-    from strategies.attacks.label_inference import infer_labels
-    from strategies.attacks.prior import GanPrior
     from strategies.gifd import attacker_view, settings_of
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

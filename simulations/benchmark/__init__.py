@@ -1,0 +1,59 @@
+"""Benchmarks: ``python -m simulations.benchmark NAME [--quick] [--out-dir DIR]``.
+
+``overhead`` (Flower's simulation against a plain PyTorch loop doing the same client
+work), ``scale`` (1,000 / 10,000 / 100,000 virtual clients, 100 sampled per round, in
+process and through Flower's engine: start-up, per-round time and memory, and the
+engine's own per-node costs), ``gpu-fractions`` (Ray with per-client GPU fractions
+against in-process runs; needs a GPU, ``--dry-run-cpu`` checks it on the CPU),
+``fedhip-cost`` (FedHiP's CPU seconds and bytes against FedAvg fine-tuning the same
+backbone) and ``gifd-cost`` (seconds per reconstructed image). Each prints its figures
+with the load average next to every timing, writes ``<out-dir>/<name>.json`` and ends
+with one ``summary:`` line; ``--quick`` is the smallest size, for the tests.
+docs/benchmarks.md says what the figures mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+from pathlib import Path
+
+# name -> "module:function" in this package, imported only for the benchmark that runs
+RUNNERS = {"overhead": "overhead:bench_overhead", "scale": "scale:bench_scale",
+           "gpu-fractions": "gpu_fractions:bench_gpu_fractions", "fedhip-cost": "fedhip_cost:bench_fedhip_cost",
+           "gifd-cost": "gifd_cost:bench_gifd_cost"}
+BENCHMARKS = tuple(RUNNERS)
+
+
+def runner(name: str):
+    module, function = RUNNERS[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=BENCHMARKS)
+    parser.add_argument("--quick", action="store_true", help="smallest size (CI: checks that it runs)")
+    parser.add_argument("--out-dir", type=Path, default=Path("outputs/benchmark"))
+    parser.add_argument("--clients", type=int, help="overhead, gpu-fractions, fedhip-cost: number of clients")
+    parser.add_argument("--rounds", type=int, help="overhead, scale, gpu-fractions, fedhip-cost: rounds (FedAvg)")
+    parser.add_argument("--sizes", help="scale: comma list of client counts (default 1000,10000,100000)")
+    parser.add_argument("--sampled", type=int, help="scale: clients sampled per round (default 100)")
+    parser.add_argument("--engines", help="scale: local,flower (default both: in-process and the Ray simulation)")
+    parser.add_argument("--limit", type=float, help="scale: seconds after which a size's run is stopped (1800)")
+    parser.add_argument("--fractions", help="gpu-fractions: client-resources-num-gpus values (1,0.5,0.25,0.1)")
+    parser.add_argument("--jobs", help="gpu-fractions: in-process runs at once (1,2,4)")
+    parser.add_argument("--dry-run-cpu", action="store_true", help="gpu-fractions: no GPU needed; Ray is told of "
+                        "one GPU and clients train on the CPU (checks the script and the resource keys only)")
+    parser.add_argument("--gan-dir", type=Path, help="gifd-cost: where the GAN prior is cached")
+    parser.add_argument("--ray-per-run", action="store_true", help="overhead, fedhip-cost: a private Ray instance "
+                        "per run, as before sweeps shared one")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.out_dir = args.out_dir.expanduser().resolve()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    res = runner(args.name)(args)
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=str))
+    return 0

@@ -1,0 +1,7 @@
+"""``python -m simulations.benchmark NAME``."""
+
+import sys
+
+from simulations.benchmark import main
+
+sys.exit(main())
