@@ -25,6 +25,7 @@ Labels may be class indices or, for DLG's joint optimization, probability vector
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -121,7 +122,9 @@ class Matcher:
     Every call is one "step" of the equal optimization budget (restarts and the label
     mapping's trial evaluations included), and every call offers its candidate to the
     best-so-far tracker: an attack returns the candidate with the lowest gradient
-    distance it ever evaluated (over restarts and, for GIFD, stages).
+    distance it ever evaluated (over restarts and, for GIFD, stages). ``stage`` names
+    what the attack is doing; ``usage`` counts the evaluations each stage spent (the
+    report of where the budget went, also when it ran out).
     """
 
     def __init__(self, inp: AttackInput, labels: torch.Tensor, budget: int, distance: str = "cosine"):
@@ -132,6 +135,8 @@ class Matcher:
         self.best_x: torch.Tensor | None = None
         self.best_labels: torch.Tensor | None = None
         self.trace: list[float] = []
+        self.stage = "attack"
+        self.usage: dict[str, int] = {}
 
     @property
     def left(self) -> int:
@@ -146,6 +151,7 @@ class Matcher:
         if self.used >= self.budget:
             raise BudgetExceeded(f"budget of {self.budget} gradient-matching steps spent")
         self.used += 1
+        self.usage[self.stage] = self.usage.get(self.stage, 0) + 1
         y = self.labels if labels is None else labels
         with torch.enable_grad():
             loss = grad_distance(simulate(self.inp, x, y, create_graph=differentiable), self.target, self.distance)
@@ -170,6 +176,14 @@ def split_budget(total: int, parts: int) -> list[int]:
     parts = max(int(parts), 1)
     base, extra = divmod(int(total), parts)
     return [base + (i < extra) for i in range(parts)]
+
+
+def result(matcher: Matcher, fallback: torch.Tensor, labels: torch.Tensor, t0: float, **info) -> "AttackResult":
+    """The attack's best candidate so far (``fallback``, e.g. its start, if the budget allowed no
+    evaluation at all) with the budget each stage used: an attack out of budget ends here."""
+    images = matcher.best_x if matcher.best_x is not None else fallback.detach()
+    return AttackResult(images, labels, matcher.best_loss, matcher.used, time.perf_counter() - t0,
+                        {"trace": matcher.trace, "budget-used": dict(matcher.usage), **info})
 
 
 @dataclass

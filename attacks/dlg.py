@@ -85,4 +85,4 @@ def invert_dlg(inp: AttackInput, labels: torch.Tensor | None, budget: int = 800,
     out_labels = labels if labels is not None else (
         best[2].argmax(-1) if best[2] is not None else torch.zeros(n, dtype=torch.long))
     return AttackResult(best[1], out_labels, best[0], matcher.used, time.perf_counter() - t0,
-                        {"trace": matcher.trace})
+                        {"trace": matcher.trace, "budget-used": dict(matcher.usage)})

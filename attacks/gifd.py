@@ -4,7 +4,8 @@ Per restart (the official ``GeneratorBasedGradientReconstructor`` with ``ILO``):
 1. Stage 0, latent: z ~ N(0, I); Adam (lr ``lr``, ILO's warm-up + cosine ramp-down
    schedule ``get_lr``) on ``cos-distance + tv * TV`` of the rendered image; after every
    step z is rescaled to its initial norm (the official ``SphericalOptimizer``).
-2. Stages k = 1..K, features: starting from the best point of stage k-1, run the
+2. Stages k = 1..K, features: starting from the last iterate of stage k-1 (the official
+   code; ``stage_start="best"``: its best point), run the
    generator up to the output of stage k-1 of the generator to get the feature h0 of
    domain k, then optimize h with Adam; after every step
    ``h <- h0 + Proj_{|.|_1 <= r_k}(h - h0)`` (Duchi projection, per sample).
@@ -22,7 +23,9 @@ Choices and fixes (see the module docs of ``common``/``prior``):
   mass), and the feature learning rate is ``lr * mean|h0|``, so one setting fits every
   stage's scale.
 - Equal budget: ``budget`` gradient-matching evaluations per image in total, restarts,
-  stages and label-mapping trials included; per restart, ``latent_fraction`` of the
+  stages and label-mapping trials included (a budget too small for a stage ends the
+  attack with its best candidate so far, or the first restart's start if none was
+  evaluated); per restart, ``latent_fraction`` of the
   steps go to the latent and the rest is split evenly over the K feature stages (the
   official code runs 1000 steps per stage).
 - The KL term is off for GIFD, as in the official code (it forces KLD to -1); TV stays
@@ -45,6 +48,7 @@ from .common import (
     BudgetExceeded,
     Matcher,
     get_lr,
+    result,
     split_budget,
     total_variation,
 )
@@ -78,7 +82,10 @@ class BallStats:
 
 
 def _optimize(var, render, matcher: Matcher, steps: int, lr: float, tv: float, after_step) -> tuple[torch.Tensor, float]:
-    """Adam on ``var`` for ``steps``; returns the stage's best ``var`` and its distance."""
+    """Adam on ``var`` for ``steps``; returns the stage's best ``var`` and its distance.
+
+    ``var`` is updated in place: after the call (or a ``BudgetExceeded`` from it) it holds the
+    stage's last iterate."""
     opt = torch.optim.Adam([var], lr=lr)
     best_var, best = var.detach().clone(), float("inf")
     for t in range(steps):
@@ -96,11 +103,21 @@ def _optimize(var, render, matcher: Matcher, steps: int, lr: float, tv: float, a
     return best_var, best
 
 
+STAGE_STARTS = ("last", "best")
+
+
 def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget: int = 800, restarts: int = 2,
                 lr: float = 0.1, tv: float = 1e-4, latent_fraction: float = 0.5,
                 radii: tuple[float, ...] = DEFAULT_RADII, stages: int | None = None, feature_lr: float | None = None,
-                label_map: str = "auto",
-                label_space: str = "", distance: str = "cosine", seed: int = 0) -> AttackResult:
+                label_map: str = "auto", label_space: str = "", distance: str = "cosine", stage_start: str = "last",
+                seed: int = 0) -> AttackResult:
+    """GIFD within ``budget`` evaluations; out of budget it ends with its best candidate so far.
+
+    ``stage_start``: stage k starts from stage k-1's ``last`` iterate (the official code) or
+    its ``best`` one. ``info["budget-used"]``: evaluations per stage (``label-map``,
+    ``latent``, ``stage-k``), summed over restarts."""
+    if stage_start not in STAGE_STARTS:
+        raise ValueError(f"unknown gifd stage start '{stage_start}': pass one of {STAGE_STARTS}")
     t0 = time.perf_counter()
     gen_stages = prior.gen.num_stages - 1  # feature domains: outputs of stages 0 .. n-2
     K = gen_stages if stages is None else min(int(stages), gen_stages)
@@ -109,14 +126,18 @@ def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget:
     matcher = Matcher(inp, labels, budget, distance)
     y_gan = prior.map_labels(labels, inp, label_map, label_space, matcher, seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    stage_best: list[float] = []
+    stage_best: list[list[float]] = []
     ball = BallStats()
+    fallback = None
     for per_restart in split_budget(matcher.left, restarts):
         latent_steps = int(round(per_restart * latent_fraction)) if K else per_restart
         feature_steps = split_budget(per_restart - latent_steps, K) if K else []
+        z = torch.randn(len(labels), prior.z_dim, generator=gen)
+        if fallback is None:
+            with torch.no_grad():
+                fallback = prior.image(z, y_gan, inp)
         if per_restart <= 0:
             continue
-        z = torch.randn(len(labels), prior.z_dim, generator=gen)
         norm0 = z.norm(dim=1, keepdim=True)
         z.requires_grad_(True)
         losses = []
@@ -124,9 +145,12 @@ def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget:
             def sphere(v):
                 v.mul_(norm0 / v.norm(dim=1, keepdim=True).clamp(min=1e-12))
 
-            current, best = _optimize(z, lambda v: prior.image(v, y_gan, inp), matcher, latent_steps, lr, tv, sphere)
+            matcher.stage = "latent"
+            best_z, best = _optimize(z, lambda v: prior.image(v, y_gan, inp), matcher, latent_steps, lr, tv, sphere)
+            current = z.detach() if stage_start == "last" else best_z
             losses.append(best)
             for k, steps in enumerate(feature_steps, start=1):
+                matcher.stage = f"stage-{k}"
                 with torch.no_grad():
                     h0 = prior.feature(current, y_gan, k - 1, k)
                 mass = h0.flatten(1).abs().sum(1)
@@ -139,13 +163,14 @@ def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget:
                     if torch.isfinite(radius).all():
                         v.copy_(h0 + project_l1_ball(v - h0, radius))
 
-                current, best = _optimize(h, lambda v, k=k: prior.image(v, y_gan, inp, start=k), matcher, steps,
-                                          (lr if feature_lr is None else feature_lr) * float(h0.abs().mean()), tv,
-                                          project)
+                best_h, best = _optimize(h, lambda v, k=k: prior.image(v, y_gan, inp, start=k), matcher, steps,
+                                         (lr if feature_lr is None else feature_lr) * float(h0.abs().mean()), tv,
+                                         project)
+                current = h.detach() if stage_start == "last" else best_h
                 losses.append(best)
         except BudgetExceeded:
             pass
         stage_best.append(losses)
-    return AttackResult(matcher.best_x, labels, matcher.best_loss, matcher.used, time.perf_counter() - t0,
-                        {"gan-labels": y_gan.tolist(), "stage-best": stage_best, "trace": matcher.trace,
-                         "l1-active": ball.active, "l1-steps": ball.steps, "l1-displacement": ball.displacement})
+    return result(matcher, fallback, labels, t0, **{
+        "gan-labels": y_gan.tolist(), "stage-best": stage_best, "l1-active": ball.active, "l1-steps": ball.steps,
+        "l1-displacement": ball.displacement})

@@ -85,6 +85,6 @@ def invert_ig(inp: AttackInput, labels: torch.Tensor, budget: int = 800, restart
             best = keep
     if breaching and best is not None:
         return AttackResult(best[1], labels, best[0], matcher.used, time.perf_counter() - t0,
-                            {"trace": matcher.trace})
+                            {"trace": matcher.trace, "budget-used": dict(matcher.usage)})
     return AttackResult(matcher.best_x, labels, matcher.best_loss, matcher.used, time.perf_counter() - t0,
-                        {"trace": matcher.trace})
+                        {"trace": matcher.trace, "budget-used": dict(matcher.usage)})

@@ -22,7 +22,8 @@ read here [paper]. Rules offered (``gan-label-map``):
   label, try every GAN class with a few random latents and keep the class whose samples'
   gradient-matching loss is lowest. It uses only what the attacker has (the update) and
   works with an untrained model; its trial evaluations are charged to the attack's
-  equal optimization budget.
+  equal optimization budget, at most a quarter of it (fewer samples per class, or the
+  ``model`` rule when even one per class does not fit: a small budget never ends here).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from models.generator import Generator, load_checkpoint
 from .common import AttackInput, Matcher
 
 LABEL_MAPS = ("auto", "identity", "model", "gradient")
+MAP_SHARE = 0.25  # the most of an attack's budget the gradient label mapping may spend
 
 
 class GanPrior:
@@ -108,11 +110,20 @@ class GanPrior:
         return score.argmax(0)
 
     def gradient_mapping(self, matcher: Matcher, fl_labels: torch.Tensor, inp: AttackInput, start: torch.Tensor,
-                         samples: int = 3, seed: int = 0) -> torch.Tensor:
-        """Per distinct FL label (coordinate-wise), the GAN class with the lowest matching loss."""
+                         samples: int = 3, seed: int = 0, share: float = MAP_SHARE) -> torch.Tensor:
+        """Per distinct FL label (coordinate-wise), the GAN class with the lowest matching loss.
+
+        Spends at most ``share`` of the budget left: fewer samples per class when it is
+        small, and ``start`` (the model's mapping, no evaluation) when it cannot try every
+        class once."""
+        distinct = fl_labels.unique()
+        samples = min(int(samples), int(matcher.left * share) // (len(distinct) * self.num_classes))
+        if samples < 1:
+            return start.clone()
         gen = torch.Generator().manual_seed(seed)
         y_gan = start.clone()
-        for label in fl_labels.unique():
+        matcher.stage, before = "label-map", matcher.stage
+        for label in distinct:
             where = fl_labels == label
             losses = []
             for c in range(self.num_classes):
@@ -125,6 +136,7 @@ class GanPrior:
                         total += float(matcher(self.image(z, trial, inp), track=False).detach())
                 losses.append(total / samples)
             y_gan[where] = int(torch.tensor(losses).argmin())
+        matcher.stage = before
         return y_gan
 
     def map_labels(self, fl_labels: torch.Tensor, inp: AttackInput, rule: str, label_space: str,

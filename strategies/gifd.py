@@ -72,7 +72,7 @@ ATTACK_NAMES = ("dlg", "idlg", "ig", "ggl", "ggl-adam", "gifd")
 GAN_ATTACKS = ("ggl", "ggl-adam", "gifd")
 CSV_COLUMNS = ["round", "partition", "update", "image", "attack", "threat", "batch-size", "defense", "defense-param",
                "prior", "true-label", "inferred-label", "label-accuracy", "psnr", "ssim", "lpips", "attack-seconds",
-               "grad-loss", "steps", "l1-active", "update-norm", "note"]
+               "grad-loss", "steps", "budget-used", "l1-active", "update-norm", "note"]
 NO_TRUTH = "no ground truth"  # the note of a row whose node sent no ground truth (a real node)
 
 
@@ -96,6 +96,7 @@ def settings_of(cfg: dict) -> dict:
             "tv": float(cfg["attack-tv"]), "ig-tv": float(cfg["ig-tv"]), "ggl-kl": float(cfg["ggl-kl"]),
             "latent-fraction": float(cfg["gifd-latent-fraction"]), "stages": int(cfg["gifd-stages"]),
             "radii": tuple(parse_list(cfg["gifd-radii"], float)), "label-map": cfg["gan-label-map"],
+            "ggl-population": int(cfg["ggl-population"]), "stage-start": cfg["gifd-stage-start"],
             "label-space": label_space_of(cfg["dataset"])}
 
 
@@ -115,15 +116,21 @@ def run_attack(name: str, inp: AttackInput, labels: torch.Tensor, prior: GanPrio
     if name == "ig":
         return invert_ig(inp, labels, tv=s["ig-tv"], breaching=True, **common)
     if name == "ggl":
-        return invert_ggl(inp, labels, prior, budget=s["budget"], kl=s["ggl-kl"], label_map=s["label-map"],
-                          label_space=s["label-space"], seed=seed)
+        return invert_ggl(inp, labels, prior, budget=s["budget"], kl=s["ggl-kl"], population=s["ggl-population"],
+                          label_map=s["label-map"], label_space=s["label-space"], seed=seed)
     if name == "ggl-adam":
         return invert_ggl_adam(inp, labels, prior, kl=s["ggl-kl"], label_map=s["label-map"],
                                label_space=s["label-space"], **common)
     if name == "gifd":
         return invert_gifd(inp, labels, prior, tv=s["tv"], latent_fraction=s["latent-fraction"], radii=s["radii"],
-                           stages=s["stages"], label_map=s["label-map"], label_space=s["label-space"], **common)
+                           stages=s["stages"], label_map=s["label-map"], label_space=s["label-space"],
+                           stage_start=s["stage-start"], **common)
     raise ValueError(f"unknown attack '{name}'")
+
+
+def budget_used(result: AttackResult) -> str:
+    """Where the attack's budget went, e.g. ``label-map:20 latent:40 stage-1:10``."""
+    return " ".join(f"{k}:{v}" for k, v in result.info.get("budget-used", {}).items())
 
 
 def attacker_view(content: RecordDict, sent: ArrayRecord, model_name: str, num_classes: int,
@@ -212,6 +219,10 @@ class GifdKeys(Keys):
     attack_tv: float = Field(0.0001, ge=0, description="total-variation weight of the GAN attacks")
     ig_tv: float = Field(0.2, ge=0, description="total-variation weight of IG (breaching's 0.2, its TV formula)")
     ggl_kl: float = Field(0.1, ge=0, description="GGL's KL weight")
+    ggl_population: Int = Field(50, ge=0, description="GGL's CMA-ES candidates per generation (0: budget / 50, "
+                                                      "at least 2, at most 50: >= 50 generations)")
+    gifd_stage_start: Literal["last", "best"] = Field("last", description="a GIFD stage starts from the previous "
+                                                                          "stage's `last` iterate (official) or `best`")
     gifd_latent_fraction: float = Field(0.5, ge=0, le=1, description="share of a GIFD restart spent on the latent")
     gifd_stages: Int = Field(4, ge=0, le=4, description="K, the last feature domain searched (0 = latent only)")
     gifd_radii: str = Field("0.11,0.071,0.061,0.032", description="l1 radius of each stage as a fraction of |h0|_1 "
@@ -415,7 +426,8 @@ class GifdStrategy(BaseStrategy):
                                     "defense-param": self.defense_param(),
                                     "prior": prior_name if name in GAN_ATTACKS else "",
                                     "attack-seconds": result.seconds, "grad-loss": result.grad_loss,
-                                    "steps": result.steps, "l1-active": result.info.get("l1-active", np.nan),
+                                    "steps": result.steps, "budget-used": budget_used(result),
+                                    "l1-active": result.info.get("l1-active", np.nan),
                                     "update-norm": norm})
                         self.attack_rows.append(row)
                     log(INFO, "[attack] partition %s %s: psnr %s labels %s (%.1fs)", part, name,

@@ -26,6 +26,20 @@ import pandas as pd
 import torch
 
 
+def config_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
+    """``KEY=VALUE`` strings -> run-config overrides typed like the defaults (bad key: a parser error)."""
+    from simulations.config import resolve
+
+    defaults = resolve({})
+    out = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        if k not in defaults:
+            parser.error(f"unknown run-config key {k!r}")
+        out[k] = type(defaults[k])(v) if not isinstance(defaults[k], bool) else v.lower() == "true"
+    return out
+
+
 def parse_defense(text: str) -> dict:
     """``none`` | ``noise:STD`` | ``clip:NORM`` | ``prune:PERCENTILE`` -> run-config keys."""
     kind, _, value = text.partition(":")
@@ -172,13 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
     torch.set_num_threads(1)
-    defaults = resolve({})
-    overrides = {"method": "gifd"}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        if k not in defaults:
-            parser.error(f"unknown run-config key {k!r}")
-        overrides[k] = type(defaults[k])(v) if not isinstance(defaults[k], bool) else v.lower() == "true"
+    overrides = {"method": "gifd", **config_overrides(args.set, parser)}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     attacks = [a for a in args.attacks.split(",") if a]
     pixel_attacks = [a for a in attacks if a not in GAN_ATTACKS]
