@@ -49,7 +49,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from common.progress import LogProgress
 from models.generator import Generator, load_checkpoint, save_checkpoint
 
-LABEL_SPACES = {"mnist": "digits", "digits": "digits", "fashion-mnist": "fashion"}
+LABEL_SPACES = {"mnist": "digits", "digits": "digits", "fashion-mnist": "fashion", "fashion-mnist-5k": "fashion"}
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle-boot"]
 

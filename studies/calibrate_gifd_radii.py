@@ -66,19 +66,21 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", required=True, help="generator checkpoint (train_gan's output)")
     parser.add_argument("--seed", type=int, default=100, help="run seed of the calibration updates")
     parser.add_argument("--updates", type=int, default=4, help="client updates to calibrate on")
+    parser.add_argument("--round", type=int, default=1, help="the attacked round (earlier ones train the model)")
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--scales", default="0.5,1,2,4,inf", help="candidate multiples of the base radii")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="run-config overrides (model, dataset, attack-batch-size, gifd-radii = the base...)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    over = {"method": "gifd", **config_overrides(args.set, parser), "seed": args.seed}
+    over = {"method": "gifd", **config_overrides(args.set, parser), "seed": args.seed,
+            "attack-round": str(args.round), "num-server-rounds": args.round}
     try:
         scales = [float(s) for s in args.scales.split(",") if s]
         cfg = resolve(over)
     except ValueError as err:
         parser.error(str(err))
-    strategy, items = client_updates(cfg, args.updates)
+    strategy, items = client_updates(cfg, args.updates, args.round)
     prior = GanPrior.load(args.checkpoint)
     chosen, rows = calibrate(strategy, items[: args.updates], prior, settings_of(cfg), scales, args.budget)
     print("| scale | radii | mean gradient distance | median unconstrained move per stage |\n|---|---|---|---|")

@@ -154,14 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attacks", default="dlg,idlg,ig,ggl,ggl-adam,gifd")
     parser.add_argument("--seeds", default="", help="comma-separated run seeds (default: the config's seed)")
     parser.add_argument("--budgets", default="", help="comma-separated attack budgets (default: attack-budget)")
+    parser.add_argument("--round", type=int, default=1,
+                        help="the attacked round; rounds before it are the run's ordinary FedAvg rounds")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="run-config overrides, e.g. attack-num-images=4 gifd-radii=inf,inf,inf,inf")
     parser.add_argument("--merge", default="", metavar="DIR[:TAG],DIR",
                         help="only summarize: the benchmark.csv of these folders, into --out-dir; "
                              "DIR:TAG appends ' TAG' to that folder's attack names (an ablation)")
-    parser.add_argument("--paired", default="", metavar="A,B",
+    parser.add_argument("--paired", default="", metavar="A,B[;A,C]",
                         help="with --merge: also print A - B paired on the same seed and image, e.g. "
-                             "'gifd (mnist-holdout),gifd inf (mnist-holdout)'")
+                             "'gifd (mnist-holdout),gifd inf (mnist-holdout)'; several pairs separated by ';'")
     args = parser.parse_args(argv)
     if args.merge:
         parts = []
@@ -176,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         frame.to_csv(args.out_dir / "benchmark.csv", index=False)
         summary_frame(frame).to_csv(args.out_dir / "summary.csv", index=False)
         text = summarize(frame)
-        if args.paired:
-            a, _, b = args.paired.partition(",")
+        for pair in [p for p in args.paired.split(";") if p]:
+            a, _, b = pair.partition(",")
             try:
                 text += f"\n## paired: {a} − {b}\n\n{paired(frame, a, b)}\n"
             except ValueError as err:
@@ -187,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(1)
     overrides = {"method": "gifd", **config_overrides(args.set, parser)}
+    if args.round < 1:
+        parser.error(f"--round must be >= 1, got {args.round}")
+    overrides.update({"attack-round": str(args.round),
+                      "num-server-rounds": max(args.round, int(overrides.get("num-server-rounds", 1)))})
     args.out_dir.mkdir(parents=True, exist_ok=True)
     attacks = [a for a in args.attacks.split(",") if a]
     pixel_attacks = [a for a in attacks if a not in GAN_ATTACKS]
@@ -206,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for text in [d for d in args.defenses.split(",") if d]:
             cfg = resolve({**overrides, **parse_defense(text), "seed": seed})
-            strategy, items = client_updates(cfg, args.clients)
+            strategy, items = client_updates(cfg, args.clients, args.round)
             items = items[: -(-int(cfg["attack-num-images"]) // int(cfg["attack-batch-size"]))]  # as run_attacks
             for budget in budgets:
                 t0 = time.perf_counter()
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [(pixel_attacks, None, "")] if pixel_attacks else []
                 runs += [(gan_attacks, prior, f" ({name})") for name, prior in loaded.items()]
                 for names, prior, suffix in runs:
-                    res = strategy.attack_updates(1, items, names, prior)
+                    res = strategy.attack_updates(args.round, items, names, prior)
                     grid = grid or {"truth": res[0], "recs": {}, "psnrs": {}}
                     if text == "none" and seed == seeds[0] and budget == budgets[-1]:
                         for a in names:

@@ -133,3 +133,23 @@ def test_radii_calibration_never_reads_the_true_images(mnist, prior):
     assert chosen == again and [r["grad-loss"] for r in rows] == [r["grad-loss"] for r in rows2]
     assert chosen == min(rows, key=lambda r: r["grad-loss"])["radii"]
     assert GROUND_TRUTH not in items[0][1].array_records
+
+
+def test_a_later_attack_round_attacks_a_model_trained_by_fedavg(mnist):
+    from simulations.attack_round import client_updates
+
+    cfg = resolve({"method": "gifd", "attack-round": "2", "num-server-rounds": 2, "local-epochs": 1})
+    strategy, items = client_updates(cfg, 2, server_round=2)
+    seed_everything(0)
+    initial = GifdStrategy(cfg, test_data=mnist).initial_arrays().to_torch_state_dict()
+    sent = strategy.sent.to_torch_state_dict()
+    model = strategy.eval_model(strategy.sent).eval()
+    x, y = mnist.test[torch.arange(200)]
+    assert any(not torch.equal(initial[k], sent[k]) for k in sent)  # one FedAvg round trained it
+    with torch.no_grad():
+        assert (model(x.float()).argmax(1) == y).float().mean() > 0.5
+    for _, content, truth in items:  # round 2 is the attacked one: one gradient and its truth
+        assert set(content.array_records) == {"gradient"} and truth["images"].shape == (1, 1, 28, 28)
+        assert infer_labels(view(strategy, content, mnist)).tolist() == truth["labels"].tolist()
+    with pytest.raises(ValueError, match="not an attack round"):
+        client_updates(cfg, 2, server_round=1)
