@@ -19,9 +19,7 @@ py="${PYTHON:-python}"
 export OMP_NUM_THREADS=1
 steps=4000
 set_common=(model=resnet18 dataset=fashion-mnist-5k attack-num-images=8 ggl-population=0 gan-train-steps=$steps)
-for gan in fashion-mnist-holdout mnist-holdout; do
-    nice -n 5 "$py" -m attacks.train_gan --dataset "$gan" --steps $steps --out-dir "$out"
-done
+nice -n 5 "$py" -m attacks.train_gan --dataset fashion-mnist-holdout --steps $steps --out-dir "$out"
 for b in $batches; do for r in $rounds; do
     dir="$out/batch$b-round$r"
     mkdir -p "$dir"
@@ -32,6 +30,7 @@ for b in $batches; do for r in $rounds; do
     run=(--gan-dir "$out" --round "$r" --seeds "$seeds" --budgets "$budget" --set "${set_common[@]}" attack-batch-size="$b")
     nice -n 5 "$py" -m studies.gifd_benchmark --out-dir "$dir/main" --attacks idlg,ig,ggl,gifd \
         --priors fashion-mnist-holdout "${run[@]}" gifd-radii="$radii"
+    nice -n 5 "$py" -m attacks.train_gan --dataset mnist-holdout --steps $steps --out-dir "$out"   # cached
     nice -n 5 "$py" -m studies.gifd_benchmark --out-dir "$dir/digits" --attacks ggl,gifd --priors mnist-holdout \
         "${run[@]}" gifd-radii="$radii"
     # the ball ablation: the chosen radii against the other side (no ball, or the base radii if none was chosen)
