@@ -39,5 +39,6 @@ for b in $batches; do for r in $rounds; do
         --priors fashion-mnist-holdout "${run[@]}" gifd-radii="$alt"
     g="gifd (fashion-mnist-holdout)"
     "$py" -m studies.gifd_benchmark --out-dir "$dir/all" --merge "$dir/main,$dir/digits,$dir/ablation-$tag:$tag" \
-        --paired "$g,idlg;$g,ig;$g,ggl (fashion-mnist-holdout);$g,gifd (mnist-holdout);$g,gifd $tag (fashion-mnist-holdout)"
+        --paired "$g,idlg;$g,ig;$g,ggl (fashion-mnist-holdout);$g,gifd (mnist-holdout);$g,gifd $tag (fashion-mnist-holdout);\
+gifd (mnist-holdout),idlg;gifd (mnist-holdout),ig;ggl (fashion-mnist-holdout),ggl (mnist-holdout)"
 done done
