@@ -35,9 +35,10 @@ G on them, so G follows the current latent space, at the cost of server work per
 
 Model selection and the DG metrics (``heldout-accuracy``, ``source-accuracy``,
 ``selected-heldout-accuracy``) come from ``BaseStrategy.add_domain_metrics`` for every method.
-Defaults follow the official code (``lambda-di`` 10, inversion 10,000 steps with BN weight
-0.01, translator 1024 wide for 10,000 iterations); the deviations and their reasons are
-in docs/methods/fedlsi.md. The official test loop evaluates with BatchNorm in train mode:
+Defaults follow the official code (``lambda-di`` 10; inversion of 120 batches of 32 latents
+with random labels, 10,000 steps with BN weight 0.01; the ``Tanh`` translator on raw z, 1024
+wide, 10,000 iterations; local SGD at lr 1e-3, weight decay 5e-4, kept across rounds); the
+deviations and their reasons are in docs/methods/fedlsi.md. The official test loop evaluates with BatchNorm in train mode:
 key ``eval-bn`` (both modes are reported, ``BaseStrategy.add_domain_metrics``).
 """
 
