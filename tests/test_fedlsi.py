@@ -344,6 +344,12 @@ def test_optimizer_momentum_persists_across_rounds():
     assert all(torch.isfinite(v).all() for v in r2.keep["lsi-optimizer"].values())
     assert any(not torch.allclose(r2.keep["lsi-optimizer"][k], fresh.keep["lsi-optimizer"][k]) for k in kept)
     assert any(not torch.equal(r2.arrays["arrays"][k], fresh.arrays["arrays"][k]) for k in kept)
+    from types import SimpleNamespace
+
+    from strategies.audit import Audit
+
+    replay = Audit.announced(SimpleNamespace(cfg=c), {"metrics": {"num-examples": 48}})  # the audit's replay
+    assert (replay.lr, replay.weight_decay) == (0.001, 0.0005)
     pre = client.train({"arrays": model.state_dict()}, {"lsi-stage": "pretrain", "server-round": 1}, {})
     assert pre.keep == {}  # the pre-training's optimizer is not the federated one
     off = FedLSIClient(cfg(**{"local-epochs": 1, "batch-size": 16, "lsi-keep-optimizer": False}), tiny_data())
