@@ -9,6 +9,12 @@ the encoder through both z and G(z, ...). The official per-epoch "best model" se
 aliases the live model (``best_model = model``) and so returns the last epoch; the last
 epoch is returned here too, without the alias.
 
+Optimizer (official ``feddg_latent.py``): SGD with ``lsi-lr`` (1e-3), ``momentum`` (0.9) and
+``lsi-weight-decay`` (5e-4), created once per client and kept across rounds: the momentum
+buffers go into the node's state (``Reply.keep`` record ``lsi-optimizer``, by parameter name)
+and are loaded into the next round's optimizer (``lsi-keep-optimizer``; off: a fresh SGD
+every round). The stage-1 pre-training uses the same SGD, fresh, and keeps nothing.
+
 Importance (official ``calc_imp_weights``): model in eval mode; for every training batch
 backpropagate ``sum_b ||f(x_b)||^2`` and accumulate ``|grad|``; divide by the number of
 samples. Returned as the ArrayRecord ``importance`` (one array per model parameter).
@@ -22,6 +28,8 @@ from torch.nn import functional as F
 from models.translator import head_keys, latent_model, translator_from_state
 
 from .base import Client, Reply, Tensors, batches
+
+OPT_STATE = "lsi-optimizer"  # the node-state record of the SGD momentum buffers
 
 
 class FedLSIClient(Client):
@@ -64,8 +72,8 @@ class FedLSIClient(Client):
             code = int(config[key]) if key in config else int(torch.randint(num_codes, (1,), generator=gen))
 
         model = self.model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=float(self.cfg["lr"]), momentum=float(self.cfg["momentum"]),
-                              weight_decay=float(self.cfg["weight-decay"]))
+        keep = stage == "train" and bool(self.cfg["lsi-keep-optimizer"])
+        opt = self.optimizer(model, stored.get(OPT_STATE, {}) if keep else {})
         epochs = int(self.cfg["lsi-pretrain-epochs"]) if stage == "pretrain" else int(self.cfg["local-epochs"])
         total, div_total, steps = 0.0, 0.0, 0
         for epoch in range(epochs):
@@ -83,7 +91,7 @@ class FedLSIClient(Client):
                 loss.backward()
                 opt.step()
                 total, steps = total + loss.item(), steps + 1
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # not the live model
         metrics = {"train-loss": total / max(steps, 1), "num-examples": len(self.data.train)}
         if stage == "pretrain":  # stage 1: only the classifier head leaves the client
             return Reply({"head": {k: state[k] for k in head_keys(state)}}, metrics)
@@ -92,4 +100,20 @@ class FedLSIClient(Client):
         out = {"arrays": state}
         if str(config.get("aggregation", self.cfg["aggregation"])) == "importance":
             out["importance"] = self.importance(model)
-        return Reply(out, metrics)
+        return Reply(out, metrics, {OPT_STATE: self.momentum(model, opt)} if keep else {})
+
+    def optimizer(self, model: torch.nn.Module, momentum: Tensors) -> torch.optim.SGD:
+        """The official SGD, with the momentum buffers of the last round where given."""
+        opt = torch.optim.SGD(model.parameters(), lr=float(self.cfg["lsi-lr"]), momentum=float(self.cfg["momentum"]),
+                              weight_decay=float(self.cfg["lsi-weight-decay"]))
+        for name, p in model.named_parameters():
+            buf = momentum.get(name)
+            if buf is not None and buf.shape == p.shape and torch.isfinite(buf).all():
+                opt.state[p]["momentum_buffer"] = buf.to(p.device, p.dtype).clone()
+        return opt
+
+    @staticmethod
+    def momentum(model: torch.nn.Module, opt: torch.optim.SGD) -> Tensors:
+        """The optimizer's momentum buffers by parameter name (what the next round resumes)."""
+        return {name: opt.state[p]["momentum_buffer"].detach().cpu().clone() for name, p in model.named_parameters()
+                if opt.state.get(p, {}).get("momentum_buffer") is not None}

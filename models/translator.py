@@ -7,15 +7,12 @@
   ResNet ``fc`` of the paper). Every method can use it (the DG sweep trains FedAvg on it too).
 - ``Translator`` (G) and ``LatentDiscriminator`` (D): the MLPs of the official
   ``model/starganl.py``. G(z, c_org, c_trg) = MLP([z, onehot(c_org), onehot(c_trg)]).
-  One deliberate change: the official G ends with ``Tanh``, which bounds G's output to
-  (-1, 1) while z (a linear layer's output) is unbounded; G here ends linearly, so that it
-  can reproduce the inverted latents and the divergence loss does not force every latent
-  into the unit box. ``tanh=True`` restores the official head. Second change: G works on
-  standardized latents (``set_scale``: the per-dimension mean and std of the latents it is
-  trained on), the scale the official G meets (latents near N(0, I)), whatever the scale of z.
-  ``residual=True`` (key ``lsi-translator-residual``, off by default) makes G = z + MLP with a
-  zero last layer, starting at the identity; measured: the cycle loss then holds G at the
-  identity and it does not translate (docs/methods/fedlsi.md, "The translator").
+  ``form`` (key ``lsi-translator``): ``tanh``, the official G (a Tanh head on raw z, so
+  its output is bounded by 1 and the divergence loss pulls z toward the unit box);
+  ``rescaled``, the ablation this project used before (linear head, G works on latents
+  standardized to the inverted latents' per-dimension mean and std, ``set_scale``);
+  ``residual``, G = z + MLP with a zero last layer (starts at the identity; measured: the
+  cycle loss then holds G there, docs/methods/fedlsi.md, "The translator").
 """
 
 from __future__ import annotations
@@ -66,28 +63,31 @@ def onehot(codes: torch.Tensor, n: int) -> torch.Tensor:
     return F.one_hot(codes.long(), n).float()
 
 
-class Translator(nn.Module):
-    """G: [z, c_org, c_trg] -> 1 hidden -> LReLU -> LN -> Dropout -> hidden -> LReLU -> LN -> z'."""
+FORMS = ("tanh", "rescaled", "residual")  # key lsi-translator; index = the ``form`` buffer
 
-    def __init__(self, latent_dim: int, num_domains: int, hidden: int = 256, tanh: bool = False,
-                 residual: bool = False):
+
+class Translator(nn.Module):
+    """G: [z, c_org, c_trg] -> hidden -> LReLU -> LN -> Dropout -> hidden -> LReLU -> LN -> z' (-> Tanh)."""
+
+    def __init__(self, latent_dim: int, num_domains: int, hidden: int = 256, form: str = "tanh"):
         super().__init__()
-        self.num_domains, self.residual = num_domains, residual
+        if form not in FORMS:
+            raise ValueError(f"translator form must be one of {FORMS}, got {form!r}")
+        self.num_domains, self.form = num_domains, form
         layers = [
             nn.Linear(latent_dim + 2 * num_domains, hidden), nn.LeakyReLU(0.2), nn.LayerNorm(hidden), nn.Dropout(0.5),
             nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.LayerNorm(hidden),
             nn.Linear(hidden, latent_dim),
         ]
-        if tanh:
+        if form == "tanh":
             layers.append(nn.Tanh())
         self.model = nn.Sequential(*layers)
-        # The residual flag travels with the weights (clients rebuild G from its state dict).
-        self.register_buffer("is_residual", torch.tensor(float(residual)))
-        # G works on standardized latents (set_scale: the synthetic latents' per-dimension mean
-        # and std), the scale the official G meets (latents near N(0, I)); identity until set.
+        # The form travels with the weights (clients rebuild G from its state dict).
+        self.register_buffer("form_id", torch.tensor(float(FORMS.index(form))))
+        # rescaled/residual: G works on standardized latents (set_scale); identity until set.
         self.register_buffer("z_mean", torch.zeros(latent_dim))
         self.register_buffer("z_std", torch.ones(latent_dim))
-        if residual:  # start at the identity map: G(z, c, c') = z
+        if form == "residual":  # start at the identity map: G(z, c, c') = z
             nn.init.zeros_(layers[7].weight)
             nn.init.zeros_(layers[7].bias)
 
@@ -97,23 +97,31 @@ class Translator(nn.Module):
             c_org = onehot(c_org, self.num_domains)
         if c_trg.ndim == 1:
             c_trg = onehot(c_trg, self.num_domains)
+        if self.form == "tanh":  # the official G: raw z in, bounded z' out
+            return self.model(torch.cat([z, c_org, c_trg], dim=1))
         zn = (z - self.z_mean) / self.z_std
         out = self.model(torch.cat([zn, c_org, c_trg], dim=1))
-        return (zn + out if self.residual else out) * self.z_std + self.z_mean
+        return (zn + out if self.form == "residual" else out) * self.z_std + self.z_mean
 
     @torch.no_grad()
     def set_scale(self, z: torch.Tensor) -> None:
-        """Standardize with the per-dimension mean and std of ``z`` (the latents G is trained on)."""
-        self.z_mean.copy_(z.mean(0))
-        self.z_std.copy_(z.std(0).clamp_min(1e-6))
+        """rescaled/residual: standardize with the per-dimension mean and std of ``z``."""
+        if self.form != "tanh":
+            self.z_mean.copy_(z.mean(0))
+            self.z_std.copy_(z.std(0).clamp_min(1e-6))
 
 
 def translator_from_state(state: dict[str, torch.Tensor]) -> Translator:
-    """Rebuild G from its state dict alone (shapes give latent dim, domains, hidden)."""
+    """Rebuild G from its state dict alone (shapes give latent dim, domains, hidden; the
+    ``form_id`` buffer the form; a state without it is a pre-Tanh G: rescaled or residual)."""
     w0 = state["model.0.weight"]
     hidden, latent_dim = w0.shape[0], state["model.7.weight"].shape[0]
-    residual = bool(state["is_residual"]) if "is_residual" in state else False
-    g = Translator(latent_dim, (w0.shape[1] - latent_dim) // 2, hidden, residual=residual)
+    if "form_id" in state:
+        form = FORMS[int(state["form_id"])]
+    else:
+        form = "residual" if bool(state.get("is_residual", 0)) else "rescaled"
+        state = {**{k: v for k, v in state.items() if k != "is_residual"}, "form_id": torch.tensor(float(FORMS.index(form)))}
+    g = Translator(latent_dim, (w0.shape[1] - latent_dim) // 2, hidden, form=form)
     g.load_state_dict({**{k: v for k, v in g.state_dict().items() if k in ("z_mean", "z_std")}, **state})
     return g
 

@@ -33,6 +33,7 @@ RENAMED = {
     "alpha": "dirichlet-alpha",
     "fourier-alpha": "sdwc-fourier-alpha",
     "alpha-personal": "fedhip-alpha",
+    "lsi-translator-residual": "lsi-translator",
 }
 
 
@@ -147,7 +148,8 @@ def resolve(overrides: dict) -> dict:
     base = defaults()
     old = next((k for k in overrides if k in RENAMED), None)
     if old is not None:
-        value = "auto (it weights the LOCAL side now)" if old == "alpha-personal" else repr(overrides[old])
+        value = {"alpha-personal": "auto (it weights the LOCAL side now)",
+                 "lsi-translator-residual": "residual" if overrides[old] else "rescaled"}.get(old, repr(overrides[old]))
         raise ConfigError(f"run-config key '{old}' was renamed: pass {RENAMED[old]}={value}")
     unknown = sorted(set(overrides) - set(base))
     if unknown:

@@ -133,9 +133,10 @@ class Audit:
         from attacks.local_training import LocalTraining
 
         cfg = self.cfg
-        return LocalTraining(lr=float(cfg["lr"]), epochs=int(cfg["local-epochs"]), batch_size=int(cfg["batch-size"]),
-                             num_examples=int(content["metrics"]["num-examples"]), momentum=float(cfg["momentum"]),
-                             weight_decay=float(cfg["weight-decay"]),
+        lsi = cfg["method"] == "fedlsi"  # FedDG-LSI announces its own SGD (lsi-lr, lsi-weight-decay)
+        return LocalTraining(lr=float(cfg["lsi-lr" if lsi else "lr"]), epochs=int(cfg["local-epochs"]),
+                             batch_size=int(cfg["batch-size"]), num_examples=int(content["metrics"]["num-examples"]),
+                             momentum=float(cfg["momentum"]), weight_decay=float(cfg["lsi-weight-decay" if lsi else "weight-decay"]),
                              proximal_mu=float(cfg["proximal-mu"]) if cfg["method"] == "fedprox" else 0.0)
 
     def attacker_view(self, model: torch.nn.Module, sent: ArrayRecord, content: RecordDict):

@@ -35,9 +35,10 @@ G on them, so G follows the current latent space, at the cost of server work per
 
 Model selection and the DG metrics (``heldout-accuracy``, ``source-accuracy``,
 ``selected-heldout-accuracy``) come from ``BaseStrategy.add_domain_metrics`` for every method.
-Defaults follow the official code (``lambda-di`` 10, inversion 10,000 steps with BN weight
-0.01, translator 1024 wide for 10,000 iterations); the deviations and their reasons are
-in docs/methods/fedlsi.md. The official test loop evaluates with BatchNorm in train mode:
+Defaults follow the official code (``lambda-di`` 10; inversion of 120 batches of 32 latents
+with random labels, 10,000 steps with BN weight 0.01; the ``Tanh`` translator on raw z, 1024
+wide, 10,000 iterations; local SGD at lr 1e-3, weight decay 5e-4, kept across rounds); the
+deviations and their reasons are in docs/methods/fedlsi.md. The official test loop evaluates with BatchNorm in train mode:
 key ``eval-bn`` (both modes are reported, ``BaseStrategy.add_domain_metrics``).
 """
 
@@ -50,6 +51,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from pydantic import Field
 
+from clients.base import batches
 from common.keys import Int, Keys
 from models import build_model
 from models.translator import build_head, head_keys, latent_model
@@ -72,7 +74,8 @@ class FedLSIKeys(Keys):
     lsi_schedule: Literal["once", "every-round"] = Field("once", description="run stages 1-3 once before "
                                                                              "training, or every round")
     lsi_pretrain_epochs: Int = Field(2, ge=0, description="local epochs of the stage-1 pre-training")
-    lsi_num_latents: Int = Field(256, ge=2, description="synthetic latents per client")
+    lsi_num_latents: Int = Field(3840, ge=2, description="synthetic latents per client, in batches of "
+                                                         "lsi-inversion-batch (official 120 x 32)")
     lsi_inversion_iters: Int = Field(10000, ge=0, description="Adam steps of the inversion")
     lsi_inversion_lr: float = Field(0.05, gt=0, description="Adam lr of the inversion")
     lsi_bn_weight: float = Field(0.01, ge=0, description="weight of the BN-statistics term of the inversion")
@@ -81,9 +84,16 @@ class FedLSIKeys(Keys):
     lsi_translator_lr: float = Field(0.001, gt=0, description="Adam lr of G and D (linear decay, second half)")
     lsi_translator_hidden: Int = Field(1024, ge=2, description="width of G and D")
     lsi_translator_batch: Int = Field(128, ge=2, description="batch of latents for G and D")
-    lsi_translator_residual: bool = Field(False, description="G = z + MLP (starts at the identity; the cycle loss "
-                                                                     "holds it there), or the official plain MLP")
-
+    lsi_translator: Literal["tanh", "rescaled", "residual"] = Field(
+        "tanh", description="G's form: tanh (official: Tanh head on raw z), rescaled (linear head on latents "
+                            "standardized to the inverted ones; ablation) or residual (z + MLP; ablation)")
+    lsi_lr: float = Field(0.001, gt=0, description="SGD lr of the local training (official 1e-3; replaces lr)")
+    lsi_weight_decay: float = Field(0.0005, ge=0, description="SGD weight decay of the local training (official "
+                                                              "5e-4; replaces weight-decay)")
+    lsi_keep_optimizer: bool = Field(True, description="keep each client's SGD momentum across rounds (official) "
+                                                       "or start a fresh optimizer every round")
+    lsi_inversion_batch: Int = Field(32, ge=2, description="latents per inversion batch (BN statistics are "
+                                                           "matched per batch; official 32)")
 
 class FedLSIStrategy(BaseStrategy):
     keys = FedLSIKeys
@@ -168,8 +178,8 @@ class FedLSIStrategy(BaseStrategy):
             self.codes = {pid: i for i, pid in enumerate(known)}
         heads = {p: h for p, h in heads.items() if p in self.codes}  # late joiners: no code in a warm G
         modules = [build_head(heads[p]) for p in sorted(heads)]
-        z, y, _, stats = lsi_server.invert_heads(modules, self.cfg, seed)
-        codes = torch.cat([torch.full((int(self.cfg["lsi-num-latents"]),), self.codes[p]) for p in sorted(heads)])
+        z, y, index, stats = lsi_server.invert_heads(modules, self.cfg, seed)
+        codes = torch.tensor([self.codes[p] for p in sorted(heads)])[index]
         self.translator, self.discriminator, losses = lsi_server.train_translator(
             z, y, codes, modules, len(self.codes), self.cfg, seed, self.translator, self.discriminator)
         stats.update(losses)
@@ -181,6 +191,43 @@ class FedLSIStrategy(BaseStrategy):
                                                        len(self.codes), seed)
                 stats.update({f"lsi-translation-{k}": v for k, v in scores.items()})
         return stats
+
+    def add_domain_metrics(self, server_round: int, arrays: ArrayRecord, res: MetricRecord | None):
+        """The DG metrics, plus G measured on the global encoder's real latents
+        (``lsi-real-*``, ``lsi_server.real_translation_scores``) of source-validation images."""
+        res = super().add_domain_metrics(server_round, arrays, res)
+        data = self.real_latent_sets()
+        if res is None or self.translator is None or data is None:
+            return res
+        model = self.eval_model(arrays)
+        seed = int(np.random.SeedSequence([int(self.cfg["seed"]), server_round, 31]).generate_state(1)[0])
+        with torch.no_grad():
+            scores = lsi_server.real_translation_scores(self.translator, model, data, self.translator.num_domains, seed)
+        return MetricRecord({**dict(res), **{f"lsi-real-{k}": v for k, v in scores.items()}})
+
+    def real_latent_sets(self, per_code: int = 256) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
+        """Code -> (images, labels): up to ``per_code`` source-validation images of the domain
+        whose client holds that code (``partitioner=domain``: partition p holds source domain
+        p mod K); None without domains or with a code shared by two domains."""
+        if getattr(self, "real_sets", None) is not None or self.test_data is None:
+            return getattr(self, "real_sets", None)
+        from datasets.domains import test_domain_ids
+
+        ids = test_domain_ids(self.test_data) if self.cfg["partitioner"] == "domain" else None
+        if ids is None or not self.codes:
+            return None
+        sources = [int(d) for d in np.unique(ids) if d != int(self.cfg["heldout-domain"])]
+        domain_of = {code: sources[pid % len(sources)] for pid, code in self.codes.items()}
+        if len(set(domain_of.values())) != len(domain_of):
+            return None
+        rng, out = np.random.default_rng(int(self.cfg["seed"])), {}
+        for code, dom in domain_of.items():
+            idx = np.flatnonzero(ids == dom)
+            idx = np.sort(rng.choice(idx, min(per_code, len(idx)), replace=False))
+            x, y = next(batches(self.test_data.test.subset(idx), len(idx)))
+            out[code] = (torch.as_tensor(x).float(), torch.as_tensor(y).long())
+        self.real_sets = out
+        return out
 
     def aggregate(self, server_round: int, replies: list[Message]):
         pids = [self.partition_of(m) for m in replies]

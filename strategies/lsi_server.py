@@ -12,9 +12,9 @@ latents Z ~ N(0, I) with sampled labels y by Adam (betas 0.5, 0.9) on
 the head runs in eval mode (the official head stays in train mode, so every step both
 normalizes with the batch's own statistics and moves the running statistics it is
 matched against); Z is re-initialized for every client (the official loop keeps
-optimizing the same tensor across domains); labels are balanced over the classes
-(shuffled), not i.i.d. uniform; one batch of ``num_latents`` per client instead of
-120 batches of 32; few iterations with a larger step (paper: 10,000 at lr 1e-4).
+optimizing the same tensor across domains); the batches (official: 120 batches of 32
+with i.i.d. uniform labels, as here) are optimized together, not one after the other;
+few iterations with a larger step (paper: 10,000 at lr 1e-4).
 
 Stage 3, latent StarGAN (``train_translator``): G(z, c, c') and D (models/translator.py)
 on the pooled synthetic latents, as the official ``solver_stargan_latent.py``:
@@ -87,24 +87,28 @@ def invert_head(
     norm_weight: float,
     generator: torch.Generator,
     tick=None,
+    batch: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """Synthetic latents and labels for one head (``BatchNorm1d -> Linear``, eval mode);
-    ``tick()`` after each step (progress)."""
+    """Synthetic latents and i.i.d. uniform labels for one head (``BatchNorm1d -> Linear``,
+    eval mode), in independent batches of ``batch`` latents (each matched to the BN
+    statistics on its own; all optimized at once); ``tick()`` after each step (progress)."""
     head = head.eval()
     bn, linear = head[0], head[1]
     num_classes, dim = linear.weight.shape
-    y = torch.arange(num_latents) % num_classes
-    y = y[torch.randperm(num_latents, generator=generator)]
-    z = torch.randn(num_latents, dim, generator=generator).requires_grad_(True)
+    batch = min(batch or num_latents, num_latents)
+    nb = max(num_latents // batch, 1)
+    y = torch.randint(num_classes, (nb, batch), generator=generator)
+    z = torch.randn(nb, batch, dim, generator=generator).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr, betas=(0.5, 0.9))
     for _ in range(iters):
-        loss = F.cross_entropy(head(z), y) + norm_weight * z.norm(dim=1).mean() + bn_weight * bn_stat_loss(z, bn)
+        # Summed over batches: each batch's latents get exactly their own batch's gradient.
+        loss = batch_losses(head, bn, z, y, bn_weight, norm_weight).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
         if tick:
             tick()
-    z = z.detach()
+    z, y = z.detach().flatten(0, 1), y.flatten()
     with torch.no_grad():
         stats = {
             "acc": float((head(z).argmax(1) == y).float().mean()),
@@ -112,6 +116,14 @@ def invert_head(
             "ce": float(F.cross_entropy(head(z), y)),
         }
     return z, y, stats
+
+
+def batch_losses(head, bn, z: torch.Tensor, y: torch.Tensor, bn_weight: float, norm_weight: float) -> torch.Tensor:
+    """The inversion loss of every batch ([nb]) of latents ``z`` [nb, B, d] with labels [nb, B]."""
+    ce = F.cross_entropy(head(z.flatten(0, 1)), y.flatten(), reduction="none").view(y.shape).mean(1)
+    stat = torch.linalg.vector_norm(z.mean(1) - bn.running_mean, dim=1) + \
+        torch.linalg.vector_norm(z.var(1, unbiased=False) - bn.running_var, dim=1)
+    return ce + norm_weight * z.norm(dim=2).mean(1) + bn_weight * stat
 
 
 def invert_heads(heads: list[nn.Sequential], cfg: dict, seed: int):
@@ -123,7 +135,7 @@ def invert_heads(heads: list[nn.Sequential], cfg: dict, seed: int):
         with single_thread():
             z, y, s = invert_head(head, int(cfg["lsi-num-latents"]), int(cfg["lsi-inversion-iters"]),
                                   float(cfg["lsi-inversion-lr"]), float(cfg["lsi-bn-weight"]),
-                                  float(cfg["lsi-norm-weight"]), gen, progress.tick)
+                                  float(cfg["lsi-norm-weight"]), gen, progress.tick, int(cfg["lsi-inversion-batch"]))
         zs.append(z), ys.append(y), codes.append(torch.full_like(y, k)), stats.append(s)
     summary = {f"lsi-inversion-{key}": float(np.mean([s[key] for s in stats])) for key in stats[0]}
     return torch.cat(zs), torch.cat(ys), torch.cat(codes), summary
@@ -179,7 +191,7 @@ def _train_translator(
     gen = torch.Generator().manual_seed(seed)
     dim, hidden = z.shape[1], int(cfg["lsi-translator-hidden"])
     if g is None:
-        g = Translator(dim, num_domains, hidden, residual=bool(cfg["lsi-translator-residual"]))
+        g = Translator(dim, num_domains, hidden, form=str(cfg["lsi-translator"]))
         g.set_scale(z)
     d = d or LatentDiscriminator(dim, num_domains, hidden)
     g.train(), d.train()
@@ -231,34 +243,73 @@ def _other_codes(codes: torch.Tensor, num_domains: int, generator: torch.Generat
     return (codes + 1 + torch.randint(num_domains - 1, codes.shape, generator=generator)) % num_domains
 
 
-def translation_scores(g: Translator, z: torch.Tensor, y: torch.Tensor, codes: torch.Tensor,
-                       heads: list[nn.Sequential], num_domains: int, seed: int = 0) -> dict[str, float]:
-    """Does G translate? A linear domain classifier fit on the synthetic latents (200 Adam
-    steps) labels G(z, c, c'), c' != c uniform: ``hit`` = the share labelled c' (0 for the
-    identity), ``clf-acc`` = its accuracy on z itself, ``class-kept`` = the share that the
-    target domain's head still gives label y (``heads`` indexed by code)."""
-    gen = torch.Generator().manual_seed(seed)
+def domain_classifier(z: torch.Tensor, codes: torch.Tensor, num_domains: int):
+    """A linear domain classifier fit on ``z`` (standardized; 200 Adam steps from zero):
+    a function of latents -> predicted code, standardized the same way."""
+    mean, std = z.mean(0), z.std(0).clamp_min(1e-6)
     with torch.enable_grad():
         clf = nn.Linear(z.shape[1], num_domains)
         nn.init.zeros_(clf.weight), nn.init.zeros_(clf.bias)  # deterministic
-        zn = (z - z.mean(0)) / z.std(0).clamp_min(1e-6)
+        zn = (z - mean) / std
         opt = torch.optim.Adam(clf.parameters(), 0.05)
         for _ in range(200):
             loss = F.cross_entropy(clf(zn), codes)
             opt.zero_grad()
             loss.backward()
             opt.step()
+    return lambda v: clf((v - mean) / std).argmax(1)
+
+
+@torch.no_grad()
+def translation_scores(g: Translator, z: torch.Tensor, y: torch.Tensor, codes: torch.Tensor,
+                       heads: list[nn.Sequential], num_domains: int, seed: int = 0) -> dict[str, float]:
+    """Does G translate the synthetic latents? A linear domain classifier fit on them labels
+    G(z, c, c'), c' != c uniform: ``hit`` = the share labelled c' (0 for the identity),
+    ``clf-acc`` = its accuracy on z itself, ``class-kept`` = the share that the target
+    domain's head still gives label y (``heads`` indexed by code)."""
+    gen = torch.Generator().manual_seed(seed)
+    clf = domain_classifier(z, codes, num_domains)
     g.eval()
     target = _other_codes(codes, num_domains, gen)
     out = g(z, codes, target)
-    out_n = (out - z.mean(0)) / z.std(0).clamp_min(1e-6)
     kept = torch.zeros(len(z), dtype=torch.bool)
     for k, head in enumerate(heads):
         at = target == k
         kept[at] = head(out[at]).argmax(1) == y[at]
-    return {"hit": float((clf(out_n).argmax(1) == target).float().mean()),
-            "clf-acc": float((clf(zn).argmax(1) == codes).float().mean()),
+    return {"hit": float((clf(out) == target).float().mean()),
+            "clf-acc": float((clf(z) == codes).float().mean()),
             "class-kept": float(kept.float().mean())}
+
+
+@torch.no_grad()
+def real_translation_scores(g: Translator, model: nn.Module, data: dict[int, tuple[torch.Tensor, torch.Tensor]],
+                            num_domains: int, seed: int = 0) -> dict[str, float]:
+    """Does G translate real latents? ``model`` (a ``LatentNet``, eval mode) encodes real
+    images ``data`` (code -> (x, y)) into z; a linear domain classifier is fit on half of
+    each code's latents, and the other (held-out) half is translated to c' != c:
+    ``hit`` = the share of G(z, c, c') the classifier labels c', ``hit-identity`` the same
+    for z untranslated (chance-level floor), ``clf-acc`` its accuracy on held-out z;
+    ``class-kept`` = the share of G(z, c, c') the global classifier still gives the true
+    label, ``class-acc`` the same for z (the ceiling)."""
+    model.eval(), g.eval()
+    zs, ys, cs = [], [], []
+    for code, (x, y) in sorted(data.items()):
+        zs.append(model.encoder(x)), ys.append(y), cs.append(torch.full((len(y),), code, dtype=torch.long))
+    z, y, codes = torch.cat(zs), torch.cat(ys), torch.cat(cs)
+    gen = torch.Generator().manual_seed(seed)
+    fit = torch.zeros(len(z), dtype=torch.bool)
+    for code in codes.unique():  # a random half of each code's latents fits the classifier
+        at = torch.nonzero(codes == code).flatten()
+        fit[at[torch.randperm(len(at), generator=gen)[: len(at) // 2]]] = True
+    clf = domain_classifier(z[fit], codes[fit], num_domains)
+    z, y, codes = z[~fit], y[~fit], codes[~fit]
+    target = _other_codes(codes, num_domains, gen)
+    out = g(z, codes, target)
+    return {"hit": float((clf(out) == target).float().mean()),
+            "hit-identity": float((clf(z) == target).float().mean()),
+            "clf-acc": float((clf(z) == codes).float().mean()),
+            "class-kept": float((model.classifier(out).argmax(1) == y).float().mean()),
+            "class-acc": float((model.classifier(z).argmax(1) == y).float().mean())}
 
 
 # ---- stage 5: important-weight aggregation ----------------------------------------------------

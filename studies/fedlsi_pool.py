@@ -15,6 +15,12 @@ With LAMBDA_RUNS (fedlsi_lambda.yaml's runs, or ``lambda_metrics.csv``; 5 rounds
 domains and seeds cut at round 5, ``method`` renamed ``fedlsi-lambda-<value>`` so that the
 report pairs every value against ``--baseline fedlsi-lambda-10.0``; they keep
 ``source-accuracy`` (the choice), ``train-loss`` and ``divergence`` only.
+
+``python -m studies.fedlsi_pool --arms RUNS OUT_DIR`` (fedlsi_official.yaml's runs): folders
+``arms-eval`` and ``arms-batch``; ``method`` becomes the arm (``fedavg``,
+``fedlsi-l<lambda-di>-<lsi-translator>``), paired as above, and every row gains
+``bn-gap`` and ``selected-bn-gap``: that run's held-out accuracy (last round / selected
+round) in batch mode minus eval mode, so the report puts FedAvg's gap next to each gain.
 """
 
 import sys
@@ -72,6 +78,29 @@ def lambdas(sweep: pd.DataFrame, power: pd.DataFrame, mode: str) -> pd.DataFrame
     return frame[config + ["source-accuracy", "train-loss", "divergence"]]
 
 
+def arms(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """The official-optimizer comparison: one ``method`` per arm, domains pooled."""
+    frame = runs.copy()
+    lsi = frame["method"] == "fedlsi"
+    frame.loc[lsi, "method"] = ("fedlsi-l" + frame.loc[lsi, "lambda-di"].astype(float).map("{:g}".format) + "-"
+                                + frame.loc[lsi, "lsi-translator"].astype(str))
+    frame["bn-gap"] = frame["heldout-accuracy-batch"] - frame["heldout-accuracy-eval"]
+    frame["selected-bn-gap"] = frame["selected-heldout-accuracy-batch"] - frame["selected-heldout-accuracy-eval"]
+    from simulations.config import defaults
+
+    keys = defaults()  # FedDG-LSI's config keys, not its lsi-* metrics
+    own = [c for c in frame.columns if c in keys and (c.startswith("lsi-") or c in ("lambda-di", "aggregation"))]
+    frame[own] = None  # the arm names them
+    for name in DG:
+        if f"{name}-{mode}" in frame:
+            frame[name] = frame[f"{name}-{mode}"]
+    frame["seed"] = 10 * frame["heldout-domain"].astype(int) + frame["seed"].astype(int)
+    frame["heldout-domain"] = -1  # pooled
+    # Compare at the same number of federated rounds: FedDG-LSI's round 1 is its pre-training.
+    frame["num-server-rounds"] = frame["round"].groupby(frame["run-name"]).transform("max") - lsi.astype(int)
+    return frame
+
+
 def main(src: Path, out: Path, lambda_dir: Path | None = None) -> None:
     runs = read(src)
     for name, cut in CUTS.items():
@@ -90,4 +119,12 @@ def main(src: Path, out: Path, lambda_dir: Path | None = None) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--arms":
+        runs = read(Path(sys.argv[2]))
+        for mode in ("eval", "batch"):
+            folder = Path(sys.argv[3]) / f"arms-{mode}"
+            folder.mkdir(parents=True, exist_ok=True)
+            arms(runs, mode).to_csv(folder / "results.csv", index=False)
+            print(folder)
+        sys.exit(0)
     main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
