@@ -137,7 +137,7 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     for cfg, fed, name in runs:
         key = (cfg["dataset"], cfg["data-root"], cfg["image-size"], cfg["partitioner"], cfg["dirichlet-alpha"],
                cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"],
-               cfg["samples-per-client"])
+               cfg["samples-per-client"], cfg["val-fraction"])
         if key in seen:
             continue
         seen.add(key)
