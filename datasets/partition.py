@@ -218,10 +218,10 @@ def client_split(indices: np.ndarray, test_fraction: float, val_fraction: float,
     """(train, validation, test) indices of one client's partition.
 
     The test part is ``train_test_split``'s (the same samples whatever ``val_fraction``);
-    the validation part, ``val_fraction`` of the partition, is then carved from the rest
-    with its own seeded draw, leaving at least one training sample."""
+    the validation part, ``val_fraction`` of the rest, is then carved from it with its own
+    seeded draw, leaving at least one training sample."""
     rest, test = train_test_split(indices, test_fraction, seed)
-    n_val = min(int(round(len(indices) * val_fraction)), len(rest) - 1) if len(rest) > 1 else 0
+    n_val = min(int(round(len(rest) * val_fraction)), len(rest) - 1) if len(rest) > 1 else 0
     order = np.random.default_rng([seed, 1]).permutation(rest)
     return np.sort(order[n_val:]), np.sort(order[:n_val]), test
 

@@ -84,16 +84,10 @@ def test_client_split_keeps_the_test_part_and_a_training_sample():
 
     idx = np.arange(100, 200)
     train, val, test = client_split(idx, 0.2, 0.1, seed=5)
-    assert (len(train), len(val), len(test)) == (70, 10, 20)
+    assert (len(train), len(val), len(test)) == (72, 8, 20)  # validation: 10% of what the test split leaves
     assert np.array_equal(test, train_test_split(idx, 0.2, 5)[1])  # the local test split does not move
     assert np.array_equal(np.sort(np.concatenate([train, val, test])), idx)
+    train, val, test = client_split(idx, 0.95, 0.5, seed=0)  # any pair of fractions leaves training data
+    assert (len(train), len(val), len(test)) == (2, 3, 95) or (len(train), len(val), len(test)) == (3, 2, 95)
     train, val, test = client_split(np.array([1, 2]), 0.2, 0.5, seed=0)
     assert len(train) == 1 and len(test) == 1 and len(val) == 0
-
-
-def test_local_fractions_must_leave_training_data():
-    from common.keys import ConfigError
-    from simulations.config import resolve
-
-    with pytest.raises(ConfigError, match="local-test-fraction \\+ local-val-fraction must be < 1"):
-        resolve({"local-test-fraction": 0.5, "local-val-fraction": 0.5})
