@@ -69,7 +69,8 @@ def select(rows: pd.DataFrame, metric: str, settings: list[str], searched: dict[
         keys = searched.get(str(setting["method"]), []) if len(part) else []
         scores = config_scores(part, metric, settings, keys) if keys else pd.DataFrame()
         row = {**setting, **{k: np.nan for k in columns}, f"{metric}-mean": np.nan, "trials": len(scores)}
-        scores = scores.dropna(subset=[f"{metric}-mean"]) if len(scores) else scores
+        if len(scores):  # a configuration counts only with every tuning seed finished (a failed run: never chosen)
+            scores = scores[scores["seeds"] == part["seed"].nunique()].dropna(subset=[f"{metric}-mean"])
         if len(scores):
             order = scores.sort_values([f"{metric}-mean", "trial"], ascending=[not higher, True], kind="stable")
             best = order.iloc[0]

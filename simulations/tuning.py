@@ -123,6 +123,12 @@ class Search:
             selection.check_metric(str(tune["select"]))
         except selection.SelectionError as err:
             _fail(path, str(err))
+        value = lambda key: base.get(key, grid.get(key, [defaults()[key]])[0] if key in grid else defaults()[key])  # noqa: E731
+        needs = (("fraction-evaluate", "local-val-fraction") if tune["select"] == "personalized-val-accuracy"
+                 else ("val-fraction",))
+        if any(not value(k) for k in needs):
+            _fail(path, f"select '{tune['select']}' needs {' and '.join(f'{k} > 0' for k in needs)} (no such "
+                        "validation data is set)")
         if isinstance(budget, dict):
             if len(set(budget.values())) > 1:
                 _fail(path, f"unequal budgets {budget}: give one number, the same for every method")
@@ -158,7 +164,9 @@ class Search:
 
     @property
     def setting_keys(self) -> list[str]:
-        return list(dict.fromkeys([*self.grid, *(k for keys in self.own.values() for k in keys), "method"]))
+        """The run-config keys that tell settings apart (federation keys are not in the rows)."""
+        keys = [*self.grid, *(k for keys in self.own.values() for k in keys), "method"]
+        return [k for k in dict.fromkeys(keys) if k in defaults()]
 
     def runs(self, setting: dict, params: dict, seeds: Iterable[int], out: Path | None = None) -> list:
         """(cfg, fed, name) of ``setting`` with ``params`` on each seed; with ``out``, a run
@@ -183,7 +191,7 @@ class Search:
             for key, spec in self.tune["space"].get(setting["method"], {}).items():
                 for value in (spec if isinstance(spec, list) else [spec["low"], spec["high"]]):
                     self.runs(setting, {key: value}, self.tune["seeds"][:1])
-        return [r for s in self.settings for r in self.runs(s, {}, self.tune["seeds"])]
+        return [r for s in self.settings for r in self.runs(s, {}, [*self.tune["seeds"], *self.eval_seeds])]
 
     # ---- the search ---------------------------------------------------------------
     def study(self, out: Path, setting: dict):
@@ -277,8 +285,8 @@ class Search:
         if not keys or rows.empty:
             return {}
         part = rows.copy()
-        for k, v in setting.items():
-            part = part[part[k].astype(str) == str(v)]
+        for k in self.setting_keys:
+            part = part[part[k].astype(str) == str(setting[k])]
         picked = selection.select(part, self.tune["select"], self.setting_keys, {setting["method"]: keys})
         if picked.empty or picked[keys].isna().any(axis=None):
             raise TuneError(f"{setting}: no trial gave a finite {self.tune['select']}: see the tuning runs' flwr.log")

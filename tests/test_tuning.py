@@ -48,6 +48,12 @@ def test_bad_tune_blocks_fail_check_in_one_line(tmp_path, capsys, change, messag
     assert time.perf_counter() - t0 < 5 and not (tmp_path / "out").exists()
 
 
+def test_selecting_on_validation_data_that_is_not_there_fails_check(tmp_path, capsys):
+    spec = write(tmp_path, {**TUNE, "select": "personalized-val-accuracy"}, base={**BASE, "fraction-evaluate": 0.0})
+    assert main([str(spec), "--check", "--out-dir", str(tmp_path / "out")]) == 2
+    assert "needs fraction-evaluate > 0 and local-val-fraction > 0" in capsys.readouterr().err
+
+
 def test_a_good_tune_block_passes_check(tmp_path, capsys):
     spec = write(tmp_path, {**TUNE, "space": {"fedavg": {"lr": [0.01, 0.1]},
                                               "fedprox": {"lr": {"low": 0.001, "high": 0.3, "log": True},
