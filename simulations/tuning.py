@@ -201,7 +201,12 @@ class Search:
         space = self.tune["space"].get(setting["method"], {})
         seed = int(self.tune["seeds"][0])
         if all(isinstance(s, list) for s in space.values()):
-            sampler = optuna.samplers.GridSampler(space, seed=seed)
+            class Grid(optuna.samplers.GridSampler):
+                def after_trial(self, *args) -> None:
+                    """No ``study.stop()`` when the grid is done: it works only inside
+                    ``study.optimize``; here the budget (``cap``) ends the search."""
+
+            sampler = Grid(space, seed=seed)
         else:
             sampler = optuna.samplers.TPESampler(seed=seed)
         name = "_".join(f"{k}-{_fmt(v)}" for k, v in setting.items())
