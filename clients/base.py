@@ -24,13 +24,16 @@ Tensors = dict[str, torch.Tensor]
 
 @dataclass
 class ClientData:
-    """One client's partition: a local train split and a local test split."""
+    """One client's partition: local train, test and validation splits. ``val`` is what a
+    method may choose on per client (fine-tuning epochs, a mixing weight); ``test`` is only
+    scored. None: no validation split."""
 
     partition_id: int
     train: Dataset
     test: Dataset
     num_classes: int
     input_shape: tuple[int, ...]
+    val: Dataset | None = None
 
 
 @dataclass
@@ -198,6 +201,12 @@ class Client:
         return Reply({"arrays": state}, metrics)
 
     def evaluate(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> dict[str, float]:
-        """Accuracy of the received model on this client's local test split."""
+        """Accuracy of the received model on this client's local test split (and
+        ``val-accuracy``/``val-loss`` on its validation split, where it has one)."""
         self.set_weights(arrays["arrays"])
-        return evaluate(self.model, self.data.test, int(self.cfg["batch-size"]) * 4, self.device)
+        size = int(self.cfg["batch-size"]) * 4
+        out = evaluate(self.model, self.data.test, size, self.device)
+        if self.data.val is not None and len(self.data.val):
+            val = evaluate(self.model, self.data.val, size, self.device)
+            out.update({"val-accuracy": val["accuracy"], "val-loss": val["loss"]})
+        return out

@@ -204,6 +204,14 @@ class FedHiPStrategy(BaseStrategy):
         X, y = cached_features(self.cfg, self.test_data.test)
         return MetricRecord({"accuracy": accuracy(torch.from_numpy(arrays["weight"].numpy()).to(DTYPE), X, y)})
 
+    def evaluate_val(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        """The global classifier on the validation split's cached features (none before round 1;
+        no loss: the head is a least-squares solution)."""
+        if server_round == 0:
+            return {}
+        X, y = cached_features(self.cfg, self.validation_set())
+        return {"val-accuracy": accuracy(torch.from_numpy(arrays["weight"].numpy()).to(DTYPE), X, y)}
+
     def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
         """The global model as ``x -> logits`` (for the shift and domain suites)."""
         W = torch.from_numpy(arrays["weight"].numpy())

@@ -1,0 +1,164 @@
+"""The tuning protocol: a bad tune: block fails --check in one line; selection reads
+validation metrics only and is a plain argmax over results.csv; a tiny tuned sweep runs
+end to end in-process and resumes from its study."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from simulations.selection import select
+from simulations.sweep import main
+
+BASE = {"dataset": "digits", "num-server-rounds": 1, "num-supernodes": 2, "local-epochs": 1}
+
+
+def write(tmp_path, tune, grid=None, base=None):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"base": base or BASE, "grid": grid or {"method": ["fedavg", "fedprox"],
+                                                                           "seed": [0, 1]}, "tune": tune}))
+    return spec
+
+
+TUNE = {"seeds": [100, 101], "select": "val-accuracy", "budget": 2, "space": {"fedavg": {"lr": [0.01, 0.1]}}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"space": {"fedavg": {"learning-rate": [0.1]}}}, "unknown key 'learning-rate' under search"),
+    ({"budget": {"fedavg": 4, "fedprox": 2}}, "unequal budgets"),
+    ({"seeds": [1, 100]}, "tuning seeds [1] are also evaluation seeds"),
+    ({"select": "accuracy"}, "select 'accuracy' is not a validation metric"),
+    ({"select": "personalized-accuracy"}, "is not a validation metric"),
+    ({"space": {"fedavg": {"proximal-mu": [0.1]}}}, "'proximal-mu' is fedprox's key, which fedavg does not read"),
+    ({"space": {"fedhip": {"lr": [0.1]}}}, "space names method 'fedhip', which grid: method does not list"),
+    ({"space": {"fedavg": {"lr": {"low": 0.1, "high": 0.01}}}}, "low < high"),
+    ({"space": {"fedavg": {"lr": {"low": 0, "high": 0.1, "log": True}}}}, "log needs low > 0"),
+    ({"space": {"fedavg": {"lr": [-0.1, 0.1]}}}, "lr must be > 0"),
+    ({"budget": 0}, "budget must be an integer >= 1"),
+    ({"extra": 1}, "must be a mapping with seeds:"),
+])
+def test_bad_tune_blocks_fail_check_in_one_line(tmp_path, capsys, change, message):
+    spec = write(tmp_path, {**TUNE, **change})
+    t0 = time.perf_counter()
+    assert main([str(spec), "--check", "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert time.perf_counter() - t0 < 5 and not (tmp_path / "out").exists()
+
+
+def test_selecting_on_validation_data_that_is_not_there_fails_check(tmp_path, capsys):
+    spec = write(tmp_path, {**TUNE, "select": "personalized-val-accuracy"}, base={**BASE, "fraction-evaluate": 0.0})
+    assert main([str(spec), "--check", "--out-dir", str(tmp_path / "out")]) == 2
+    assert "needs fraction-evaluate > 0 and local-val-fraction > 0" in capsys.readouterr().err
+
+
+def test_a_good_tune_block_passes_check(tmp_path, capsys):
+    spec = write(tmp_path, {**TUNE, "space": {"fedavg": {"lr": [0.01, 0.1]},
+                                              "fedprox": {"lr": {"low": 0.001, "high": 0.3, "log": True},
+                                                          "proximal-mu": [0.01, 0.1]}}})
+    assert main([str(spec), "--check", "--out-dir", str(tmp_path / "out")]) == 0
+    assert "tuning 2 setting(s), budget 2 trial(s) x 2 tuning seed(s)" in capsys.readouterr().out
+
+
+# ---- selection --------------------------------------------------------------------------
+def synthetic(seed: int = 0) -> pd.DataFrame:
+    """results.csv of a tuned sweep: 2 methods x 2 alphas; fedavg tries 3 lr values, fedprox
+    2 (lr, mu) pairs, on tuning seeds 100/101 (2 rounds each); then evaluation rows."""
+    rng = np.random.default_rng(seed)
+    rows, trial = [], 0
+    configs = {"fedavg": [{"lr": v, "proximal-mu": 0.0} for v in (0.01, 0.1, 0.3)],
+               "fedprox": [{"lr": 0.05, "proximal-mu": 0.01}, {"lr": 0.2, "proximal-mu": 0.1}]}
+    for alpha in (0.1, 0.5):
+        for method, tries in configs.items():
+            for params in tries:
+                for s in (100, 101):
+                    name = f"{method}-{alpha}-{params['lr']}-{s}"
+                    for rnd in (1, 2):
+                        rows.append({"phase": "tune", "trial": trial, "run-name": name, "round": rnd,
+                                     "num-server-rounds": 2, "method": method, "seed": s, "dirichlet-alpha": alpha,
+                                     **params, "val-accuracy": rng.random(), "val-loss": rng.random() * 3})
+                trial += 1
+            for s in (0, 1):
+                rows.append({"phase": "eval", "run-name": f"{method}-{alpha}-{s}", "round": 2, "num-server-rounds": 2,
+                             "method": method, "seed": s, "dirichlet-alpha": alpha, **tries[0],
+                             "val-accuracy": rng.random(), "val-loss": rng.random()})
+    frame = pd.DataFrame(rows)
+    for test in ("accuracy", "loss", "personalized-accuracy", "heldout-accuracy"):
+        frame[test] = rng.random(len(frame))
+    return frame
+
+
+SETTINGS = ["method", "dirichlet-alpha"]
+SEARCHED = {"fedavg": ["lr"], "fedprox": ["lr", "proximal-mu"]}
+
+
+@pytest.mark.parametrize("metric", ["val-accuracy", "val-loss"])
+def test_selection_never_reads_a_test_column(metric):
+    frame = synthetic()
+    chosen = select(frame, metric, SETTINGS, SEARCHED)
+    poisoned = frame.copy()
+    for test in ("accuracy", "loss", "personalized-accuracy", "heldout-accuracy"):
+        poisoned[test] = np.where(np.arange(len(frame)) % 2, 1e9, -1e9)  # would flip any choice that read it
+    pd.testing.assert_frame_equal(select(poisoned, metric, SETTINGS, SEARCHED), chosen)
+    gone = frame.drop(columns=["accuracy", "loss", "personalized-accuracy", "heldout-accuracy"])
+    pd.testing.assert_frame_equal(select(gone, metric, SETTINGS, SEARCHED), chosen)
+
+
+@pytest.mark.parametrize("metric, higher", [("val-accuracy", True), ("val-loss", False)])
+def test_selection_is_the_argmax_of_the_final_rounds_mean(metric, higher):
+    frame = synthetic(1)
+    chosen = select(frame, metric, SETTINGS, SEARCHED).set_index(SETTINGS)
+    tune = frame[(frame["phase"] == "tune") & (frame["round"] == 2)]
+    for (method, alpha), part in tune.groupby(SETTINGS):
+        means = part.groupby(SEARCHED[method])[metric].mean()
+        best = means.idxmax() if higher else means.idxmin()
+        best = best if isinstance(best, tuple) else (best,)
+        got = chosen.loc[(method, alpha)]
+        assert tuple(got[SEARCHED[method]]) == best
+        assert got[f"{metric}-mean"] == pytest.approx(means.max() if higher else means.min())
+        assert got["trials"] == len(means)
+
+
+def test_a_test_metric_cannot_be_selected_on():
+    from simulations.selection import SelectionError
+
+    with pytest.raises(SelectionError, match="'accuracy' is not a validation metric"):
+        select(synthetic(), "accuracy", SETTINGS, SEARCHED)
+
+
+# ---- end to end --------------------------------------------------------------------------
+def test_tiny_tuned_sweep_end_to_end_and_resume(tmp_path, capsys):
+    """digits, 1 round, 2 clients: fedavg searches lr (2 trials x 1 tuning seed), fedprox runs
+    its defaults; then both on the evaluation seed; a second call reuses every run."""
+    from simulations.report import main as report_main
+
+    tune = {"seeds": [100], "select": "val-accuracy", "budget": 2, "space": {"fedavg": {"lr": [0.05, 0.3]}}}
+    spec = write(tmp_path, tune, grid={"method": ["fedavg", "fedprox"], "seed": [0]})
+    out = tmp_path / "out"
+    assert main([str(spec), "--local", "--out-dir", str(out)]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert {"val-accuracy", "val-loss", "personalized-val-accuracy", "accuracy"} <= set(results.columns)
+    runs = results.drop_duplicates("run-name")
+    tuned = runs[runs["phase"] == "tune"]
+    assert sorted(tuned["lr"]) == [0.05, 0.3] and set(tuned["seed"]) == {100} and set(tuned["method"]) == {"fedavg"}
+    assert sorted(tuned["trial"]) == [0, 1]
+    evaluated = runs[runs["phase"] == "eval"]
+    assert sorted(evaluated["method"]) == ["fedavg", "fedprox"] and set(evaluated["seed"]) == {0}
+    # selected.csv = the argmax by hand over results.csv's tuning rows (final round)
+    final = results[(results["phase"] == "tune") & (results["round"] == 1)]
+    by_hand = final.groupby("lr")["val-accuracy"].mean()
+    selected = pd.read_csv(out / "selected.csv").set_index("method")
+    assert selected.loc["fedavg", "lr"] == by_hand.idxmax()
+    assert selected.loc["fedavg", "val-accuracy-mean"] == pytest.approx(by_hand.max())
+    assert selected.loc["fedavg", "trials"] == 2 and selected.loc["fedprox", "trials"] == 0
+    assert evaluated.set_index("method").loc["fedavg", "lr"] == by_hand.idxmax()
+    assert (out / "tune.db").exists() and "## Tuning protocol" in (out / "report.md").read_text()
+    # an interrupted or repeated sweep resumes from tune.db and the finished runs: nothing reruns
+    capsys.readouterr()
+    assert main([str(spec), "--local", "--out-dir", str(out)]) == 0
+    assert "finished:completed in" not in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(out / "selected.csv").set_index("method"), selected)
+    assert report_main([str(out), "--select", "val-loss"]) == 0  # another choice: said where it was not run
+    assert report_main([str(out), "--select", "accuracy"]) == 2
