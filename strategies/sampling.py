@@ -136,13 +136,14 @@ class Sampling:
 
     def partition_of(self, msg: Message, default=0):
         """The partition a reply belongs to: by the message it answers (``server``: a node
-        serves several clients) or by its node (``node``); ``default`` if unknown."""
-        if not self.assigns:
-            return self.partitions.get(msg.metadata.src_node_id, default)
+        serves several clients a round), else by its node (``node``: one partition per
+        node, ``partitions``); ``default`` if neither is known."""
         key = msg.metadata.reply_to_message_id
-        if key not in self.by_message:  # message ids are set when the grid sends the messages
+        if self.outbox and key not in self.by_message:  # message ids are set when the grid sends them
             self.by_message = {m.metadata.message_id: p for m, p in self.outbox}
-        return self.by_message.get(key, default)
+        if key in self.by_message:
+            return self.by_message[key]
+        return self.partitions.get(msg.metadata.src_node_id, default)
 
     def by_partition(self, replies) -> list[Message]:
         """Replies in partition-id order: they arrive in any order, and float sums over

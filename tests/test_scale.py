@@ -103,13 +103,6 @@ def test_bad_assignment_and_sample_count_fail_in_one_line():
         resolve({"samples-per-client": 1})
 
 
-def test_engine_cost_probe_runs_on_flowers_own_functions():
-    from simulations.benchmark.scale import engine_costs
-
-    e = engine_costs(50, messages=5)
-    assert e["nodes"] == 50 and all(e[k] >= 0 for k in ("register-s", "contexts-s", "sweep-empty-s", "sweep-busy-s"))
-
-
 def test_node_ids_are_read_once_registration_has_settled():
     from strategies.sampling import settled_node_ids
 
