@@ -6,18 +6,12 @@ import random
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from simulations.config import ConfigError, resolve
 from strategies.base import BaseStrategy
 
 
-@pytest.fixture(autouse=True)
-def _task_identity():
-    """Messages need a run id; outside a Flower process none is set."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 class NoMessagesGrid:
