@@ -7,6 +7,9 @@ engine sets them, and real SuperNodes pass them with ``--node-config`` (where
 ``data-root`` may also point at the node's own data; without a partition id the node's
 whole local train pool is its partition).
 Partitions are computed (seeded) once in every client process and cached there.
+What a client keeps across rounds (``Reply.keep``) is stored by partition where the
+server assigns partitions (``simulations/client_state.py``: the client may be served by
+another node next time), else in the node's ``Context.state``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from clients.base import (SIM_GROUND_TRUTH as GROUND_TRUTH, ClientData, Reply, b
                           refuse_evaluation_only)
 from datasets import load_for
 from datasets.partition import client_split, partition_for
+from simulations import client_state
 from simulations.config import resolve
 from simulations.methods import METHODS
 
@@ -115,17 +119,33 @@ def training_set(data) -> dict[str, torch.Tensor]:
     return {"images": torch.as_tensor(x).float(), "labels": torch.as_tensor(y).long()}
 
 
+def stored_state(context: Context, cfg: dict, config: dict, partition_id: int) -> dict[str, dict[str, torch.Tensor]]:
+    """What this client kept in earlier rounds: from its partition's file where the server
+    names the partition (and the run), else from the node's context."""
+    if config.get("run-name") and "partition-id" in config:
+        return client_state.load(client_state.state_dir(cfg, str(config["run-name"])), partition_id)
+    return {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
+
+
+def keep_state(context: Context, cfg: dict, config: dict, partition_id: int, keep: dict) -> None:
+    """Store ``keep`` where ``stored_state`` reads it."""
+    if config.get("run-name") and "partition-id" in config:
+        client_state.save(client_state.state_dir(cfg, str(config["run-name"])), partition_id, keep)
+        return
+    for name, values in keep.items():
+        context.state[name] = ArrayRecord(values)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     config = refuse_evaluation_only(config_of(msg), context)
     cfg, client = setup(context, config)
-    stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
-    reply = client.train(tensors(msg.content), config, stored)
+    pid = client.data.partition_id
+    reply = client.train(tensors(msg.content), config, stored_state(context, cfg, config, pid))
     if config.get(GROUND_TRUTH) and GROUND_TRUTH not in reply.arrays:  # the privacy audit's evaluator
         reply.arrays[GROUND_TRUTH] = training_set(client.data.train)
-    inject_fault(cfg, reply, client.data.partition_id, int(config.get("server-round", 0)))
-    for name, values in reply.keep.items():
-        context.state[name] = ArrayRecord(values)
+    inject_fault(cfg, reply, pid, int(config.get("server-round", 0)))
+    keep_state(context, cfg, config, pid, reply.keep)
     content = RecordDict({name: ArrayRecord(values) for name, values in reply.arrays.items()})
     content["metrics"] = MetricRecord(reply.metrics)
     return Message(content, reply_to=msg)
@@ -135,10 +155,9 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     config = refuse_evaluation_only(config_of(msg), context)
     cfg, client = setup(context, config)
-    stored = {name: rec.to_torch_state_dict() for name, rec in context.state.array_records.items()}
-    metrics = client.evaluate(tensors(msg.content), config, stored)
+    pid = client.data.partition_id
+    metrics = client.evaluate(tensors(msg.content), config, stored_state(context, cfg, config, pid))
     if isinstance(metrics, Reply):  # an evaluate that also keeps state (e.g. a personalized model)
-        for name, values in metrics.keep.items():
-            context.state[name] = ArrayRecord(values)
+        keep_state(context, cfg, config, pid, metrics.keep)
         metrics = metrics.metrics
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -83,14 +83,19 @@ class TrainKeys(Keys):
                                           "`linear:<name>[@<size>]` (a Linear head on that backbone's frozen, cached "
                                           "features), `lsi-<base>`")
     num_server_rounds: Int = Field(5, ge=1, description="federated rounds")
-    fraction_train: float = Field(1.0, gt=0, le=1, description="share of nodes sampled for training each round")
-    fraction_evaluate: float = Field(1.0, ge=0, le=1, description="share of nodes asked for personalized "
+    fraction_train: float = Field(1.0, gt=0, le=1, description="share of clients sampled for training each round")
+    fraction_evaluate: float = Field(1.0, ge=0, le=1, description="share of clients asked for personalized "
                                                                    "evaluation each round (0 = skip)")
     partition_assignment: Literal["server", "node"] = Field(
-        "server", description="`server`: the server numbers the nodes 0..N-1 in node-id order, samples partition "
-        "ids with the seed and names each sampled node's partition in its message (no start-up message; server "
-        "state per node sampled; simulation and `--local`). `node`: each node keeps the partition of its node "
-        "config, asked once from every node at start (real SuperNodes with their own data)")
+        "server", description="`server`: the server samples partition ids of the `num-clients` population with the seed, "
+        "spreads them over the nodes and names each client's partition in its message (no start-up message; server "
+        "state per client sampled; per-client state in `<run>/client-state/`; simulation and `--local`). `node`: "
+        "each node keeps the partition of its node config, asked once from every node at start (real SuperNodes "
+        "with their own data)")
+    num_clients: Int = Field(0, ge=0, description="the population of virtual clients (partitions) sampled from each "
+                             "round; 0 = one per node. Above the node count a node serves several clients a round "
+                             "(`partition-assignment=server`: simulation, `--local`); real SuperNodes "
+                             "(`partition-assignment=node`) are the population, and another value fails at start")
     min_train_nodes: Int = Field(2, ge=1, description="fewest good replies for a round to update the model")
     round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies in a round")
     max_num_examples: Int = Field(0, ge=0, description="the most `num-examples` (its weight in the average) one "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from logging import ERROR, INFO
 
@@ -14,6 +15,7 @@ from common.keys import ConfigError
 from common.outputs import check_run_folder, out_root
 from datasets import DataError, load_for
 from datasets.partition import PartitionError
+from simulations import client_state
 from simulations.config import resolve, seed_everything
 from simulations.methods import METHODS
 from simulations.results import RunWriter
@@ -54,8 +56,9 @@ def main(grid: Grid, context: Context) -> None:
         log(ERROR, "bad run config: %s", err)
         raise RunAborted(f"bad run config: {err}") from None
 
-    if cfg["overwrite"] and not cfg["resume"]:  # a replaced run must not be resumed from the old checkpoint
+    if cfg["overwrite"] and not cfg["resume"]:  # a replaced run must not start from the old checkpoint or client state
         (out_root(cfg) / cfg["run-name"] / "checkpoint.pt").unlink(missing_ok=True)
+        shutil.rmtree(out_root(cfg) / cfg["run-name"] / client_state.FOLDER, ignore_errors=True)
     writer = RunWriter(out_root(cfg) / cfg["run-name"], cfg)
     log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
     strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=writer.add_row)

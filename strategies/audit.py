@@ -94,14 +94,15 @@ def strip_ground_truth(content: RecordDict) -> dict[str, torch.Tensor] | None:
     return record.to_torch_state_dict()
 
 
-def strip_ground_truths(replies: list[Message]) -> dict[int, dict[str, torch.Tensor]]:
-    """``strip_ground_truth`` on every good reply: node id -> its ground truth."""
+def strip_ground_truths(replies: list[Message]) -> dict[str, dict[str, torch.Tensor]]:
+    """``strip_ground_truth`` on every good reply, by the message it answers (
+    not by node: in simulation one node serves several clients a round)."""
     out = {}
     for msg in replies:
         if not msg.has_error():
             truth = strip_ground_truth(msg.content)
             if truth is not None:
-                out[msg.metadata.src_node_id] = truth
+                out[msg.metadata.reply_to_message_id] = truth
     return out
 
 
@@ -119,13 +120,13 @@ class Audit:
         self.attacks = [a for a in names if a in fits]
         self.rounds = set(parse_list(cfg["audit-rounds"], int))
         self.rows: list[dict] = []
-        self.truth: dict[int, dict] = {}
+        self.truth: dict[str, dict] = {}
 
     def due(self, server_round: int) -> bool:
         return bool(self.attacks) and server_round in self.rounds
 
     def strip(self, replies: list[Message]) -> None:
-        """Keep each reply's ground truth apart (by node) and out of the reply."""
+        """Keep each reply's ground truth apart and out of the reply."""
         self.truth = strip_ground_truths(replies)
 
     # ---- the attacker -------------------------------------------------------------
@@ -199,7 +200,7 @@ class Audit:
                     log(INFO, "audit: partition %s not attacked: %d examples > audit-max-examples %d", part, n, cap)
                     self.rows.append({**base, "note": f"not attacked: num-examples > {cap}"})
                     continue
-                truth = self.truth.get(msg.metadata.src_node_id)
+                truth = self.truth.get(msg.metadata.reply_to_message_id)
                 seed = int(np.random.SeedSequence([int(self.cfg["seed"]), server_round, part, 18]).generate_state(1)[0]
                            % 2**31)
                 for name in self.attacks:

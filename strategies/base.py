@@ -1,12 +1,7 @@
 """What every method's strategy shares, on top of Flower's FedAvg.
 
-- Seeded, partition-aware client sampling: partition ids are sampled with a
-  ``random.Random(seed, round)``; Flower's own sampling draws from random node ids,
-  which differ between runs, so the same seed would pick different clients. With
-  ``partition-assignment=server`` (simulation, ``--local``) the server numbers the nodes
-  0..N-1 in node-id order and names the partition in each message: no start-up
-  message, and per-node state only for nodes sampled. With ``node`` (real SuperNodes
-  with their own data) it asks each node once for its ``partition-id`` (a QUERY).
+- Seeded client sampling from a population of ``num-clients`` virtual clients, spread
+  over the nodes (``strategies/sampling.py``).
 - Reply validation (``strategies/replies.py``; the server trusts no reply): a bad reply is
   dropped with one log line and counted in ``failures``; with fewer than
   ``min-train-nodes`` good replies the round keeps the previous model. Good replies are
@@ -54,7 +49,8 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from clients.base import SIM_GROUND_TRUTH, device_of, evaluate, evaluate_batch_bn
 from models import build_model
 
-from .replies import check_query_reply, check_reply, record_bytes
+from .replies import check_reply, record_bytes
+from .sampling import Sampling
 
 Row = dict[str, float]
 
@@ -73,22 +69,7 @@ def plain(obj):
     return obj
 
 
-def settled_node_ids(grid: Grid, settle: float = 0.2, timeout: float = 600.0) -> list[int]:
-    """The grid's node ids once their number holds still for ``settle`` seconds: the
-    simulation engine registers its nodes while the ServerApp starts (100,000 nodes
-    take seconds), and a list read midway would change which partitions are sampled."""
-    ids = list(grid.get_node_ids())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(settle)
-        again = list(grid.get_node_ids())
-        if again and len(again) == len(ids):
-            return again
-        ids = again
-    return ids
-
-
-class BaseStrategy(FedAvg):
+class BaseStrategy(Sampling, FedAvg):
     """FedAvg plus the shared plumbing above; ``cfg`` is the resolved run config."""
 
     # The keys a reply's MetricRecord 'metrics' may hold (a method whose client reports
@@ -107,9 +88,7 @@ class BaseStrategy(FedAvg):
         self.cfg = cfg
         self.test_data = test_data
         self.on_round = on_round
-        self.partitions: dict[int, int] = {}  # node id -> partition id, for nodes discovered or sampled
-        self.node_ids: np.ndarray | None = None  # partition-assignment=server: node ids in order, read once
-        self.num_partitions = 0
+        self.init_sampling()
         self.row: Row = {}
         self.t_round = time.perf_counter()
         self.expected: dict[str, dict[str, tuple]] | None = None
@@ -138,71 +117,15 @@ class BaseStrategy(FedAvg):
         model = build_model(self.cfg["model"], data.num_classes, data.input_shape, norm=(data.mean, data.std))
         return ArrayRecord(model.state_dict())
 
-    # ---- sampling ---------------------------------------------------------------
-    @property
-    def assigns(self) -> bool:
-        """Whether the server names each sampled node's partition (``partition-assignment``)."""
-        return self.cfg.get("partition-assignment", "server") == "server"
-
-    def discover(self, grid: Grid) -> None:
-        """``server``: read the node ids once (partition p = the p-th node id); no message.
-        ``node``: ask nodes we have not seen yet for their partition id (one QUERY each)."""
-        if self.assigns:
-            if self.node_ids is None:
-                self.node_ids = np.sort(np.fromiter(settled_node_ids(grid), dtype=np.uint64))
-                self.num_partitions = len(self.node_ids)
-            return
-        unknown = [n for n in grid.get_node_ids() if n not in self.partitions]
-        if not unknown:
-            return
-        content = RecordDict({"config": ConfigRecord({"ask": "partition-id"})})
-        msgs = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=n) for n in unknown]
-        cap = 0 if self.cfg.get("partitioner") == "draw" else self.max_examples  # draw: more clients than samples
-        for reply in grid.send_and_receive(msgs, timeout=float(self.cfg["round-timeout"])):
-            reason = "error reply" if reply.has_error() else check_query_reply(reply.content, cap)
-            if reason:
-                log(WARNING, "ignored node %s: its partition-id reply is unusable: %s", reply.metadata.src_node_id, reason)
-            else:
-                metrics = reply.content.metric_records["metrics"]
-                self.partitions[reply.metadata.src_node_id] = int(metrics["partition-id"])
-                self.num_partitions = max(self.num_partitions, int(metrics["num-partitions"]))
-
+    # ---- sampling (strategies/sampling.py) -----------------------------------------
     def check_federation(self, grid: Grid) -> None:
         """Fail at start, in one line, if the nodes' partitions cannot be made."""
         from datasets.partition import partition_for
 
         self.discover(grid)
+        self.check_population()
         if self.test_data is not None and self.num_partitions:
             partition_for(self.cfg, self.test_data, self.num_partitions)
-
-    def sample(self, grid: Grid, fraction: float, minimum: int, server_round: int, salt: int) -> list[int]:
-        """Seeded sample of nodes, ordered by partition id (the same partitions in both
-        assignment modes: the same positions are drawn from the same count)."""
-        self.discover(grid)
-        rng = random.Random(hash((int(self.cfg["seed"]), server_round, salt)))
-        if self.assigns:
-            n = len(self.node_ids)
-            pids = sorted(rng.sample(range(n), min(n, max(int(n * fraction), minimum))))
-            nodes = [int(self.node_ids[p]) for p in pids]
-            self.partitions.update(zip(nodes, pids))
-            return nodes
-        nodes = sorted((n for n in grid.get_node_ids() if n in self.partitions), key=self.partitions.get)
-        size = min(len(nodes), max(int(len(nodes) * fraction), minimum))
-        return sorted(rng.sample(nodes, size), key=self.partitions.get)
-
-    def messages(self, record: RecordDict, nodes: list[int], message_type: str) -> list[Message]:
-        """One message per node; with ``partition-assignment=server`` each names its node's
-        partition in its config record (the other records are shared, not copied)."""
-        if not self.assigns:
-            return [Message(content=record, message_type=message_type, dst_node_id=n) for n in nodes]
-        config = dict(record.config_records.get("config", {}))
-        out = []
-        for n in nodes:
-            content = RecordDict(dict(record.items()))
-            content["config"] = ConfigRecord({**config, "partition-id": self.partitions[n],
-                                              "num-partitions": self.num_partitions})
-            out.append(Message(content=content, message_type=message_type, dst_node_id=n))
-        return out
 
     # ---- train --------------------------------------------------------------------
     def train_record(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> RecordDict:
@@ -218,8 +141,8 @@ class BaseStrategy(FedAvg):
         self.row = {"round": server_round, "failures": 0, "uplink-bytes": 0, "downlink-bytes": 0}
         if self.fraction_train == 0.0:
             return []
-        nodes = self.sample(grid, self.fraction_train, self.min_train_nodes, server_round, 0)
-        self.sampled = len(nodes)
+        picks = self.sample(grid, self.fraction_train, self.min_train_nodes, server_round, 0)
+        self.sampled = len(picks)
         config["server-round"] = server_round
         if self.auditor is not None and self.auditor.due(server_round):
             config[SIM_GROUND_TRUTH] = True  # evaluation-only: a node that does not allow it refuses
@@ -227,17 +150,8 @@ class BaseStrategy(FedAvg):
         record = self.train_record(server_round, arrays, config)
         self.expected = self.expected_arrays(arrays)
         self.int_arrays = {k for k, v in arrays.items() if np.dtype(v.dtype).kind in "iub"}
-        self.row["downlink-bytes"] += record_bytes(record) * len(nodes)
-        return self.messages(record, nodes, MessageType.TRAIN)
-
-    def partition_of(self, msg: Message, default=0):
-        """The partition id of the node that sent ``msg`` (``default`` if not discovered)."""
-        return self.partitions.get(msg.metadata.src_node_id, default)
-
-    def by_partition(self, replies: Iterable[Message]) -> list[Message]:
-        """Replies in partition-id order: they arrive in any order, and float sums over
-        them depend on the order, so aggregates would differ between identical runs."""
-        return sorted(replies, key=self.partition_of)
+        self.row["downlink-bytes"] += record_bytes(record) * len(picks)
+        return self.messages(record, picks, MessageType.TRAIN)
 
     def validate(self, replies: Iterable[Message], expected, kind: str = "train") -> list[Message]:
         """Drop unusable replies with one log line each; count them in ``failures``.
@@ -320,10 +234,10 @@ class BaseStrategy(FedAvg):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         if self.fraction_evaluate == 0.0:
             return []
-        nodes = self.sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, 1)
+        picks = self.sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, 1)
         config["server-round"] = server_round
         record = RecordDict({"arrays": arrays, "config": config})
-        return self.messages(record, nodes, MessageType.EVALUATE)
+        return self.messages(record, picks, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Personalized accuracy: unweighted mean (and std) over clients' local tests."""

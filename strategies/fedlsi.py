@@ -174,7 +174,7 @@ class FedLSIStrategy(BaseStrategy):
         seed = int(np.random.SeedSequence([int(self.cfg["seed"]), server_round, 17]).generate_state(1)[0])
         pids = sorted(heads)
         if not self.codes or self.cfg["lsi-schedule"] == "once":
-            known = sorted(set(self.partitions.values()) | set(pids))
+            known = sorted(self.known_partitions() | set(pids))
             self.codes = {pid: i for i, pid in enumerate(known)}
         heads = {p: h for p, h in heads.items() if p in self.codes}  # late joiners: no code in a warm G
         modules = [build_head(heads[p]) for p in sorted(heads)]

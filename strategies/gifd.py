@@ -379,7 +379,7 @@ class GifdStrategy(BaseStrategy):
         """Attack the first updates (partition order) of the attack round; write the outputs."""
         size = int(self.cfg["attack-batch-size"])
         chosen = replies[: math.ceil(int(self.cfg["attack-num-images"]) / size)]
-        items = [(self.partition_of(m, -1), m.content, self.truth.get(m.metadata.src_node_id))
+        items = [(self.partition_of(m, -1), m.content, self.truth.get(m.metadata.reply_to_message_id))
                  for m in chosen]
         for part, _, truth in items:
             if truth is None:

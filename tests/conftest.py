@@ -39,6 +39,16 @@ def _shared_ray():
             os.environ.pop("RAY_ADDRESS", None)
 
 
+@pytest.fixture
+def task_identity():
+    """Messages need a run id; outside a Flower process none is set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
 def run_sweep(tmp_path: Path, base: dict, grid: dict, *options: str) -> tuple[int, pd.DataFrame, Path]:
     """Run ``python -m simulations.sweep`` in-process on a YAML made from base/grid
     (``options``: more command-line flags, e.g. ``--local``).

@@ -37,7 +37,7 @@ def test_overhead(tmp_path, capsys, monkeypatch):
 
 def test_scale(tmp_path, capsys):
     res, line = run("scale", tmp_path, capsys)
-    assert res["sizes"] == [10, 100] and res["sampled"] == 5
+    assert res["sizes"] == [10, 100] and res["sampled"] == 5 and res["nodes"] == 2
     for engine in ("local", "flower"):
         for size in res[engine].values():
             assert size["complete"] and len(size["round-seconds"]) == 2

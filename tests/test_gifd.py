@@ -219,6 +219,7 @@ def messages(replies) -> list[Message]:
     out = []
     for pid, content in replies:
         sent = Message(RecordDict(), message_type=MessageType.TRAIN, dst_node_id=pid + 1)
+        sent.metadata.__dict__["_message_id"] = f"sent-{pid}"  # as a grid sets it: replies name the message
         out.append(Message(content, reply_to=sent))
     return out
 

@@ -6,18 +6,12 @@ import random
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from simulations.config import ConfigError, resolve
 from strategies.base import BaseStrategy
 
 
-@pytest.fixture(autouse=True)
-def _task_identity():
-    """Messages need a run id; outside a Flower process none is set."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 class NoMessagesGrid:
@@ -52,8 +46,9 @@ def test_server_assignment_samples_the_partitions_node_discovery_would_without_a
         pids = [m.content["config"]["partition-id"] for m in msgs]
         assert len(msgs) == 100 and pids == sorted(set(pids))
         assert pids == [node.partitions[m.metadata.dst_node_id] for m in ref]  # the same partitions
-        for m in msgs:  # each node is told its own partition; the model is shared, not copied
-            assert server.partitions[m.metadata.dst_node_id] == m.content["config"]["partition-id"]
+        nodes = sorted(grid.ids)
+        for k, m in enumerate(msgs):  # the k-th client goes to the k-th node; the model is shared, not copied
+            assert m.metadata.dst_node_id == nodes[k]
             assert m.content["config"]["num-partitions"] == 1000 and m.content["config"]["server-round"] == rnd
             assert m.content["arrays"] is ARRAYS
         ev = list(server.configure_evaluate(rnd, ARRAYS, ConfigRecord(), grid))
@@ -63,7 +58,7 @@ def test_server_assignment_samples_the_partitions_node_discovery_would_without_a
         != [m.content["config"]["partition-id"] for m in server.configure_train(1, ARRAYS, ConfigRecord(), grid)]
 
 
-def test_server_state_grows_with_the_nodes_sampled_not_the_population():
+def test_server_state_grows_with_the_clients_sampled_not_the_population():
     grid = NoMessagesGrid(100_000)
     s = BaseStrategy(resolve({"fraction-train": 0.001, "fraction-evaluate": 0.001}))
     for rnd in (1, 2, 3):
@@ -71,7 +66,7 @@ def test_server_state_grows_with_the_nodes_sampled_not_the_population():
         assert len(list(s.configure_evaluate(rnd, ARRAYS, ConfigRecord(), grid))) == 100
         if rnd == 1:
             calls = grid.calls
-    assert 100 < len(s.partitions) <= 600  # node id -> partition id only for nodes sampled
+    assert 100 < len(s.seen) <= 600 and not s.partitions  # partitions sampled; no per-node map
     assert calls == 2 and grid.calls == calls  # the node list is read at start (twice: settled), not per round
     assert s.node_ids.dtype == np.uint64 and len(s.node_ids) == 100_000  # 8 bytes per node
 
@@ -102,15 +97,8 @@ def test_bad_assignment_and_sample_count_fail_in_one_line():
         resolve({"samples-per-client": 1})
 
 
-def test_engine_cost_probe_runs_on_flowers_own_functions():
-    from simulations.benchmark.scale import engine_costs
-
-    e = engine_costs(50, messages=5)
-    assert e["nodes"] == 50 and all(e[k] >= 0 for k in ("register-s", "contexts-s", "sweep-empty-s", "sweep-busy-s"))
-
-
 def test_node_ids_are_read_once_registration_has_settled():
-    from strategies.base import settled_node_ids
+    from strategies.sampling import settled_node_ids
 
     class Registering(NoMessagesGrid):  # the engine still adding nodes for the first reads
         def get_node_ids(self):

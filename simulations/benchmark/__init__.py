@@ -1,9 +1,8 @@
 """Benchmarks: ``python -m simulations.benchmark NAME [--quick] [--out-dir DIR]``.
 
 ``overhead`` (Flower's simulation against a plain PyTorch loop doing the same client
-work), ``scale`` (1,000 / 10,000 / 100,000 virtual clients, 100 sampled per round, in
-process and through Flower's engine: start-up, per-round time and memory, and the
-engine's own per-node costs), ``gpu-fractions`` (Ray with per-client GPU fractions
+work), ``scale`` (1,000 to 1,000,000 virtual clients on 10 nodes, 100 sampled per round,
+in process and through Flower's engine: start-up, per-round time and memory), ``gpu-fractions`` (Ray with per-client GPU fractions
 against in-process runs; needs a GPU, ``--dry-run-cpu`` checks it on the CPU),
 ``fedhip-cost`` (FedHiP's CPU seconds and bytes against FedAvg fine-tuning the same
 backbone) and ``gifd-cost`` (seconds per reconstructed image). Each prints its figures
@@ -39,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/benchmark"))
     parser.add_argument("--clients", type=int, help="overhead, gpu-fractions, fedhip-cost: number of clients")
     parser.add_argument("--rounds", type=int, help="overhead, scale, gpu-fractions, fedhip-cost: rounds (FedAvg)")
-    parser.add_argument("--sizes", help="scale: comma list of client counts (default 1000,10000,100000)")
+    parser.add_argument("--sizes", help="scale: comma list of client counts (default 1000,10000,100000,1000000)")
+    parser.add_argument("--nodes", type=int, help="scale: nodes (SuperNodes) serving the clients (default 10)")
     parser.add_argument("--sampled", type=int, help="scale: clients sampled per round (default 100)")
     parser.add_argument("--engines", help="scale: local,flower (default both: in-process and the Ray simulation)")
     parser.add_argument("--limit", type=float, help="scale: seconds after which a size's run is stopped (1800)")

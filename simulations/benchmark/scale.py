@@ -1,5 +1,6 @@
-"""``scale``: 1,000 / 10,000 / 100,000 virtual clients, 100 sampled per round, in process and
-through Flower's engine (start-up, per-round time, memory, the engine's own per-node costs).
+"""``scale``: 1,000 / 10,000 / 100,000 / 1,000,000 virtual clients (``num-clients``) on 10
+nodes, 100 sampled per round, in process and through Flower's engine (start-up, per-round
+time, memory).
 """
 
 from __future__ import annotations
@@ -31,16 +32,17 @@ SCALE_LOCAL = """
 from simulations.config import resolve
 from simulations.local import run_local
 cfg = resolve({overrides!r})
-run_local(cfg, {n})
+run_local(cfg, {nodes})
 """
 
 
 def scale_overrides(n: int, sampled: int, rounds: int) -> dict:
-    """Tiny client work, so that the engine is what is measured: FedAvg, 10 samples per
-    client drawn from MNIST's pool (``partitioner=draw``), one local epoch of one batch."""
+    """A population of ``n`` clients and tiny client work, so that what grows with the
+    population is what is measured: FedAvg, 10 samples per client drawn from MNIST's pool
+    (``partitioner=draw``), one local epoch of one batch."""
     fraction = sampled / n
     assert int(n * fraction) == sampled, (n, sampled)
-    return {"method": "fedavg", "dataset": "mnist", "partitioner": "draw", "samples-per-client": 10,
+    return {"method": "fedavg", "num-clients": n, "dataset": "mnist", "partitioner": "draw", "samples-per-client": 10,
             "local-test-fraction": 0.2, "local-epochs": 1, "batch-size": 8, "num-server-rounds": rounds,
             "fraction-train": fraction, "fraction-evaluate": fraction, "seed": 0, "checkpoint-every": 0,
             "overwrite": True}  # a benchmark may run again into the same out-dir
@@ -111,23 +113,25 @@ def read_rows(path: Path):
     return pd.read_csv(path) if path.exists() else None
 
 
-def scale_local(n: int, sampled: int, rounds: int, out: Path, limit: float) -> dict:
+def scale_local(n: int, nodes: int, sampled: int, rounds: int, out: Path, limit: float) -> dict:
     """One in-process run (``LocalGrid``: the strategy, messages and ClientApp, no engine)
-    in a fresh Python process, so that its memory counts alone; stopped after ``limit`` s."""
+    of ``n`` clients on ``nodes`` nodes in a fresh Python process, so that its memory
+    counts alone; stopped after ``limit`` s."""
     name = f"local-{n}"
     (out / name).mkdir(parents=True, exist_ok=True)
     overrides = {**scale_overrides(n, sampled, rounds), "out-dir": str(out), "run-name": name}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cpu: dict[int, float] = {}
-    lines, peak, wall = stamped([sys.executable, "-c", SCALE_LOCAL.format(overrides=overrides, n=n)],
+    lines, peak, wall = stamped([sys.executable, "-c", SCALE_LOCAL.format(overrides=overrides, nodes=nodes)],
                                 out / name / "flwr.log", env, limit, cpu)
     res = scale_figures(round_times(lines), read_rows(out / name / "metrics.csv"), rounds, cpu)
     return {**res, "peak-rss-mb": peak / 2**20, "run-wall-s": wall, "load": os.getloadavg()[0]}
 
 
-def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> dict:
-    """One ``flwr run`` through the Ray simulation engine, on a fresh SuperLink (and a Ray
-    of its own), so that the size's memory counts alone; stopped after ``limit`` s."""
+def scale_flower(n: int, nodes: int, sampled: int, rounds: int, out: Path, limit: float) -> dict:
+    """One ``flwr run`` of ``n`` clients on ``nodes`` SuperNodes through the Ray simulation
+    engine, on a fresh SuperLink (and a Ray of its own), so that the size's memory counts
+    alone; stopped after ``limit`` s."""
     from simulations.config import resolve
     from simulations.superlink import LocalSuperLink, stop_tree
 
@@ -135,7 +139,7 @@ def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> 
     run_dir = out / name
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = resolve({**scale_overrides(n, sampled, rounds), "out-dir": str(out), "run-name": name})
-    fed = {"num-supernodes": n, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}
+    fed = {"num-supernodes": nodes, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}
     old = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
@@ -168,99 +172,27 @@ def scale_flower(n: int, sampled: int, rounds: int, out: Path, limit: float) -> 
     return res
 
 
-def engine_costs(n: int, messages: int = 100, probe: int = 10_000) -> dict:
-    """What Flower's simulation engine does per node, timed on its own functions in this
-    process (flwr 1.42, ``flwr.server.superlink.fleet.vce.vce_api``): registering ``n``
-    nodes in the in-memory LinkState; building each node's run context (a
-    ``DeprecatedRunInfoStore``, which reads the app's pyproject.toml again for every
-    node); and one sweep of the loop that looks for messages to deliver, with none and
-    with ``messages`` in flight (every 0.1 s it asks the LinkState once per node, and
-    each ask scans every stored message). Contexts and sweeps are timed on the first
-    ``probe`` nodes and scaled to ``n`` (both are a loop over the nodes)."""
-    from queue import Queue
-    from uuid import uuid4
-
-    import psutil
-    from flwr.app import Message, MessageType, RecordDict
-    from flwr.server.superlink.fleet.vce.vce_api import (
-        _register_node_info_stores,
-        _register_nodes,
-        add_messages_to_queue,
-    )
-    from flwr.server.superlink.linkstate import LinkStateFactory
-    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
-    from flwr.supercore.object_store import ObjectStoreFactory
-    from flwr.supercore.run import Run
-    from flwr.supercore.task_identity import TaskIdentity
-    from flwr.superlink.federation import NoOpFederationManager
-    from flwr.superlink.federation.noop_federation_manager import NOOP_FEDERATION_ID
-
-    from simulations.superlink import APP_DIR
-
-    class OneSweep:  # add_messages_to_queue's stop event: one pass over the nodes
-        passes = 0
-
-        def is_set(self) -> bool:
-            self.passes += 1
-            return self.passes > 1
-
-        def wait(self, seconds: float) -> None:
-            pass
-
-    me = psutil.Process()
-    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
-    rss0, t0 = me.memory_info().rss, time.perf_counter()
-    mapping = _register_nodes(n, factory)
-    rss1, t1 = me.memory_info().rss, time.perf_counter()
-    sub = dict(list(mapping.items())[:min(n, probe)])
-    scale = n / len(sub)
-    stores = _register_node_info_stores(sub, Run.create_empty(1), app_dir=str(APP_DIR))
-    rss2, t2 = me.memory_info().rss, time.perf_counter()
-    state = factory.state()
-    add_messages_to_queue(state, Queue(), sub, OneSweep())
-    t3 = time.perf_counter()
-    run_id = state.create_run(None, None, None, {}, NOOP_FEDERATION_ID, None, None, "serverapp")
-    saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 1, 1
-    try:
-        for node in list(sub)[:messages]:  # delivered, awaiting the reply: as while clients train
-            msg = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
-            msg.metadata.__dict__["_message_id"] = str(uuid4())
-            msg.metadata.delivered_at = "delivered"
-            state.message_ins_store[msg.metadata.message_id] = msg
-        t4 = time.perf_counter()
-        add_messages_to_queue(state, Queue(), sub, OneSweep())
-        t5 = time.perf_counter()
-    finally:
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
-    del stores
-    return {"nodes": n, "probe": len(sub), "register-s": t1 - t0, "register-mb": (rss1 - rss0) / 2**20,
-            "contexts-s": (t2 - t1) * scale, "contexts-mb": (rss2 - rss1) / 2**20 * scale,
-            "sweep-empty-s": (t3 - t2) * scale, "sweep-busy-s": (t5 - t4) * scale, "messages": messages,
-            "load": os.getloadavg()[0]}
-
-
 def bench_scale(args) -> dict:
     if args.quick:
-        sizes, sampled, rounds = [10, 100], 5, 2
+        sizes, nodes, sampled, rounds = [10, 100], 2, 5, 2
     else:
-        sizes = [int(s) for s in (args.sizes or "1000,10000,100000").split(",")]
-        sampled, rounds = args.sampled or 100, args.rounds or 3
+        sizes = [int(s) for s in (args.sizes or "1000,10000,100000,1000000").split(",")]
+        nodes, sampled, rounds = args.nodes or 10, args.sampled or 100, args.rounds or 3
     engines = args.engines.split(",") if args.engines else ["local", "flower"]
     limit = args.limit or 1800
     out = args.out_dir / "scale"
-    res: dict = {"sizes": sizes, "sampled": sampled, "rounds": rounds, "local": {}, "flower": {}, "engine": {}}
+    res: dict = {"sizes": sizes, "nodes": nodes, "sampled": sampled, "rounds": rounds, "local": {}, "flower": {}}
     say(f"scale: FedAvg on MNIST, partitioner=draw (10 samples per client, one batch of 8 per epoch), {sizes} "
-        f"virtual clients, {sampled} sampled per round (train and evaluate), {rounds} rounds; each size in a fresh "
-        f"process tree ({load()})")
+        f"virtual clients (num-clients) on {nodes} nodes, {sampled} sampled per round (train and evaluate), {rounds} "
+        f"rounds; each size in a fresh process tree ({load()})")
     for n in sizes:
         if "local" in engines:
-            r = res["local"][n] = scale_local(n, sampled, rounds, out, limit)
+            r = res["local"][n] = scale_local(n, nodes, sampled, rounds, out, limit)
             say(f"  in-process (LocalGrid, no engine), {n} clients: start-up {fmt(r['startup-s'])} s, round seconds "
                 f"{fmt_list(r['round-seconds'])}, CPU seconds per round {fmt(r['cpu-per-round-s'], '.2f')}, peak RSS "
                 f"{r['peak-rss-mb']:.0f} MB ({load()})")
         if "flower" in engines:
-            r = res["flower"][n] = scale_flower(n, sampled, rounds, out, limit)
+            r = res["flower"][n] = scale_flower(n, nodes, sampled, rounds, out, limit)
             state = "" if r["complete"] else (f" NOT COMPLETE after {len(r['round-seconds'])} rounds: {r['status']}; "
                                               f"the first round took {fmt(next(iter(r['round-seconds']), None))} s")
             say(f"  Flower simulation (Ray), {n} clients: start-up {fmt(r['startup-s'])} s (ServerApp ready "
@@ -268,13 +200,6 @@ def bench_scale(args) -> dict:
                 f"seconds {fmt_list(r['round-seconds'])}, CPU seconds per round {fmt(r['cpu-per-round-s'], '.2f')}, "
                 f"peak RSS {r['peak-rss-mb']:.0f} MB over {r['peak-procs']} "
                 f"processes{state} ({load()})")
-        if "flower" in engines and not args.quick:
-            e = res["engine"][n] = engine_costs(n)
-            probe = "" if e["probe"] == n else f" (contexts and sweeps timed on {e['probe']} nodes, scaled)"
-            say(f"  Flower's engine alone, {n} nodes{probe}: register {e['register-s']:.2f} s / "
-                f"{e['register-mb']:.0f} MB, node contexts {e['contexts-s']:.2f} s / {e['contexts-mb']:.0f} MB, one "
-                f"delivery sweep {e['sweep-empty-s'] * 1000:.0f} ms idle, {e['sweep-busy-s']:.2f} s with {e['messages']} messages "
-                f"in flight ({load()})")
     small, big = sizes[0], sizes[-1]
     parts = []
     for engine in engines:
@@ -286,6 +211,6 @@ def bench_scale(args) -> dict:
         res[f"{engine}-ratios"] = f
         parts.append(f"{engine} per-round x{fmt(f['round'], '.2f')} (CPU seconds x{fmt(f['cpu-round'], '.2f')}), start-up x{fmt(f['startup'], '.2f')}, peak RSS "
                      f"x{fmt(f['rss'], '.2f')} ({'met' if f['met'] else 'NOT met'})")
-    say(f"summary: scale {small} -> {big} clients ({sampled} sampled): " + "; ".join(parts)
+    say(f"summary: scale {small} -> {big} clients on {nodes} nodes ({sampled} sampled): " + "; ".join(parts)
         + f" (goal: each <= 1.5) ({load()})")
     return res
