@@ -17,8 +17,9 @@ the server announced (``lr``, ``momentum``, ``weight-decay``, ``local-epochs``,
   feature inversion through the public frozen backbone (``attacks.statistics``).
 
 Ground truth (the client's training images) arrives only from nodes that allow it
-(``clients.base.ground_truth_allowed``), is stripped from the reply before validation,
-and reaches ``score`` only; without it ``attacks.csv`` says "no ground truth".
+(``clients.base.ground_truth_allowed``), is accepted only with
+``partition-assignment=server`` (a simulation), validated and taken out of the reply
+before anything else reads it (``BaseStrategy.take_ground_truth``), and reaches ``score`` only; without it ``attacks.csv`` says "no ground truth".
 """
 
 from __future__ import annotations
@@ -123,10 +124,6 @@ class Audit:
 
     def due(self, server_round: int) -> bool:
         return bool(self.attacks) and server_round in self.rounds
-
-    def strip(self, replies: list[Message]) -> None:
-        """Keep each reply's ground truth apart (by node) and out of the reply."""
-        self.truth = strip_ground_truths(replies)
 
     # ---- the attacker -------------------------------------------------------------
     def announced(self, content: RecordDict):

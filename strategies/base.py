@@ -53,7 +53,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from clients.base import SIM_GROUND_TRUTH, device_of, evaluate, evaluate_batch_bn
 from models import build_model
 
-from .replies import check_query_reply, check_reply, record_bytes
+from .replies import agree_partitions, check_query_reply, check_reply, finite_arrays, record_bytes, sent_specs
 
 Row = dict[str, float]
 
@@ -156,15 +156,17 @@ class BaseStrategy(FedAvg):
             return
         content = RecordDict({"config": ConfigRecord({"ask": "partition-id"})})
         msgs = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=n) for n in unknown]
-        cap = 0 if self.cfg.get("partitioner") == "draw" else self.max_examples  # draw: more clients than samples
+        cap = len(grid.get_node_ids())  # a federation of N nodes has at most N partitions
+        answers = {}
         for reply in grid.send_and_receive(msgs, timeout=float(self.cfg["round-timeout"])):
             reason = "error reply" if reply.has_error() else check_query_reply(reply.content, cap)
             if reason:
                 log(WARNING, "ignored node %s: its partition-id reply is unusable: %s", reply.metadata.src_node_id, reason)
             else:
                 metrics = reply.content.metric_records["metrics"]
-                self.partitions[reply.metadata.src_node_id] = int(metrics["partition-id"])
-                self.num_partitions = max(self.num_partitions, int(metrics["num-partitions"]))
+                answers[reply.metadata.src_node_id] = (int(metrics["partition-id"]), int(metrics["num-partitions"]))
+        accepted, self.num_partitions = agree_partitions(answers, self.num_partitions)
+        self.partitions.update(accepted)
 
     def check_federation(self, grid: Grid) -> None:
         """Fail at start, in one line, if the nodes' partitions cannot be made."""
@@ -210,7 +212,7 @@ class BaseStrategy(FedAvg):
 
     def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
         """Names and shapes a train reply must carry: by default the model sent."""
-        return {"arrays": {k: tuple(v.shape) for k, v in arrays.items()}}
+        return {"arrays": sent_specs(arrays)}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self.t_round = time.perf_counter()
@@ -220,8 +222,9 @@ class BaseStrategy(FedAvg):
         nodes = self.sample(grid, self.fraction_train, self.min_train_nodes, server_round, 0)
         self.sampled = len(nodes)
         config["server-round"] = server_round
+        self.truth_asked = False
         if self.auditor is not None and self.auditor.due(server_round):
-            config[SIM_GROUND_TRUTH] = True  # evaluation-only: a node that does not allow it refuses
+            config[SIM_GROUND_TRUTH] = self.truth_asked = True  # evaluation-only: a node that does not allow it refuses
             self.audit_sent = arrays
         record = self.train_record(server_round, arrays, config)
         self.expected = self.expected_arrays(arrays)
@@ -246,22 +249,43 @@ class BaseStrategy(FedAvg):
         keys, required = (self.train_metrics, ("num-examples",)) if train else \
             (self.evaluate_metrics, ("num-examples", "accuracy"))
         good = []
+        if train:
+            self.truth = {}  # node id -> validated ground truth (simulation only), out of the reply
         for msg in replies:
             node = msg.metadata.src_node_id
             who = f"partition {self.partition_of(msg, '?')} (node {node})"
             if msg.has_error():
-                reason = msg.error.reason.strip().splitlines()[-1] if msg.error.reason else "error"
+                reason = msg.error.reason.strip().splitlines()[-1][:200] if msg.error.reason else "error"
             else:
                 if train:
                     self.row["uplink-bytes"] = self.row.get("uplink-bytes", 0) + record_bytes(msg.content)
-                reason = check_reply(msg.content, expected if train else {}, keys, required, self.max_examples,
-                                     self.int_arrays)
+                truth, reason = self.take_ground_truth(msg.content) if train else (None, None)
+                reason = reason or check_reply(msg.content, expected if train else {}, keys, required,
+                                               self.max_examples, self.int_arrays)
+                reason = reason or (self.check_records(msg.content) if train else None)
+                if truth is not None and not reason:
+                    self.truth[node] = truth
             if reason:
                 log(WARNING, "dropped %s reply from %s: %s", kind, who, reason)
                 self.row["failures"] = self.row.get("failures", 0) + 1
             else:
                 good.append(msg)
         return self.by_partition(good)
+
+    def check_records(self, content: RecordDict) -> str | None:
+        """Why a method's own records in a train reply are implausible (``strategies/records.py``),
+        or None; called after ``check_reply``, before anything reads them."""
+        return None
+
+    def take_ground_truth(self, content: RecordDict):
+        """Validate and remove the simulation-only ground truth (``records.take_ground_truth``):
+        accepted only when asked this round with ``partition-assignment=server``."""
+        from .records import take_ground_truth
+
+        data = self.test_data
+        asked = bool(getattr(self, "truth_asked", False)) and self.assigns and data is not None
+        return take_ground_truth(content, asked, tuple(data.input_shape) if data is not None else (),
+                                 data.num_classes if data is not None else 0, self.max_examples)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
@@ -270,9 +294,9 @@ class BaseStrategy(FedAvg):
             log(WARNING, "%d sampled client(s) did not reply within round-timeout", missing)
             self.row["failures"] = self.row.get("failures", 0) + missing
         auditing = self.auditor is not None and self.auditor.due(server_round)
+        good = self.validate(replies, self.expected)  # ground truth: validated, then kept apart
         if auditing:
-            self.auditor.strip(replies)  # ground truth never reaches validation or the attacker
-        good = self.validate(replies, self.expected)
+            self.auditor.truth = self.truth
         if auditing and good:
             self.run_audit(server_round, good)
         if len(good) < self.min_train_nodes:
@@ -280,6 +304,11 @@ class BaseStrategy(FedAvg):
                 server_round, len(good), self.min_train_nodes)
             return None, MetricRecord({"failures": self.row["failures"]})
         arrays, metrics = self.aggregate(server_round, good)
+        reason = finite_arrays(arrays)
+        if reason:  # e.g. sums of finite but huge values overflowed
+            log(WARNING, "round %d skipped: the aggregate %s; the model is unchanged", server_round, reason)
+            self.row["failures"] = self.row.get("failures", 0) + 1
+            return None, MetricRecord({"failures": self.row["failures"]})
         if metrics is not None:
             self.row.update({k: float(v) for k, v in metrics.items() if k != "num-examples"})
         return arrays, metrics
@@ -327,8 +356,10 @@ class BaseStrategy(FedAvg):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Personalized accuracy: unweighted mean (and std) over clients' local tests."""
         good = self.validate(replies, {}, kind="evaluate")
-        if not good:
-            return None
+        return self.summarize_evaluate(good) if good else None
+
+    def summarize_evaluate(self, good: list[Message]) -> MetricRecord:
+        """The round's federated-evaluation metrics from the validated replies ``good``."""
         accs = np.array([m.content.metric_records["metrics"]["accuracy"] for m in good], dtype=float)
         out = {"personalized-accuracy": float(accs.mean()), "personalized-accuracy-std": float(accs.std())}
         self.row.update(out)

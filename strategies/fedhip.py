@@ -178,20 +178,18 @@ class FedHiPStrategy(BaseStrategy):
         self.row["downlink-bytes"] = self.row.get("downlink-bytes", 0) + sum(record_bytes(m.content) for m in msgs)
         return msgs
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Personalized accuracy (base) and, for contrast, the global model's local accuracy."""
-        replies = list(replies)
-        out = super().aggregate_evaluate(server_round, replies)
-        if out is None:
-            return out
+    def summarize_evaluate(self, good: list[Message]) -> MetricRecord:
+        """Personalized accuracy (base) and, for contrast, the global model's local accuracy
+        (validated replies only)."""
+        out = super().summarize_evaluate(good)
         names = {"global-accuracy": "global-model-local-accuracy", "local-accuracy": "local-model-accuracy",
                  "fedhip-alpha": "fedhip-alpha-mean"}
         for form in ("statistics", "weights"):
             names.update({f"accuracy-{form}": f"personalized-accuracy-{form}", f"val-accuracy-{form}":
                           f"val-accuracy-{form}", f"alpha-{form}": f"alpha-{form}-mean"})
         for key, name in names.items():
-            values = [m.content.metric_records["metrics"].get(key) for m in replies if not m.has_error()]
-            values = [float(v) for v in values if v is not None and np.isfinite(v)]
+            values = [float(m.content.metric_records["metrics"][key]) for m in good
+                      if key in m.content.metric_records["metrics"]]
             if values:
                 out[name] = float(np.mean(values))
                 self.row[name] = out[name]

@@ -56,6 +56,7 @@ from models.translator import build_head, head_keys, latent_model
 
 from . import lsi_server
 from .base import BaseStrategy
+from .replies import sent_specs
 
 
 def _check(ok: bool, message: str) -> None:
@@ -150,10 +151,11 @@ class FedLSIStrategy(BaseStrategy):
         return record
 
     def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
+        sent = sent_specs(arrays)  # the model's own dtypes
         shapes = {k: tuple(v.shape) for k, v in arrays.items()}
         if self.stage == "pretrain":
-            return {"head": {k: shapes[k] for k in head_keys(shapes)}}
-        expected = {"arrays": shapes}
+            return {"head": {k: sent[k] for k in head_keys(shapes)}}
+        expected = {"arrays": sent}
         if self.cfg["aggregation"] == "importance":
             expected["importance"] = {k: shapes[k] for k in shapes if k in self._params()}
         return expected

@@ -15,9 +15,10 @@ Attacker/evaluator split (breaching's contract). An attack sees an ``AttackInput
 by ``attacker_view`` from what the server legitimately has: the model it sent, the one
 update record of the reply (``gradient`` or ``arrays``) and the hyperparameters it
 announced. Clients of this experiment also return the images they used in a
-*simulation-only* ArrayRecord ``sim-ground-truth``; ``aggregate_train`` strips it from
-every reply before anything else (validation, byte counts, attacks) runs and keeps it
-for ``evaluate_reconstructions`` only. ``tests/test_gifd.py`` proves the attacks never
+*simulation-only* ArrayRecord ``sim-ground-truth``; reply validation
+(``BaseStrategy.take_ground_truth``) checks it and takes it out of every reply before
+anything else reads it (accepted only with ``partition-assignment=server``, a
+simulation), and keeps it for ``evaluate_reconstructions`` only. ``tests/test_gifd.py`` proves the attacks never
 receive it and that a poisoned ground truth changes the scores but not the
 reconstructions.
 
@@ -65,8 +66,8 @@ from clients.gifd import DEFENSES, GROUND_TRUTH, PLAIN_ROUND
 from common.keys import Int, Keys
 from models import build_model
 
-from .audit import strip_ground_truths
 from .base import BaseStrategy
+from .replies import sent_specs
 
 ATTACK_NAMES = ("dlg", "idlg", "ig", "ggl", "ggl-adam", "gifd")
 GAN_ATTACKS = ("ggl", "ggl-adam", "gifd")
@@ -301,20 +302,15 @@ class GifdStrategy(BaseStrategy):
         config["attack-local-steps"] = a["local-steps"]
         config["lr"] = a["lr"]
         config[PLAIN_ROUND] = self.plain
-        config[GROUND_TRUTH] = attacked
+        config[GROUND_TRUTH] = self.truth_asked = attacked
         self.sent = arrays
         return super().train_record(server_round, arrays, config)
 
     def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
         if self.threat == "fedsgd" and not self.plain:
-            return {"gradient": {k: tuple(arrays[k].shape) for k in self.param_names}}
+            sent = sent_specs(arrays)
+            return {"gradient": {k: sent[k] for k in self.param_names}}
         return super().expected_arrays(arrays)
-
-    def aggregate_train(self, server_round: int, replies):
-        """Strip the simulation-only ground truth first, then validate and aggregate."""
-        replies = list(replies)
-        self.truth = strip_ground_truths(replies)
-        return super().aggregate_train(server_round, replies)
 
     def aggregate(self, server_round: int, replies: list[Message]):
         if server_round in attack_rounds(self.cfg) and self.attacks and int(self.cfg["attack-num-images"]) > 0:

@@ -43,11 +43,22 @@ def _metrics(content: RecordDict, **changes) -> RecordDict:
     return _with(content, metrics=MetricRecord(metrics))
 
 
-def _array(content: RecordDict, values) -> RecordDict:
-    """The reply's model with its first array replaced (same shape)."""
+def _array(content: RecordDict, values, declare: bool = False) -> RecordDict:
+    """The reply's model with its first array's data replaced; ``declare``: the Array
+    still declares the original shape and dtype (a node writes them itself)."""
+    import io
+
     record = content.array_records["arrays"]
     first = next(iter(record.keys()))
-    new = ArrayRecord({k: (Array(values(record[k].numpy())) if k == first else record[k]) for k in record.keys()})
+    data = values(record[first].numpy())
+    if declare:
+        buffer = io.BytesIO()
+        np.save(buffer, data, allow_pickle=False)
+        arr = Array(dtype=record[first].dtype, shape=record[first].shape, stype="numpy.ndarray",
+                    data=buffer.getvalue())
+    else:
+        arr = Array(data)
+    new = ArrayRecord({k: (arr if k == first else record[k]) for k in record.keys()})
     return _with(content, arrays=new)
 
 
@@ -66,10 +77,17 @@ TRAIN_CASES = {
     "list-valued metric": lambda c: _metrics(_shifted(c), **{"train-loss": [1.0, 2.0]}),
     "complex dtype with NaN": lambda c: _array(c, lambda v: (v + 1j * np.nan).astype(np.complex64)),
     "int dtype where float expected": lambda c: _array(c, lambda v: (v * 100).astype(np.int32)),
-    "NaN in float64": lambda c: _array(c, lambda v: np.full(v.shape, np.nan, np.float64)),
+    "NaN in float32": lambda c: _array(c, lambda v: np.full(v.shape, np.nan, np.float32)),
     "num-examples 1e18": lambda c: _metrics(_shifted(c), **{"num-examples": 10**18}),
     "fractional num-examples": lambda c: _metrics(_shifted(c), **{"num-examples": 2.5}),
     "missing num-examples": lambda c: _metrics(_shifted(c), **{"num-examples": None}),
+    # round 2: the data is judged, not what the node declares about it
+    "data of another shape under the declared shape": lambda c: _array(c, lambda v: v.ravel()[:-1], declare=True),
+    "array far larger than declared": lambda c: _array(c, lambda v: np.zeros(v.size * 50, np.float32), declare=True),
+    "half precision": lambda c: _array(c, lambda v: v.astype(np.float16)),
+    "longdouble": lambda c: _array(c, lambda v: v.astype(np.longdouble)),
+    "float64 where float32 was sent": lambda c: _array(c, lambda v: v.astype(np.float64)),
+    "train-loss 1e308": lambda c: _metrics(_shifted(c), **{"train-loss": 1e308}),
 }
 REASONS = {
     "extra ArrayRecord": "unexpected ArrayRecord(s) ['extra']",
@@ -79,28 +97,39 @@ REASONS = {
     "list-valued metric": "metric 'train-loss' is not a number (list)",
     "complex dtype with NaN": "has dtype complex64, expected real floating point",
     "int dtype where float expected": "has dtype int32, expected real floating point",
-    "NaN in float64": "holds NaN or inf",
+    "NaN in float32": "holds NaN or inf",
     "num-examples 1e18": "> max-num-examples",
     "fractional num-examples": "num-examples must be > 0 and whole, got 2.5",
     "missing num-examples": "lacks ['num-examples']",
     "evaluate without accuracy": "MetricRecord 'metrics' lacks ['accuracy']",
     "evaluate with arrays": "unexpected ArrayRecord(s) ['arrays']",
+    "data of another shape under the declared shape": "holds data of shape (799,), expected (32, 1, 5, 5)",
+    "array far larger than declared": "bytes, more than",
+    "half precision": "has dtype float16, expected real floating point (float32)",
+    "longdouble": "bytes, more than",  # 16-byte elements: over the cap, refused before decoding
+    "float64 where float32 was sent": "has dtype float64, expected real floating point (float32)",
+    "train-loss 1e308": "metric 'train-loss' is 1e+308, outside [0, 1e+09]",
+    "evaluate accuracy 1e300": "metric 'accuracy' is 1e+300, outside [0, 1]",
+    "evaluate accuracy -50": "metric 'accuracy' is -50, outside [0, 1]",
 }
 EVAL_CASES = {
     "evaluate without accuracy": lambda c: _metrics(c, accuracy=None),
     "evaluate with arrays": lambda c: _with(c, arrays=ArrayRecord({"w": Array(np.ones(2, np.float32))})),
+    "evaluate accuracy 1e300": lambda c: _metrics(c, accuracy=1e300),
+    "evaluate accuracy -50": lambda c: _metrics(c, accuracy=-50.0),
 }
 HONEST = 2  # the first nodes reply honestly (partitions 0, 1)
 
 
 class HostileGrid(LocalGrid):
     """A LocalGrid whose node ``HONEST + i`` answers with hostile case ``i``; the last node
-    answers the partition-id query without ``partition-id`` (and is never sampled)."""
+    answers the partition-id query without ``partition-id``, the one after claims 1000
+    partitions (both are never sampled)."""
 
     cases = list(TRAIN_CASES) + list(EVAL_CASES)
 
     def __init__(self, client_app, run_config):
-        super().__init__(client_app, HONEST + len(self.cases) + 1, run_config)
+        super().__init__(client_app, HONEST + len(self.cases) + 2, run_config)
         self.honest_train: dict[int, RecordDict] = {}  # partition -> honest train reply content
         self.tampered: list[str] = []
 
@@ -110,6 +139,10 @@ class HostileGrid(LocalGrid):
         kind = msg.metadata.message_type
         if kind == "query" and pid == HONEST + len(self.cases):
             content = RecordDict({"metrics": MetricRecord({"num-partitions": 3, "num-examples": 1})})
+            return Message(content, reply_to=msg)
+        if kind == "query" and pid == HONEST + len(self.cases) + 1:  # more partitions than nodes
+            content = RecordDict({"metrics": MetricRecord({"partition-id": 999, "num-partitions": 1000,
+                                                           "num-examples": 1})})
             return Message(content, reply_to=msg)
         hostile = TRAIN_CASES.get(case) if kind == "train" else EVAL_CASES.get(case) if kind == "evaluate" else None
         if hostile is None:
@@ -168,6 +201,13 @@ def test_hostile_replies_are_dropped_and_the_model_is_the_honest_aggregate(hosti
     assert np.isfinite(frame["accuracy"]).all() and np.isfinite(frame["personalized-accuracy"].iloc[1])
     # the node that answered the query without partition-id was never sampled
     assert any("ignored node" in r and "partition-id" in r for r in records)
+    # the node that claimed 1000 partitions (more than the nodes present) was ignored, not the run
+    assert any("ignored node" in r and "partition-id 999 of num-partitions 1000" in r for r in records)
+    # every metric of the row is finite, accuracies in [0, 1]
+    row = frame.iloc[1]
+    scored = [k for k in frame.columns if "accuracy" in k or "loss" in k]
+    assert scored and np.isfinite(row[scored].astype(float)).all()
+    assert all(0 <= row[k] <= 1 for k in scored if "accuracy" in k)
 
 
 @pytest.mark.parametrize("case", list(TRAIN_CASES) + list(EVAL_CASES))
