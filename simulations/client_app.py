@@ -20,8 +20,10 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.base import (SIM_GROUND_TRUTH as GROUND_TRUTH, ClientData, Reply, batches, ground_truth_allowed,
+from clients.base import (DEFAULT_MIN_CLASS_SAMPLES, MIN_CLASS_SAMPLES, SIM_GROUND_TRUTH as GROUND_TRUTH, ClientData,
+                          Reply, batches, ground_truth_allowed,
                           refuse_evaluation_only)
+from common.keys import shown
 from datasets import load_for
 from datasets.partition import partition_for, train_test_split
 from simulations.config import resolve
@@ -58,8 +60,17 @@ def setup(context: Context, config: dict | None = None):
     message's config record, which names the partition where the server assigns it)."""
     cfg = resolve(dict(context.run_config))
     node = context.node_config
+    real = not ground_truth_allowed(context)  # not the simulation engine or LocalGrid
+    if real and not node.get("data-root"):
+        raise ValueError("this node has no data-root in its node config: start it with --node-config "
+                         "\"data-root='/path/to/its/data'\" (a real node never reads the run config's data-root)")
     if node.get("data-root"):  # a real SuperNode pointing at its own data
         cfg["data-root"] = str(node["data-root"])
+    try:  # FedHiP's node-side privacy floor (clients/fedhip.py: shared_statistics)
+        cfg[MIN_CLASS_SAMPLES] = int(node.get(MIN_CLASS_SAMPLES, DEFAULT_MIN_CLASS_SAMPLES))
+    except (TypeError, ValueError):
+        raise ValueError(f"node config {MIN_CLASS_SAMPLES} must be an integer, got "
+                         f"{shown(node.get(MIN_CLASS_SAMPLES))}") from None
     pid, n = int(node.get("partition-id", 0)), int(node.get("num-partitions", 1))
     if config and "partition-id" in config:
         if node.get("data-root") or not ground_truth_allowed(context):
@@ -83,7 +94,8 @@ def config_of(msg: Message) -> dict:
 def query(msg: Message, context: Context) -> Message:
     node = context.node_config
     metrics = MetricRecord({"partition-id": int(node.get("partition-id", 0)),
-                            "num-partitions": int(node.get("num-partitions", 1)), "num-examples": 1})
+                            "num-partitions": int(node.get("num-partitions", 1)), "num-examples": 1,
+                            "simulated": int(ground_truth_allowed(context) and not node.get("data-root"))})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

@@ -34,7 +34,7 @@ from flwr.common.logger import log
 from pydantic import Field
 
 from clients.base import SIM_GROUND_TRUTH as GROUND_TRUTH
-from common.keys import ConfigError, Int, Keys
+from common.keys import ConfigError, Int, Keys, shown
 
 UPDATE_ATTACKS = ("ig", "dlg")
 STATISTICS_ATTACKS = ("features",)
@@ -64,14 +64,14 @@ class AuditKeys(Keys):
         attacks = parse_list(cfg["audit-attacks"])
         if any(a not in AUDIT_ATTACKS for a in attacks) or len(set(attacks)) != len(attacks):
             raise ConfigError(f"audit-attacks must be a comma list of {','.join(AUDIT_ATTACKS)} (or empty), "
-                              f"got {cfg['audit-attacks']!r}")
+                              f"got {shown(cfg['audit-attacks'])}")
         try:
             rounds = parse_list(cfg["audit-rounds"], int)
         except ValueError:
             rounds = None
         if not rounds or any(not 1 <= r <= int(cfg["num-server-rounds"]) for r in rounds):
             raise ConfigError(f"audit-rounds must be rounds in 1..{cfg['num-server-rounds']}, comma-separated, "
-                              f"got {cfg['audit-rounds']!r}")
+                              f"got {shown(cfg['audit-rounds'])}")
 
 
 def used_by_cross_entropy(model: torch.nn.Module, params: dict, buffers: dict, data) -> list[str]:

@@ -58,20 +58,6 @@ from .replies import agree_partitions, check_query_reply, check_reply, finite_ar
 Row = dict[str, float]
 
 
-def plain(obj):
-    """``obj`` with NumPy values made tensors or Python scalars: what ``torch.load(...,
-    weights_only=True)`` accepts, so checkpoints are read without unpickling objects."""
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
 def settled_node_ids(grid: Grid, settle: float = 0.2, timeout: float = 600.0) -> list[int]:
     """The grid's node ids once their number holds still for ``settle`` seconds: the
     simulation engine registers its nodes while the ServerApp starts (100,000 nodes
@@ -173,8 +159,26 @@ class BaseStrategy(FedAvg):
         from datasets.partition import partition_for
 
         self.discover(grid)
+        if self.assigns:
+            self.check_simulated(grid)
         if self.test_data is not None and self.num_partitions:
             partition_for(self.cfg, self.test_data, self.num_partitions)
+
+    def check_simulated(self, grid: Grid) -> None:
+        """``partition-assignment=server`` works only on simulated nodes (a real node keeps
+        its own data and refuses a partition): ask one node (one QUERY, not one per node)
+        and fail at start in one line if it is a real SuperNode."""
+        if self.node_ids is None or not len(self.node_ids):
+            return
+        node = int(self.node_ids[0])
+        msg = Message(RecordDict({"config": ConfigRecord({"ask": "simulated"})}), message_type=MessageType.QUERY,
+                      dst_node_id=node)
+        for reply in grid.send_and_receive([msg], timeout=float(self.cfg["round-timeout"])):
+            metrics = None if reply.has_error() else reply.content.metric_records.get("metrics")
+            if metrics is not None and metrics.get("simulated") == 0:
+                raise ValueError(f"node {node} is a real SuperNode (it keeps its own data), but "
+                                 "partition-assignment=server assigns partitions of the server's data: "
+                                 "pass partition-assignment=node")
 
     def sample(self, grid: Grid, fraction: float, minimum: int, server_round: int, salt: int) -> list[int]:
         """Seeded sample of nodes, ordered by partition id (the same partitions in both
@@ -461,50 +465,15 @@ class BaseStrategy(FedAvg):
         return Path(self.cfg["out-dir"]).expanduser().resolve() / self.cfg["run-name"] / "checkpoint.pt"
 
     def save_checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
-        state = {
-            "round": server_round,
-            "config": self.cfg,
-            "arrays": {k: v.numpy() for k, v in arrays.items()},
-            "strategy": self.state_dict(),
-            "partitions": self.partitions,
-            "rows": self.rows,
-            "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state()),
-        }
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(plain(state), path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)  # atomic: a kill never leaves half a checkpoint
+        from .checkpoints import save
+
+        save(self, server_round, arrays)
 
     def load_checkpoint(self) -> tuple[int, ArrayRecord]:
-        """Restore a checkpoint; returns (last finished round, its model)."""
-        path = self.checkpoint_path
-        if not path.exists():
-            raise FileNotFoundError(f"resume=true but no checkpoint at {path}: check out-dir and run-name")
-        try:  # weights_only: tensors and plain values only; any other object is refused, never built
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state["round"], state["config"], state["rng"], state["arrays"]  # noqa: B018 (the keys we read)
-        except Exception as err:
-            why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise ValueError(f"refused to load {path}: not a checkpoint written by this code ({why}); "
-                             "remove it, or pass another run-name") from None
-        ignore = {"resume", "num-server-rounds", "round-timeout"}
-        changed = sorted(k for k in state["config"] if k not in ignore and state["config"][k] != self.cfg.get(k))
-        if changed:
-            raise ValueError(f"resume=true with a different run config ({changed}): resume with the same keys")
-        py_state = state["rng"][0]
-        random.setstate((py_state[0], tuple(py_state[1]), py_state[2]))
-        np_state = state["rng"][1]
-        np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
-        torch.set_rng_state(state["rng"][2])
-        self.load_state_dict(state["strategy"])
-        self.rows = list(state["rows"])
-        for row in self.rows:  # the results writer starts from the rows already written
-            if self.on_round:
-                self.on_round(row)
-        arrays = ArrayRecord({k: Array(np.asarray(v.numpy() if torch.is_tensor(v) else v))
-                              for k, v in state["arrays"].items()})
-        log(INFO, "resuming %s after round %d", self.cfg["run-name"], state["round"])
-        return int(state["round"]), arrays
+        """Restore a checkpoint (``strategies/checkpoints.py``); returns (last finished round, its model)."""
+        from .checkpoints import load
+
+        return load(self)
 
     # ---- the loop -------------------------------------------------------------------
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,

@@ -50,12 +50,13 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from pydantic import Field
 
-from common.keys import Int, Keys
+from common.keys import Int, Keys, shown
 from models import build_model
 from models.translator import build_head, head_keys, latent_model
 
 from . import lsi_server
 from .base import BaseStrategy
+from .records import check_importance
 from .replies import sent_specs
 
 
@@ -104,7 +105,7 @@ class FedLSIStrategy(BaseStrategy):
         BaseStrategy.check_config(cfg)
         _check(not str(cfg["model"]).removeprefix("lsi-").startswith("timm:"),
                f"fedlsi puts its latent head on a model with .features and a Linear .classifier: pass model=cnn, "
-               f"resnet18, wrn-<depth>-<width> or pretrained:<name>, got {cfg['model']!r}")
+               f"resnet18, wrn-<depth>-<width> or pretrained:<name>, got {shown(cfg['model'])}")
 
     # ---- checkpoints (resume) ---------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -159,6 +160,10 @@ class FedLSIStrategy(BaseStrategy):
         if self.cfg["aggregation"] == "importance":
             expected["importance"] = {k: shapes[k] for k in shapes if k in self._params()}
         return expected
+
+    def check_records(self, content: RecordDict) -> str | None:
+        """Importance weights bounded (``records.check_importance``)."""
+        return check_importance(content) if "importance" in content.array_records else None
 
     # ---- stages 2, 3 and 5 ----------------------------------------------------------------
     def fit_translator(self, server_round: int, heads: dict[int, dict[str, torch.Tensor]]) -> dict[str, float]:

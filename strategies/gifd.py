@@ -63,7 +63,7 @@ from attacks.ig import invert_ig
 from attacks.label_inference import infer_labels
 from attacks.prior import LABEL_MAPS, GanPrior
 from clients.gifd import DEFENSES, GROUND_TRUTH, PLAIN_ROUND
-from common.keys import Int, Keys
+from common.keys import Int, Keys, shown
 from models import build_model
 
 from .base import BaseStrategy
@@ -243,14 +243,14 @@ class GifdStrategy(BaseStrategy):
 
         names = attack_list(cfg)
         check(all(n in ATTACK_NAMES for n in names) and len(set(names)) == len(names),
-              f"attack must be a comma-separated subset of {','.join(ATTACK_NAMES)} (or none), got {cfg['attack']!r}")
+              f"attack must be a comma-separated subset of {','.join(ATTACK_NAMES)} (or none), got {shown(cfg['attack'])}")
         try:
             rounds = parse_list(cfg["attack-round"], float)
         except ValueError:
             rounds = []
         check(bool(rounds) and all(r == int(r) and r >= 1 for r in rounds),
               f"attack-round must be a round or comma-separated rounds >= 1 (e.g. \"1,5,20\"), "
-              f"got {cfg['attack-round']!r}")
+              f"got {shown(cfg['attack-round'])}")
         check(max(rounds) <= cfg["num-server-rounds"],
               f"attack-round {int(max(rounds))} > num-server-rounds {cfg['num-server-rounds']}: no attack would run")
         check(cfg["attack-budget"] >= cfg["attack-restarts"],
@@ -261,7 +261,7 @@ class GifdStrategy(BaseStrategy):
             radii = None
         check(radii is not None and len(radii) >= cfg["gifd-stages"] and all(r >= 0 for r in radii),
               f"gifd-radii must be {cfg['gifd-stages']} comma-separated numbers >= 0 (inf: no ball), "
-              f"got {cfg['gifd-radii']!r}")
+              f"got {shown(cfg['gifd-radii'])}")
         if any(n in GAN_ATTACKS for n in names) and not cfg["gan-checkpoint"]:
             gan = cfg["gan-dataset"]
             base = gan[: -len("-holdout")] if gan.endswith("-holdout") else gan

@@ -30,6 +30,8 @@ import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 from flwr.common.logger import log
 
+from common.keys import shown
+
 FLOATS = ("float32", "float64")  # accepted where the server sent no array to copy
 HEADER_BYTES = 4096  # an .npy header is < 1 KiB for any shape a model has (padded to 64 bytes)
 MAX_LOSS = 1e9  # a loss above this is not a model's (a diverged client sends NaN, dropped anyway)
@@ -162,7 +164,7 @@ def check_query_reply(content: RecordDict, max_partitions: int = 0) -> str | Non
         return "no MetricRecord 'metrics'"
     pid, n = metrics.get("partition-id"), metrics.get("num-partitions")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (pid, n)):
-        return f"partition-id and num-partitions must be integers, got {pid!r}, {n!r}"
+        return f"partition-id and num-partitions must be integers, got {shown(pid)}, {shown(n)}"
     if not 0 <= pid < n or (max_partitions and n > max_partitions):
         return f"partition-id {pid} of num-partitions {n} is out of range"
     return None

@@ -88,6 +88,8 @@ TRAIN_CASES = {
     "longdouble": lambda c: _array(c, lambda v: v.astype(np.longdouble)),
     "float64 where float32 was sent": lambda c: _array(c, lambda v: v.astype(np.float64)),
     "train-loss 1e308": lambda c: _metrics(_shifted(c), **{"train-loss": 1e308}),
+    "ground truth from a real node": lambda c: _with(_shifted(c), **{SIM_GROUND_TRUTH: ArrayRecord(
+        {"images": Array(np.zeros((1, 1, 28, 28), np.float32)), "labels": Array(np.array([99]))})}),
 }
 REASONS = {
     "extra ArrayRecord": "unexpected ArrayRecord(s) ['extra']",
@@ -109,6 +111,7 @@ REASONS = {
     "longdouble": "bytes, more than",  # 16-byte elements: over the cap, refused before decoding
     "float64 where float32 was sent": "has dtype float64, expected real floating point (float32)",
     "train-loss 1e308": "metric 'train-loss' is 1e+308, outside [0, 1e+09]",
+    "ground truth from a real node": "unexpected ArrayRecord(s) ['sim-ground-truth']",
     "evaluate accuracy 1e300": "metric 'accuracy' is 1e+300, outside [0, 1]",
     "evaluate accuracy -50": "metric 'accuracy' is -50, outside [0, 1]",
 }
