@@ -3,9 +3,9 @@
 A node's partition comes from the message where the server assigns partitions
 (``partition-assignment=server``: ``partition-id``/``num-partitions`` in its config
 record; only simulated nodes accept that), else from its node config: the simulation
-engine sets them, and real SuperNodes pass them with ``--node-config`` (where
-``data-root`` may also point at the node's own data; without a partition id the node's
-whole local train pool is its partition).
+engine sets them, and real SuperNodes pass them with ``--node-config``, together with
+``data-root``, which a real node must set: it reads its data only from its own node
+config (without a partition id the node's whole local train pool is its partition).
 Partitions are computed (seeded) once in every client process and cached there.
 """
 
@@ -61,6 +61,12 @@ def setup(context: Context, config: dict | None = None):
     cfg = resolve(dict(context.run_config))
     node = context.node_config
     real = not ground_truth_allowed(context)  # not the simulation engine or LocalGrid
+    pid, n = int(node.get("partition-id", 0)), int(node.get("num-partitions", 1))
+    if config and "partition-id" in config:
+        if node.get("data-root") or real:
+            raise ValueError("this node keeps its own partition (not a simulation): run with "
+                             "partition-assignment='node'")
+        pid, n = int(config["partition-id"]), int(config["num-partitions"])
     if real and not node.get("data-root"):
         raise ValueError("this node has no data-root in its node config: start it with --node-config "
                          "\"data-root='/path/to/its/data'\" (a real node never reads the run config's data-root)")
@@ -71,12 +77,6 @@ def setup(context: Context, config: dict | None = None):
     except (TypeError, ValueError):
         raise ValueError(f"node config {MIN_CLASS_SAMPLES} must be an integer, got "
                          f"{shown(node.get(MIN_CLASS_SAMPLES))}") from None
-    pid, n = int(node.get("partition-id", 0)), int(node.get("num-partitions", 1))
-    if config and "partition-id" in config:
-        if node.get("data-root") or not ground_truth_allowed(context):
-            raise ValueError("this node keeps its own partition (not a simulation): run with "
-                             "partition-assignment='node'")
-        pid, n = int(config["partition-id"]), int(config["num-partitions"])
     data = client_data(tuple(cfg[k] for k in PARTITION_KEYS), pid, n)
     return cfg, METHODS[cfg["method"]].client(cfg, data)
 

@@ -89,8 +89,8 @@ FEDHIP_CASES = {
                             "negative diagonal"),
     "counts near the float maximum": (lambda c: _replace(c, "fedhip-stats", counts=lambda n: n * 1e300),
                                       "counts sum to"),
-    "Gram scaled up (positive)": (lambda c: _replace(c, "fedhip-stats", **{"gram-triu": lambda g: 1e9 * g,
-                                                                            "q": lambda q: 1e9 * q}),
+    "features scaled by 1e3 (consistent G, Q)": (lambda c: _replace(c, "fedhip-stats", **{
+        "gram-triu": lambda g: 1e6 * g, "q": lambda q: 1e3 * q}),
                                   "mean squared feature norm"),
     "Q beyond Cauchy-Schwarz": (lambda c: _replace(c, "fedhip-stats", q=lambda q: q + 1e6), "q breaks"),
     "statistics in float32": (lambda c: _replace(c, "fedhip-stats", q=lambda q: q.astype(np.float32)),
