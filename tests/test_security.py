@@ -311,7 +311,38 @@ def test_fraction_train_must_be_positive():
         resolve({"fraction-train": 0.0})
 
 
+def _truncated(path: pathlib.Path, fmt: str) -> None:
+    """A ``fmt`` image cut in half: its header parses, its pixels do not."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, fmt)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+def _corrupt_png(path: pathlib.Path) -> None:
+    """A PNG whose compressed data is corrupt but whose chunk checksums are right."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(buffer, "PNG", compress_level=0)
+    raw = bytearray(buffer.getvalue())
+    start = raw.index(b"IDAT") + 4
+    length = int.from_bytes(raw[start - 8:start - 4], "big")
+    raw[start + 2:start + 7] = b"\xff" * 5  # the first stored block's header and lengths
+    raw[start + length:start + length + 4] = (zlib.crc32(bytes(raw[start - 4:start + length])) & 0xFFFFFFFF).to_bytes(4, "big")
+    path.write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize("damage, message", [
+    (lambda base: _truncated(base / "art" / "dog" / "9.jpg", "JPEG"), "art/dog/9.jpg is not a readable image"),
+    (lambda base: _truncated(base / "art" / "dog" / "9.bmp", "BMP"), "art/dog/9.bmp is not a readable image"),
+    (lambda base: _corrupt_png(base / "art" / "dog" / "9.png"), "art/dog/9.png is not a readable image"),
     (lambda base: (base / "art" / "dog" / "1.png").write_bytes(b"not an image"), "art/dog/1.png is not a readable image"),
     (lambda base: (base / "photo" / "cat" / "2.png").write_bytes((base / "photo" / "cat" / "2.png").read_bytes()[:-20]),
      "photo/cat/2.png is not a readable image"),
