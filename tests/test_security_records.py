@@ -179,9 +179,9 @@ def test_fedlsi_hostile_importance_is_dropped_and_the_model_is_the_honest_aggreg
 
     from strategies.lsi_server import importance_average
 
-    cfg = resolve({"method": "fedlsi", "dataset": "rotated-mnist", "partitioner": "domain", "model": "lsi-cnn",
+    cfg = resolve({"method": "fedlsi", "dataset": "digits", "partitioner": "iid", "model": "lsi-cnn",
                    "lsi-schedule": "every-round", "num-server-rounds": 1, "local-epochs": 1, "batch-size": 256,
-                   "samples-per-client": 64, "lsi-num-latents": 8, "lsi-inversion-iters": 2,
+                   "lsi-num-latents": 8, "lsi-inversion-iters": 2,
                    "lsi-translator-iters": 2, "lsi-translator-hidden": 8, "lsi-translator-batch": 8,
                    "fraction-evaluate": 0.0, "out-dir": str(tmp_path), "run-name": "hostile", "seed": 3,
                    "partition-assignment": "node"})
