@@ -245,7 +245,7 @@ def test_ground_truth_is_validated_before_conversion_and_refused_from_real_nodes
         "labels out of range": ((good[0], np.array([0, 10], np.int64)), "labels outside [0, 10)"),
         "other image shape": ((np.zeros((2, 3, 8, 8), np.float32), good[1]), "holds data of shape (2, 3, 8, 8)"),
         "more rows than the pool": ((np.zeros((101, 1, 28, 28), np.float32), np.zeros(101, np.int64)),
-                                    "bytes, more than"),
+                                    "holds data of shape (101, 1, 28, 28)"),
         "fewer labels than images": ((good[0], np.array([1], np.int64)), "2 images but 1 labels"),
         "float labels": ((good[0], np.array([0.0, 1.0])), "has dtype float64"),
         "huge pixels": ((np.full((2, 1, 28, 28), 1e30, np.float32), good[1]), "values beyond"),
