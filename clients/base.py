@@ -110,6 +110,8 @@ def evaluate_batch_bn(model: nn.Module, data: Dataset, device: torch.device, see
 
 
 SIM_GROUND_TRUTH = "sim-ground-truth"  # node-config flag; "sim-" train-config keys are evaluation-only requests
+MIN_CLASS_SAMPLES = "min-class-samples"  # node config: FedHiP's privacy floor (clients/fedhip.py)
+DEFAULT_MIN_CLASS_SAMPLES = 2
 
 
 def in_simulation_engine() -> bool:

@@ -32,7 +32,16 @@ from torch.utils.data import Dataset
 from common.progress import LogProgress
 from models.features import extractor, feature_key
 
-from .base import Client, ClientData, Reply, Tensors, batches, device_of
+from .base import (
+    DEFAULT_MIN_CLASS_SAMPLES,
+    MIN_CLASS_SAMPLES,
+    Client,
+    ClientData,
+    Reply,
+    Tensors,
+    batches,
+    device_of,
+)
 
 STATS = "fedhip-stats"  # reply record: gram-triu, q, counts
 GLOBAL = "fedhip-global"  # evaluate record: the same keys, summed over clients
@@ -231,9 +240,27 @@ class FedHiPClient(Client):
         """Phase 1: local statistics and the local ridge model (kept, not sent)."""
         X, y, G, Q, counts = self.local_statistics()
         W = ridge_solve(G, Q, self.gamma, f"partition {self.data.partition_id} local model")
-        stats = {"gram-triu": pack_triu(G), "q": Q, "counts": counts}
-        metrics = {"num-examples": len(y), "train-accuracy": accuracy(W, X, y)}
+        Gs, Qs, shared = self.shared_statistics(X, y, G, Q, counts)
+        stats = {"gram-triu": pack_triu(Gs), "q": Qs, "counts": shared}
+        metrics = {"num-examples": int(shared.sum()), "train-accuracy": accuracy(W, X, y)}
         return Reply({STATS: stats}, metrics, keep={LOCAL: {"weight": W}})
+
+    def shared_statistics(self, X, y, G, Q, counts):
+        """The node-side privacy floor: a class with fewer than ``min-class-samples`` samples
+        (node config, default 2) is withheld from the uploaded statistics, since its
+        column of ``Q_k`` would be that one sample's exact features. The local model
+        still uses every sample (it stays on the node)."""
+        floor = int(self.cfg.get(MIN_CLASS_SAMPLES, DEFAULT_MIN_CLASS_SAMPLES))
+        withheld = ((counts > 0) & (counts < floor)).nonzero().flatten().tolist()
+        if not withheld:
+            return G, Q, counts
+        keep = ~torch.isin(y.long(), torch.tensor(withheld))
+        if not keep.any():
+            raise ValueError(f"partition {self.data.partition_id} withholds every class: each has fewer than "
+                             f"min-class-samples={floor} samples")
+        log(WARNING, "fedhip: partition %d withholds class(es) %s from its statistics (fewer than "
+            "min-class-samples=%d samples each)", self.data.partition_id, withheld, floor)
+        return statistics(X[keep], y[keep], self.data.num_classes)
 
     def local_model(self, stored: dict[str, Tensors]) -> torch.Tensor:
         """The local ridge model: kept from the train message, else solved now."""

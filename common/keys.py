@@ -91,6 +91,13 @@ def allowed(field: FieldInfo) -> str:
     return _describe(field.annotation, field.metadata)
 
 
+def shown(value, limit: int = 80) -> str:
+    """``value`` as an error message echoes it: ``repr`` (quotes, newlines and control
+    characters escaped) cut to ``limit`` characters, so a message stays one short line."""
+    text = repr(value) if isinstance(value, str) else str(value).encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def parse(group: type[Keys], cfg: dict, error: type[Exception]) -> dict:
     """``cfg``'s values of ``group``'s keys, typed and checked; ``error`` with one line if not."""
     try:
@@ -102,6 +109,6 @@ def parse(group: type[Keys], cfg: dict, error: type[Exception]) -> dict:
         if field is None:  # a model-level check
             raise error(first["msg"].removeprefix("Value error, ")) from None
         value = cfg.get(key)
-        got = repr(value) if isinstance(value, str) else value
+        got = shown(value)
         wrong_type = field.annotation is float and first["type"] in ("float_type", "finite_number")
         raise error(f"{key} must be {'a number' if wrong_type else allowed(field)}, got {got}") from None

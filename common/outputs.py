@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from common.keys import ConfigError
+from common.keys import ConfigError, shown
 
 
 def _check(ok: bool, message: str) -> None:
@@ -14,13 +14,15 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+MAX_NAME = 128  # file systems allow 255 bytes per name; room for suffixes
 RUN_NAME = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]*")
 
 
 def check_run_name(name) -> None:
     """``run-name`` is one plain folder name, so that a run writes under ``out-dir`` only."""
-    _check(isinstance(name, str) and (name == "" or (RUN_NAME.fullmatch(name) is not None and name != "..")),
-           f"run-name must be a plain folder name (letters, digits, '._=-', no '/', not '.' or '..'), got {name!r}")
+    _check(isinstance(name, str) and len(name) <= MAX_NAME and (name == "" or (RUN_NAME.fullmatch(name) is not None
+                                                                              and name != "..")),
+           f"run-name must be a plain folder name (letters, digits, '._=-', no '/', not '.' or '..', at most {MAX_NAME} characters), got {shown(name)}")
 
 
 def out_root(cfg: dict) -> Path:
@@ -33,10 +35,20 @@ RUN_FILES = ("config.json", "metrics.csv", "checkpoint.pt")
 
 def check_run_folder(cfg: dict) -> None:
     """Never overwrite a run by accident: a ``run-name`` folder that already holds a run
-    (any of ``RUN_FILES``) needs ``resume=true`` or ``overwrite=true``."""
-    if not cfg["run-name"] or cfg["resume"] or cfg["overwrite"]:
+    (any of ``RUN_FILES``) needs ``resume=true`` or ``overwrite=true``. ``out-dir`` must be
+    a folder (or not exist yet), and neither the run folder nor anything in it may be a
+    symbolic link (a write would follow it out of out-dir)."""
+    root = out_root(cfg)
+    _check(not root.exists() or root.is_dir(), f"out-dir {shown(str(root))} is not a folder: pass a folder path")
+    if not cfg["run-name"]:
         return
-    folder = out_root(cfg) / cfg["run-name"]
+    folder = root / cfg["run-name"]
+    links = [p for p in (folder, *(folder.iterdir() if folder.is_dir() and not folder.is_symlink() else ()))
+             if p.is_symlink()]
+    _check(not links, f"{shown(str(links[0]) if links else '')} is a symbolic link: a run writes only real files "
+                      "under out-dir; remove the link or pass another run-name")
+    if cfg["resume"] or cfg["overwrite"]:
+        return
     found = [f for f in RUN_FILES if (folder / f).exists()]
     _check(not found, f"{folder} already holds a run ({', '.join(found)}): pass resume=true to continue it, "
                       "overwrite=true to replace it, or another run-name")

@@ -65,8 +65,9 @@ def _images(folder: Path) -> list[Path]:
 
 def check_image_files(name: str, class_dirs: list[Path], files: list[Path]) -> None:
     """Fail in one line naming the path: a class folder without images, or a file that is
-    not a readable image (its header is parsed, and ``verify`` checks what the format
-    allows, e.g. PNG checksums). Called when a folder dataset is loaded, so the sweep's
+    not a readable image: ``verify`` checks what the format allows (PNG checksums), then
+    the image is decoded in full (a truncated JPEG or BMP, or a PNG whose compressed data
+    is corrupt, fails only there). Called when a folder dataset is loaded, so the sweep's
     check and the server fail before any client trains on a file it cannot decode."""
     for folder in class_dirs:
         if not any(p.suffix.lower() in EXTENSIONS for p in folder.rglob("*")):
@@ -76,6 +77,8 @@ def check_image_files(name: str, class_dirs: list[Path], files: list[Path]) -> N
         try:
             with Image.open(path) as img:
                 img.verify()
+            with Image.open(path) as img:  # verify leaves the image unusable: open again to decode
+                img.load()
         except Exception as err:  # PIL raises many kinds for a broken file
             why = (str(err).splitlines() or [type(err).__name__])[0][:120]
             raise DataError(f"{name}: {path} is not a readable image ({why}): remove or replace it") from None

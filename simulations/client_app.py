@@ -3,9 +3,9 @@
 A node's partition comes from the message where the server assigns partitions
 (``partition-assignment=server``: ``partition-id``/``num-partitions`` in its config
 record; only simulated nodes accept that), else from its node config: the simulation
-engine sets them, and real SuperNodes pass them with ``--node-config`` (where
-``data-root`` may also point at the node's own data; without a partition id the node's
-whole local train pool is its partition).
+engine sets them, and real SuperNodes pass them with ``--node-config``, together with
+``data-root``, which a real node must set: it reads its data only from its own node
+config (without a partition id the node's whole local train pool is its partition).
 Partitions are computed (seeded) once in every client process and cached there.
 What a client keeps across rounds (``Reply.keep``) is stored by partition where the
 server assigns partitions (``simulations/client_state.py``: the client may be served by
@@ -23,8 +23,10 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.base import (SIM_GROUND_TRUTH as GROUND_TRUTH, ClientData, Reply, batches, ground_truth_allowed,
+from clients.base import (DEFAULT_MIN_CLASS_SAMPLES, MIN_CLASS_SAMPLES, SIM_GROUND_TRUTH as GROUND_TRUTH, ClientData,
+                          Reply, batches, ground_truth_allowed,
                           refuse_evaluation_only)
+from common.keys import shown
 from datasets import load_for
 from datasets.partition import client_split, partition_for
 from simulations import client_state
@@ -64,14 +66,23 @@ def setup(context: Context, config: dict | None = None):
     message's config record, which names the partition where the server assigns it)."""
     cfg = resolve(dict(context.run_config))
     node = context.node_config
-    if node.get("data-root"):  # a real SuperNode pointing at its own data
-        cfg["data-root"] = str(node["data-root"])
+    real = not ground_truth_allowed(context)  # not the simulation engine or LocalGrid
     pid, n = int(node.get("partition-id", 0)), int(node.get("num-partitions", 1))
     if config and "partition-id" in config:
-        if node.get("data-root") or not ground_truth_allowed(context):
+        if node.get("data-root") or real:
             raise ValueError("this node keeps its own partition (not a simulation): run with "
                              "partition-assignment='node'")
         pid, n = int(config["partition-id"]), int(config["num-partitions"])
+    if real and not node.get("data-root"):
+        raise ValueError("this node has no data-root in its node config: start it with --node-config "
+                         "\"data-root='/path/to/its/data'\" (a real node never reads the run config's data-root)")
+    if node.get("data-root"):  # a real SuperNode pointing at its own data
+        cfg["data-root"] = str(node["data-root"])
+    try:  # FedHiP's node-side privacy floor (clients/fedhip.py: shared_statistics)
+        cfg[MIN_CLASS_SAMPLES] = int(node.get(MIN_CLASS_SAMPLES, DEFAULT_MIN_CLASS_SAMPLES))
+    except (TypeError, ValueError):
+        raise ValueError(f"node config {MIN_CLASS_SAMPLES} must be an integer, got "
+                         f"{shown(node.get(MIN_CLASS_SAMPLES))}") from None
     data = client_data(tuple(cfg[k] for k in PARTITION_KEYS), pid, n)
     return cfg, METHODS[cfg["method"]].client(cfg, data)
 
@@ -89,7 +100,8 @@ def config_of(msg: Message) -> dict:
 def query(msg: Message, context: Context) -> Message:
     node = context.node_config
     metrics = MetricRecord({"partition-id": int(node.get("partition-id", 0)),
-                            "num-partitions": int(node.get("num-partitions", 1)), "num-examples": 1})
+                            "num-partitions": int(node.get("num-partitions", 1)), "num-examples": 1,
+                            "simulated": int(ground_truth_allowed(context) and not node.get("data-root"))})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

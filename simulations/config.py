@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from common.keys import ConfigError, Int, Keys, fields, parse
+from common.keys import ConfigError, Int, Keys, fields, parse, shown
 from common.outputs import check_run_name
 from simulations.methods import load as _load
 
@@ -193,7 +193,7 @@ def validate(cfg: dict) -> None:
     _check(any(re.fullmatch(p, cfg["model"]) for p in MODELS),
            f"unknown model '{cfg['model']}': pass {MODEL_NAMES}")
     _check(cfg["device"] in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg["device"]) is not None,
-           f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
+           f"device must be auto, cpu or cuda[:N], got {shown(cfg['device'])}")
     check_run_name(cfg["run-name"])
     _check(not cfg["resume"] or bool(cfg["run-name"]),
            "resume=true needs the run-name (and out-dir) of the run to continue")
@@ -210,10 +210,10 @@ def validate(cfg: dict) -> None:
             continue
         value = cfg[key]
         if isinstance(default, bool):
-            _check(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+            _check(isinstance(value, bool), f"{key} must be true or false, got {shown(value)}")
         elif isinstance(default, (int, float)):
             _check(isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value),
-                   f"{key} must be a number, got {value!r}")
+                   f"{key} must be a number, got {shown(value)}")
     strategy.check_config(cfg)
 
 

@@ -86,15 +86,19 @@ def make_node_keys(folder: Path, n: int) -> list[tuple[Path, Path]]:
 class LoopbackDeployment(Federation):
     """A TLS SuperLink with SuperNode authentication and ``nodes`` SuperNodes on 127.0.0.1.
 
-    Each SuperNode gets ``partition-id=i num-partitions=nodes`` as its node config (on
-    real machines each would point at its own data instead, e.g. ``data-root``).
+    Each SuperNode gets ``partition-id=i num-partitions=nodes data-root=DATA`` as its node
+    config: a real node reads its data from its own ``data-root`` (here all share one
+    folder, ``data_root``; default: the default data folder), never from the run config.
     """
 
     connection = "deployment"
 
-    def __init__(self, nodes: int = 2):
+    def __init__(self, nodes: int = 2, data_root: str = ""):
+        from datasets.registry import resolve_root
+
         super().__init__()
         self.nodes = nodes
+        self.data_root = str(resolve_root(data_root))
 
     def __enter__(self) -> "LoopbackDeployment":
         tls = make_certs(self.home / "certs", ["127.0.0.1", "localhost"])
@@ -116,7 +120,7 @@ class LoopbackDeployment(Federation):
             self.start(f"supernode{i}", [
                 flwr_bin("flower-supernode"), "--root-certificates", str(tls["ca"]),
                 "--superlink", f"127.0.0.1:{self.port}", "--auth-supernode-private-key", str(private),
-                "--node-config", f"partition-id={i} num-partitions={self.nodes}",
+                "--node-config", f"partition-id={i} num-partitions={self.nodes} data-root='{self.data_root}'",
                 "--host", "127.0.0.1", "--port", str(node_port), "--health-server-address",
                 f"127.0.0.1:{free_port()}",
             ], port=node_port)

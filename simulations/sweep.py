@@ -24,7 +24,8 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from common.keys import ConfigError
+from common import safe_yaml
+from common.keys import ConfigError, shown
 from common.outputs import check_run_folder
 from simulations.config import RENAMED, defaults, resolve
 from simulations import tuning
@@ -43,7 +44,7 @@ class SweepError(ValueError):
 
 def _as_list(path: Path, where: str, key: str, values) -> list:
     if not isinstance(values, list) or not values:
-        raise SweepError(f"{path}: {where} key '{key}' must be a non-empty list, got {values!r}")
+        raise SweepError(f"{path}: {where} key '{key}' must be a non-empty list, got {shown(values)}")
     return values
 
 
@@ -53,7 +54,7 @@ def load_sweep(path: Path) -> tuple[dict, dict, dict]:
     if not path.exists():
         raise SweepError(f"sweep file {path} not found")
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = safe_yaml.load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise SweepError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(spec, dict) or set(spec) - {"base", "grid", "methods", "tune"}:
@@ -67,7 +68,7 @@ def load_sweep(path: Path) -> tuple[dict, dict, dict]:
     for method, keys in methods.items():
         keys = keys or {}
         if not isinstance(keys, dict):
-            raise SweepError(f"{path}: methods: {method} must be a mapping of key: value or list, got {keys!r}")
+            raise SweepError(f"{path}: methods: {method} must be a mapping of key: value or list, got {shown(keys)}")
         both = sorted(set(keys) & set(grid))
         if both:
             raise SweepError(f"{path}: key(s) {both} are in grid: and in methods: {method}: set each in one place")

@@ -17,8 +17,9 @@ the server announced (``lr``, ``momentum``, ``weight-decay``, ``local-epochs``,
   feature inversion through the public frozen backbone (``attacks.statistics``).
 
 Ground truth (the client's training images) arrives only from nodes that allow it
-(``clients.base.ground_truth_allowed``), is stripped from the reply before validation,
-and reaches ``score`` only; without it ``attacks.csv`` says "no ground truth".
+(``clients.base.ground_truth_allowed``), is accepted only with
+``partition-assignment=server`` (a simulation), validated and taken out of the reply
+before anything else reads it (``BaseStrategy.take_ground_truth``), and reaches ``score`` only; without it ``attacks.csv`` says "no ground truth".
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from flwr.common.logger import log
 from pydantic import Field
 
 from clients.base import SIM_GROUND_TRUTH as GROUND_TRUTH
-from common.keys import ConfigError, Int, Keys
+from common.keys import ConfigError, Int, Keys, shown
 
 UPDATE_ATTACKS = ("ig", "dlg")
 STATISTICS_ATTACKS = ("features",)
@@ -63,14 +64,62 @@ class AuditKeys(Keys):
         attacks = parse_list(cfg["audit-attacks"])
         if any(a not in AUDIT_ATTACKS for a in attacks) or len(set(attacks)) != len(attacks):
             raise ConfigError(f"audit-attacks must be a comma list of {','.join(AUDIT_ATTACKS)} (or empty), "
-                              f"got {cfg['audit-attacks']!r}")
+                              f"got {shown(cfg['audit-attacks'])}")
         try:
             rounds = parse_list(cfg["audit-rounds"], int)
         except ValueError:
             rounds = None
         if not rounds or any(not 1 <= r <= int(cfg["num-server-rounds"]) for r in rounds):
             raise ConfigError(f"audit-rounds must be rounds in 1..{cfg['num-server-rounds']}, comma-separated, "
-                              f"got {cfg['audit-rounds']!r}")
+                              f"got {shown(cfg['audit-rounds'])}")
+
+
+def used_by_cross_entropy(model: torch.nn.Module, params: dict, buffers: dict, data) -> list[str]:
+    """The uploaded parameters the replayed loss reaches (a FedSDWC decoder or prior is
+    trained by other terms of the method's loss; the attacker matches the rest)."""
+    from torch.func import functional_call
+
+    probe = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    x = torch.zeros(2, *data.input_shape)
+    loss = torch.nn.functional.cross_entropy(functional_call(model, {**buffers, **probe}, (x,)), torch.tensor([0, 1]))
+    grads = torch.autograd.grad(loss, list(probe.values()), allow_unused=True)
+    return [n for n, g in zip(probe, grads) if g is not None]
+
+
+def strip_ground_truth(content: RecordDict) -> dict[str, torch.Tensor] | None:
+    """Remove the evaluation-only record from a reply (before validation and attacks)."""
+    if GROUND_TRUTH not in content.array_records:
+        return None
+    record = content.array_records[GROUND_TRUTH]
+    del content[GROUND_TRUTH]
+    return record.to_torch_state_dict()
+
+
+class AuditKeys(Keys):
+    """The privacy audit of a method's own traffic (any method; docs/privacy-audit.md)."""
+
+    audit_attacks: str = Field("", description="comma list of `ig`, `dlg` (weight uploads), `features` (FedHiP's "
+                                               "statistics); `\"\"` = off")
+    audit_rounds: str = Field("1", description="comma list of the rounds whose replies are attacked")
+    audit_clients: Int = Field(1, ge=1, description="replies attacked per audited round (first in partition order)")
+    audit_budget: Int = Field(200, ge=1, description="attack steps per reply (gradient- or feature-matching evaluations)")
+    audit_max_examples: Int = Field(64, ge=1, description="a reply of more examples is not attacked (one candidate "
+                                                          "image per example)")
+
+    @classmethod
+    def check(cls, cfg: dict) -> None:
+        """Known attacks, each once; audited rounds within ``num-server-rounds``."""
+        attacks = parse_list(cfg["audit-attacks"])
+        if any(a not in AUDIT_ATTACKS for a in attacks) or len(set(attacks)) != len(attacks):
+            raise ConfigError(f"audit-attacks must be a comma list of {','.join(AUDIT_ATTACKS)} (or empty), "
+                              f"got {shown(cfg['audit-attacks'])}")
+        try:
+            rounds = parse_list(cfg["audit-rounds"], int)
+        except ValueError:
+            rounds = None
+        if not rounds or any(not 1 <= r <= int(cfg["num-server-rounds"]) for r in rounds):
+            raise ConfigError(f"audit-rounds must be rounds in 1..{cfg['num-server-rounds']}, comma-separated, "
+                              f"got {shown(cfg['audit-rounds'])}")
 
 
 def used_by_cross_entropy(model: torch.nn.Module, params: dict, buffers: dict, data) -> list[str]:
@@ -107,7 +156,7 @@ def strip_ground_truths(replies: list[Message]) -> dict[str, dict[str, torch.Ten
 
 
 class Audit:
-    """The audit of one run; the strategy calls ``due``, ``strip`` and ``run``."""
+    """The audit of one run; the strategy calls ``due`` and ``run`` (``truth``: the validated ground truth by the message each reply answers, set by the strategy)."""
 
     def __init__(self, cfg: dict, test_data, upload: str):
         self.cfg, self.data, self.upload = cfg, test_data, upload
@@ -124,10 +173,6 @@ class Audit:
 
     def due(self, server_round: int) -> bool:
         return bool(self.attacks) and server_round in self.rounds
-
-    def strip(self, replies: list[Message]) -> None:
-        """Keep each reply's ground truth apart and out of the reply."""
-        self.truth = strip_ground_truths(replies)
 
     # ---- the attacker -------------------------------------------------------------
     def announced(self, content: RecordDict):

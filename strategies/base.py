@@ -24,7 +24,6 @@ run-config keys), ``check_config`` (rules across keys), ``initial_arrays``, ``tr
 
 from __future__ import annotations
 
-import random
 import time
 from logging import INFO, WARNING
 from pathlib import Path
@@ -49,24 +48,10 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from clients.base import SIM_GROUND_TRUTH, device_of, evaluate, evaluate_batch_bn
 from models import build_model
 
-from .replies import check_reply, record_bytes
+from .replies import check_reply, finite_arrays, record_bytes, sent_specs
 from .sampling import Sampling
 
 Row = dict[str, float]
-
-
-def plain(obj):
-    """``obj`` with NumPy values made tensors or Python scalars: what ``torch.load(...,
-    weights_only=True)`` accepts, so checkpoints are read without unpickling objects."""
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 class BaseStrategy(Sampling, FedAvg):
@@ -124,6 +109,8 @@ class BaseStrategy(Sampling, FedAvg):
 
         self.discover(grid)
         self.check_population()
+        if self.assigns:
+            self.check_simulated(grid)
         if self.test_data is not None and self.num_partitions:
             partition_for(self.cfg, self.test_data, self.num_partitions)
 
@@ -134,7 +121,7 @@ class BaseStrategy(Sampling, FedAvg):
 
     def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
         """Names and shapes a train reply must carry: by default the model sent."""
-        return {"arrays": {k: tuple(v.shape) for k, v in arrays.items()}}
+        return {"arrays": sent_specs(arrays)}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self.t_round = time.perf_counter()
@@ -144,8 +131,9 @@ class BaseStrategy(Sampling, FedAvg):
         picks = self.sample(grid, self.fraction_train, self.min_train_nodes, server_round, 0)
         self.sampled = len(picks)
         config["server-round"] = server_round
+        self.truth_asked = False
         if self.auditor is not None and self.auditor.due(server_round):
-            config[SIM_GROUND_TRUTH] = True  # evaluation-only: a node that does not allow it refuses
+            config[SIM_GROUND_TRUTH] = self.truth_asked = True  # evaluation-only: a node that does not allow it refuses
             self.audit_sent = arrays
         record = self.train_record(server_round, arrays, config)
         self.expected = self.expected_arrays(arrays)
@@ -161,22 +149,43 @@ class BaseStrategy(Sampling, FedAvg):
         keys, required = (self.train_metrics, ("num-examples",)) if train else \
             (self.evaluate_metrics, ("num-examples", "accuracy"))
         good = []
+        if train:
+            self.truth = {}  # message answered -> validated ground truth (simulation only), out of the reply
         for msg in replies:
             node = msg.metadata.src_node_id
             who = f"partition {self.partition_of(msg, '?')} (node {node})"
             if msg.has_error():
-                reason = msg.error.reason.strip().splitlines()[-1] if msg.error.reason else "error"
+                reason = msg.error.reason.strip().splitlines()[-1][:200] if msg.error.reason else "error"
             else:
                 if train:
                     self.row["uplink-bytes"] = self.row.get("uplink-bytes", 0) + record_bytes(msg.content)
-                reason = check_reply(msg.content, expected if train else {}, keys, required, self.max_examples,
-                                     self.int_arrays)
+                truth, reason = self.take_ground_truth(msg.content) if train else (None, None)
+                reason = reason or check_reply(msg.content, expected if train else {}, keys, required,
+                                               self.max_examples, self.int_arrays)
+                reason = reason or (self.check_records(msg.content) if train else None)
+                if truth is not None and not reason:
+                    self.truth[msg.metadata.reply_to_message_id] = truth
             if reason:
                 log(WARNING, "dropped %s reply from %s: %s", kind, who, reason)
                 self.row["failures"] = self.row.get("failures", 0) + 1
             else:
                 good.append(msg)
         return self.by_partition(good)
+
+    def check_records(self, content: RecordDict) -> str | None:
+        """Why a method's own records in a train reply are implausible (``strategies/records.py``),
+        or None; called after ``check_reply``, before anything reads them."""
+        return None
+
+    def take_ground_truth(self, content: RecordDict):
+        """Validate and remove the simulation-only ground truth (``records.take_ground_truth``):
+        accepted only when asked this round with ``partition-assignment=server``."""
+        from .records import take_ground_truth
+
+        data = self.test_data
+        asked = bool(getattr(self, "truth_asked", False)) and self.assigns and data is not None
+        return take_ground_truth(content, asked, tuple(data.input_shape) if data is not None else (),
+                                 data.num_classes if data is not None else 0, self.max_examples)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
@@ -185,9 +194,9 @@ class BaseStrategy(Sampling, FedAvg):
             log(WARNING, "%d sampled client(s) did not reply within round-timeout", missing)
             self.row["failures"] = self.row.get("failures", 0) + missing
         auditing = self.auditor is not None and self.auditor.due(server_round)
+        good = self.validate(replies, self.expected)  # ground truth: validated, then kept apart
         if auditing:
-            self.auditor.strip(replies)  # ground truth never reaches validation or the attacker
-        good = self.validate(replies, self.expected)
+            self.auditor.truth = self.truth
         if auditing and good:
             self.run_audit(server_round, good)
         if len(good) < self.min_train_nodes:
@@ -195,6 +204,11 @@ class BaseStrategy(Sampling, FedAvg):
                 server_round, len(good), self.min_train_nodes)
             return None, MetricRecord({"failures": self.row["failures"]})
         arrays, metrics = self.aggregate(server_round, good)
+        reason = finite_arrays(arrays)
+        if reason:  # e.g. sums of finite but huge values overflowed
+            log(WARNING, "round %d skipped: the aggregate %s; the model is unchanged", server_round, reason)
+            self.row["failures"] = self.row.get("failures", 0) + 1
+            return None, MetricRecord({"failures": self.row["failures"]})
         if metrics is not None:
             self.row.update({k: float(v) for k, v in metrics.items() if k != "num-examples"})
         return arrays, metrics
@@ -242,8 +256,10 @@ class BaseStrategy(Sampling, FedAvg):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Personalized accuracy: unweighted mean (and std) over clients' local tests."""
         good = self.validate(replies, {}, kind="evaluate")
-        if not good:
-            return None
+        return self.summarize_evaluate(good) if good else None
+
+    def summarize_evaluate(self, good: list[Message]) -> MetricRecord:
+        """The round's federated-evaluation metrics from the validated replies ``good``."""
         accs = np.array([m.content.metric_records["metrics"]["accuracy"] for m in good], dtype=float)
         out = {"personalized-accuracy": float(accs.mean()), "personalized-accuracy-std": float(accs.std())}
         vals = [float(m.content.metric_records["metrics"]["val-accuracy"]) for m in good
@@ -372,50 +388,15 @@ class BaseStrategy(Sampling, FedAvg):
         return Path(self.cfg["out-dir"]).expanduser().resolve() / self.cfg["run-name"] / "checkpoint.pt"
 
     def save_checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
-        state = {
-            "round": server_round,
-            "config": self.cfg,
-            "arrays": {k: v.numpy() for k, v in arrays.items()},
-            "strategy": self.state_dict(),
-            "partitions": self.partitions,
-            "rows": self.rows,
-            "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state()),
-        }
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(plain(state), path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)  # atomic: a kill never leaves half a checkpoint
+        from .checkpoints import save
+
+        save(self, server_round, arrays)
 
     def load_checkpoint(self) -> tuple[int, ArrayRecord]:
-        """Restore a checkpoint; returns (last finished round, its model)."""
-        path = self.checkpoint_path
-        if not path.exists():
-            raise FileNotFoundError(f"resume=true but no checkpoint at {path}: check out-dir and run-name")
-        try:  # weights_only: tensors and plain values only; any other object is refused, never built
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state["round"], state["config"], state["rng"], state["arrays"]  # noqa: B018 (the keys we read)
-        except Exception as err:
-            why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise ValueError(f"refused to load {path}: not a checkpoint written by this code ({why}); "
-                             "remove it, or pass another run-name") from None
-        ignore = {"resume", "num-server-rounds", "round-timeout"}
-        changed = sorted(k for k in state["config"] if k not in ignore and state["config"][k] != self.cfg.get(k))
-        if changed:
-            raise ValueError(f"resume=true with a different run config ({changed}): resume with the same keys")
-        py_state = state["rng"][0]
-        random.setstate((py_state[0], tuple(py_state[1]), py_state[2]))
-        np_state = state["rng"][1]
-        np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
-        torch.set_rng_state(state["rng"][2])
-        self.load_state_dict(state["strategy"])
-        self.rows = list(state["rows"])
-        for row in self.rows:  # the results writer starts from the rows already written
-            if self.on_round:
-                self.on_round(row)
-        arrays = ArrayRecord({k: Array(np.asarray(v.numpy() if torch.is_tensor(v) else v))
-                              for k, v in state["arrays"].items()})
-        log(INFO, "resuming %s after round %d", self.cfg["run-name"], state["round"])
-        return int(state["round"]), arrays
+        """Restore a checkpoint (``strategies/checkpoints.py``); returns (last finished round, its model)."""
+        from .checkpoints import load
+
+        return load(self)
 
     # ---- the loop -------------------------------------------------------------------
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,

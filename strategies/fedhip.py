@@ -40,11 +40,12 @@ from clients.fedhip import (
     triu_size,
     unpack_triu,
 )
-from common.keys import Int, Keys
+from common.keys import Int, Keys, shown
 from models.features import extractor, feature_key
 
 from .base import BaseStrategy
-from .replies import record_bytes
+from .records import check_statistics
+from .replies import Spec, record_bytes
 
 
 def sum_statistics(stats: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -131,7 +132,7 @@ class FedHiPStrategy(BaseStrategy):
         if not grid or any(a < 0 for a in grid):
             from common.keys import ConfigError
 
-            raise ConfigError(f"fedhip-alpha-grid must be comma-separated numbers >= 0, got {cfg['fedhip-alpha-grid']!r}")
+            raise ConfigError(f"fedhip-alpha-grid must be comma-separated numbers >= 0, got {shown(cfg['fedhip-alpha-grid'])}")
         cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)
 
     # ---- what is sent and expected ---------------------------------------------------
@@ -147,7 +148,23 @@ class FedHiPStrategy(BaseStrategy):
 
     def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
         d, c = arrays["weight"].shape
-        return {STATS: {"gram-triu": (triu_size(d),), "q": (d, c), "counts": (c,)}}
+        only64 = ("float64",)  # the client computes in float64 (DTYPE); sums of float32 would lose digits
+        return {STATS: {"gram-triu": Spec((triu_size(d),), only64), "q": Spec((d, c), only64),
+                        "counts": Spec((c,), only64)}}
+
+    def feature_bound(self) -> float:
+        """100 x the largest squared feature norm of the server's test images (0: none
+        known): a client's mean squared norm ``trace(G_k) / n_k`` beyond it is not
+        features of this backbone (``records.check_statistics``)."""
+        if getattr(self, "_feature_bound", None) is None:
+            self._feature_bound = 0.0
+            if self.test_data is not None:
+                X, _ = cached_features(self.cfg, self.test_data.test)
+                self._feature_bound = 100.0 * float((X.to(DTYPE) ** 2).sum(1).max()) if len(X) else 0.0
+        return self._feature_bound
+
+    def check_records(self, content: RecordDict) -> str | None:
+        return check_statistics(content, STATS, self.feature_bound())
 
     # ---- aggregation ---------------------------------------------------------------
     def aggregate(self, server_round: int, replies: list[Message]):
@@ -178,20 +195,18 @@ class FedHiPStrategy(BaseStrategy):
         self.row["downlink-bytes"] = self.row.get("downlink-bytes", 0) + sum(record_bytes(m.content) for m in msgs)
         return msgs
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Personalized accuracy (base) and, for contrast, the global model's local accuracy."""
-        replies = list(replies)
-        out = super().aggregate_evaluate(server_round, replies)
-        if out is None:
-            return out
+    def summarize_evaluate(self, good: list[Message]) -> MetricRecord:
+        """Personalized accuracy (base) and, for contrast, the global model's local accuracy
+        (validated replies only)."""
+        out = super().summarize_evaluate(good)
         names = {"global-accuracy": "global-model-local-accuracy", "local-accuracy": "local-model-accuracy",
                  "fedhip-alpha": "fedhip-alpha-mean"}
         for form in ("statistics", "weights"):
             names.update({f"accuracy-{form}": f"personalized-accuracy-{form}", f"val-accuracy-{form}":
                           f"val-accuracy-{form}", f"alpha-{form}": f"alpha-{form}-mean"})
         for key, name in names.items():
-            values = [m.content.metric_records["metrics"].get(key) for m in replies if not m.has_error()]
-            values = [float(v) for v in values if v is not None and np.isfinite(v)]
+            values = [float(m.content.metric_records["metrics"][key]) for m in good
+                      if key in m.content.metric_records["metrics"]]
             if values:
                 out[name] = float(np.mean(values))
                 self.row[name] = out[name]

@@ -52,12 +52,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from pydantic import Field
 
 from clients.base import batches
-from common.keys import Int, Keys
+from common.keys import Int, Keys, shown
 from models import build_model
 from models.translator import build_head, head_keys, latent_model
 
 from . import lsi_server
 from .base import BaseStrategy
+from .records import check_importance
+from .replies import sent_specs
 
 
 def _check(ok: bool, message: str) -> None:
@@ -113,7 +115,7 @@ class FedLSIStrategy(BaseStrategy):
         BaseStrategy.check_config(cfg)
         _check(not str(cfg["model"]).removeprefix("lsi-").startswith("timm:"),
                f"fedlsi puts its latent head on a model with .features and a Linear .classifier: pass model=cnn, "
-               f"resnet18, wrn-<depth>-<width> or pretrained:<name>, got {cfg['model']!r}")
+               f"resnet18, wrn-<depth>-<width> or pretrained:<name>, got {shown(cfg['model'])}")
 
     # ---- checkpoints (resume) ---------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -160,13 +162,18 @@ class FedLSIStrategy(BaseStrategy):
         return record
 
     def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
+        sent = sent_specs(arrays)  # the model's own dtypes
         shapes = {k: tuple(v.shape) for k, v in arrays.items()}
         if self.stage == "pretrain":
-            return {"head": {k: shapes[k] for k in head_keys(shapes)}}
-        expected = {"arrays": shapes}
+            return {"head": {k: sent[k] for k in head_keys(shapes)}}
+        expected = {"arrays": sent}
         if self.cfg["aggregation"] == "importance":
             expected["importance"] = {k: shapes[k] for k in shapes if k in self._params()}
         return expected
+
+    def check_records(self, content: RecordDict) -> str | None:
+        """Importance weights bounded (``records.check_importance``)."""
+        return check_importance(content) if "importance" in content.array_records else None
 
     # ---- stages 2, 3 and 5 ----------------------------------------------------------------
     def fit_translator(self, server_round: int, heads: dict[int, dict[str, torch.Tensor]]) -> dict[str, float]:

@@ -15,9 +15,10 @@ Attacker/evaluator split (breaching's contract). An attack sees an ``AttackInput
 by ``attacker_view`` from what the server legitimately has: the model it sent, the one
 update record of the reply (``gradient`` or ``arrays``) and the hyperparameters it
 announced. Clients of this experiment also return the images they used in a
-*simulation-only* ArrayRecord ``sim-ground-truth``; ``aggregate_train`` strips it from
-every reply before anything else (validation, byte counts, attacks) runs and keeps it
-for ``evaluate_reconstructions`` only. ``tests/test_gifd.py`` proves the attacks never
+*simulation-only* ArrayRecord ``sim-ground-truth``; reply validation
+(``BaseStrategy.take_ground_truth``) checks it and takes it out of every reply before
+anything else reads it (accepted only with ``partition-assignment=server``, a
+simulation), and keeps it for ``evaluate_reconstructions`` only. ``tests/test_gifd.py`` proves the attacks never
 receive it and that a poisoned ground truth changes the scores but not the
 reconstructions.
 
@@ -62,11 +63,11 @@ from attacks.ig import invert_ig
 from attacks.label_inference import infer_labels
 from attacks.prior import LABEL_MAPS, GanPrior
 from clients.gifd import DEFENSES, GROUND_TRUTH, PLAIN_ROUND
-from common.keys import Int, Keys
+from common.keys import Int, Keys, shown
 from models import build_model
 
-from .audit import strip_ground_truths
 from .base import BaseStrategy
+from .replies import sent_specs
 
 ATTACK_NAMES = ("dlg", "idlg", "ig", "ggl", "ggl-adam", "gifd")
 GAN_ATTACKS = ("ggl", "ggl-adam", "gifd")
@@ -253,14 +254,14 @@ class GifdStrategy(BaseStrategy):
 
         names = attack_list(cfg)
         check(all(n in ATTACK_NAMES for n in names) and len(set(names)) == len(names),
-              f"attack must be a comma-separated subset of {','.join(ATTACK_NAMES)} (or none), got {cfg['attack']!r}")
+              f"attack must be a comma-separated subset of {','.join(ATTACK_NAMES)} (or none), got {shown(cfg['attack'])}")
         try:
             rounds = parse_list(cfg["attack-round"], float)
         except ValueError:
             rounds = []
         check(bool(rounds) and all(r == int(r) and r >= 1 for r in rounds),
               f"attack-round must be a round or comma-separated rounds >= 1 (e.g. \"1,5,20\"), "
-              f"got {cfg['attack-round']!r}")
+              f"got {shown(cfg['attack-round'])}")
         check(max(rounds) <= cfg["num-server-rounds"],
               f"attack-round {int(max(rounds))} > num-server-rounds {cfg['num-server-rounds']}: no attack would run")
         check(cfg["attack-budget"] >= cfg["attack-restarts"],
@@ -271,7 +272,7 @@ class GifdStrategy(BaseStrategy):
             radii = None
         check(radii is not None and len(radii) >= cfg["gifd-stages"] and all(r >= 0 for r in radii),
               f"gifd-radii must be {cfg['gifd-stages']} comma-separated numbers >= 0 (inf: no ball), "
-              f"got {cfg['gifd-radii']!r}")
+              f"got {shown(cfg['gifd-radii'])}")
         if any(n in GAN_ATTACKS for n in names) and not cfg["gan-checkpoint"]:
             gan = cfg["gan-dataset"]
             base = gan[: -len("-holdout")] if gan.endswith("-holdout") else gan
@@ -312,20 +313,15 @@ class GifdStrategy(BaseStrategy):
         config["attack-local-steps"] = a["local-steps"]
         config["lr"] = a["lr"]
         config[PLAIN_ROUND] = self.plain
-        config[GROUND_TRUTH] = attacked
+        config[GROUND_TRUTH] = self.truth_asked = attacked
         self.sent = arrays
         return super().train_record(server_round, arrays, config)
 
     def expected_arrays(self, arrays: ArrayRecord) -> dict[str, dict[str, tuple]]:
         if self.threat == "fedsgd" and not self.plain:
-            return {"gradient": {k: tuple(arrays[k].shape) for k in self.param_names}}
+            sent = sent_specs(arrays)
+            return {"gradient": {k: sent[k] for k in self.param_names}}
         return super().expected_arrays(arrays)
-
-    def aggregate_train(self, server_round: int, replies):
-        """Strip the simulation-only ground truth first, then validate and aggregate."""
-        replies = list(replies)
-        self.truth = strip_ground_truths(replies)
-        return super().aggregate_train(server_round, replies)
 
     def aggregate(self, server_round: int, replies: list[Message]):
         if server_round in attack_rounds(self.cfg) and self.attacks and int(self.cfg["attack-num-images"]) > 0:

@@ -28,7 +28,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from .replies import check_query_reply
+from .replies import agree_partitions, check_query_reply
 
 Pick = tuple[int, int]  # (partition id, node id)
 
@@ -82,15 +82,33 @@ class Sampling:
             return
         content = RecordDict({"config": ConfigRecord({"ask": "partition-id"})})
         msgs = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=n) for n in unknown]
-        cap = 0 if self.cfg.get("partitioner") == "draw" else self.max_examples  # draw: more clients than samples
+        cap = len(grid.get_node_ids())  # a federation of N nodes has at most N partitions
+        answers = {}
         for reply in grid.send_and_receive(msgs, timeout=float(self.cfg["round-timeout"])):
             reason = "error reply" if reply.has_error() else check_query_reply(reply.content, cap)
             if reason:
                 log(WARNING, "ignored node %s: its partition-id reply is unusable: %s", reply.metadata.src_node_id, reason)
             else:
                 metrics = reply.content.metric_records["metrics"]
-                self.partitions[reply.metadata.src_node_id] = int(metrics["partition-id"])
-                self.num_partitions = max(self.num_partitions, int(metrics["num-partitions"]))
+                answers[reply.metadata.src_node_id] = (int(metrics["partition-id"]), int(metrics["num-partitions"]))
+        accepted, self.num_partitions = agree_partitions(answers, self.num_partitions)
+        self.partitions.update(accepted)
+
+    def check_simulated(self, grid: Grid) -> None:
+        """``partition-assignment=server`` works only on simulated nodes (a real node keeps
+        its own data and refuses a partition): ask one node (one QUERY, not one per node)
+        and fail at start in one line if it is a real SuperNode."""
+        if self.node_ids is None or not len(self.node_ids):
+            return
+        node = int(self.node_ids[0])
+        msg = Message(RecordDict({"config": ConfigRecord({"ask": "simulated"})}), message_type=MessageType.QUERY,
+                      dst_node_id=node)
+        for reply in grid.send_and_receive([msg], timeout=float(self.cfg["round-timeout"])):
+            metrics = None if reply.has_error() else reply.content.metric_records.get("metrics")
+            if metrics is not None and metrics.get("simulated") == 0:
+                raise ValueError(f"node {node} is a real SuperNode (it keeps its own data), but "
+                                 "partition-assignment=server assigns partitions of the server's data: "
+                                 "pass partition-assignment=node")
 
     def check_population(self) -> None:
         """With real SuperNodes the population is the nodes: another ``num-clients`` fails."""

@@ -59,6 +59,7 @@ def synthetic(n: int = 400, d: int = D, seed: int = 0) -> tuple[torch.Tensor, to
 def make_client(cfg: dict, pid: int, X, y, test=None) -> FeatureClient:
     """Client ``pid`` holding (X, y) for training and ``test`` (default: the same data) as local test."""
     data = ArrayDataset(X, y)
+    cfg = {"min-class-samples": 1, **cfg}  # exact maths: the node-side privacy floor off (a node's choice)
     return FeatureClient(cfg, ClientData(pid, data, ArrayDataset(*test) if test else data, C, (X.shape[1],)))
 
 

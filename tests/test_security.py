@@ -43,11 +43,22 @@ def _metrics(content: RecordDict, **changes) -> RecordDict:
     return _with(content, metrics=MetricRecord(metrics))
 
 
-def _array(content: RecordDict, values) -> RecordDict:
-    """The reply's model with its first array replaced (same shape)."""
+def _array(content: RecordDict, values, declare: bool = False) -> RecordDict:
+    """The reply's model with its first array's data replaced; ``declare``: the Array
+    still declares the original shape and dtype (a node writes them itself)."""
+    import io
+
     record = content.array_records["arrays"]
     first = next(iter(record.keys()))
-    new = ArrayRecord({k: (Array(values(record[k].numpy())) if k == first else record[k]) for k in record.keys()})
+    data = values(record[first].numpy())
+    if declare:
+        buffer = io.BytesIO()
+        np.save(buffer, data, allow_pickle=False)
+        arr = Array(dtype=record[first].dtype, shape=record[first].shape, stype="numpy.ndarray",
+                    data=buffer.getvalue())
+    else:
+        arr = Array(data)
+    new = ArrayRecord({k: (arr if k == first else record[k]) for k in record.keys()})
     return _with(content, arrays=new)
 
 
@@ -66,10 +77,19 @@ TRAIN_CASES = {
     "list-valued metric": lambda c: _metrics(_shifted(c), **{"train-loss": [1.0, 2.0]}),
     "complex dtype with NaN": lambda c: _array(c, lambda v: (v + 1j * np.nan).astype(np.complex64)),
     "int dtype where float expected": lambda c: _array(c, lambda v: (v * 100).astype(np.int32)),
-    "NaN in float64": lambda c: _array(c, lambda v: np.full(v.shape, np.nan, np.float64)),
+    "NaN in float32": lambda c: _array(c, lambda v: np.full(v.shape, np.nan, np.float32)),
     "num-examples 1e18": lambda c: _metrics(_shifted(c), **{"num-examples": 10**18}),
     "fractional num-examples": lambda c: _metrics(_shifted(c), **{"num-examples": 2.5}),
     "missing num-examples": lambda c: _metrics(_shifted(c), **{"num-examples": None}),
+    # round 2: the data is judged, not what the node declares about it
+    "data of another shape under the declared shape": lambda c: _array(c, lambda v: v.ravel()[:-1], declare=True),
+    "array far larger than declared": lambda c: _array(c, lambda v: np.zeros(v.size * 50, np.float32), declare=True),
+    "half precision": lambda c: _array(c, lambda v: v.astype(np.float16)),
+    "longdouble": lambda c: _array(c, lambda v: v.astype(np.longdouble)),
+    "float64 where float32 was sent": lambda c: _array(c, lambda v: v.astype(np.float64)),
+    "train-loss 1e308": lambda c: _metrics(_shifted(c), **{"train-loss": 1e308}),
+    "ground truth from a real node": lambda c: _with(_shifted(c), **{SIM_GROUND_TRUTH: ArrayRecord(
+        {"images": Array(np.zeros((1, 1, 28, 28), np.float32)), "labels": Array(np.array([99]))})}),
 }
 REASONS = {
     "extra ArrayRecord": "unexpected ArrayRecord(s) ['extra']",
@@ -79,28 +99,40 @@ REASONS = {
     "list-valued metric": "metric 'train-loss' is not a number (list)",
     "complex dtype with NaN": "has dtype complex64, expected real floating point",
     "int dtype where float expected": "has dtype int32, expected real floating point",
-    "NaN in float64": "holds NaN or inf",
+    "NaN in float32": "holds NaN or inf",
     "num-examples 1e18": "> max-num-examples",
     "fractional num-examples": "num-examples must be > 0 and whole, got 2.5",
     "missing num-examples": "lacks ['num-examples']",
     "evaluate without accuracy": "MetricRecord 'metrics' lacks ['accuracy']",
     "evaluate with arrays": "unexpected ArrayRecord(s) ['arrays']",
+    "data of another shape under the declared shape": "holds data of shape (799,), expected (32, 1, 5, 5)",
+    "array far larger than declared": "bytes, more than",
+    "half precision": "has dtype float16, expected real floating point (float32)",
+    "longdouble": "bytes, more than",  # 16-byte elements: over the cap, refused before decoding
+    "float64 where float32 was sent": "has dtype float64, expected real floating point (float32)",
+    "train-loss 1e308": "metric 'train-loss' is 1e+308, outside [0, 1e+09]",
+    "ground truth from a real node": "unexpected ArrayRecord(s) ['sim-ground-truth']",
+    "evaluate accuracy 1e300": "metric 'accuracy' is 1e+300, outside [0, 1]",
+    "evaluate accuracy -50": "metric 'accuracy' is -50, outside [0, 1]",
 }
 EVAL_CASES = {
     "evaluate without accuracy": lambda c: _metrics(c, accuracy=None),
     "evaluate with arrays": lambda c: _with(c, arrays=ArrayRecord({"w": Array(np.ones(2, np.float32))})),
+    "evaluate accuracy 1e300": lambda c: _metrics(c, accuracy=1e300),
+    "evaluate accuracy -50": lambda c: _metrics(c, accuracy=-50.0),
 }
 HONEST = 2  # the first nodes reply honestly (partitions 0, 1)
 
 
 class HostileGrid(LocalGrid):
     """A LocalGrid whose node ``HONEST + i`` answers with hostile case ``i``; the last node
-    answers the partition-id query without ``partition-id`` (and is never sampled)."""
+    answers the partition-id query without ``partition-id``, the one after claims 1000
+    partitions (both are never sampled)."""
 
     cases = list(TRAIN_CASES) + list(EVAL_CASES)
 
     def __init__(self, client_app, run_config):
-        super().__init__(client_app, HONEST + len(self.cases) + 1, run_config)
+        super().__init__(client_app, HONEST + len(self.cases) + 2, run_config)
         self.honest_train: dict[int, RecordDict] = {}  # partition -> honest train reply content
         self.tampered: list[str] = []
 
@@ -110,6 +142,10 @@ class HostileGrid(LocalGrid):
         kind = msg.metadata.message_type
         if kind == "query" and pid == HONEST + len(self.cases):
             content = RecordDict({"metrics": MetricRecord({"num-partitions": 3, "num-examples": 1})})
+            return Message(content, reply_to=msg)
+        if kind == "query" and pid == HONEST + len(self.cases) + 1:  # more partitions than nodes
+            content = RecordDict({"metrics": MetricRecord({"partition-id": 999, "num-partitions": 1000,
+                                                           "num-examples": 1})})
             return Message(content, reply_to=msg)
         hostile = TRAIN_CASES.get(case) if kind == "train" else EVAL_CASES.get(case) if kind == "evaluate" else None
         if hostile is None:
@@ -168,6 +204,13 @@ def test_hostile_replies_are_dropped_and_the_model_is_the_honest_aggregate(hosti
     assert np.isfinite(frame["accuracy"]).all() and np.isfinite(frame["personalized-accuracy"].iloc[1])
     # the node that answered the query without partition-id was never sampled
     assert any("ignored node" in r and "partition-id" in r for r in records)
+    # the node that claimed 1000 partitions (more than the nodes present) was ignored, not the run
+    assert any("ignored node" in r and "partition-id 999 of num-partitions 1000" in r for r in records)
+    # every metric of the row is finite, accuracies in [0, 1]
+    row = frame.iloc[1]
+    scored = [k for k in frame.columns if "accuracy" in k or "loss" in k]
+    assert scored and np.isfinite(row[scored].astype(float)).all()
+    assert all(0 <= row[k] <= 1 for k in scored if "accuracy" in k)
 
 
 @pytest.mark.parametrize("case", list(TRAIN_CASES) + list(EVAL_CASES))
@@ -268,7 +311,38 @@ def test_fraction_train_must_be_positive():
         resolve({"fraction-train": 0.0})
 
 
+def _truncated(path: pathlib.Path, fmt: str) -> None:
+    """A ``fmt`` image cut in half: its header parses, its pixels do not."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, fmt)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+def _corrupt_png(path: pathlib.Path) -> None:
+    """A PNG whose compressed data is corrupt but whose chunk checksums are right."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(buffer, "PNG", compress_level=0)
+    raw = bytearray(buffer.getvalue())
+    start = raw.index(b"IDAT") + 4
+    length = int.from_bytes(raw[start - 8:start - 4], "big")
+    raw[start + 2:start + 7] = b"\xff" * 5  # the first stored block's header and lengths
+    raw[start + length:start + length + 4] = (zlib.crc32(bytes(raw[start - 4:start + length])) & 0xFFFFFFFF).to_bytes(4, "big")
+    path.write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize("damage, message", [
+    (lambda base: _truncated(base / "art" / "dog" / "9.jpg", "JPEG"), "art/dog/9.jpg is not a readable image"),
+    (lambda base: _truncated(base / "art" / "dog" / "9.bmp", "BMP"), "art/dog/9.bmp is not a readable image"),
+    (lambda base: _corrupt_png(base / "art" / "dog" / "9.png"), "art/dog/9.png is not a readable image"),
     (lambda base: (base / "art" / "dog" / "1.png").write_bytes(b"not an image"), "art/dog/1.png is not a readable image"),
     (lambda base: (base / "photo" / "cat" / "2.png").write_bytes((base / "photo" / "cat" / "2.png").read_bytes()[:-20]),
      "photo/cat/2.png is not a readable image"),
