@@ -95,68 +95,9 @@ def strip_ground_truth(content: RecordDict) -> dict[str, torch.Tensor] | None:
     return record.to_torch_state_dict()
 
 
-class AuditKeys(Keys):
-    """The privacy audit of a method's own traffic (any method; docs/privacy-audit.md)."""
-
-    audit_attacks: str = Field("", description="comma list of `ig`, `dlg` (weight uploads), `features` (FedHiP's "
-                                               "statistics); `\"\"` = off")
-    audit_rounds: str = Field("1", description="comma list of the rounds whose replies are attacked")
-    audit_clients: Int = Field(1, ge=1, description="replies attacked per audited round (first in partition order)")
-    audit_budget: Int = Field(200, ge=1, description="attack steps per reply (gradient- or feature-matching evaluations)")
-    audit_max_examples: Int = Field(64, ge=1, description="a reply of more examples is not attacked (one candidate "
-                                                          "image per example)")
-
-    @classmethod
-    def check(cls, cfg: dict) -> None:
-        """Known attacks, each once; audited rounds within ``num-server-rounds``."""
-        attacks = parse_list(cfg["audit-attacks"])
-        if any(a not in AUDIT_ATTACKS for a in attacks) or len(set(attacks)) != len(attacks):
-            raise ConfigError(f"audit-attacks must be a comma list of {','.join(AUDIT_ATTACKS)} (or empty), "
-                              f"got {shown(cfg['audit-attacks'])}")
-        try:
-            rounds = parse_list(cfg["audit-rounds"], int)
-        except ValueError:
-            rounds = None
-        if not rounds or any(not 1 <= r <= int(cfg["num-server-rounds"]) for r in rounds):
-            raise ConfigError(f"audit-rounds must be rounds in 1..{cfg['num-server-rounds']}, comma-separated, "
-                              f"got {shown(cfg['audit-rounds'])}")
-
-
-def used_by_cross_entropy(model: torch.nn.Module, params: dict, buffers: dict, data) -> list[str]:
-    """The uploaded parameters the replayed loss reaches (a FedSDWC decoder or prior is
-    trained by other terms of the method's loss; the attacker matches the rest)."""
-    from torch.func import functional_call
-
-    probe = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-    x = torch.zeros(2, *data.input_shape)
-    loss = torch.nn.functional.cross_entropy(functional_call(model, {**buffers, **probe}, (x,)), torch.tensor([0, 1]))
-    grads = torch.autograd.grad(loss, list(probe.values()), allow_unused=True)
-    return [n for n, g in zip(probe, grads) if g is not None]
-
-
-def strip_ground_truth(content: RecordDict) -> dict[str, torch.Tensor] | None:
-    """Remove the evaluation-only record from a reply (before validation and attacks)."""
-    if GROUND_TRUTH not in content.array_records:
-        return None
-    record = content.array_records[GROUND_TRUTH]
-    del content[GROUND_TRUTH]
-    return record.to_torch_state_dict()
-
-
-def strip_ground_truths(replies: list[Message]) -> dict[str, dict[str, torch.Tensor]]:
-    """``strip_ground_truth`` on every good reply, by the message it answers (
-    not by node: in simulation one node serves several clients a round)."""
-    out = {}
-    for msg in replies:
-        if not msg.has_error():
-            truth = strip_ground_truth(msg.content)
-            if truth is not None:
-                out[msg.metadata.reply_to_message_id] = truth
-    return out
-
-
 class Audit:
-    """The audit of one run; the strategy calls ``due`` and ``run`` (``truth``: the validated ground truth by the message each reply answers, set by the strategy)."""
+    """The audit of one run; the strategy calls ``due`` and ``run``, and sets ``truth``: the
+    validated ground truth by the message each reply answers."""
 
     def __init__(self, cfg: dict, test_data, upload: str):
         self.cfg, self.data, self.upload = cfg, test_data, upload
