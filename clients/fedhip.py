@@ -11,7 +11,8 @@ Everything is float64 ``torch.linalg``; there is no gradient step anywhere.
   needed, the global sums ``G, Q``), with the paper's α >= 0 weighting the LOCAL side
   (α = 0: the global model; α -> inf: the local one):
   ``weights`` (default): ``W_k^p = (W + αW_k) / (1 + α)``;
-  ``statistics``: ``W_k^p = (G + αG_k + γI)⁻¹(Q + αQ_k)`` (own samples weigh 1 + α).
+  ``statistics``: ``W_k^p = (G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)``, the global regularized
+  Gram ``G + γI`` plus α times the client's ``G_k + γI`` (own samples weigh 1 + α).
 - ``fedhip-alpha=auto``: α is chosen per client from ``fedhip-alpha-grid`` on a validation
   split carved from the client's TRAIN data (``fedhip-val-fraction``). The candidates are
   fit on the global sums minus the validation samples' own statistics, so no candidate
@@ -141,13 +142,15 @@ def personalize(W: torch.Tensor, W_k: torch.Tensor, alpha: float) -> torch.Tenso
 
 def personalize_statistics(G: torch.Tensor, Q: torch.Tensor, G_k: torch.Tensor, Q_k: torch.Tensor,
                            alpha: float, gamma: float) -> torch.Tensor:
-    """Statistics-level fusion ``(G + αG_k + γI)⁻¹(Q + αQ_k)`` from the global sums (which
-    hold client k's data once) and client k's own: the ridge model of the pool with the
-    own samples weighted 1 + α (0: global, inf: the local model). Invariant for the same reason."""
+    """Statistics-level fusion of the REGULARIZED Grams, ``(G + γI) + α(G_k + γI)``:
+    ``(G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)``, from the global sums (which hold client k's data
+    once) and client k's own. α = 0: the global ridge model; α -> inf: the local ridge
+    model ``(G_k + γI)⁻¹Q_k`` (the ridge term grows with α, so the limit keeps γ, not
+    γ/(1+α)). Invariant for the same reason as ``personalize``."""
     if math.isinf(alpha):
         return ridge_solve(G_k, Q_k, gamma, "personalized (local) model")
-    return ridge_solve(G.to(DTYPE) + alpha * G_k.to(DTYPE), Q.to(DTYPE) + alpha * Q_k.to(DTYPE), gamma,
-                       "personalized model")
+    return ridge_solve(G.to(DTYPE) + alpha * G_k.to(DTYPE), Q.to(DTYPE) + alpha * Q_k.to(DTYPE),
+                       (1 + alpha) * gamma, "personalized model")
 
 
 FORMS = ("statistics", "weights")

@@ -100,7 +100,7 @@ class FedHiPKeys(Keys):
     fedhip_val_fraction: float = Field(0.2, gt=0, lt=1, description="share of a client's train split held out to "
                                                                     "choose α")
     personal_fusion: Literal["weights", "statistics"] = Field(
-        "weights", description="`weights`: (W + αW_k) / (1 + α); `statistics`: (G + αG_k + γI)⁻¹(Q + αQ_k)")
+        "weights", description="`weights`: (W + αW_k) / (1 + α); `statistics`: (G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)")
     clean_reg: bool = Field(True, description="add γ once (the centralized ridge solution); `false`: AFL's "
                                               "(G + KγI)⁻¹Q for K clients")
 

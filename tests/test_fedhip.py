@@ -171,7 +171,8 @@ def test_heterogeneity_invariance_of_personalized_model(fusion, alpha):
 
 def test_alpha_weights_the_local_side_in_both_forms():
     """α = 0: the global model; α = inf: the local one; statistics α = 1 is the pooled
-    ridge with the own samples counted twice; weights α = 1 is the plain mean."""
+    ridge with the own samples counted twice and γ counted twice (both regularized Grams);
+    weights α = 1 is the plain mean."""
     X, y = synthetic(300)
     mine, rest = (X[:60], y[:60]), (X[60:], y[60:])
     G, Q, _ = statistics(X, y, C)
@@ -186,8 +187,43 @@ def test_alpha_weights_the_local_side_in_both_forms():
         dist = [rel_err(at(a), W_k) for a in (0.0, 1.0, 10.0, 1000.0)]
         assert dist == sorted(dist, reverse=True), form
     twice = torch.cat([X, mine[0]]), torch.cat([y, mine[1]])
-    assert rel_err(personalize_statistics(G, Q, G_k, Q_k, 1.0, 2.0).numpy(), centralized_ridge(*twice, 2.0)) < 1e-10
+    assert rel_err(personalize_statistics(G, Q, G_k, Q_k, 1.0, 2.0).numpy(), centralized_ridge(*twice, 4.0)) < 1e-10
     np.testing.assert_allclose(personalize(torch.from_numpy(W), torch.from_numpy(W_k), 1.0).numpy(), (W + W_k) / 2)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 20.0])
+def test_statistics_form_tends_to_the_local_ridge_not_an_underregularized_one(gamma):
+    """A large finite α (no shortcut) gives ``(G_k + γI)⁻¹Q_k`` to 1e-6, the ridge term of
+    the regularized Gram growing with α; the old ``(G + αG_k + γI)⁻¹`` tended to ridge γ/(1+α)."""
+    X, y = synthetic(300)
+    mine = X[:40], y[:40]
+    G, Q, _ = statistics(X, y, C)
+    G_k, Q_k, _ = statistics(*mine, C)
+    local = centralized_ridge(*mine, gamma)
+    assert rel_err(personalize_statistics(G, Q, G_k, Q_k, 1e9, gamma).numpy(), local) < 1e-6
+    assert rel_err(personalize_statistics(G, Q, G_k, Q_k, 0.0, gamma).numpy(), centralized_ridge(X, y, gamma)) < 1e-10
+    assert rel_err(centralized_ridge(*mine, gamma / (1 + 1e9)), local) > 1e-3  # the old limit is another model
+
+
+def test_statistics_form_at_large_alpha_reports_the_local_model_accuracy():
+    """In the client's metrics (what the run reports as ``personalized-accuracy`` and
+    ``local-model-accuracy``), α = 1e12 in the statistics form scores as the local model."""
+    X, y = synthetic(400, seed=3)
+    splits = split(X, y, [60, 140, 200])
+    Xt, yt = synthetic(200, seed=4)
+    yt = torch.randint(0, C, (200,), generator=torch.Generator().manual_seed(5))  # a test the models disagree on
+    cfg = resolve({"method": "fedhip", "fedhip-alpha": 1e12, "personal-fusion": "statistics", "ridge-gamma": 30.0})
+    clients = [make_client(cfg, pid, Xk, yk, test=(Xt, yt)) for pid, (Xk, yk) in enumerate(splits)]
+    trained = [c.train({}, {}, {}) for c in clients]
+    G = sum(statistics(Xk, yk, C)[0] for Xk, yk in splits)
+    Q = sum(statistics(Xk, yk, C)[1] for Xk, yk in splits)
+    W = torch.from_numpy(centralized_ridge(X, y, 30.0))
+    sent = {"arrays": {"weight": W}, GLOBAL: {"gram-triu": pack_triu(G), "q": Q}}
+    for c, r in zip(clients, trained):
+        m = c.evaluate(sent, {}, r.keep).metrics
+        assert m["accuracy"] == m["local-accuracy"] and m["accuracy-statistics"] == m["local-accuracy"]
+        ridge = centralized_ridge(*splits[c.data.partition_id], 30.0)
+        assert rel_err(c.evaluate(sent, {}, r.keep).keep[PERSONAL]["weight"].numpy(), ridge) < 1e-6
 
 
 @pytest.mark.parametrize("fusion", ["weights", "statistics"])
