@@ -33,7 +33,15 @@ from torch.utils.data import Dataset
 from common.progress import LogProgress
 from models.features import extractor, feature_key
 
-from .base import Client, ClientData, Reply, Tensors, batches, device_of
+from .base import (
+    Client,
+    ClientData,
+    Reply,
+    Tensors,
+    batches,
+    device_of,
+    validation_split,
+)
 
 STATS = "fedhip-stats"  # reply record: gram-triu, q, counts
 GLOBAL = "fedhip-global"  # evaluate record: the same keys, summed over clients
@@ -164,14 +172,6 @@ def candidates(form: str, G, Q, G_k, Q_k, alphas: list[float], gamma: float) -> 
     return [personalize_statistics(G, Q, G_k, Q_k, a, gamma) for a in alphas]
 
 
-def validation_split(n: int, fraction: float, seed: int, partition_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fit, validation) indices of a client's train split, seeded by (seed, partition)."""
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(partition_id) + 17)
-    order = torch.randperm(n, generator=gen)
-    n_val = int(round(n * fraction)) if n >= 2 else 0
-    return order[n_val:], order[:n_val]
-
-
 def select_alpha(form: str, G, Q, X: torch.Tensor, y: torch.Tensor, val: torch.Tensor, alphas: list[float],
                  gamma: float, num_classes: int) -> tuple[float, float]:
     """(α, validation accuracy) of the best candidate on the validation rows ``val`` of the
@@ -289,5 +289,7 @@ class FedHiPClient(Client):
             if form == self.fusion:
                 keep = W_p
                 metrics["accuracy"] = metrics[f"accuracy-{form}"]
+                if f"val-accuracy-{form}" in metrics:  # the column every method is selected on
+                    metrics["val-accuracy"] = metrics[f"val-accuracy-{form}"]
                 metrics["fedhip-alpha"] = min(a, 1e12)
         return Reply({}, metrics, keep={PERSONAL: {"weight": keep}})

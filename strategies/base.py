@@ -93,7 +93,11 @@ class BaseStrategy(FedAvg):
     # The keys a reply's MetricRecord 'metrics' may hold (a method whose client reports
     # more declares them here); anything else is dropped as hostile or broken.
     train_metrics = frozenset({"num-examples", "train-loss"})
-    evaluate_metrics = frozenset({"num-examples", "loss", "accuracy"})
+    evaluate_metrics = frozenset({"num-examples", "loss", "accuracy", "val-accuracy", "global-accuracy",
+                                  "finetune-epochs"})
+    # a client's optional evaluate metric -> the row's column (mean over the clients that report it)
+    evaluate_means = {"val-accuracy": "val-accuracy", "global-accuracy": "global-model-local-accuracy",
+                      "finetune-epochs": "finetune-epochs-mean"}
 
     def __init__(self, cfg: dict, test_data=None, on_round: Callable[[Row], None] | None = None):
         super().__init__(
@@ -325,12 +329,18 @@ class BaseStrategy(FedAvg):
         return self.messages(record, nodes, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Personalized accuracy: unweighted mean (and std) over clients' local tests."""
+        """Personalized accuracy: unweighted mean (and std) over clients' local tests; the
+        same mean of each ``evaluate_means`` metric the clients report."""
         good = self.validate(replies, {}, kind="evaluate")
         if not good:
             return None
         accs = np.array([m.content.metric_records["metrics"]["accuracy"] for m in good], dtype=float)
         out = {"personalized-accuracy": float(accs.mean()), "personalized-accuracy-std": float(accs.std())}
+        for key, name in self.evaluate_means.items():
+            values = [float(m.content.metric_records["metrics"][key]) for m in good
+                      if key in m.content.metric_records["metrics"]]
+            if values:
+                out[name] = float(np.mean(values))
         self.row.update(out)
         return MetricRecord(out)
 

@@ -110,7 +110,8 @@ class FedHiPStrategy(BaseStrategy):
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
 
     train_metrics = frozenset({"num-examples", "train-accuracy"})  # what its client reports
-    evaluate_metrics = frozenset({"num-examples", "accuracy", "global-accuracy", "local-accuracy", "fedhip-alpha",
+    evaluate_metrics = frozenset({"num-examples", "accuracy", "val-accuracy", "global-accuracy", "local-accuracy",
+                                  "fedhip-alpha",
                                   *(f"{m}-{form}" for m in ("accuracy", "val-accuracy", "alpha")
                                     for form in ("statistics", "weights"))})
 
