@@ -7,7 +7,7 @@ messages into these calls, so every client can be tested without Flower.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -24,8 +24,9 @@ Tensors = dict[str, torch.Tensor]
 
 @dataclass
 class ClientData:
-    """One client's partition: a local train split, a local test split and, where one is
-    held out (``with_validation``), a validation split taken from the train split."""
+    """One client's partition: local train, test and validation splits. ``val`` is what a
+    method may choose on per client (fine-tuning epochs, a mixing weight); ``test`` is only
+    scored. None: no validation split."""
 
     partition_id: int
     train: Dataset
@@ -36,29 +37,12 @@ class ClientData:
 
 
 def validation_split(n: int, fraction: float, seed: int, partition_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fit, validation) indices of a client's train split, seeded by (seed, partition):
-    the same rows for every method (FedHiP's α, fine-tuning epochs, Ditto's λ, the lr)."""
+    """(fit, validation) indices of a client's train split, seeded by (seed, partition): FedHiP's
+    α split where the client's data has no validation split (``local-val-fraction=0``)."""
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(partition_id) + 17)
     order = torch.randperm(n, generator=gen)
     n_val = int(round(n * fraction)) if n >= 2 else 0
     return order[n_val:], order[:n_val]
-
-
-def subset(data: Dataset, idx: torch.Tensor) -> Dataset:
-    return data.subset(idx) if isinstance(data, ArrayDataset) else torch.utils.data.Subset(data, idx.tolist())
-
-
-def with_validation(data: ClientData, cfg: dict) -> ClientData:
-    """``data`` with ``val-fraction`` of its train split held out as ``val`` (and removed
-    from ``train``, so nothing trains on it); unchanged where it already has a validation
-    split or ``val-fraction`` is 0 (the key is absent outside a gradient method's run)."""
-    fraction = float(cfg.get("val-fraction", 0.0))
-    if data.val is not None or fraction <= 0:
-        return data
-    fit, val = validation_split(len(data.train), fraction, int(cfg["seed"]), data.partition_id)
-    if len(val) == 0:
-        return data
-    return replace(data, train=subset(data.train, fit), val=subset(data.train, val))
 
 
 @dataclass
@@ -211,13 +195,12 @@ class Client:
 
     A subclass usually overrides only ``extra_loss`` (a term added to the
     cross-entropy, e.g. FedProx's proximal term) or ``train``/``evaluate`` as a whole.
-    With ``val-fraction`` > 0 the client never trains on its validation split; evaluate
-    then also reports ``val-accuracy``, and after the last round ``finetune-epochs`` > 0
-    fine-tunes the global model locally (``clients/finetune.py``).
+    After the last round ``finetune-epochs`` > 0 fine-tunes the global model on the local
+    train split, the epochs chosen on the validation split (``finetune``).
     """
 
     def __init__(self, cfg: dict, data: ClientData):
-        self.cfg, self.data = cfg, with_validation(data, cfg)
+        self.cfg, self.data = cfg, data
         self.device = device_of(cfg)
         self.model = build_model(cfg["model"], data.num_classes, data.input_shape).to(self.device)
 
@@ -265,16 +248,20 @@ class Client:
         return evaluate(self.model, data, int(self.cfg["batch-size"]) * 4, self.device)
 
     def evaluate(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> dict[str, float]:
-        """Accuracy of the received model on this client's local test split (and on its
-        validation split, if any); after the last round with ``finetune-epochs`` > 0, of
-        the model fine-tuned on the local train split (``global-accuracy``: before)."""
+        """Accuracy of the received model on this client's local test split (and
+        ``val-accuracy``/``val-loss`` on its validation split, where it has one); after the
+        last round with ``finetune-epochs`` > 0, of the model fine-tuned on the local train
+        split (``global-accuracy``: the received model's, before)."""
         self.set_weights(arrays["arrays"])
         out = self.score(self.data.test)
-        if self.data.val is not None:
-            out["val-accuracy"] = self.score(self.data.val)["accuracy"]
+        has_val = self.data.val is not None and len(self.data.val) > 0
+        if has_val:
+            val = self.score(self.data.val)
+            out.update({"val-accuracy": val["accuracy"], "val-loss": val["loss"]})
         last = int(config.get("server-round", 0)) >= int(self.cfg["num-server-rounds"])
-        if last and int(self.cfg.get("finetune-epochs", 0)) > 0 and self.data.val is not None:
-            epochs, val_acc = finetune(self, arrays["arrays"])  # leaves the chosen model in self.model
-            tuned = self.score(self.data.test)
-            out = {**tuned, "global-accuracy": out["accuracy"], "val-accuracy": val_acc, "finetune-epochs": epochs}
+        if last and int(self.cfg.get("finetune-epochs", 0)) > 0 and has_val:
+            epochs, _ = finetune(self, arrays["arrays"])  # leaves the chosen model in self.model
+            val = self.score(self.data.val)
+            out = {**self.score(self.data.test), "global-accuracy": out["accuracy"], "val-accuracy": val["accuracy"],
+                   "val-loss": val["loss"], "finetune-epochs": epochs}
         return out

@@ -13,10 +13,12 @@ Everything is float64 ``torch.linalg``; there is no gradient step anywhere.
   ``weights`` (default): ``W_k^p = (W + αW_k) / (1 + α)``;
   ``statistics``: ``W_k^p = (G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)``, the global regularized
   Gram ``G + γI`` plus α times the client's ``G_k + γI`` (own samples weigh 1 + α).
-- ``fedhip-alpha=auto``: α is chosen per client from ``fedhip-alpha-grid`` on a validation
-  split carved from the client's TRAIN data (``fedhip-val-fraction``). The candidates are
-  fit on the global sums minus the validation samples' own statistics, so no candidate
-  has seen its validation samples; the local test split is read only for the metric.
+- ``fedhip-alpha=auto``: α is chosen per client from ``fedhip-alpha-grid`` on its
+  validation split (``local-val-fraction``: rows in no client's train split, the split
+  every method chooses on). Without one (``local-val-fraction=0``) a validation split is
+  carved from the client's TRAIN data (``fedhip-val-fraction``) and the candidates are fit
+  on the global sums minus those rows' statistics. Either way no candidate has seen its
+  validation rows; the local test split is read only for the metric.
 """
 
 from __future__ import annotations
@@ -172,22 +174,29 @@ def candidates(form: str, G, Q, G_k, Q_k, alphas: list[float], gamma: float) -> 
     return [personalize_statistics(G, Q, G_k, Q_k, a, gamma) for a in alphas]
 
 
-def select_alpha(form: str, G, Q, X: torch.Tensor, y: torch.Tensor, val: torch.Tensor, alphas: list[float],
+def score_alphas(form: str, G, Q, G_k, Q_k, Xv: torch.Tensor, yv: torch.Tensor, alphas: list[float],
                  gamma: float, num_classes: int) -> tuple[float, float]:
-    """(α, validation accuracy) of the best candidate on the validation rows ``val`` of the
-    client's train features ``X``; candidates are fit on the global sums and the client's
-    sums minus the validation rows, so none has seen them. Ties: the lower squared error."""
-    if len(val) == 0:
+    """(α, validation accuracy) of the best candidate fit on (G, Q, G_k, Q_k), none of which
+    holds the validation rows (Xv, yv). Ties: the lower squared error."""
+    if len(yv) == 0:
         return 1.0, float("nan")
-    G_k, Q_k, _ = statistics(X, y, num_classes)
-    G_v, Q_v, _ = statistics(X[val], y[val], num_classes)
-    Xv, Yv = X[val].to(DTYPE), F.one_hot(y[val].long(), num_classes).to(DTYPE)
+    Xv, Yv = Xv.to(DTYPE), F.one_hot(yv.long(), num_classes).to(DTYPE)
     scores = []
-    for a, W in zip(alphas, candidates(form, G - G_v, Q - Q_v, G_k - G_v, Q_k - Q_v, alphas, gamma)):
+    for a, W in zip(alphas, candidates(form, G, Q, G_k, Q_k, alphas, gamma)):
         out = Xv @ W
-        scores.append((float((out.argmax(1) == y[val]).double().mean()), -float(((out - Yv) ** 2).mean()), a))
+        scores.append((float((out.argmax(1) == yv).double().mean()), -float(((out - Yv) ** 2).mean()), a))
     best = max(scores, key=lambda t: (t[0], t[1]))
     return best[2], best[0]
+
+
+def select_alpha(form: str, G, Q, X: torch.Tensor, y: torch.Tensor, val: torch.Tensor, alphas: list[float],
+                 gamma: float, num_classes: int) -> tuple[float, float]:
+    """``score_alphas`` on the validation rows ``val`` carved from the client's train
+    features ``X`` (no validation split in its data): candidates are fit on the global sums
+    and the client's sums minus those rows, so none has seen them."""
+    G_k, Q_k, _ = statistics(X, y, num_classes)
+    G_v, Q_v, _ = statistics(X[val], y[val], num_classes)
+    return score_alphas(form, G - G_v, Q - Q_v, G_k - G_v, Q_k - Q_v, X[val], y[val], alphas, gamma, num_classes)
 
 
 def accuracy(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -272,10 +281,16 @@ class FedHiPClient(Client):
         forms = FORMS if self.alpha == "auto" else (self.fusion,)
         chosen = {}
         if self.alpha == "auto":
-            _, val = validation_split(len(y), float(self.cfg["fedhip-val-fraction"]), int(self.cfg["seed"]),
-                                      self.data.partition_id)
+            own_val = self.data.val is not None and len(self.data.val) > 0
+            if own_val:  # the client's validation split (local-val-fraction): in no one's sums
+                Xv, yv = self.features(self.data.val)
+            else:
+                _, val = validation_split(len(y), float(self.cfg["fedhip-val-fraction"]), int(self.cfg["seed"]),
+                                          self.data.partition_id)
             for form in forms:
-                a, acc = select_alpha(form, G, Q, X, y, val, self.alphas(), self.gamma, self.data.num_classes)
+                a, acc = (score_alphas(form, G, Q, G_k, Q_k, Xv, yv, self.alphas(), self.gamma, self.data.num_classes)
+                          if own_val else
+                          select_alpha(form, G, Q, X, y, val, self.alphas(), self.gamma, self.data.num_classes))
                 chosen[form] = a
                 metrics[f"alpha-{form}"] = a
                 if math.isfinite(acc):  # no validation sample (a one-sample client): no score

@@ -1,11 +1,10 @@
-"""Keys of the validation split and of local fine-tuning, shared by every gradient method.
+"""Keys of local fine-tuning, shared by every gradient method.
 
-The work itself is in ``clients/base.py`` (``with_validation``, ``finetune``): a client
-holds out ``val-fraction`` of its train split (the same rows FedHiP holds out to choose α:
-``validation_split``), never trains on it, reports ``val-accuracy`` on it, and after the
-last round fine-tunes the global model for the number of epochs (up to
-``finetune-epochs``) that scores best on it; ``personalized-accuracy`` is then the
-fine-tuned model's accuracy on the local test split (FedAvg + FT, FedProx + FT).
+The work itself is in ``clients/base.py`` (``finetune``): after the last round each client
+fine-tunes the global model on its train split for the number of epochs (up to
+``finetune-epochs``) that scores best on its validation split (``local-val-fraction``);
+``personalized-accuracy`` is then the fine-tuned model's accuracy on the local test split
+(FedAvg + FT, FedProx + FT).
 """
 
 from __future__ import annotations
@@ -16,9 +15,6 @@ from common.keys import ConfigError, Int, Keys
 
 
 class FinetuneKeys(Keys):
-    val_fraction: float = Field(0.0, ge=0, lt=1, description="share of each client's train split held out as its "
-                                "validation split (never trained on; gives `val-accuracy`); 0 = none. Gradient "
-                                "methods only (FedHiP: `fedhip-val-fraction`)")
     finetune_epochs: Int = Field(0, ge=0, description="after the last round each client fine-tunes the global model "
                                  "on its train split for up to this many epochs, the number chosen on its validation "
                                  "split; `personalized-accuracy` is then the fine-tuned model's (0 = off)")
@@ -26,9 +22,9 @@ class FinetuneKeys(Keys):
 
     @classmethod
     def check(cls, cfg: dict) -> None:
-        if int(cfg["finetune-epochs"]) > 0 and float(cfg["val-fraction"]) <= 0:
-            raise ConfigError("finetune-epochs > 0 chooses the epochs on a validation split: pass val-fraction > 0 "
-                              "(e.g. 0.2)")
+        if int(cfg["finetune-epochs"]) > 0 and float(cfg["local-val-fraction"]) <= 0:
+            raise ConfigError("finetune-epochs > 0 chooses the epochs on each client's validation split: pass "
+                              "local-val-fraction > 0 (e.g. 0.1)")
         if int(cfg["finetune-epochs"]) > 0 and cfg["method"] in ("fedhip", "ditto"):
             raise ConfigError(f"finetune-epochs fine-tunes a global model; {cfg['method']} personalizes its own way: "
                               "pass finetune-epochs=0")

@@ -214,11 +214,75 @@ def train_test_split(indices: np.ndarray, test_fraction: float, seed: int):
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def client_split(indices: np.ndarray, test_fraction: float, val_fraction: float, seed: int):
+    """(train, validation, test) indices of one client's partition.
+
+    The test part is ``train_test_split``'s (the same samples whatever ``val_fraction``);
+    the validation part, ``val_fraction`` of the partition, is then carved from the rest
+    with its own seeded draw, leaving at least one training sample."""
+    rest, test = train_test_split(indices, test_fraction, seed)
+    n_val = min(int(round(len(indices) * val_fraction)), len(rest) - 1) if len(rest) > 1 else 0
+    order = np.random.default_rng([seed, 1]).permutation(rest)
+    return np.sort(order[n_val:]), np.sort(order[:n_val]), test
+
+
+def validation_split(labels: np.ndarray, fraction: float, seed: int, strata: np.ndarray | None = None,
+                     exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, validation) indices of a training pool: ``fraction`` of every stratum (the
+    label, or ``strata`` such as domain x label) is held out by a draw seeded with ``seed``.
+    ``exclude`` (a boolean mask) marks samples that stay out of the validation split.
+    ``fraction=0`` gives the whole pool and no validation sample."""
+    n = len(labels)
+    if fraction <= 0:
+        return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    strata = np.asarray(labels if strata is None else strata)
+    eligible = np.ones(n, dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    val = [rng.permutation(np.flatnonzero(eligible & (strata == s))) for s in np.unique(strata[eligible])]
+    val = np.sort(np.concatenate([v[:int(round(len(v) * fraction))] for v in val] or [np.zeros(0, np.int64)]))
+    return np.setdiff1d(np.arange(n, dtype=np.int64), val), val.astype(np.int64)
+
+
+def server_validation(cfg: dict, bundle) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, validation) indices of ``bundle``'s training pool for a run config: the
+    ``val-fraction`` split, stratified by label (by domain and label on multi-domain sets).
+    With ``partitioner=domain`` the held-out domain gives no validation sample: the
+    validation split is source-domain data."""
+    labels, domains = np.asarray(bundle.train_labels), bundle.train_domains
+    strata = exclude = None
+    if domains is not None:
+        domains = np.asarray(domains)
+        strata = domains * (int(labels.max(initial=0)) + 1) + labels
+        if cfg["partitioner"] == "domain":
+            exclude = domains == int(cfg.get("heldout-domain", 0))
+    return validation_split(labels, float(cfg.get("val-fraction", 0.0)), int(cfg["seed"]), strata, exclude)
+
+
+class OnPool:
+    """Partitions computed over a sub-pool, given as indices of the whole pool (lazy, so
+    that ``Draws`` stays lazy)."""
+
+    def __init__(self, parts, pool: np.ndarray):
+        self.parts, self.pool = parts, pool
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __getitem__(self, p: int) -> np.ndarray:
+        return self.pool[self.parts[p]]
+
+
 def partition_for(cfg: dict, bundle, num_partitions: int) -> Partition:
-    """The partitions a run config asks for, over ``bundle``'s training pool."""
-    return partition(
-        cfg["partitioner"], bundle.train_labels, num_partitions, int(cfg["seed"]),
-        alpha=cfg["dirichlet-alpha"], domains=bundle.train_domains,
+    """The partitions a run config asks for, over ``bundle``'s training pool less the
+    server's validation split (``server_validation``): indices of the whole pool."""
+    pool, val = server_validation(cfg, bundle)
+    labels, domains = np.asarray(bundle.train_labels), bundle.train_domains
+    parts = partition(
+        cfg["partitioner"], labels[pool], num_partitions, int(cfg["seed"]),
+        alpha=cfg["dirichlet-alpha"], domains=None if domains is None else np.asarray(domains)[pool],
         **{"classes-per-client": cfg["classes-per-client"], "heldout-domain": cfg.get("heldout-domain", 0),
            "samples-per-client": cfg.get("samples-per-client", 20)},
     )
+    if not len(val):
+        return parts
+    return [pool[p] for p in parts] if isinstance(parts, list) else OnPool(parts, pool)

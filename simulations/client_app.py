@@ -23,14 +23,15 @@ from flwr.clientapp import ClientApp
 from clients.base import (SIM_GROUND_TRUTH as GROUND_TRUTH, ClientData, Reply, batches, ground_truth_allowed,
                           refuse_evaluation_only)
 from datasets import load_for
-from datasets.partition import partition_for, train_test_split
+from datasets.partition import client_split, partition_for
 from simulations.config import resolve
 from simulations.methods import METHODS
 
 app = ClientApp()
 
 PARTITION_KEYS = ("dataset", "data-root", "download", "image-size", "partitioner", "dirichlet-alpha",
-                  "classes-per-client", "seed", "local-test-fraction", "heldout-domain", "samples-per-client")
+                  "classes-per-client", "seed", "local-test-fraction", "heldout-domain", "samples-per-client",
+                  "val-fraction", "local-val-fraction")
 
 
 @functools.lru_cache(maxsize=4)
@@ -43,14 +44,15 @@ def partitions(key: tuple, num_partitions: int) -> list[np.ndarray]:
 
 @functools.lru_cache(maxsize=8)
 def client_data(key: tuple, partition_id: int, num_partitions: int) -> ClientData:
-    """This client's train/test split; a pure function of the partition keys."""
+    """This client's train/validation/test split; a pure function of the partition keys."""
     opts = dict(zip(PARTITION_KEYS, key))
     bundle = load_for(opts)
     parts = partitions(key, num_partitions)
-    train_idx, test_idx = train_test_split(parts[partition_id], opts["local-test-fraction"],
-                                           int(opts["seed"]) * 100_003 + partition_id)
+    train_idx, val_idx, test_idx = client_split(parts[partition_id], opts["local-test-fraction"],
+                                                opts["local-val-fraction"], int(opts["seed"]) * 100_003 + partition_id)
     subset = bundle.train.subset
-    return ClientData(partition_id, subset(train_idx), subset(test_idx), bundle.num_classes, bundle.input_shape)
+    return ClientData(partition_id, subset(train_idx), subset(test_idx), bundle.num_classes, bundle.input_shape,
+                      subset(val_idx))
 
 
 def setup(context: Context, config: dict | None = None):

@@ -57,6 +57,12 @@ class DataKeys(Keys):
                                     "limited by the pool's size")
     local_test_fraction: float = Field(0.2, ge=0, lt=1,
                                        description="share of each client's partition kept as its local test split")
+    local_val_fraction: float = Field(0.1, ge=0, lt=1, description="share of each client's partition kept as its "
+                                      "local validation split (`personalized-val-accuracy`; what a method chooses "
+                                      "per client uses it, never the local test split)")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training pool held out on the server as "
+                                "the validation split (`val-accuracy`, `val-loss`; seeded by `seed`, stratified by "
+                                "label, never given to a client; 0 = none). Tuning selects on it (docs/sweeps.md)")
     heldout_domain: Int = Field(0, ge=0, description="`partitioner=domain`: the domain id no client holds "
                                                      "(gives `heldout-accuracy`)")
     eval_bn: Literal["eval", "batch"] = Field(
@@ -64,6 +70,12 @@ class DataKeys(Keys):
                             "and `selected-*`: `eval` (running statistics) or `batch` (train-mode BatchNorm on "
                             "shuffled test batches of 32, the official FedDG-LSI test loop); both are always "
                             "reported, suffixed `-eval` / `-batch`")
+
+    @classmethod
+    def check(cls, cfg: dict) -> None:
+        if cfg["local-test-fraction"] + cfg["local-val-fraction"] >= 1:
+            raise ConfigError("local-test-fraction + local-val-fraction must be < 1 (a client keeps training data), "
+                              f"got {cfg['local-test-fraction']} + {cfg['local-val-fraction']}")
 
 
 class TrainKeys(Keys):

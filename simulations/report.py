@@ -337,10 +337,23 @@ def attacks_markdown(table: pd.DataFrame, keys: list[str]) -> str:
                       _table(shown), ""])
 
 
-def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
-    """Write summary.csv, paired.csv, report.md (and the plots) into ``out``."""
+def report(out: Path, baseline: str | None = None, select: str | None = None) -> dict[str, Path]:
+    """Write summary.csv, paired.csv, report.md (and the plots) into ``out``. A tuned sweep
+    (``phase`` column), or ``select``: the chosen configurations' evaluation rows only
+    (``simulations/selection.py``, which also writes selected.csv)."""
     out = Path(out)
     frame, config_cols, metrics = load(out)
+    protocol = ""
+    if select or "phase" in frame:
+        from simulations.selection import SelectionError, apply
+
+        try:
+            frame, protocol = apply(out, frame, select)
+        except SelectionError as err:
+            raise ReportError(str(err)) from None
+        if frame.empty:
+            raise ReportError(f"{out}: no evaluation run of a chosen configuration")
+        metrics = [m for m in metrics if m in frame and frame[m].notna().any()]
     keys = group_keys(frame, config_cols)
     final, incomplete = final_rows(frame, metrics)
     if final.empty:
@@ -369,6 +382,9 @@ def report(out: Path, baseline: str | None = None) -> dict[str, Path]:
         paths["attacks"] = out / "attacks-summary.csv"
         attacks.to_csv(paths["attacks"], index=False)
         text += "\n" + attacks_markdown(attacks, shown)
+    if protocol:
+        paths["selected"] = out / "selected.csv"
+        text += "\n" + protocol
     paths["report"].write_text(text)
     return paths
 
@@ -377,9 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulations.report", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a sweep's out-dir (holds results.csv and one folder per run)")
     parser.add_argument("--baseline", help="method to pair every group against (default: fedavg when present)")
+    parser.add_argument("--select", help="a tuned sweep: choose each method's configuration by this validation "
+                        "metric on the tuning seeds (default: the sweep's tune: select) and report it")
     args = parser.parse_args(argv)
     try:
-        paths = report(args.dir.expanduser(), args.baseline)
+        paths = report(args.dir.expanduser(), args.baseline, args.select)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from common.keys import ConfigError
 from common.outputs import check_run_folder
 from simulations.config import RENAMED, defaults, resolve
+from simulations import tuning
 from simulations.report import report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
@@ -55,8 +56,8 @@ def load_sweep(path: Path) -> tuple[dict, dict, dict]:
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise SweepError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(spec, dict) or set(spec) - {"base", "grid", "methods"}:
-        raise SweepError(f"{path}: top level must be a mapping with 'base:', 'grid:' and 'methods:' only")
+    if not isinstance(spec, dict) or set(spec) - {"base", "grid", "methods", "tune"}:
+        raise SweepError(f"{path}: top level must be a mapping with 'base:', 'grid:', 'methods:' and 'tune:' only")
     base, grid, methods = spec.get("base") or {}, spec.get("grid") or {}, spec.get("methods") or {}
     if not all(isinstance(part, dict) for part in (base, grid, methods)):
         raise SweepError(f"{path}: 'base', 'grid' and 'methods' must be mappings of key: value")
@@ -137,7 +138,7 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     for cfg, fed, name in runs:
         key = (cfg["dataset"], cfg["data-root"], cfg["image-size"], cfg["partitioner"], cfg["dirichlet-alpha"],
                cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"],
-               cfg["samples-per-client"])
+               cfg["samples-per-client"], cfg["val-fraction"])
         if key in seen:
             continue
         seen.add(key)
@@ -210,25 +211,44 @@ def main(argv: list[str] | None = None) -> int:
         base, grid, own = load_sweep(args.sweep)
         out = (args.out_dir or Path(base.get("out-dir") or Path("outputs") / args.sweep.stem)).expanduser().resolve()
         base["out-dir"] = str(out)
-        runs = expand(base, grid, own)
+        search = tuning.load(args.sweep, base, grid, own, expand, points)  # the tune: block, checked
+        runs = search.check() if search else expand(base, grid, own)
         check_data(runs)
-    except SweepError as err:
+    except (SweepError, tuning.TuneError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{len(runs)} run(s) -> {out}", flush=True)
+    print(f"{len(runs)} run(s) -> {out}" if not search else f"tuning {len(search.settings)} setting(s), budget "
+          f"{search.tune['budget']} trial(s) x {len(search.tune['seeds'])} tuning seed(s), then the chosen "
+          f"configurations x {len(search.eval_seeds)} evaluation seed(s) -> {out}", flush=True)
     if args.check:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     failed = []
-    with tqdm(total=len(runs), desc="sweep", unit="run", dynamic_ncols=True) as bar:  # with an ETA
-        for name, status, details, seconds in each_run(runs, out, args):
-            bar.write(f"    {name}: {status} in {seconds:.1f}s")
-            if status != "finished:completed":
-                failed.append(name)
-                bar.write(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
-            bar.update()
+
+    def run_all(todo):
+        with tqdm(total=len(todo), desc="sweep", unit="run", dynamic_ncols=True) as bar:  # with an ETA
+            for name, status, details, seconds in each_run(todo, out, args):
+                bar.write(f"    {name}: {status} in {seconds:.1f}s")
+                if status != "finished:completed":
+                    failed.append(name)
+                    bar.write(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
+                bar.update()
+                yield name, status, details, seconds
+
+    if search:  # the search, then the chosen configurations (simulations/tuning.py)
+        try:
+            dirs, _ = search.run(out, run_all)
+        except tuning.TuneError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    else:
+        for _ in run_all(runs):
+            pass
+        dirs = [out / name for _, _, name in runs]
     keys = list(dict.fromkeys([*grid, *(k for keys in own.values() for k in keys)]))
-    frame = collect([out / name for _, _, name in runs], out, [k for k in keys if k != "seed"] or ["method"])
+    frame = collect(dirs, out, [k for k in keys if k != "seed"] or ["method"])
+    if search:
+        frame = search.label(frame, out)
     if not frame.empty:
         print(summary(frame, ["run-name", *keys]).to_string(index=False))
     print(f"results: {out / 'results.csv'}")

@@ -12,7 +12,8 @@
   ``min-train-nodes`` good replies the round keeps the previous model. Good replies are
   aggregated in partition order (bitwise repeatable).
 - Per-round bookkeeping: ``round-seconds``, ``uplink-bytes``, ``downlink-bytes``,
-  ``personalized-accuracy`` (+ ``-std``), ``failures`` (errors, bad replies and
+  ``personalized-accuracy`` (+ ``-std``, ``personalized-val-accuracy``), ``val-accuracy``
+  and ``val-loss`` (the server's validation split), ``failures`` (errors, bad replies and
   replies missing at the timeout); one progress line per round, and the finished row
   handed to ``on_round`` (the results writer).
 - Checkpoints and resume: after each round the model, the strategy's state
@@ -93,10 +94,11 @@ class BaseStrategy(FedAvg):
     # The keys a reply's MetricRecord 'metrics' may hold (a method whose client reports
     # more declares them here); anything else is dropped as hostile or broken.
     train_metrics = frozenset({"num-examples", "train-loss"})
-    evaluate_metrics = frozenset({"num-examples", "loss", "accuracy", "val-accuracy", "global-accuracy",
+    evaluate_metrics = frozenset({"num-examples", "loss", "accuracy", "val-accuracy", "val-loss", "global-accuracy",
                                   "finetune-epochs"})
-    # a client's optional evaluate metric -> the row's column (mean over the clients that report it)
-    evaluate_means = {"val-accuracy": "val-accuracy", "global-accuracy": "global-model-local-accuracy",
+    # a client's optional evaluate metric -> the row's column (mean over the clients that report it);
+    # the clients' val-accuracy is a selection metric (the row's val-accuracy is the server's split)
+    evaluate_means = {"val-accuracy": "personalized-val-accuracy", "global-accuracy": "global-model-local-accuracy",
                       "finetune-epochs": "finetune-epochs-mean"}
 
     def __init__(self, cfg: dict, test_data=None, on_round: Callable[[Row], None] | None = None):
@@ -353,6 +355,28 @@ class BaseStrategy(FedAvg):
         res = evaluate(model, self.test_data.test, 512, device_of(self.cfg))
         return MetricRecord({"accuracy": res["accuracy"], "loss": res["loss"]})
 
+    def validation_set(self):
+        """The server's validation split (``val-fraction`` of the training pool, never in a
+        client's partition: ``datasets.partition.server_validation``), built once; None if empty."""
+        if getattr(self, "_val_set", False) is False:
+            from datasets.partition import server_validation
+
+            _, idx = server_validation(self.cfg, self.test_data)
+            self._val_set = self.test_data.train.subset(idx) if len(idx) else None
+        return self._val_set
+
+    def evaluate_val(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        """``val-accuracy`` and ``val-loss`` of the global model on ``validation_set``: what
+        tuning selects on (the test set never is)."""
+        res = evaluate(self.eval_model(arrays), self.validation_set(), 512, device_of(self.cfg))
+        return {"val-accuracy": res["accuracy"], "val-loss": res["loss"]}
+
+    def add_val_metrics(self, server_round: int, arrays: ArrayRecord, res: MetricRecord | None):
+        if self.test_data is None or self.validation_set() is None:
+            return res
+        out = self.evaluate_val(server_round, arrays)
+        return MetricRecord({**(dict(res) if res is not None else {}), **out}) if out else res
+
     def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
         """The global model as a logits function (``x -> logits``) for the OOD suite;
         override where the global model is not ``build_model(cfg["model"])``."""
@@ -412,6 +436,7 @@ class BaseStrategy(FedAvg):
     def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Centralized evaluation, then the round's row: progress line + writer."""
         res = self.evaluate_global(server_round, arrays)
+        res = self.add_val_metrics(server_round, arrays, res)
         res = self.add_shift_metrics(server_round, arrays, res)
         res = self.add_domain_metrics(server_round, arrays, res)
         row = {"round": server_round, **self.row} if server_round else {"round": 0}

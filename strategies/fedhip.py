@@ -98,7 +98,7 @@ class FedHiPKeys(Keys):
     fedhip_alpha_grid: str = Field("0,0.1,0.3,1,3,10,30,100,1000", min_length=1,
                                    description="comma-separated α candidates for `fedhip-alpha=auto`")
     fedhip_val_fraction: float = Field(0.2, gt=0, lt=1, description="share of a client's train split held out to "
-                                                                    "choose α")
+                                       "choose α where its data has no validation split (`local-val-fraction=0`)")
     personal_fusion: Literal["weights", "statistics"] = Field(
         "weights", description="`weights`: (W + αW_k) / (1 + α); `statistics`: (G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)")
     clean_reg: bool = Field(True, description="add γ once (the centralized ridge solution); `false`: AFL's "
@@ -204,6 +204,14 @@ class FedHiPStrategy(BaseStrategy):
             return None
         X, y = cached_features(self.cfg, self.test_data.test)
         return MetricRecord({"accuracy": accuracy(torch.from_numpy(arrays["weight"].numpy()).to(DTYPE), X, y)})
+
+    def evaluate_val(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        """The global classifier on the validation split's cached features (none before round 1;
+        no loss: the head is a least-squares solution)."""
+        if server_round == 0:
+            return {}
+        X, y = cached_features(self.cfg, self.validation_set())
+        return {"val-accuracy": accuracy(torch.from_numpy(arrays["weight"].numpy()).to(DTYPE), X, y)}
 
     def eval_model(self, arrays: ArrayRecord) -> torch.nn.Module:
         """The global model as ``x -> logits`` (for the shift and domain suites)."""

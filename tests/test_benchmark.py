@@ -109,7 +109,7 @@ def test_cached_partitions_equal_a_fresh_split():
     import numpy as np
 
     from datasets import load_dataset
-    from datasets.partition import partition_for, train_test_split
+    from datasets.partition import client_split, partition_for
     from simulations import client_app
     from simulations.config import resolve
 
@@ -118,5 +118,5 @@ def test_cached_partitions_equal_a_fresh_split():
     parts = partition_for(cfg, load_dataset("mnist"), 7)
     for pid in (0, 6, 3):
         data = client_app.client_data(key, pid, 7)
-        train, _ = train_test_split(parts[pid], cfg["local-test-fraction"], 3 * 100_003 + pid)
+        train, _, _ = client_split(parts[pid], cfg["local-test-fraction"], cfg["local-val-fraction"], 3 * 100_003 + pid)
         assert np.array_equal(data.train.y.numpy(), load_dataset("mnist").train_labels[train])

@@ -495,3 +495,26 @@ def test_within_run_paired_table_from_run_folders(tmp_path):
     assert row[7].strip() == "2 / 3"
     glob = next(line for line in text.splitlines() if "global ridge" in line).split("|")
     assert glob[7].strip() == "3 / 3" and (tmp_path / "fedhip_paired.md").exists()
+
+
+def test_alpha_is_chosen_on_the_clients_own_validation_split_when_it_has_one():
+    """With ``ClientData.val`` (rows in no train split, so in no sums) the candidates are fit
+    on the full sums and scored on those rows; the test split is still never read."""
+    from clients.fedhip import score_alphas
+
+    X, y = synthetic(500, seed=2)
+    (Xk, yk), (Xv, yv), rest = (X[:60], y[:60]), (X[60:80], y[60:80]), (X[80:], y[80:])
+    cfg = resolve({"method": "fedhip", "ridge-gamma": 1.0, "fedhip-alpha-grid": "0,1,10,1000"})
+    client = FeatureClient(cfg, ClientData(0, ArrayDataset(Xk, yk), ArrayDataset(*synthetic(40, seed=9)), C, (D,),
+                                           ArrayDataset(Xv, yv)))
+    G = statistics(Xk, yk, C)[0] + statistics(*rest, C)[0]
+    Q = statistics(Xk, yk, C)[1] + statistics(*rest, C)[1]
+    sent = {"arrays": {"weight": torch.from_numpy(centralized_ridge(torch.cat([Xk, rest[0]]), torch.cat([yk, rest[1]]),
+                                                                    1.0))},
+            GLOBAL: {"gram-triu": pack_triu(G), "q": Q}}
+    m = client.evaluate(sent, {}, client.train({}, {}, {}).keep).metrics
+    G_k, Q_k, _ = statistics(Xk, yk, C)
+    for form in ("weights", "statistics"):
+        a, acc = score_alphas(form, G, Q, G_k, Q_k, Xv, yv, [0.0, 1.0, 10.0, 1000.0], 1.0, C)
+        assert m[f"alpha-{form}"] == a and m[f"val-accuracy-{form}"] == acc
+    assert m["val-accuracy"] == m["val-accuracy-weights"]  # the default form's, the column every method reports

@@ -1,12 +1,11 @@
-"""Personalized gradient baselines: the shared validation split, FedAvg + local
-fine-tuning (``finetune-epochs``) and Ditto."""
+"""Personalized gradient baselines: FedAvg + local fine-tuning (``finetune-epochs``) and Ditto."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from clients.base import Client, ClientData, finetune, validation_split
+from clients.base import Client, ClientData, finetune
 from clients.ditto import PERSONAL, DittoClient
 from datasets.registry import ArrayDataset
 from simulations.config import ConfigError, resolve
@@ -24,7 +23,9 @@ def data(n: int = 80, seed: int = 0, pid: int = 0) -> ClientData:
     test_x = torch.rand(30, 1, 28, 28, generator=gen) * 0.5
     for c in range(10):
         test_x[test_y == c, :, 2 * c:2 * c + 6, 4:10] += 1.0
-    return ClientData(pid, ArrayDataset(x, y), ArrayDataset(test_x, test_y), 10, (1, 28, 28))
+    # the first 20 images are the validation split, the rest train
+    return ClientData(pid, ArrayDataset(x[20:], y[20:]), ArrayDataset(test_x, test_y), 10, (1, 28, 28),
+                      ArrayDataset(x[:20], y[:20]))
 
 
 def cfg_of(**over) -> dict:
@@ -36,17 +37,8 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_validation_split_is_held_out_and_the_same_rows_as_fedhip():
-    d = data(80)
-    client = Client(cfg_of(**{"val-fraction": 0.25, "seed": 3}), d)
-    fit, val = validation_split(80, 0.25, 3, 0)  # FedHiP's split of the same client
-    assert len(client.data.train) == 60 and len(client.data.val) == 20
-    assert torch.equal(client.data.val.y, d.train.y[val]) and torch.equal(client.data.train.x, d.train.x[fit])
-    assert Client(cfg_of(), d).data.val is None  # val-fraction 0: the whole train split trains
-
-
 def test_finetune_zero_epochs_is_the_global_model():
-    cfg = cfg_of(**{"val-fraction": 0.25, "finetune-epochs": 0})
+    cfg = cfg_of(**{"finetune-epochs": 0})
     client = Client(cfg, data())
     start = {k: v.clone() for k, v in client.model.state_dict().items()}
     epochs, val_acc = finetune(client, start)
@@ -57,7 +49,7 @@ def test_finetune_zero_epochs_is_the_global_model():
 
 
 def test_finetune_chooses_epochs_on_validation_without_reading_the_test_split():
-    cfg = cfg_of(**{"val-fraction": 0.25, "finetune-epochs": 4})
+    cfg = cfg_of(**{"finetune-epochs": 4})
     start = Client(cfg, data()).model.state_dict()
     out = Client(cfg, data()).evaluate({"arrays": start}, {"server-round": 2}, {})
     assert 0 <= out["finetune-epochs"] <= 4 and out["finetune-epochs"] > 0  # a random model gains from training
@@ -96,10 +88,10 @@ def test_ditto_at_lambda_zero_is_local_training():
 
 
 def test_finetune_and_ditto_keys_are_checked():
-    with pytest.raises(ConfigError, match="val-fraction > 0"):
-        resolve({"finetune-epochs": 2})
+    with pytest.raises(ConfigError, match="local-val-fraction > 0"):
+        resolve({"finetune-epochs": 2, "local-val-fraction": 0.0})
     with pytest.raises(ConfigError, match="finetune-epochs=0"):
-        resolve({"method": "ditto", "finetune-epochs": 2, "val-fraction": 0.2})
+        resolve({"method": "ditto", "finetune-epochs": 2})
     with pytest.raises(ConfigError, match="ditto-lambda"):
         resolve({"method": "ditto", "ditto-lambda": -1.0})
 
@@ -108,40 +100,14 @@ def test_finetune_and_ditto_keys_are_checked():
 def test_personalized_baselines_end_to_end(tmp_path, method):
     """In-process runs on digits (3 clients, 2 rounds): the personalized columns are there."""
     base = {"dataset": "digits", "num-supernodes": 3, "partitioner": "dirichlet", "dirichlet-alpha": 0.5,
-            "num-server-rounds": 2, "local-epochs": 1, "val-fraction": 0.2, "lr": 0.05,
+            "num-server-rounds": 2, "local-epochs": 1, "local-val-fraction": 0.2, "lr": 0.05,
             "finetune-epochs": 2 if method == "fedavg" else 0}
     code, frame, _ = run_sweep(tmp_path, base, {"method": [method]}, "--local")
     assert code == 0
     last = frame[frame["round"] == 2].iloc[0]
-    assert last["failures"] == 0 and 0 <= last["val-accuracy"] <= 1
+    assert last["failures"] == 0 and 0 <= last["personalized-val-accuracy"] <= 1
     assert 0 <= last["global-model-local-accuracy"] <= 1 and last["personalized-accuracy"] > 0.1
     if method == "fedavg":
         assert 0 <= last["finetune-epochs-mean"] <= 2
         assert "finetune-epochs-mean" not in frame[frame["round"] == 1].dropna(axis=1).columns
 
-
-def test_selection_keeps_the_best_validation_configuration_per_setting(tmp_path):
-    import json
-
-    import pandas as pd
-
-    from studies.select_runs import select
-
-    src = tmp_path / "sweep"
-    val = {0.01: [0.8, 0.82], 0.1: [0.85, 0.83]}  # lr 0.1 wins on validation (mean 0.84 > 0.81)
-    rows = []
-    for lr, scores in val.items():
-        for seed, v in enumerate(scores):
-            name = f"fedavg-lr{lr}-s{seed}"
-            (src / name).mkdir(parents=True)
-            cfg = {"method": "fedavg", "dataset": "mnist", "dirichlet-alpha": 0.3, "lr": lr, "seed": seed,
-                   "run-name": name}
-            (src / name / "config.json").write_text(json.dumps(cfg))
-            rows += [{**cfg, "round": r, "val-accuracy": v - 0.1 * (r == 1), "personalized-accuracy": 0.9 - lr}
-                     for r in (1, 2)]
-    pd.DataFrame(rows).to_csv(src / "results.csv", index=False)
-    scores = select(src, tmp_path / "selected")
-    won = scores[scores["selected"]]
-    assert list(won["lr"]) == [0.1] and won["mean"].iloc[0] == pytest.approx(0.84)
-    kept = pd.read_csv(tmp_path / "selected" / "results.csv")
-    assert set(kept["lr"]) == {0.1} and len(kept) == 4 and (tmp_path / "selected" / "fedavg-lr0.1-s0" / "config.json").exists()

@@ -124,7 +124,7 @@ def test_recipe_new_method_in_two_files(fedavgm, images, tmp_path):
 
 def test_recipe_dataset_defined_in_code(tmp_path):
     from datasets import DATASETS, load_dataset
-    from datasets.partition import partition_for
+    from datasets.partition import partition_for, server_validation
     from simulations.config import resolve
 
     source = blocks("dataset")[0]
@@ -139,7 +139,8 @@ def test_recipe_dataset_defined_in_code(tmp_path):
         x, _ = bundle.train[0]
         assert x.dtype.is_floating_point and -1 <= x.min() and x.max() <= 1
         cfg = resolve({"dataset": "my-set", "data-root": str(tmp_path), "partitioner": "iid"})
-        assert sum(len(p) for p in partition_for(cfg, bundle, 4)) == 40
+        held = len(server_validation(cfg, bundle)[1])  # the server's validation split: 10% of each class (val-fraction)
+        assert held == 5 and sum(len(p) for p in partition_for(cfg, bundle, 4)) + held == 40
     finally:
         DATASETS.pop("my-set", None)
 

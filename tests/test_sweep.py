@@ -37,7 +37,7 @@ def warm_imports():
         ("grid: {method: [fedavg, fedzip]}\n", "unknown method 'fedzip'"),
         ("base: {dirichlet-alpha: -1}\n", "dirichlet-alpha must be > 0"),
         ("base: {alpha: 0.3}\n", "renamed: pass dirichlet-alpha=0.3"),
-        ("base: {num-supernodes: 5000}\n", "5000 partitions but only 4000 samples"),
+        ("base: {num-supernodes: 5000}\n", "5000 partitions but only 3600 samples"),
         ("base: {num-supernodes: 1}\n", "min-train-nodes"),
         ("base: {dataset: pacs, data-root: /nonexistent}\n", "data-root="),
         ("grid: {method: [fedavg, fedprox], lr: [0.1]}\nmethods: {fedprox: {lr: [0.2]}}\n", "in one place"),

@@ -1,0 +1,308 @@
+"""The search of a sweep's ``tune:`` block (docs/sweeps.md).
+
+Per method and setting (a combination of the grid's keys but ``seed``), an Optuna study
+chooses ``budget`` configurations from the method's ``space`` (a grid sampler when every
+key lists candidates, seeded: all of them when they fit the budget, else a seeded random
+subset; TPE, seeded, when a key is a range). A trial is one configuration run on every
+tuning seed; its value is the mean selection metric at the final round. The studies live
+in ``<out-dir>/tune.db`` (SQLite) and a trial's runs in their own folders, so an
+interrupted search resumes: finished runs are read back, a run stopped midway resumes
+from its checkpoint, and a trial cut off is asked again. Then ``simulations.selection``
+chooses on the tuning rows, and the chosen configuration runs on the evaluation seeds
+(``grid: seed``). ``results.csv`` holds both phases (columns ``phase``, ``trial``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+import yaml
+
+from simulations import selection
+from simulations.config import defaults, shared_groups
+
+TUNE_KEYS = ("seeds", "select", "budget", "space")
+NOT_SEARCHED = ("method", "seed", "run-name", "out-dir", "resume", "overwrite")
+
+
+class TuneError(ValueError):
+    """A ``tune:`` block that cannot be run as written."""
+
+
+def _fail(path: Path, message: str) -> None:
+    raise TuneError(f"{path}: tune: {message}")
+
+
+def owner(key: str) -> str | None:
+    """The method whose own key this is (None for a shared key)."""
+    from common.keys import fields
+    from simulations.methods import METHODS
+
+    if any(key in fields(g) for g in shared_groups()):
+        return None
+    for name, method in METHODS.items():
+        if method.strategy.keys is not None and key in fields(method.strategy.keys):
+            return name
+    return None
+
+
+def uses(method: str, key: str) -> bool:
+    """Whether ``method`` reads ``key``: a shared key, or one of its own keys."""
+    from common.keys import fields
+    from simulations.methods import METHODS
+
+    if owner(key) is None:
+        return True
+    own = METHODS[method].strategy.keys if method in METHODS else None
+    return own is not None and key in fields(own)
+
+
+def _check_space(path: Path, method: str, key: str, spec) -> None:
+    where = f"space: {method}: {key}"
+    if isinstance(spec, list):
+        if not spec or any(isinstance(v, (list, dict)) for v in spec) or len(set(map(str, spec))) < len(spec):
+            _fail(path, f"{where} must be a non-empty list of distinct values or {{low: , high: , log: }}")
+        return
+    if not isinstance(spec, dict) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log"}:
+        _fail(path, f"{where} must be a list of candidates or {{low: , high: , log: true|false}}, got {spec!r}")
+    low, high = spec["low"], spec["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
+        _fail(path, f"{where}: low and high must be numbers with low < high, got {low!r}, {high!r}")
+    if not isinstance(spec.get("log", False), bool) or (spec.get("log") and low <= 0):
+        _fail(path, f"{where}: log must be true or false, and log needs low > 0")
+    if isinstance(defaults().get(key), bool) or not isinstance(defaults().get(key), (int, float)):
+        _fail(path, f"{where}: a range needs a numeric key; list the candidates instead")
+
+
+def _distribution(key: str, spec):
+    import optuna.distributions as d
+
+    if isinstance(spec, list):
+        return d.CategoricalDistribution(spec)
+    if isinstance(defaults()[key], int) and isinstance(spec["low"], int) and isinstance(spec["high"], int):
+        return d.IntDistribution(spec["low"], spec["high"], log=bool(spec.get("log")))
+    return d.FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def run_done(folder: Path) -> bool:
+    """Whether ``folder`` holds a run that reached its last round."""
+    try:
+        rows = pd.read_csv(folder / "metrics.csv", usecols=["round", "num-server-rounds"])
+    except (FileNotFoundError, ValueError, pd.errors.EmptyDataError):
+        return False
+    return bool(len(rows)) and int(rows["round"].max()) >= int(rows["num-server-rounds"].iloc[-1])
+
+
+class Search:
+    """A sweep's tuning protocol: checked at construction, run by ``run``."""
+
+    def __init__(self, path: Path, tune: dict, base: dict, grid: dict, own: dict, expand: Callable,
+                 points: Callable):
+        """``expand``/``points``: the sweep's (``simulations/sweep.py``), which imports this module."""
+        self.path, self.base, self.own, self.expand, self.points = path, base, own, expand, points
+        if not isinstance(tune, dict) or set(tune) - set(TUNE_KEYS) or not {"seeds", "select", "budget"} <= set(tune):
+            _fail(path, f"must be a mapping with seeds:, select:, budget: and space:, got keys {sorted(tune or {})}")
+        seeds, budget, space = tune["seeds"], tune["budget"], tune.get("space") or {}
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) \
+                or len(set(seeds)) < len(seeds):
+            _fail(path, f"seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+        self.eval_seeds = list(grid.get("seed", [base.get("seed", defaults()["seed"])]))
+        both = sorted(set(seeds) & set(self.eval_seeds))
+        if both:
+            _fail(path, f"tuning seeds {both} are also evaluation seeds (grid: seed {self.eval_seeds}): "
+                        "use disjoint seeds")
+        try:
+            selection.check_metric(str(tune["select"]))
+        except selection.SelectionError as err:
+            _fail(path, str(err))
+        if isinstance(budget, dict):
+            if len(set(budget.values())) > 1:
+                _fail(path, f"unequal budgets {budget}: give one number, the same for every method")
+            budget = next(iter(budget.values()), None)
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+            _fail(path, f"budget must be an integer >= 1 (trials per method and setting), got {budget!r}")
+        self.methods = [str(m) for m in grid.get("method", [base.get("method", defaults()["method"])])]
+        if not isinstance(space, dict):
+            _fail(path, f"space must map method -> {{key: candidates}}, got {space!r}")
+        known = set(defaults())
+        for method, keys in space.items():
+            if method not in self.methods:
+                _fail(path, f"space names method '{method}', which grid: method does not list ({self.methods})")
+            if not isinstance(keys, dict) or not keys:
+                _fail(path, f"space: {method} must be a mapping of key -> candidates, got {keys!r}")
+            for key, spec in keys.items():
+                if key not in known or key in NOT_SEARCHED:
+                    _fail(path, f"space: {method}: unknown key '{key}' under search: use run-config keys "
+                                "(docs/config.md), not seed/method/out-dir")
+                if not uses(method, key):
+                    _fail(path, f"space: {method}: '{key}' is {owner(key)}'s key, which {method} does not read")
+                if key in grid or key in own.get(method, {}):
+                    _fail(path, f"space: {method}: '{key}' is also in grid:/methods:: set each key in one place")
+                _check_space(path, method, key, spec)
+        self.tune = {"seeds": seeds, "select": str(tune["select"]), "budget": budget, "space": space}
+        self.grid = {k: v for k, v in grid.items() if k != "seed"}
+
+    # ---- runs ---------------------------------------------------------------------
+    @property
+    def settings(self) -> list[dict]:
+        """Every combination of the grid's keys but seed (with the methods: block's keys)."""
+        return self.points(self.grid, self.own)
+
+    @property
+    def setting_keys(self) -> list[str]:
+        return list(dict.fromkeys([*self.grid, *(k for keys in self.own.values() for k in keys), "method"]))
+
+    def runs(self, setting: dict, params: dict, seeds: Iterable[int], out: Path | None = None) -> list:
+        """(cfg, fed, name) of ``setting`` with ``params`` on each seed; with ``out``, a run
+        folder that already holds part of a run is resumed (checkpoint) or replaced."""
+        made = []
+        for seed in seeds:
+            base = {**self.base, **params}
+            grid = {**{k: [v] for k, v in setting.items()}, **{k: [v] for k, v in params.items()}, "seed": [seed]}
+            flag = {"resume": True}  # folders are checked below, not by expand
+            (cfg, fed, name), = self.expand({**base, **flag}, grid, {})
+            cfg["resume"] = False
+            if out is not None and (out / name).exists():
+                cfg["resume"] = (out / name / "checkpoint.pt").exists()
+                cfg["overwrite"] = not cfg["resume"]
+            made.append((cfg, fed, name))
+        return made
+
+    def check(self) -> list:
+        """Runs that stand for the search in ``--check``: every candidate value checked as a
+        run config, and one run per setting and tuning seed for the data check."""
+        for setting in self.settings:
+            for key, spec in self.tune["space"].get(setting["method"], {}).items():
+                for value in (spec if isinstance(spec, list) else [spec["low"], spec["high"]]):
+                    self.runs(setting, {key: value}, self.tune["seeds"][:1])
+        return [r for s in self.settings for r in self.runs(s, {}, self.tune["seeds"])]
+
+    # ---- the search ---------------------------------------------------------------
+    def study(self, out: Path, setting: dict):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        space = self.tune["space"].get(setting["method"], {})
+        seed = int(self.tune["seeds"][0])
+        if all(isinstance(s, list) for s in space.values()):
+            sampler = optuna.samplers.GridSampler(space, seed=seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=seed)
+        name = "_".join(f"{k}-{_fmt(v)}" for k, v in setting.items())
+        return optuna.create_study(study_name=name, storage=f"sqlite:///{out / 'tune.db'}", sampler=sampler,
+                                   direction="maximize" if selection.VALIDATION_METRICS[self.tune["select"]]
+                                   else "minimize", load_if_exists=True)
+
+    def cap(self, setting: dict) -> int:
+        """Trials for this setting: the budget, or every candidate when fewer."""
+        space = self.tune["space"].get(setting["method"], {})
+        if not space:
+            return 0
+        if all(isinstance(s, list) for s in space.values()):
+            return min(self.tune["budget"], math.prod(len(s) for s in space.values()))
+        return self.tune["budget"]
+
+    def trial_frame(self, out: Path, names: list[str]) -> pd.DataFrame:
+        frames = [pd.read_csv(out / n / "metrics.csv") for n in names if (out / n / "metrics.csv").exists()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def search(self, out: Path, setting: dict, run_all: Callable) -> list[str]:
+        """Run this setting's study to its budget; returns every tuning run's name."""
+        from optuna.trial import TrialState
+
+        study = self.study(out, setting)
+        space = self.tune["space"][setting["method"]]
+        dists = {k: _distribution(k, s) for k, s in space.items()}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # cut off by an interruption
+            study.enqueue_trial(t.params, skip_if_exists=False)
+            study.tell(t.number, state=TrialState.FAIL)
+        counted = lambda: [t for t in study.get_trials(deepcopy=False)  # noqa: E731
+                           if t.state == TrialState.COMPLETE or "failed-runs" in t.user_attrs]
+        while len(counted()) < self.cap(setting):
+            trial = study.ask(dists)
+            runs = self.runs(setting, trial.params, self.tune["seeds"], out)
+            names = [name for _, _, name in runs]
+            trial.set_user_attr("runs", names)
+            todo = [r for r in runs if not run_done(out / r[2])]
+            failed = [name for name, status, *_ in (run_all(todo) if todo else []) if status != "finished:completed"]
+            frame = self.trial_frame(out, names)
+            if failed or frame.empty or self.tune["select"] not in frame:
+                trial.set_user_attr("failed-runs", failed or names)
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            frame["trial"], frame["phase"] = trial.number, "tune"
+            scores = selection.config_scores(frame, self.tune["select"], [], list(space))
+            value = float(scores[f"{self.tune['select']}-mean"].iloc[0]) if len(scores) else math.nan
+            if math.isnan(value):
+                trial.set_user_attr("failed-runs", ["no finite selection metric"])
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, value)
+        self.trials.update({n: t.number for t in study.get_trials(deepcopy=False)
+                            if t.state in (TrialState.COMPLETE, TrialState.FAIL) for n in t.user_attrs.get("runs", [])})
+        return sorted({n for t in counted() for n in t.user_attrs.get("runs", [])})
+
+    def run(self, out: Path, run_all: Callable) -> tuple[list[Path], list[str]]:
+        """Both phases: the search per setting, then the chosen configurations on the
+        evaluation seeds. Returns the run folders (tuning, then evaluation) and the failed
+        evaluation runs' names. ``run_all(runs)`` yields (name, status, details, seconds)."""
+        self.trials: dict[str, int] = {}
+        (out / selection.SPEC).write_text(json.dumps({**self.tune, "settings": self.setting_keys,
+                                                      "evaluation-seeds": self.eval_seeds}, indent=2))
+        tuned = [n for s in self.settings if self.cap(s) for n in self.search(out, s, run_all)]
+        rows = self.trial_frame(out, tuned)
+        if not rows.empty:
+            rows["phase"], rows["trial"] = "tune", rows["run-name"].map(self.trials)
+        else:
+            rows = pd.DataFrame(columns=["phase", "run-name", "round", *self.setting_keys])
+        evaluation = []
+        for setting in self.settings:
+            params = self.chosen(rows, setting)
+            evaluation += self.runs(setting, params, self.eval_seeds, out)
+        todo = [r for r in evaluation if not run_done(out / r[2])]
+        failed = [name for name, status, *_ in (run_all(todo) if todo else []) if status != "finished:completed"]
+        return [out / n for n in tuned] + [out / name for _, _, name in evaluation], failed
+
+    def chosen(self, rows: pd.DataFrame, setting: dict) -> dict:
+        """The searched keys' values that ``selection.select`` chooses for ``setting``."""
+        keys = list(self.tune["space"].get(setting["method"], {}))
+        if not keys or rows.empty:
+            return {}
+        part = rows.copy()
+        for k, v in setting.items():
+            part = part[part[k].astype(str) == str(v)]
+        picked = selection.select(part, self.tune["select"], self.setting_keys, {setting["method"]: keys})
+        if picked.empty or picked[keys].isna().any(axis=None):
+            raise TuneError(f"{setting}: no trial gave a finite {self.tune['select']}: see the tuning runs' flwr.log")
+        return {k: _plain(picked[k].iloc[0]) for k in keys}
+
+    def label(self, frame: pd.DataFrame, out: Path) -> pd.DataFrame:
+        """``results.csv`` with its ``phase`` (tune/eval) and ``trial`` columns."""
+        if frame.empty:
+            return frame
+        names = frame["run-name"].astype(str)
+        frame.insert(0, "trial", names.map(self.trials))
+        frame.insert(0, "phase", ["tune" if n in self.trials else "eval" for n in names])
+        frame.to_csv(out / "results.csv", index=False)
+        return frame
+
+
+def _plain(value):
+    """A pandas/NumPy scalar as the Python value a run config takes."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def load(path: Path, base: dict, grid: dict, own: dict, expand: Callable, points: Callable) -> Search | None:
+    """The sweep file's search, checked (None without a ``tune:`` block)."""
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec, dict) or "tune" not in spec:
+        return None
+    return Search(path, spec["tune"], base, grid, own, expand, points)
