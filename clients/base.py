@@ -36,6 +36,15 @@ class ClientData:
     val: Dataset | None = None
 
 
+def validation_split(n: int, fraction: float, seed: int, partition_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit, validation) indices of a client's train split, seeded by (seed, partition): FedHiP's
+    α split where the client's data has no validation split (``local-val-fraction=0``)."""
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(partition_id) + 17)
+    order = torch.randperm(n, generator=gen)
+    n_val = int(round(n * fraction)) if n >= 2 else 0
+    return order[n_val:], order[:n_val]
+
+
 @dataclass
 class Reply:
     """What a client sends back (``arrays`` by record name, ``metrics``) and keeps."""
@@ -154,11 +163,42 @@ def refuse_evaluation_only(config: dict, context) -> dict:
     return {**config, **{k: False for k in asked}}
 
 
+def finetune(client: Client, start: Tensors) -> tuple[int, float]:
+    """Local fine-tuning after the last round (FedAvg + FT): up to ``finetune-epochs``
+    epochs of SGD (``finetune-lr``, 0 = ``lr``) from ``start`` on the client's train split;
+    the number of epochs (0 = ``start`` itself) is the one with the best accuracy on its
+    validation split (ties: fewer). Leaves that model in ``client.model``; returns
+    (epochs, its validation accuracy). The local test split is not read."""
+    cfg = client.cfg
+    client.set_weights(start)
+    best = (client.score(client.data.val)["accuracy"], 0, {k: v.detach().clone() for k, v in start.items()})
+    seed = int(np.random.SeedSequence([int(cfg["seed"]), client.data.partition_id, 71]).generate_state(1)[0])
+    torch.manual_seed(seed)
+    model = client.model.train()
+    lr = float(cfg["finetune-lr"]) or float(cfg["lr"])
+    opt = client.optimizer(model, lr)
+    for epoch in range(1, int(cfg["finetune-epochs"]) + 1):
+        model.train()
+        for x, y in batches(client.data.train, int(cfg["batch-size"]), True, seed + epoch):
+            x, y = x.to(client.device), y.to(client.device)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        acc = client.score(client.data.val)["accuracy"]
+        if acc > best[0]:
+            best = (acc, epoch, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+    client.set_weights(best[2])
+    return best[1], best[0]
+
+
 class Client:
     """FedAvg's client: SGD on cross-entropy for ``local-epochs``; methods subclass it.
 
     A subclass usually overrides only ``extra_loss`` (a term added to the
     cross-entropy, e.g. FedProx's proximal term) or ``train``/``evaluate`` as a whole.
+    After the last round ``finetune-epochs`` > 0 fine-tunes the global model on the local
+    train split, the epochs chosen on the validation split (``finetune``).
     """
 
     def __init__(self, cfg: dict, data: ClientData):
@@ -176,21 +216,20 @@ class Client:
         """Per (run seed, round, client) seed: same run, same batches."""
         return int(np.random.SeedSequence([int(self.cfg["seed"]), server_round, self.data.partition_id]).generate_state(1)[0])
 
-    def train(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> Reply:
-        weights = arrays["arrays"]
-        self.set_weights(weights)
-        global_weights = {k: v.detach().to(self.device) for k, v in weights.items()}
-        seed = self.seed(int(config.get("server-round", 0)))
+    def optimizer(self, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=float(self.cfg["lr"]) if lr is None else lr,
+                               momentum=float(self.cfg["momentum"]), weight_decay=float(self.cfg["weight-decay"]))
+
+    def local_sgd(self, start: Tensors, anchor: Tensors, epochs: int, seed: int) -> tuple[Tensors, float]:
+        """``epochs`` of SGD on the train split from ``start``, with ``extra_loss`` measured
+        against ``anchor``; (the new state, the mean loss)."""
+        self.set_weights(start)
+        global_weights = {k: v.detach().to(self.device) for k, v in anchor.items()}
         torch.manual_seed(seed)
         model = self.model.train()
-        opt = torch.optim.SGD(
-            model.parameters(),
-            lr=float(self.cfg["lr"]),
-            momentum=float(self.cfg["momentum"]),
-            weight_decay=float(self.cfg["weight-decay"]),
-        )
+        opt = self.optimizer(model)
         total, steps = 0.0, 0
-        for epoch in range(int(self.cfg["local-epochs"])):
+        for epoch in range(epochs):
             for x, y in batches(self.data.train, int(self.cfg["batch-size"]), True, seed + epoch):
                 x, y = x.to(self.device), y.to(self.device)
                 loss = F.cross_entropy(model(x), y) + self.extra_loss(model, global_weights)
@@ -198,17 +237,33 @@ class Client:
                 loss.backward()
                 opt.step()
                 total, steps = total + loss.item(), steps + 1
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        metrics = {"train-loss": total / max(steps, 1), "num-examples": len(self.data.train)}
-        return Reply({"arrays": state}, metrics)
+        # copies: on the CPU .cpu() would alias the parameters, which the next local_sgd trains in place
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, total / max(steps, 1)
+
+    def train(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> Reply:
+        weights = arrays["arrays"]
+        state, loss = self.local_sgd(weights, weights, int(self.cfg["local-epochs"]),
+                                     self.seed(int(config.get("server-round", 0))))
+        return Reply({"arrays": state}, {"train-loss": loss, "num-examples": len(self.data.train)})
+
+    def score(self, data: Dataset) -> dict[str, float]:
+        return evaluate(self.model, data, int(self.cfg["batch-size"]) * 4, self.device)
 
     def evaluate(self, arrays: dict[str, Tensors], config: dict, stored: dict[str, Tensors]) -> dict[str, float]:
         """Accuracy of the received model on this client's local test split (and
-        ``val-accuracy``/``val-loss`` on its validation split, where it has one)."""
+        ``val-accuracy``/``val-loss`` on its validation split, where it has one); after the
+        last round with ``finetune-epochs`` > 0, of the model fine-tuned on the local train
+        split (``global-accuracy``: the received model's, before)."""
         self.set_weights(arrays["arrays"])
-        size = int(self.cfg["batch-size"]) * 4
-        out = evaluate(self.model, self.data.test, size, self.device)
-        if self.data.val is not None and len(self.data.val):
-            val = evaluate(self.model, self.data.val, size, self.device)
+        out = self.score(self.data.test)
+        has_val = self.data.val is not None and len(self.data.val) > 0
+        if has_val:
+            val = self.score(self.data.val)
             out.update({"val-accuracy": val["accuracy"], "val-loss": val["loss"]})
+        last = int(config.get("server-round", 0)) >= int(self.cfg["num-server-rounds"])
+        if last and int(self.cfg.get("finetune-epochs", 0)) > 0 and has_val:
+            epochs, _ = finetune(self, arrays["arrays"])  # leaves the chosen model in self.model
+            val = self.score(self.data.val)
+            out = {**self.score(self.data.test), "global-accuracy": out["accuracy"], "val-accuracy": val["accuracy"],
+                   "val-loss": val["loss"], "finetune-epochs": epochs}
         return out

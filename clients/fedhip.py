@@ -11,11 +11,14 @@ Everything is float64 ``torch.linalg``; there is no gradient step anywhere.
   needed, the global sums ``G, Q``), with the paper's α >= 0 weighting the LOCAL side
   (α = 0: the global model; α -> inf: the local one):
   ``weights`` (default): ``W_k^p = (W + αW_k) / (1 + α)``;
-  ``statistics``: ``W_k^p = (G + αG_k + γI)⁻¹(Q + αQ_k)`` (own samples weigh 1 + α).
-- ``fedhip-alpha=auto``: α is chosen per client from ``fedhip-alpha-grid`` on a validation
-  split carved from the client's TRAIN data (``fedhip-val-fraction``). The candidates are
-  fit on the global sums minus the validation samples' own statistics, so no candidate
-  has seen its validation samples; the local test split is read only for the metric.
+  ``statistics``: ``W_k^p = (G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)``, the global regularized
+  Gram ``G + γI`` plus α times the client's ``G_k + γI`` (own samples weigh 1 + α).
+- ``fedhip-alpha=auto``: α is chosen per client from ``fedhip-alpha-grid`` on its
+  validation split (``local-val-fraction``: rows in no client's train split, the split
+  every method chooses on). Without one (``local-val-fraction=0``) a validation split is
+  carved from the client's TRAIN data (``fedhip-val-fraction``) and the candidates are fit
+  on the global sums minus those rows' statistics. Either way no candidate has seen its
+  validation rows; the local test split is read only for the metric.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from .base import (
     Tensors,
     batches,
     device_of,
+    validation_split,
 )
 
 STATS = "fedhip-stats"  # reply record: gram-triu, q, counts
@@ -150,13 +154,15 @@ def personalize(W: torch.Tensor, W_k: torch.Tensor, alpha: float) -> torch.Tenso
 
 def personalize_statistics(G: torch.Tensor, Q: torch.Tensor, G_k: torch.Tensor, Q_k: torch.Tensor,
                            alpha: float, gamma: float) -> torch.Tensor:
-    """Statistics-level fusion ``(G + αG_k + γI)⁻¹(Q + αQ_k)`` from the global sums (which
-    hold client k's data once) and client k's own: the ridge model of the pool with the
-    own samples weighted 1 + α (0: global, inf: the local model). Invariant for the same reason."""
+    """Statistics-level fusion of the REGULARIZED Grams, ``(G + γI) + α(G_k + γI)``:
+    ``(G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)``, from the global sums (which hold client k's data
+    once) and client k's own. α = 0: the global ridge model; α -> inf: the local ridge
+    model ``(G_k + γI)⁻¹Q_k`` (the ridge term grows with α, so the limit keeps γ, not
+    γ/(1+α)). Invariant for the same reason as ``personalize``."""
     if math.isinf(alpha):
         return ridge_solve(G_k, Q_k, gamma, "personalized (local) model")
-    return ridge_solve(G.to(DTYPE) + alpha * G_k.to(DTYPE), Q.to(DTYPE) + alpha * Q_k.to(DTYPE), gamma,
-                       "personalized model")
+    return ridge_solve(G.to(DTYPE) + alpha * G_k.to(DTYPE), Q.to(DTYPE) + alpha * Q_k.to(DTYPE),
+                       (1 + alpha) * gamma, "personalized model")
 
 
 FORMS = ("statistics", "weights")
@@ -170,30 +176,29 @@ def candidates(form: str, G, Q, G_k, Q_k, alphas: list[float], gamma: float) -> 
     return [personalize_statistics(G, Q, G_k, Q_k, a, gamma) for a in alphas]
 
 
-def validation_split(n: int, fraction: float, seed: int, partition_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fit, validation) indices of a client's train split, seeded by (seed, partition)."""
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(partition_id) + 17)
-    order = torch.randperm(n, generator=gen)
-    n_val = int(round(n * fraction)) if n >= 2 else 0
-    return order[n_val:], order[:n_val]
+def score_alphas(form: str, G, Q, G_k, Q_k, Xv: torch.Tensor, yv: torch.Tensor, alphas: list[float],
+                 gamma: float, num_classes: int) -> tuple[float, float]:
+    """(α, validation accuracy) of the best candidate fit on (G, Q, G_k, Q_k), none of which
+    holds the validation rows (Xv, yv). Ties: the lower squared error."""
+    if len(yv) == 0:
+        return 1.0, float("nan")
+    Xv, Yv = Xv.to(DTYPE), F.one_hot(yv.long(), num_classes).to(DTYPE)
+    scores = []
+    for a, W in zip(alphas, candidates(form, G, Q, G_k, Q_k, alphas, gamma)):
+        out = Xv @ W
+        scores.append((float((out.argmax(1) == yv).double().mean()), -float(((out - Yv) ** 2).mean()), a))
+    best = max(scores, key=lambda t: (t[0], t[1]))
+    return best[2], best[0]
 
 
 def select_alpha(form: str, G, Q, X: torch.Tensor, y: torch.Tensor, val: torch.Tensor, alphas: list[float],
                  gamma: float, num_classes: int) -> tuple[float, float]:
-    """(α, validation accuracy) of the best candidate on the validation rows ``val`` of the
-    client's train features ``X``; candidates are fit on the global sums and the client's
-    sums minus the validation rows, so none has seen them. Ties: the lower squared error."""
-    if len(val) == 0:
-        return 1.0, float("nan")
+    """``score_alphas`` on the validation rows ``val`` carved from the client's train
+    features ``X`` (no validation split in its data): candidates are fit on the global sums
+    and the client's sums minus those rows, so none has seen them."""
     G_k, Q_k, _ = statistics(X, y, num_classes)
     G_v, Q_v, _ = statistics(X[val], y[val], num_classes)
-    Xv, Yv = X[val].to(DTYPE), F.one_hot(y[val].long(), num_classes).to(DTYPE)
-    scores = []
-    for a, W in zip(alphas, candidates(form, G - G_v, Q - Q_v, G_k - G_v, Q_k - Q_v, alphas, gamma)):
-        out = Xv @ W
-        scores.append((float((out.argmax(1) == y[val]).double().mean()), -float(((out - Yv) ** 2).mean()), a))
-    best = max(scores, key=lambda t: (t[0], t[1]))
-    return best[2], best[0]
+    return score_alphas(form, G - G_v, Q - Q_v, G_k - G_v, Q_k - Q_v, X[val], y[val], alphas, gamma, num_classes)
 
 
 def accuracy(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -296,10 +301,16 @@ class FedHiPClient(Client):
         forms = FORMS if self.alpha == "auto" else (self.fusion,)
         chosen = {}
         if self.alpha == "auto":
-            _, val = validation_split(len(y), float(self.cfg["fedhip-val-fraction"]), int(self.cfg["seed"]),
-                                      self.data.partition_id)
+            own_val = self.data.val is not None and len(self.data.val) > 0
+            if own_val:  # the client's validation split (local-val-fraction): in no one's sums
+                Xv, yv = self.features(self.data.val)
+            else:
+                _, val = validation_split(len(y), float(self.cfg["fedhip-val-fraction"]), int(self.cfg["seed"]),
+                                          self.data.partition_id)
             for form in forms:
-                a, acc = select_alpha(form, G, Q, X, y, val, self.alphas(), self.gamma, self.data.num_classes)
+                a, acc = (score_alphas(form, G, Q, G_k, Q_k, Xv, yv, self.alphas(), self.gamma, self.data.num_classes)
+                          if own_val else
+                          select_alpha(form, G, Q, X, y, val, self.alphas(), self.gamma, self.data.num_classes))
                 chosen[form] = a
                 metrics[f"alpha-{form}"] = a
                 if math.isfinite(acc):  # no validation sample (a one-sample client): no score
@@ -313,5 +324,7 @@ class FedHiPClient(Client):
             if form == self.fusion:
                 keep = W_p
                 metrics["accuracy"] = metrics[f"accuracy-{form}"]
+                if f"val-accuracy-{form}" in metrics:  # the column every method is selected on
+                    metrics["val-accuracy"] = metrics[f"val-accuracy-{form}"]
                 metrics["fedhip-alpha"] = min(a, 1e12)
         return Reply({}, metrics, keep={PERSONAL: {"weight": keep}})

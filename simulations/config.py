@@ -76,7 +76,7 @@ class DataKeys(Keys):
 class TrainKeys(Keys):
     """The method, the model and federated training."""
 
-    method: str = Field("fedavg", description="`fedavg`, `fedprox`, `fedhip`, `fedsdwc`, `fedlsi`, `gifd` "
+    method: str = Field("fedavg", description="`fedavg`, `fedprox`, `ditto`, `fedhip`, `fedsdwc`, `fedlsi`, `gifd` "
                                               "(registry: `simulations/methods.py`)")
     model: str = Field("cnn", description="`cnn`, `resnet18`, `wrn-<depth>-<width>`, `timm:<name>` (random init), "
                                           "`pretrained:<name>[@<size>]` (ImageNet weights), "

@@ -37,6 +37,7 @@ METHODS: dict[str, Method] = {
     "fedavg": Method("strategies.fedavg:FedAvgStrategy", "clients.fedavg:FedAvgClient"),
     "fedhip": Method("strategies.fedhip:FedHiPStrategy", "clients.fedhip:FedHiPClient"),
     "fedprox": Method("strategies.fedprox:FedProxStrategy", "clients.fedprox:FedProxClient"),
+    "ditto": Method("strategies.ditto:DittoStrategy", "clients.ditto:DittoClient"),
     "gifd": Method("strategies.gifd:GifdStrategy", "clients.gifd:GifdClient"),
     "fedlsi": Method("strategies.fedlsi:FedLSIStrategy", "clients.fedlsi:FedLSIClient"),
     "fedsdwc": Method("strategies.fedsdwc:FedSDWCStrategy", "clients.fedsdwc:FedSDWCClient"),
@@ -48,4 +49,4 @@ METHODS: dict[str, Method] = {
 
 # Keys every method has besides the run's own (``simulations/config.py``), declared next to
 # the code that reads them; ``Keys.check`` holds their rules across keys.
-SHARED_KEYS: tuple[str, ...] = ("evaluation.ood:OodKeys", "strategies.audit:AuditKeys")
+SHARED_KEYS: tuple[str, ...] = ("evaluation.ood:OodKeys", "strategies.audit:AuditKeys", "clients.finetune:FinetuneKeys")

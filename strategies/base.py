@@ -60,7 +60,12 @@ class BaseStrategy(Sampling, FedAvg):
     # The keys a reply's MetricRecord 'metrics' may hold (a method whose client reports
     # more declares them here); anything else is dropped as hostile or broken.
     train_metrics = frozenset({"num-examples", "train-loss"})
-    evaluate_metrics = frozenset({"num-examples", "loss", "accuracy", "val-accuracy", "val-loss"})
+    evaluate_metrics = frozenset({"num-examples", "loss", "accuracy", "val-accuracy", "val-loss", "global-accuracy",
+                                  "finetune-epochs"})
+    # a client's optional evaluate metric -> the row's column (mean over the clients that report it);
+    # the clients' val-accuracy is a selection metric (the row's val-accuracy is the server's split)
+    evaluate_means = {"val-accuracy": "personalized-val-accuracy", "global-accuracy": "global-model-local-accuracy",
+                      "finetune-epochs": "finetune-epochs-mean"}
 
     def __init__(self, cfg: dict, test_data=None, on_round: Callable[[Row], None] | None = None):
         super().__init__(
@@ -254,7 +259,8 @@ class BaseStrategy(Sampling, FedAvg):
         return self.messages(record, picks, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Personalized accuracy: unweighted mean (and std) over clients' local tests."""
+        """Personalized accuracy: unweighted mean (and std) over clients' local tests; the
+        same mean of each ``evaluate_means`` metric the clients report."""
         good = self.validate(replies, {}, kind="evaluate")
         return self.summarize_evaluate(good) if good else None
 
@@ -262,10 +268,11 @@ class BaseStrategy(Sampling, FedAvg):
         """The round's federated-evaluation metrics from the validated replies ``good``."""
         accs = np.array([m.content.metric_records["metrics"]["accuracy"] for m in good], dtype=float)
         out = {"personalized-accuracy": float(accs.mean()), "personalized-accuracy-std": float(accs.std())}
-        vals = [float(m.content.metric_records["metrics"]["val-accuracy"]) for m in good
-                if "val-accuracy" in m.content.metric_records["metrics"]]
-        if vals:  # the same mean over the clients' validation splits (a selection metric)
-            out["personalized-val-accuracy"] = float(np.mean(vals))
+        for key, name in self.evaluate_means.items():
+            values = [float(m.content.metric_records["metrics"][key]) for m in good
+                      if key in m.content.metric_records["metrics"]]
+            if values:
+                out[name] = float(np.mean(values))
         self.row.update(out)
         return MetricRecord(out)
 

@@ -99,9 +99,9 @@ class FedHiPKeys(Keys):
     fedhip_alpha_grid: str = Field("0,0.1,0.3,1,3,10,30,100,1000", min_length=1,
                                    description="comma-separated α candidates for `fedhip-alpha=auto`")
     fedhip_val_fraction: float = Field(0.2, gt=0, lt=1, description="share of a client's train split held out to "
-                                                                    "choose α")
+                                       "choose α where its data has no validation split (`local-val-fraction=0`)")
     personal_fusion: Literal["weights", "statistics"] = Field(
-        "weights", description="`weights`: (W + αW_k) / (1 + α); `statistics`: (G + αG_k + γI)⁻¹(Q + αQ_k)")
+        "weights", description="`weights`: (W + αW_k) / (1 + α); `statistics`: (G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)")
     clean_reg: bool = Field(True, description="add γ once (the centralized ridge solution); `false`: AFL's "
                                               "(G + KγI)⁻¹Q for K clients")
 
@@ -111,7 +111,8 @@ class FedHiPStrategy(BaseStrategy):
     """One round: sum the clients' statistics, solve, send the sums back to personalize."""
 
     train_metrics = frozenset({"num-examples", "train-accuracy"})  # what its client reports
-    evaluate_metrics = frozenset({"num-examples", "accuracy", "global-accuracy", "local-accuracy", "fedhip-alpha",
+    evaluate_metrics = frozenset({"num-examples", "accuracy", "val-accuracy", "global-accuracy", "local-accuracy",
+                                  "fedhip-alpha",
                                   *(f"{m}-{form}" for m in ("accuracy", "val-accuracy", "alpha")
                                     for form in ("statistics", "weights"))})
 

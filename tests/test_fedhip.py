@@ -172,7 +172,8 @@ def test_heterogeneity_invariance_of_personalized_model(fusion, alpha):
 
 def test_alpha_weights_the_local_side_in_both_forms():
     """α = 0: the global model; α = inf: the local one; statistics α = 1 is the pooled
-    ridge with the own samples counted twice; weights α = 1 is the plain mean."""
+    ridge with the own samples counted twice and γ counted twice (both regularized Grams);
+    weights α = 1 is the plain mean."""
     X, y = synthetic(300)
     mine, rest = (X[:60], y[:60]), (X[60:], y[60:])
     G, Q, _ = statistics(X, y, C)
@@ -187,8 +188,43 @@ def test_alpha_weights_the_local_side_in_both_forms():
         dist = [rel_err(at(a), W_k) for a in (0.0, 1.0, 10.0, 1000.0)]
         assert dist == sorted(dist, reverse=True), form
     twice = torch.cat([X, mine[0]]), torch.cat([y, mine[1]])
-    assert rel_err(personalize_statistics(G, Q, G_k, Q_k, 1.0, 2.0).numpy(), centralized_ridge(*twice, 2.0)) < 1e-10
+    assert rel_err(personalize_statistics(G, Q, G_k, Q_k, 1.0, 2.0).numpy(), centralized_ridge(*twice, 4.0)) < 1e-10
     np.testing.assert_allclose(personalize(torch.from_numpy(W), torch.from_numpy(W_k), 1.0).numpy(), (W + W_k) / 2)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 20.0])
+def test_statistics_form_tends_to_the_local_ridge_not_an_underregularized_one(gamma):
+    """A large finite α (no shortcut) gives ``(G_k + γI)⁻¹Q_k`` to 1e-6, the ridge term of
+    the regularized Gram growing with α; the old ``(G + αG_k + γI)⁻¹`` tended to ridge γ/(1+α)."""
+    X, y = synthetic(300)
+    mine = X[:40], y[:40]
+    G, Q, _ = statistics(X, y, C)
+    G_k, Q_k, _ = statistics(*mine, C)
+    local = centralized_ridge(*mine, gamma)
+    assert rel_err(personalize_statistics(G, Q, G_k, Q_k, 1e9, gamma).numpy(), local) < 1e-6
+    assert rel_err(personalize_statistics(G, Q, G_k, Q_k, 0.0, gamma).numpy(), centralized_ridge(X, y, gamma)) < 1e-10
+    assert rel_err(centralized_ridge(*mine, gamma / (1 + 1e9)), local) > 1e-3  # the old limit is another model
+
+
+def test_statistics_form_at_large_alpha_reports_the_local_model_accuracy():
+    """In the client's metrics (what the run reports as ``personalized-accuracy`` and
+    ``local-model-accuracy``), α = 1e12 in the statistics form scores as the local model."""
+    X, y = synthetic(400, seed=3)
+    splits = split(X, y, [60, 140, 200])
+    Xt, yt = synthetic(200, seed=4)
+    yt = torch.randint(0, C, (200,), generator=torch.Generator().manual_seed(5))  # a test the models disagree on
+    cfg = resolve({"method": "fedhip", "fedhip-alpha": 1e12, "personal-fusion": "statistics", "ridge-gamma": 30.0})
+    clients = [make_client(cfg, pid, Xk, yk, test=(Xt, yt)) for pid, (Xk, yk) in enumerate(splits)]
+    trained = [c.train({}, {}, {}) for c in clients]
+    G = sum(statistics(Xk, yk, C)[0] for Xk, yk in splits)
+    Q = sum(statistics(Xk, yk, C)[1] for Xk, yk in splits)
+    W = torch.from_numpy(centralized_ridge(X, y, 30.0))
+    sent = {"arrays": {"weight": W}, GLOBAL: {"gram-triu": pack_triu(G), "q": Q}}
+    for c, r in zip(clients, trained):
+        m = c.evaluate(sent, {}, r.keep).metrics
+        assert m["accuracy"] == m["local-accuracy"] and m["accuracy-statistics"] == m["local-accuracy"]
+        ridge = centralized_ridge(*splits[c.data.partition_id], 30.0)
+        assert rel_err(c.evaluate(sent, {}, r.keep).keep[PERSONAL]["weight"].numpy(), ridge) < 1e-6
 
 
 @pytest.mark.parametrize("fusion", ["weights", "statistics"])
@@ -460,3 +496,26 @@ def test_within_run_paired_table_from_run_folders(tmp_path):
     assert row[7].strip() == "2 / 3"
     glob = next(line for line in text.splitlines() if "global ridge" in line).split("|")
     assert glob[7].strip() == "3 / 3" and (tmp_path / "fedhip_paired.md").exists()
+
+
+def test_alpha_is_chosen_on_the_clients_own_validation_split_when_it_has_one():
+    """With ``ClientData.val`` (rows in no train split, so in no sums) the candidates are fit
+    on the full sums and scored on those rows; the test split is still never read."""
+    from clients.fedhip import score_alphas
+
+    X, y = synthetic(500, seed=2)
+    (Xk, yk), (Xv, yv), rest = (X[:60], y[:60]), (X[60:80], y[60:80]), (X[80:], y[80:])
+    cfg = resolve({"method": "fedhip", "ridge-gamma": 1.0, "fedhip-alpha-grid": "0,1,10,1000"})
+    client = FeatureClient(cfg, ClientData(0, ArrayDataset(Xk, yk), ArrayDataset(*synthetic(40, seed=9)), C, (D,),
+                                           ArrayDataset(Xv, yv)))
+    G = statistics(Xk, yk, C)[0] + statistics(*rest, C)[0]
+    Q = statistics(Xk, yk, C)[1] + statistics(*rest, C)[1]
+    sent = {"arrays": {"weight": torch.from_numpy(centralized_ridge(torch.cat([Xk, rest[0]]), torch.cat([yk, rest[1]]),
+                                                                    1.0))},
+            GLOBAL: {"gram-triu": pack_triu(G), "q": Q}}
+    m = client.evaluate(sent, {}, client.train({}, {}, {}).keep).metrics
+    G_k, Q_k, _ = statistics(Xk, yk, C)
+    for form in ("weights", "statistics"):
+        a, acc = score_alphas(form, G, Q, G_k, Q_k, Xv, yv, [0.0, 1.0, 10.0, 1000.0], 1.0, C)
+        assert m[f"alpha-{form}"] == a and m[f"val-accuracy-{form}"] == acc
+    assert m["val-accuracy"] == m["val-accuracy-weights"]  # the default form's, the column every method reports
