@@ -3,17 +3,23 @@
 Per batch (the model is ``models/causal.py``; readings of the paper are tabled in
 ``docs/methods/fedsdwc.md``):
 
-1. Fourier augmentation (Xu et al. 2021, as FOOGD): amplitude spectrum mixed with a random
-   partner's, ``lam ~ U(0, sdwc-fourier-alpha)``, phase kept; the batch is ``[x; x_aug]``.
+1. Fourier augmentation (Xu et al. 2021, as FOOGD's ``FourierDGDataset``): each image and a
+   partner drawn from the client's whole local training data are flipped horizontally with
+   probability 1/2 (``sdwc-flip``, FOOGD's pre-transform); the image's amplitude spectrum is
+   mixed with the partner's, ``lam ~ U(0, sdwc-fourier-alpha)``, phase kept; the batch is
+   ``[x; x_aug]`` (x flipped as its augmented copy is).
 2. The paper's Eq. (2)-(3), the CSG-style ELBO of (x, y), with M = ``sdwc-mc-samples``
    reparameterized samples (s_i, v_i) ~ q(s, v | x)::
 
        q(y | x) = 1/M sum_i p(y | s_i)
-       -L = log q(y | x) + sum_i w_i [log p(s_i, v_i) - log q(s_i, v_i | x) + log p(x | s_i, v_i)],
+       ELBO = log q(y | x) + sum_i w_i [log p(s_i, v_i) - log q(s_i, v_i | x) + log p(x | s_i, v_i)],
        w_i = p(y | s_i) / sum_j p(y | s_j)
 
-   (for M = 1 the weight is 1 and the bracket is the usual ELBO). Terms, reported as
-   ``train-<term>``: ``ce`` = -log q(y|x); ``prior`` = -sum_i w_i [log p(s,v) - log q];
+   (for M = 1 the weight is 1 and the bracket is the usual ELBO). As in CSG's code, the
+   loss is ``ce + sdwc-beta * (-ELBO)``, where ``ce`` is cross-entropy on the deterministic
+   path ``classifier(mu_s + g(mu_v))`` (CSG's ``wsup`` 1 on its discriminator, ``wgen`` on
+   the ELBO). Terms, reported as ``train-<term>``: ``ce``; ``ce-sampled`` = -log q(y|x);
+   ``prior`` = -sum_i w_i [log p(s,v) - log q] (the KL term; ``sdwc-kl`` false drops it);
    ``recon`` = -sum_i w_i log p(x|s,v) (up to its constant, per image).
 3. Interventional consistency, Eq. (4): ``h_v' = h_v + intervention-gamma * eps``,
    ``KL(p(y | h_s, h_v) || p(y | h_s, h_v'))`` on the mean path, weighted by
@@ -23,7 +29,8 @@ The prior p(s, v) is client-specific (the paper's causal invariance: domain shif
 only in p(s, v)): each client keeps its own mixture means across rounds.
 
 Ablations are methods of the registry (same classes): ``fedsdwc-no-fourier``,
-``fedsdwc-no-link``, ``fedsdwc-no-intervention``, ``fedsdwc-no-generative``, and
+``fedsdwc-no-link``, ``fedsdwc-no-intervention``, ``fedsdwc-no-generative``,
+``fedsdwc-no-kl`` (no prior / KL term), and
 ``fedavg-fourier`` (FedAvg's model and loss on the same Fourier-augmented batches).
 """
 
@@ -39,7 +46,7 @@ from models.causal import PRIOR_KEYS, SDWCNet, build_sdwc, normal_logpdf
 
 from .base import Client, ClientData, Reply, Tensors, batches, device_of
 
-TERMS = ("ce", "prior", "recon", "intervention")
+TERMS = ("ce", "ce-sampled", "prior", "recon", "intervention")
 PRIOR_RECORD = "sdwc-prior"
 # Each ablation: the method name -> the keys it overrides.
 VARIANTS: dict[str, dict] = {
@@ -48,6 +55,7 @@ VARIANTS: dict[str, dict] = {
     "fedsdwc-no-link": {"sdwc-link": False},
     "fedsdwc-no-intervention": {"lambda-intervention": 0.0},
     "fedsdwc-no-generative": {"sdwc-generative": False},
+    "fedsdwc-no-kl": {"sdwc-kl": False},
     "fedavg-fourier": {},
 }
 
@@ -65,14 +73,31 @@ def amplitude_mix(x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor | fl
     return torch.fft.ifft2(torch.polar(amp, torch.angle(fx))).real
 
 
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image mirrored left-right with probability 1/2 (torchvision's RandomHorizontalFlip)."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
+
+
+def draw_partners(pool, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` images drawn uniformly (with replacement) from the dataset ``pool``."""
+    idx = torch.randint(len(pool), (n,), generator=generator)
+    if isinstance(pool, ArrayDataset):
+        return pool[idx][0]
+    return torch.stack([pool[int(i)][0] for i in idx])
+
+
 def fourier_augment(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None,
-                    lo: torch.Tensor | None = None, hi: torch.Tensor | None = None) -> torch.Tensor:
-    """Partner = a random other image of the batch, ``lam ~ U(0, alpha)``; clipped to the
-    valid pixel range [lo, hi] when given."""
+                    lo: torch.Tensor | None = None, hi: torch.Tensor | None = None,
+                    partners: torch.Tensor | None = None) -> torch.Tensor:
+    """Amplitude mix of each image with its partner (``partners[i]``; default a random other
+    image of the batch), ``lam ~ U(0, alpha)`` per image; clipped to the valid pixel range
+    [lo, hi] when given."""
     b = len(x)
-    perm = torch.randperm(b, generator=generator)
+    if partners is None:
+        partners = x[torch.randperm(b, generator=generator).to(x.device)]
     lam = torch.rand(b, 1, 1, 1, generator=generator) * alpha
-    out = amplitude_mix(x, x[perm.to(x.device)], lam.to(x.device))
+    out = amplitude_mix(x, partners.to(x.device), lam.to(x.device))
     if lo is not None:
         out = torch.maximum(torch.minimum(out, hi), lo)
     return out
@@ -94,7 +119,9 @@ def sdwc_terms(model: SDWCNet, x: torch.Tensor, y: torch.Tensor, gamma: float, m
     # log p(s, v) - log q(s, v | x): s = s0 + g(v) is a unit-Jacobian shift, so p(s | v) = p_s0(s0)
     log_prior = model.log_prior("v", v) + model.log_prior("s", s0)
     log_q = normal_logpdf(s0, mu_s, lv_s) + normal_logpdf(v, mu_v, lv_v)
-    terms = {"ce": -log_qy.mean(), "prior": -(w * (log_prior - log_q)).sum(0).mean()}
+    mean_logits = model.classifier(mu_s + model.shift(mu_v))  # the deterministic (mean) path
+    ce = F.cross_entropy(mean_logits, y)
+    terms = {"ce": ce, "ce-sampled": -log_qy.mean(), "prior": -(w * (log_prior - log_q)).sum(0).mean()}
     if model.decoder is not None:
         x_hat = model.decoder(torch.cat([s, v], -1))  # [M, B, C, H, W]
         log_px = -0.5 * ((x - x_hat) ** 2).flatten(2).sum(-1) / x_std**2
@@ -102,7 +129,7 @@ def sdwc_terms(model: SDWCNet, x: torch.Tensor, y: torch.Tensor, gamma: float, m
     else:
         terms["recon"] = torch.zeros((), device=x.device)
     if gamma > 0 and model.link is not None:
-        clean = model.mean_logits(h_s, h_v)
+        clean = mean_logits
         intervened = model.mean_logits(h_s, h_v + gamma * torch.randn_like(h_v))
         terms["intervention"] = F.kl_div(F.log_softmax(intervened, 1), F.log_softmax(clean, 1),
                                          reduction="batchmean", log_target=True)
@@ -114,8 +141,8 @@ def sdwc_terms(model: SDWCNet, x: torch.Tensor, y: torch.Tensor, gamma: float, m
 def sdwc_loss(model: SDWCNet, x: torch.Tensor, y: torch.Tensor, cfg: dict) -> tuple[torch.Tensor, dict]:
     terms = sdwc_terms(model, x, y, float(cfg["intervention-gamma"]), int(cfg["sdwc-mc-samples"]),
                        float(cfg["sdwc-x-std"]))
-    beta = float(cfg["sdwc-beta"])
-    loss = terms["ce"] + beta * (terms["prior"] + terms["recon"]) + float(cfg["lambda-intervention"]) * terms["intervention"]
+    elbo = terms["ce-sampled"] + terms["recon"] + (terms["prior"] if cfg["sdwc-kl"] else 0.0)  # -ELBO
+    loss = terms["ce"] + float(cfg["sdwc-beta"]) * elbo + float(cfg["lambda-intervention"]) * terms["intervention"]
     return loss, terms
 
 
@@ -148,14 +175,17 @@ class FourierClient(Client):
         model = self.model.train()
         opt = torch.optim.SGD(model.parameters(), lr=float(self.cfg["lr"]), momentum=float(self.cfg["momentum"]),
                               weight_decay=float(self.cfg["weight-decay"]))
-        alpha = float(self.cfg["sdwc-fourier-alpha"])
+        alpha, flip = float(self.cfg["sdwc-fourier-alpha"]), bool(self.cfg["sdwc-flip"])
         sums = dict.fromkeys(("loss", *self.terms), 0.0)
         steps = 0
         for epoch in range(int(self.cfg["local-epochs"])):
             for x, y in batches(self.data.train, int(self.cfg["batch-size"]), True, seed + epoch):
                 x, y = x.to(self.device), y.to(self.device)
-                if alpha > 0:
-                    x = torch.cat([x, fourier_augment(x, alpha, gen, self.lo, self.hi)])
+                if alpha > 0:  # FOOGD's pair: (flipped x, x mixed with a flipped partner of the local data)
+                    partners = draw_partners(self.data.train, len(x), gen).to(self.device)
+                    if flip:
+                        x, partners = random_flip(x, gen), random_flip(partners, gen)
+                    x = torch.cat([x, fourier_augment(x, alpha, gen, self.lo, self.hi, partners)])
                     y = torch.cat([y, y])
                 loss, terms = self.loss(model, x, y)
                 opt.zero_grad()

@@ -6,7 +6,10 @@ it returns a flat dict of metrics for the round's row:
 
 - Covariate shift (``corruptions``, ``severity``): ``corrupt-accuracy`` (mean over the
   chosen corruption types) and ``corrupt-accuracy-<type>`` per type, on a corrupted copy
-  of a fixed subset (``ood-max-samples``) of the global test set (``datasets/shift.py``).
+  of a fixed subset (``ood-max-samples``) of the global test set (``datasets/shift.py``);
+  ``corrupt-clean-accuracy``, the accuracy on the same images uncorrupted, and
+  ``corrupt-ratio`` = ``corrupt-accuracy`` / ``corrupt-clean-accuracy``: robustness apart
+  from clean accuracy (1 = corruptions cost nothing).
 - Semantic shift (``ood-datasets``): OOD detection with the maximum softmax probability
   (MSP, Hendrycks & Gimpel 2017) and, as a second score, the negative energy
   ``logsumexp(logits)`` (Liu et al. 2020). Per OOD set: ``auroc-<set>``, ``fpr95-<set>``,
@@ -125,8 +128,12 @@ def detection_metrics(id_logits: torch.Tensor, ood_logits: torch.Tensor, suffix:
 
 
 def shift_metrics(logits_fn: LogitsFn, corrupted: dict, id_data, ood_sets: dict, batch_size: int = 512) -> dict[str, float]:
-    """The suite on prepared data: ``corrupted`` name -> dataset, ``ood_sets`` name -> dataset."""
+    """The suite on prepared data: ``corrupted`` name -> dataset, ``ood_sets`` name -> dataset;
+    ``id_data`` the clean images that were corrupted (and the ID side of detection)."""
     out: dict[str, float] = {}
+    id_logits = id_y = None
+    if id_data is not None and (corrupted or ood_sets):
+        id_logits, id_y = predict(logits_fn, id_data, batch_size)
     if corrupted:
         accs = {}
         for name, data in corrupted.items():
@@ -134,8 +141,11 @@ def shift_metrics(logits_fn: LogitsFn, corrupted: dict, id_data, ood_sets: dict,
             accs[name] = float((logits.argmax(1) == y).float().mean())
         out["corrupt-accuracy"] = sum(accs.values()) / len(accs)
         out.update({f"corrupt-accuracy-{k}": v for k, v in accs.items()})
+        if id_logits is not None:
+            clean = float((id_logits.argmax(1) == id_y).float().mean())
+            out["corrupt-clean-accuracy"] = clean
+            out["corrupt-ratio"] = out["corrupt-accuracy"] / clean if clean > 0 else float("nan")
     if ood_sets:
-        id_logits, _ = predict(logits_fn, id_data, batch_size)
         per_set = {}
         for name, data in ood_sets.items():
             ood_logits, _ = predict(logits_fn, data, batch_size)
@@ -212,7 +222,7 @@ class ShiftSuite:
                                         int(cfg["corruption-seed"]), n, root, str(cfg["corruption-constants"]))
         self.ood = {name: ood_set(name, bundle, n, root, bool(cfg["download"]), int(cfg["corruption-seed"]))
                     for name in ood_names(str(cfg["ood-datasets"]))}
-        self.id_data = id_subset(bundle, n) if self.ood else None
+        self.id_data = id_subset(bundle, n)  # the same fixed subset the corrupted copies are made of
 
     def __call__(self, logits_fn: LogitsFn) -> dict[str, float]:
         return shift_metrics(logits_fn, self.corrupted, self.id_data, self.ood)

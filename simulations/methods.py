@@ -43,7 +43,8 @@ METHODS: dict[str, Method] = {
     "fedsdwc": Method("strategies.fedsdwc:FedSDWCStrategy", "clients.fedsdwc:FedSDWCClient"),
     # FedSDWC's ablations (clients/fedsdwc.py: VARIANTS), so that one grid over `method` runs them all
     **{name: Method("strategies.fedsdwc:FedSDWCStrategy", "clients.fedsdwc:FedSDWCClient")
-       for name in ("fedsdwc-no-fourier", "fedsdwc-no-link", "fedsdwc-no-intervention", "fedsdwc-no-generative")},
+       for name in ("fedsdwc-no-fourier", "fedsdwc-no-link", "fedsdwc-no-intervention", "fedsdwc-no-generative",
+                    "fedsdwc-no-kl")},
     "fedavg-fourier": Method("strategies.fedsdwc:FourierFedAvgStrategy", "clients.fedsdwc:FourierClient"),
 }
 

@@ -40,7 +40,7 @@ from scipy import stats
 NOT_GROUP = {"seed", "run-name", "out-dir", "resume"}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
-            "corrupt-accuracy", "auroc", "fpr95", "loss")
+            "corrupt-accuracy", "corrupt-ratio", "auroc", "fpr95", "loss")
 
 
 class ReportError(ValueError):

@@ -32,9 +32,15 @@ class FedSDWCKeys(Keys):
     intervention_gamma: float = Field(1.0, ge=0, description="std of the Gaussian noise added to the variant "
                                                              "feature h_v for the intervention")
     lambda_intervention: float = Field(1.0, ge=0, description="weight of the interventional consistency KL")
-    sdwc_beta: float = Field(0.03, ge=0, description="weight of the ELBO's prior and reconstruction terms "
-                                                     "against -log q(y|x)")
-    sdwc_x_std: float = Field(3.0, gt=0, description="std of p(x | s, v) in normalized pixel units")
+    sdwc_beta: float = Field(1e-4, ge=0, description="weight of the negative ELBO (sampled -log q(y|x), prior "
+                                                     "and reconstruction terms) against the deterministic "
+                                                     "cross-entropy (CSG's `wgen` for MNIST)")
+    sdwc_kl: bool = Field(True, description="the ELBO's prior / KL term log q(s,v|x) - log p(s,v); "
+                                            "false drops it (`fedsdwc-no-kl`)")
+    sdwc_flip: bool = Field(True, description="random horizontal flip of the image and its Fourier partner "
+                                              "(FOOGD's pre-transform) when `sdwc-fourier-alpha` > 0")
+    sdwc_x_std: float = Field(0.1, gt=0, description="std of p(x | s, v) in normalized pixel units (CSG's "
+                                                    "3e-2 in [0, 1] units is about 0.1 for MNIST-like data)")
     sdwc_latent_dim: Int = Field(16, ge=1, description="size of s0, v (and s)")
     sdwc_gmm_components: Int = Field(10, ge=1, description="components of each Gaussian-mixture prior")
     sdwc_mc_samples: Int = Field(1, ge=1, description="Monte Carlo samples of (s, v) per image (M)")

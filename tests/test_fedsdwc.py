@@ -12,7 +12,9 @@ from clients.fedsdwc import (
     TERMS,
     VARIANTS,
     amplitude_mix,
+    draw_partners,
     fourier_augment,
+    random_flip,
     sdwc_loss,
     sdwc_terms,
     variant_config,
@@ -69,6 +71,32 @@ def test_fourier_augment_is_seeded_and_clipped():
     assert torch.equal(a, b) and a.shape == x.shape and a.min() >= -1 and a.max() <= 1
 
 
+def test_the_fourier_partner_comes_from_the_local_data_not_the_batch():
+    """Partners are images of the whole pool (here 200 distinct ones), mostly outside the
+    4-image batch; the augmented image mixes in exactly the partner it was given."""
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randn(200, *SHAPE, generator=g)
+    from datasets.registry import ArrayDataset
+
+    data = ArrayDataset(pool, torch.zeros(200, dtype=torch.long))
+    x = pool[:4]
+    partners = draw_partners(data, 64, torch.Generator().manual_seed(1))
+    match = (partners.flatten(1)[:, None] == pool.flatten(1)[None]).all(-1)  # [64, 200]
+    assert match.any(1).all()  # every partner is an image of the pool
+    assert match[:, 4:].any(1).float().mean() > 0.9  # almost all from outside the batch
+    out = fourier_augment(x, 1.0, torch.Generator().manual_seed(2), partners=partners[:4])
+    lam = torch.rand(4, 1, 1, 1, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(out, amplitude_mix(x, partners[:4], lam), atol=1e-5)
+
+
+def test_random_flip_mirrors_about_half_the_images():
+    x, _ = batch(200)
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all() and 60 < int(mirrored.sum()) < 140
+
+
 # ---- densities ------------------------------------------------------------------------
 def test_mixture_density_matches_torch_distributions():
     g = torch.Generator().manual_seed(0)
@@ -100,13 +128,64 @@ def test_terms_are_finite_and_one_sample_gives_the_plain_elbo(model):
     v = mu_v + (0.5 * lv_v).exp() * torch.randn(1, *mu_v.shape)
     s = s0 + model.link(v)
     ce = torch.nn.functional.cross_entropy(model.classifier(s[0]), y)
+    det = torch.nn.functional.cross_entropy(model.classifier(mu_s + model.link(mu_v)), y)
     kl = (normal_logpdf(s0, mu_s, lv_s) + normal_logpdf(v, mu_v, lv_v)
           - model.log_prior("s", s0) - model.log_prior("v", v)).mean()
-    assert t1["ce"].item() == pytest.approx(ce.item(), rel=1e-5)
+    assert t1["ce-sampled"].item() == pytest.approx(ce.item(), rel=1e-5)
+    assert t1["ce"].item() == pytest.approx(det.item(), rel=1e-5)  # the deterministic path
     assert t1["prior"].item() == pytest.approx(kl.item(), rel=1e-5)
     assert t1["intervention"] == 0
     flat = build_sdwc(cfg(**{"sdwc-generative": False}), 10, SHAPE)
     assert flat.decoder is None and sdwc_terms(flat, x, y, 0.5)["recon"] == 0
+
+
+def encoder_grad(model, x, y, c) -> torch.Tensor:
+    """The full loss's gradient on the encoder, flattened (same noise draws every call)."""
+    torch.manual_seed(5)
+    model.zero_grad()
+    sdwc_loss(model, x, y, c)[0].backward()
+    return torch.cat([p.grad.flatten() for p in model.encoder.parameters()])
+
+
+@pytest.mark.parametrize("key", ["sdwc-beta", "lambda-intervention"])
+def test_each_weight_comes_from_the_config_and_reaches_the_encoder(model, key):
+    """The loss is linear in each weight: the encoder gradient at weight 2a minus weight 0
+    is twice that at a, and not 0 (the weighted terms move the encoder)."""
+    x, y = batch(16)
+    g0, ga, g2a = (encoder_grad(model, x, y, cfg(**{key: w})) for w in (0.0, 0.05, 0.1))
+    assert (ga - g0).norm() > 1e-4 * g0.norm()
+    assert torch.allclose(g2a - g0, 2 * (ga - g0), rtol=1e-3, atol=1e-6)
+
+
+def test_the_kl_switch_removes_only_the_prior_term(model):
+    """``sdwc-kl`` false: the gradient differs from the full loss's by exactly beta times
+    the prior term's."""
+    x, y = batch(16)
+    on = {"sdwc-beta": 0.1, "sdwc-x-std": 3.0}  # a small reconstruction term: float32 differences stay exact
+    c_on, c_off = cfg(**on), cfg(**on, **{"sdwc-kl": False})
+    diff = encoder_grad(model, x, y, c_on) - encoder_grad(model, x, y, c_off)
+    torch.manual_seed(5)
+    model.zero_grad()
+    terms = sdwc_terms(model, x, y, 1.0, 1, float(c_on["sdwc-x-std"]))
+    (0.1 * terms["prior"]).backward()
+    prior = torch.cat([p.grad.flatten() for p in model.encoder.parameters()])
+    assert prior.norm() > 0 and torch.allclose(diff, prior, rtol=1e-3, atol=1e-7)
+
+
+def test_at_beta_zero_prior_and_reconstruction_give_no_gradient(model):
+    x, y = batch(16)
+    c = cfg(**{"sdwc-beta": 0.0})
+    torch.manual_seed(5)
+    model.zero_grad()
+    sdwc_loss(model, x, y, c)[0].backward()
+    prior_and_decoder = [getattr(model, k) for k in PRIOR_KEYS] + list(model.decoder.parameters())
+    assert all(p.grad is None or not p.grad.any() for p in prior_and_decoder)
+    full = encoder_grad(model, x, y, c)
+    torch.manual_seed(5)
+    model.zero_grad()
+    terms = sdwc_terms(model, x, y, float(c["intervention-gamma"]), 1, float(c["sdwc-x-std"]))
+    (terms["ce"] + float(c["lambda-intervention"]) * terms["intervention"]).backward()
+    assert torch.allclose(full, torch.cat([p.grad.flatten() for p in model.encoder.parameters()]), atol=1e-7)
 
 
 def test_intervention_is_zero_without_noise_or_link_and_positive_otherwise(model):
@@ -139,8 +218,8 @@ def test_probe_measures_the_link_and_the_intervention(model):
 def encoder_shares(model, batches, c) -> dict[str, float]:
     """Each weighted term's gradient norm on the encoder (mean over ``batches``), as a share
     of their sum."""
-    weight = {"ce": 1.0, "prior": float(c["sdwc-beta"]), "recon": float(c["sdwc-beta"]),
-              "intervention": float(c["lambda-intervention"])}
+    beta = float(c["sdwc-beta"])
+    weight = {"ce": 1.0, "ce-sampled": beta, "prior": beta, "recon": beta, "intervention": float(c["lambda-intervention"])}
     params = list(model.encoder.parameters())
     norms = dict.fromkeys(TERMS, 0.0)
     for x, y in batches:
@@ -176,14 +255,17 @@ def warmed(mnist):
 
 
 def test_every_term_moves_the_encoder_at_the_defaults(warmed, mnist):
-    """Each term's gradient on the shared encoder, averaged over 4 held-out batches, is
-    >= SHARE of the sum over terms. Measured here: ce 0.34, prior 0.39, recon 0.26,
-    intervention 0.010 (the consistency it asks for is largely met by then; at
-    initialization it is about 0.11)."""
+    """Each term's weighted gradient on the shared encoder, averaged over 4 held-out
+    batches, as a share of the sum over terms. At CSG's weights (beta 1e-4, x-std 0.1)
+    cross-entropy, reconstruction and intervention each give >= SHARE (measured: 0.70,
+    0.28, 0.022); the ELBO's prior (KL) and sampled cross-entropy terms are small but not
+    zero (0.0008, 0.0001): at this beta the KL mostly shapes the posterior stds, which the
+    encoder does not hold (the `fedsdwc-no-kl` arm measures what it does)."""
     net, c = warmed
     held_out = [mnist.test[torch.arange(32 * i, 32 * i + 32)] for i in range(4)]
     shares = encoder_shares(net, held_out, c)
-    assert min(shares.values()) >= SHARE, shares
+    assert min(shares[k] for k in ("ce", "recon", "intervention")) >= SHARE, shares
+    assert min(shares["prior"], shares["ce-sampled"]) > 0, shares
 
 
 def test_removing_the_link_changes_predictions(warmed, mnist):
@@ -251,6 +333,7 @@ def test_each_ablation_is_a_method_with_its_overrides():
     assert variant_config(cfg(method="fedsdwc-no-link"))["sdwc-link"] is False
     assert variant_config(cfg(method="fedsdwc-no-intervention"))["lambda-intervention"] == 0
     assert variant_config(cfg(method="fedsdwc-no-generative"))["sdwc-generative"] is False
+    assert variant_config(cfg(method="fedsdwc-no-kl"))["sdwc-kl"] is False
     assert variant_config(cfg()) == cfg()
 
 

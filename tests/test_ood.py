@@ -14,6 +14,7 @@ from datasets.shift import (
     corrupt_images,
     corrupted_sets,
     corruption_names,
+    id_subset,
     ood_set,
     synthetic_images,
 )
@@ -24,6 +25,7 @@ from evaluation.ood import (
     fpr95_foogd,
     fpr_at_tpr,
     msp,
+    predict,
     shift_metrics,
 )
 from simulations.config import ConfigError, resolve
@@ -227,6 +229,21 @@ def test_shift_metrics_are_a_flat_dict_in_range():
         assert 0.0 <= out[key] <= 1.0, key
     assert out["corrupt-accuracy"] == pytest.approx((out["corrupt-accuracy-brightness"]
                                                      + out["corrupt-accuracy-contrast"]) / 2)
+
+
+def test_corrupt_ratio_is_corrupted_over_clean_accuracy_on_the_same_images():
+    """``corrupt-ratio`` divides by the accuracy on the uncorrupted images the corrupted
+    copies were made of; an identity "corruption" gives exactly 1."""
+    bundle = load_dataset("mnist")
+    model = Linear()
+    clean = id_subset(bundle, 40)
+    corrupted = corrupted_sets(bundle, ["contrast"], 5, 0, 40)
+    logits, y = predict(model, clean)
+    acc = float((logits.argmax(1) == y).float().mean())
+    out = shift_metrics(model, corrupted, clean, {})
+    assert out["corrupt-clean-accuracy"] == pytest.approx(acc) and acc > 0
+    assert out["corrupt-ratio"] == pytest.approx(out["corrupt-accuracy"] / acc)
+    assert shift_metrics(model, {"none": clean}, clean, {})["corrupt-ratio"] == pytest.approx(1.0)
 
 
 def test_every_method_gets_the_suite_from_the_base_strategy(tmp_path):
