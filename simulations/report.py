@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-NOT_GROUP = {"seed", "run-name", "out-dir", "resume"}
+NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id"}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
             "corrupt-accuracy", "auroc", "fpr95", "loss")

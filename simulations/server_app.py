@@ -16,6 +16,7 @@ from datasets import DataError, load_for
 from datasets.partition import PartitionError
 from simulations.config import resolve, seed_everything
 from simulations.methods import METHODS
+from simulations.provenance import run_provenance
 from simulations.results import RunWriter
 
 app = ServerApp()
@@ -56,9 +57,18 @@ def main(grid: Grid, context: Context) -> None:
 
     if cfg["overwrite"] and not cfg["resume"]:  # a replaced run must not be resumed from the old checkpoint
         (out_root(cfg) / cfg["run-name"] / "checkpoint.pt").unlink(missing_ok=True)
-    writer = RunWriter(out_root(cfg) / cfg["run-name"], cfg)
+    run_dir = out_root(cfg) / cfg["run-name"]
+    local = getattr(grid, "in_process", False)  # a LocalGrid: no Flower run id
+    writer = RunWriter(run_dir, cfg, run_provenance(run_dir, len(list(grid.get_node_ids())),
+                                                    "" if local else context.run_id))
     log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
-    strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=writer.add_row)
+
+    def on_round(row: dict) -> None:
+        writer.add_row(row)
+        if row["round"]:
+            writer.add_clients(row["round"], strategy.take_clients())
+
+    strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=on_round)
     try:
         strategy.start(
             grid=grid,

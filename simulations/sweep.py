@@ -27,12 +27,13 @@ from tqdm import tqdm
 from common.keys import ConfigError
 from common.outputs import check_run_folder
 from simulations.config import RENAMED, defaults, resolve
+from simulations.provenance import FEDERATION, write_launch
 from simulations.report import report
 from simulations.results import collect, summary
 from simulations.superlink import simulation_superlink
 
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
-FEDERATION_KEYS = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
+FEDERATION_KEYS = FEDERATION
 FEDERATION_DEFAULTS = {"num-supernodes": 10, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}
 
 
@@ -159,8 +160,8 @@ def _in_own_process(call: tuple) -> tuple[str, str, float]:
 
 def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tuple[str, str, str, float]]:
     """Run every run; yield (name, status, failure reason, seconds) as each one ends."""
-    for _, _, name in runs:
-        (out / name).mkdir(parents=True, exist_ok=True)
+    for _, fed, name in runs:
+        write_launch(out / name, fed)  # the run's federation and commit, for its provenance
     if args.local:  # in-process (simulations/local.py), --jobs runs at a time
         from simulations.local import run_logged
 
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar.write(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
             bar.update()
     keys = list(dict.fromkeys([*grid, *(k for keys in own.values() for k in keys)]))
-    frame = collect([out / name for _, _, name in runs], out, [k for k in keys if k != "seed"] or ["method"])
+    frame = collect([out / name for _, _, name in runs], out)
     if not frame.empty:
         print(summary(frame, ["run-name", *keys]).to_string(index=False))
     print(f"results: {out / 'results.csv'}")

@@ -106,6 +106,7 @@ class BaseStrategy(FedAvg):
         self.cfg = cfg
         self.test_data = test_data
         self.on_round = on_round
+        self.client_rows: dict[int, dict] = {}  # partition id -> this round's metrics of its good replies
         self.partitions: dict[int, int] = {}  # node id -> partition id, for nodes discovered or sampled
         self.node_ids: np.ndarray | None = None  # partition-assignment=server: node ids in order, read once
         self.num_partitions = 0
@@ -261,7 +262,23 @@ class BaseStrategy(FedAvg):
                 self.row["failures"] = self.row.get("failures", 0) + 1
             else:
                 good.append(msg)
+                self.note_client(msg, train)
         return self.by_partition(good)
+
+    def note_client(self, msg: Message, train: bool) -> None:
+        """A good reply's metrics for clients.csv (train: examples, train loss; evaluate:
+        local accuracy and loss)."""
+        metrics = msg.content.metric_records.get("metrics", {})
+        names = {"num-examples": "train-examples", "train-loss": "train-loss"} if train else \
+            {"num-examples": "eval-examples", "accuracy": "local-accuracy", "loss": "local-loss"}
+        row = self.client_rows.setdefault(self.partition_of(msg, -1), {})
+        row.update({col: float(metrics[k]) for k, col in names.items() if k in metrics})
+
+    def take_clients(self) -> list[dict]:
+        """This round's per-client rows, in partition order (then cleared)."""
+        rows = [{"partition-id": p, **m} for p, m in sorted(self.client_rows.items())]
+        self.client_rows = {}
+        return rows
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)

@@ -131,7 +131,7 @@ def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
     np.testing.assert_array_equal(a, b)
     for run in ("method-fedavg", "method-fedprox"):
         assert {"config.json", "metrics.csv", "metrics.png", "flwr.log"} <= {p.name for p in (out / run).iterdir()}
-    assert (out / "results.png").exists()
+    assert (out / "report-curves.png").exists() and not (out / "results.png").exists()
 
 
 def test_readme_main_command_runs_with_a_bare_path(tmp_path):
