@@ -111,6 +111,19 @@ class RunKeys(Keys):
     fault_rate: float = Field(0.0, ge=0, le=1, description="(tests) share of client replies that fail on purpose")
     fault_kind: Literal[FAULT_KINDS] = Field("raise", description="(tests) how they fail; `timeout` sleeps past "
                                                                   "`round-timeout`, `mixed` = one of the first three")
+    tracker: Literal["none", "tensorboard", "mlflow"] = Field(
+        "none", description="also send each round's metrics to `tensorboard` (`<run>/tensorboard/`) or `mlflow` "
+                            "(`mlflow-uri`); needs the `tracking` extra (`simulations/tracking.py`)")
+    mlflow_uri: str = Field("", description="`tracker=mlflow`: MLflow tracking URI; `\"\"` = the local database "
+                                            "`sqlite:///<out-dir>/mlflow.db` (no server)")
+
+    @classmethod
+    def check(cls, cfg: dict) -> None:
+        from simulations.tracking import check
+
+        reason = check(cfg["tracker"])
+        if reason:
+            raise ConfigError(reason)
 
 
 RUN_GROUPS: tuple[type[Keys], ...] = (DataKeys, TrainKeys, RunKeys)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from simulations import tracking
+
 PLOTTED = ("accuracy", "personalized-accuracy", "loss", "round-seconds")
 
 
@@ -27,12 +29,16 @@ class RunWriter:
         self.config = {**config, **(provenance or {})}
         self.rows: list[dict] = []
         self.clients: list[dict] | None = None  # clients.csv's rows, read back at the first write
+        self.tracker = None  # tracker=tensorboard|mlflow (simulations/tracking.py), made with the first row
 
     def add_row(self, metrics: dict) -> None:
         if not self.rows:  # the first row: nothing is written before (a refused resume changes no file)
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
+            self.tracker = tracking.make(self.config.get("tracker", "none"), self.dir, self.config)
         self.rows.append({**self.config, **metrics})
+        if self.tracker is not None:
+            self.tracker.log(int(metrics["round"]), tracking.numeric(metrics, set(self.config)))
         frame = pd.DataFrame(self.rows)
         tmp = self.dir / "metrics.csv.tmp"
         frame.to_csv(tmp, index=False)
@@ -51,9 +57,14 @@ class RunWriter:
             pd.DataFrame(self.clients).to_csv(path.with_suffix(".csv.tmp"), index=False)
             path.with_suffix(".csv.tmp").replace(path)
 
-    def finish(self) -> None:
-        if self.rows:
+    def finish(self, status: str = "FINISHED") -> None:
+        """The run's plot (``FINISHED``); the tracker's run closed with ``status`` (``FAILED``
+        for a run that raised, ``KILLED`` for one stopped)."""
+        if self.rows and status == "FINISHED":
             plot(pd.DataFrame(self.rows), self.dir / "metrics.png", group="method")
+        if self.tracker is not None:
+            self.tracker.close(status)
+            self.tracker = None
 
 
 def plot(frame: pd.DataFrame, path: Path, group: str | list[str] = "method") -> None:

@@ -79,7 +79,11 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_config=ConfigRecord(),
         )
     except (PartitionError, FileNotFoundError, ValueError) as err:  # bad federation or resume request
+        writer.finish("FAILED")
         log(ERROR, "cannot run: %s", err)
         raise RunAborted(f"cannot run: {err}") from None
+    except BaseException as err:  # a crash, or the run stopped (KeyboardInterrupt, SystemExit)
+        writer.finish("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        raise
     writer.finish()
     log(INFO, "results written to %s", writer.dir)

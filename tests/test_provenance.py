@@ -10,7 +10,7 @@ from tests.conftest import run_sweep
 
 
 def test_num_supernodes_sweep_records_federation_and_report_groups_by_it(tmp_path):
-    base = {"num-server-rounds": 1, "local-epochs": 1, "seed": 1, "partitioner": "iid",
+    base = {"num-server-rounds": 1, "local-epochs": 1, "seed": 1, "partitioner": "draw", "samples-per-client": 40,
             "client-resources-num-cpus": 1}
     code, frame, out = run_sweep(tmp_path, base, {"num-supernodes": [2, 3]}, "--local")
     assert code == 0
