@@ -74,6 +74,7 @@ def plot(frame: pd.DataFrame, path: Path, group: str | list[str] = "method") -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metrics = [m for m in PLOTTED if m in frame and frame[m].notna().any()]
     if not metrics:
@@ -87,6 +88,7 @@ def plot(frame: pd.DataFrame, path: Path, group: str | list[str] = "method") -> 
             label = " ".join(str(v) if k == "method" else f"{k}={v}" for k, v in zip(keys, name))
             ax.plot(curve.index.get_level_values("round"), curve.values, marker="o", label=label)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole rounds only
         ax.set_title(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend()
