@@ -10,7 +10,7 @@ A *group* is one setting of every config key that varies across the runs, except
 - ``DIR/summary.csv``: one row per group: ``n`` (seeds) and ``<metric>-mean``,
   ``-std`` (ddof 1), ``-ci95`` (half-width of the 95% t-interval, ``t(0.975, n-1) *
   std / sqrt(n)``), ``-ci95-low`` / ``-ci95-high`` (the 95% interval of ``--interval``:
-  by default the logit interval for metrics in [0, 1], the t-interval for the others;
+  by default the t-interval, cut to [0, 1] for metrics in [0, 1];
   ``simulations/intervals.py``) at the final round (a metric reported at some rounds only, like an
   attack's, at its last report); for domain runs (``source-accuracy`` present)
   also ``<metric>-at-selected-*``, at each run's round with the best source-validation
@@ -295,7 +295,7 @@ def plot_final(summary: pd.DataFrame, keys: list[str], metrics: list[str], path:
     return True
 
 
-INTERVALS = {"auto": "logit interval for metrics in [0, 1], t-interval for the others",
+INTERVALS = {"auto": "t-interval, cut to [0, 1] for metrics in [0, 1]",
              "t": "t-interval", "logit": "logit interval", "bootstrap": "BCa bootstrap"}
 
 
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", type=Path, help="a sweep's out-dir (holds results.csv and one folder per run)")
     parser.add_argument("--baseline", help="method to pair every group against (default: fedavg when present)")
     parser.add_argument("--interval", choices=METHODS, default="auto", help="95%% interval of a group's mean: "
-                        "auto (logit for metrics in [0, 1], else t), t, logit, bootstrap (BCa; from ~10 seeds)")
+                        "auto (t, cut to [0, 1] for metrics in [0, 1]), t, logit, bootstrap (BCa; from ~10 seeds)")
     args = parser.parse_args(argv)
     try:
         paths = report(args.dir.expanduser(), args.baseline, args.interval)

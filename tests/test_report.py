@@ -71,11 +71,8 @@ def test_summary_and_paired_match_hand_computed_values(tmp_path, capsys):
     assert single["n"] == 1 and single["mean-diff"] == pytest.approx(-0.10) and single["wins/n"] == "0/1"
 
     text = (tmp_path / "report.md").read_text()
-    # accuracy is in [0, 1]: the logit interval, t quantile on logit(x), mapped back
-    z = [math.log(a / (1 - a)) for a in (0.80, 0.82, 0.87)]
-    zm = sum(z) / 3
-    h = T_975_2 * math.sqrt(sum((v - zm) ** 2 for v in z) / 2) / math.sqrt(3)
-    low, high = 1 / (1 + math.exp(-(zm - h))), 1 / (1 + math.exp(-(zm + h)))
+    h = T_975_2 * std / math.sqrt(3)  # inside [0, 1]: the t-interval itself
+    low, high = 0.83 - h, 0.83 + h
     assert (avg["accuracy-ci95-low"], avg["accuracy-ci95-high"]) == pytest.approx((low, high))
     assert f"0.83 [{low:.4g}, {high:.4g}]" in text and "method-fedavg_mu-0.01_lr-0.1_seed-3" in text
     assert "report-curves.png" in text and (tmp_path / "report-final.png").stat().st_size > 1000
@@ -83,7 +80,8 @@ def test_summary_and_paired_match_hand_computed_values(tmp_path, capsys):
 
 
 def test_intervals_of_a_bounded_metric_stay_in_its_range_the_t_interval_stays_available(tmp_path):
-    """0.9, 1.0, 1.0: the t-interval runs past 1 (0.9667 ± 0.14); logit and bootstrap do not."""
+    """0.9, 1.0, 1.0: the t-interval runs past 1 (0.9667 ± 0.14); the default cuts it at 1,
+    logit and bootstrap stay inside."""
     write_sweep(tmp_path, [("fedavg", 0.01, 0.1, s, [a], 1) for s, a in enumerate((0.9, 1.0, 1.0))])
     bounds = {}
     for how in ("t", "logit", "bootstrap"):
@@ -95,9 +93,9 @@ def test_intervals_of_a_bounded_metric_stay_in_its_range_the_t_interval_stays_av
     for how in ("logit", "bootstrap"):
         low, high = bounds[how]
         assert 0 < low < 0.9667 < high <= 1
-    main([str(tmp_path)])  # default: logit for accuracy; loss is not a share, so the t-interval
+    main([str(tmp_path)])  # default: the t-interval cut to [0, 1]; loss is not a share: not cut
     row = pd.read_csv(tmp_path / "summary.csv").iloc[0]
-    assert (row["accuracy-ci95-low"], row["accuracy-ci95-high"]) == pytest.approx(bounds["logit"])
+    assert (row["accuracy-ci95-low"], row["accuracy-ci95-high"]) == pytest.approx((bounds["t"][0], 1.0))
     assert row["loss-ci95-low"] == pytest.approx(row["loss-mean"] - row["loss-ci95"])
 
 
