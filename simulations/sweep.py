@@ -1,4 +1,4 @@
-"""Sweeps: ``python -m simulations.sweep SWEEP.yaml [--check] [--local [--jobs N]]`` (docs/sweeps.md).
+"""Sweeps: ``python -m simulations.sweep SWEEP.yaml [--check] [--local [--jobs N]] [--resume]`` (docs/sweeps.md).
 
 Expands the YAML (``base:``, ``grid:``, optional ``methods:``) into runs and validates
 every one (keys, data, partitions) before the first starts, so a bad sweep fails in
@@ -6,13 +6,16 @@ seconds. Runs go through ``flwr run`` against a SuperLink and one Ray instance t
 sweep owns, or in-process with ``--local`` (``simulations/local.py``). A run's status is
 read from the SuperLink because ``flwr run`` exits 0 even for a failed run; a failed run
 is reported and the others go on. At the end: ``results.csv`` and the report
-(``simulations/report.py``).
+(``simulations/report.py``). SIGTERM or Ctrl-C stops every process the sweep started;
+the run that was going is marked ``stopped`` in its ``status.json``, and ``--resume``
+continues the sweep: completed runs are kept, stopped ones resume from their checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import multiprocessing
 import re
 import sys
@@ -30,7 +33,7 @@ from simulations.config import RENAMED, defaults, resolve
 from simulations.provenance import FEDERATION, write_launch
 from simulations.report import report
 from simulations.results import collect, summary
-from simulations.superlink import simulation_superlink
+from simulations.superlink import simulation_superlink, stop_on_signals
 
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
 FEDERATION_KEYS = FEDERATION
@@ -101,8 +104,9 @@ def points(grid: dict, own: dict) -> list[dict]:
     return out
 
 
-def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, dict, str]]:
-    """All combinations as (run config, federation config, run name), validated."""
+def expand(base: dict, grid: dict, own: dict | None = None, resume: bool = False) -> list[tuple[dict, dict, str]]:
+    """All combinations as (run config, federation config, run name), validated; with
+    ``resume``, a run whose folder holds a run continues it (``resume_plan``)."""
     known = set(defaults()) | set(FEDERATION_KEYS) | set(RENAMED)  # a renamed key: resolve names the new one
     unknown = sorted((set(base) | set(grid) | {k for keys in own.values() for k in keys}) - known)
     if unknown:
@@ -119,7 +123,10 @@ def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, 
         names.add(name)
         try:
             cfg = resolve({**combo, "run-name": name})
-            check_run_folder(cfg)
+            if resume:
+                resume_plan(cfg)
+            if not cfg.get("skip"):
+                check_run_folder(cfg)
         except ConfigError as err:
             raise SweepError(f"run '{name}': {err}") from None
         if int(fed["num-supernodes"]) < int(cfg["min-train-nodes"]):
@@ -127,6 +134,28 @@ def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, 
                              f"{cfg['min-train-nodes']}: the server would wait forever")
         runs.append((cfg, fed, name))
     return runs
+
+
+STATUS = "status.json"  # the sweep's record of a run: completed, failed or stopped
+
+
+def resume_plan(cfg: dict) -> None:
+    """``--resume``: a run folder the sweep completed is kept (``cfg["skip"]``), one with
+    a checkpoint resumes from it, one without restarts (``overwrite``)."""
+    folder = Path(cfg["out-dir"]) / cfg["run-name"]
+    status = json.loads((folder / STATUS).read_text()).get("status") if (folder / STATUS).exists() else None
+    if status == "finished:completed":
+        cfg["skip"] = True
+    elif (folder / "checkpoint.pt").exists():
+        cfg["resume"] = True
+    elif (folder / "metrics.csv").exists() or (folder / "config.json").exists():
+        cfg["overwrite"] = True
+
+
+def write_status(folder: Path, status: str, details: str = "", seconds: float = 0.0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STATUS).write_text(json.dumps({"status": status, "details": details, "seconds": round(seconds, 1),
+                                             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1))
 
 
 def check_data(runs: list[tuple[dict, dict, str]]) -> None:
@@ -158,6 +187,15 @@ def _in_own_process(call: tuple) -> tuple[str, str, float]:
         return pool.submit(run_logged, *call).result()
 
 
+def _stop_children() -> None:
+    import psutil
+
+    from simulations.superlink import stop_tree
+
+    for child in psutil.Process().children():
+        stop_tree(child.pid)
+
+
 def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tuple[str, str, str, float]]:
     """Run every run; yield (name, status, failure reason, seconds) as each one ends."""
     for _, fed, name in runs:
@@ -177,11 +215,16 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
         tqdm.write(f"{jobs} runs at a time")
         with ThreadPoolExecutor(jobs) as threads:
             futures = {threads.submit(_in_own_process, call): name for (_, _, name), call in zip(runs, calls)}
-            for future in as_completed(futures):
-                try:
-                    yield (futures[future], *future.result())
-                except Exception as err:  # the run's process died (killed, out of memory)
-                    yield futures[future], "finished:failed", f"worker died: {type(err).__name__}: {err}", 0.0
+            try:
+                for future in as_completed(futures):
+                    try:
+                        yield (futures[future], *future.result())
+                    except Exception as err:  # the run's process died (killed, out of memory)
+                        yield futures[future], "finished:failed", f"worker died: {type(err).__name__}: {err}", 0.0
+            except BaseException:  # stopped: end the runs' processes, start no more
+                threads.shutdown(wait=False, cancel_futures=True)
+                _stop_children()
+                raise
         return
     with simulation_superlink(share_ray=not args.ray_per_run) as link:
         for i, (cfg, fed, name) in enumerate(runs, 1):
@@ -204,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                         "Ray or a SuperLink (simulations/local.py): same strategy, clients and results")
     parser.add_argument("--jobs", type=int, default=1, help="with --local: runs at a time, each in its own process "
                         "(default 1)")
+    parser.add_argument("--resume", action="store_true", help="continue a stopped sweep in its out-dir: keep "
+                        "completed runs, resume stopped ones from their checkpoint")
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.jobs > 1 and not args.local):
         parser.error("--jobs takes a number >= 1 and needs --local (the Ray engine runs one run at a time)")
@@ -211,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         base, grid, own = load_sweep(args.sweep)
         out = (args.out_dir or Path(base.get("out-dir") or Path("outputs") / args.sweep.stem)).expanduser().resolve()
         base["out-dir"] = str(out)
-        runs = expand(base, grid, own)
+        runs = expand(base, grid, own, resume=args.resume)
         check_data(runs)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -220,14 +265,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    with tqdm(total=len(runs), desc="sweep", unit="run", dynamic_ncols=True) as bar:  # with an ETA
-        for name, status, details, seconds in each_run(runs, out, args):
-            bar.write(f"    {name}: {status} in {seconds:.1f}s")
-            if status != "finished:completed":
-                failed.append(name)
-                bar.write(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
-            bar.update()
+    stop_on_signals()
+    failed, todo = [], [r for r in runs if not r[0].pop("skip", False)]
+    if len(todo) < len(runs):
+        print(f"--resume: {len(runs) - len(todo)} completed run(s) kept", flush=True)
+    pending = {name for _, _, name in todo}
+    try:
+        with tqdm(total=len(todo), desc="sweep", unit="run", dynamic_ncols=True) as bar:  # with an ETA
+            for name, status, details, seconds in each_run(todo, out, args):
+                pending.discard(name)
+                write_status(out / name, status, details, seconds)
+                bar.write(f"    {name}: {status} in {seconds:.1f}s")
+                if status != "finished:completed":
+                    failed.append(name)
+                    bar.write(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
+                bar.update()
+    except KeyboardInterrupt as err:
+        for name in pending:
+            if (out / name / "config.json").exists():  # started: stopped midway
+                write_status(out / name, "stopped", str(err) or "interrupted")
+        print(f"stopped ({err or 'interrupted'}): every process of the sweep ended; continue with "
+              f"python -m simulations.sweep {args.sweep} --resume" + (f" --out-dir {out}" if args.out_dir else ""),
+              file=sys.stderr)
+        return 130
     keys = list(dict.fromkeys([*grid, *(k for keys in own.values() for k in keys)]))
     frame = collect([out / name for _, _, name in runs], out)
     if not frame.empty:
