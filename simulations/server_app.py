@@ -17,6 +17,7 @@ from datasets.partition import PartitionError
 from simulations.config import resolve, seed_everything
 from simulations.methods import METHODS
 from simulations.provenance import run_provenance
+from simulations.partitions import MAX_DRAWN, write_for_run
 from simulations.results import RunWriter
 
 app = ServerApp()
@@ -59,8 +60,10 @@ def main(grid: Grid, context: Context) -> None:
         (out_root(cfg) / cfg["run-name"] / "checkpoint.pt").unlink(missing_ok=True)
     run_dir = out_root(cfg) / cfg["run-name"]
     local = getattr(grid, "in_process", False)  # a LocalGrid: no Flower run id
-    writer = RunWriter(run_dir, cfg, run_provenance(run_dir, len(list(grid.get_node_ids())),
-                                                    "" if local else context.run_id))
+    nodes = len(list(grid.get_node_ids()))
+    writer = RunWriter(run_dir, cfg, run_provenance(run_dir, nodes, "" if local else context.run_id))
+    if cfg["partition-assignment"] == "server" and nodes <= 10 * MAX_DRAWN:  # the server knows the split
+        write_for_run(cfg, data, nodes, run_dir / "partitions.png")
     log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
 
     def on_round(row: dict) -> None:
