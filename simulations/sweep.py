@@ -111,7 +111,7 @@ def expand(base: dict, grid: dict, own: dict | None = None, resume: bool = False
     unknown = sorted((set(base) | set(grid) | {k for keys in own.values() for k in keys}) - known)
     if unknown:
         raise SweepError(f"unknown key(s) {unknown}: use run-config keys or {list(FEDERATION_KEYS)}")
-    runs, names = [], set()
+    runs, names, errors = [], set(), {}
     for point in points(grid, own):
         combo = {**base, **point}
         fed = {**FEDERATION_DEFAULTS, **{k: combo.pop(k) for k in FEDERATION_KEYS if k in combo}}
@@ -128,12 +128,21 @@ def expand(base: dict, grid: dict, own: dict | None = None, resume: bool = False
             if not cfg.get("skip"):
                 check_run_folder(cfg)
         except ConfigError as err:
-            raise SweepError(f"run '{name}': {err}") from None
+            errors.setdefault(str(err), []).append(name)
+            continue
         if int(fed["num-supernodes"]) < int(cfg["min-train-nodes"]):
-            raise SweepError(f"run '{name}': num-supernodes {fed['num-supernodes']} < min-train-nodes "
-                             f"{cfg['min-train-nodes']}: the server would wait forever")
+            errors.setdefault(f"num-supernodes {fed['num-supernodes']} < min-train-nodes {cfg['min-train-nodes']}: "
+                              "the server would wait forever", []).append(name)
         runs.append((cfg, fed, name))
+    raise_all(errors)
     return runs
+
+
+def raise_all(errors: dict[str, list[str]]) -> None:
+    """Every problem found at once: one line per distinct message, naming its runs."""
+    if errors:
+        raise SweepError("\n".join(f"run '{names[0]}'" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
+                                   + f": {message}" for message, names in errors.items()))
 
 
 STATUS = "status.json"  # the sweep's record of a run: completed, failed or stopped
@@ -163,7 +172,7 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     from datasets import DataError, load_for
     from datasets.partition import PartitionError, partition_for
 
-    seen = set()
+    seen, errors = set(), {}
     for cfg, fed, name in runs:
         key = (cfg["dataset"], cfg["data-root"], cfg["image-size"], cfg["partitioner"], cfg["dirichlet-alpha"],
                cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"],
@@ -175,7 +184,8 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
             bundle = load_for(cfg)
             partition_for(cfg, bundle, int(fed["num-supernodes"]))
         except (DataError, PartitionError) as err:
-            raise SweepError(f"run '{name}': {err}") from None
+            errors.setdefault(str(err), []).append(name)
+    raise_all(errors)
 
 
 def _in_own_process(call: tuple) -> tuple[str, str, float]:
@@ -259,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = expand(base, grid, own, resume=args.resume)
         check_data(runs)
     except SweepError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in str(err).splitlines()), file=sys.stderr)
         return 2
     print(f"{len(runs)} run(s) -> {out}", flush=True)
     if args.check:
