@@ -225,3 +225,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simulations.config "KEY=VALUE ..." | FILE.toml``: check a run config in
+    seconds, before ``flwr run`` (the Makefile does): every key named, one line, exit 2."""
+    import sys
+
+    from flwr.common.config import parse_config_args
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        resolve(parse_config_args([" ".join(args)]) if any(a.strip() for a in args) else {})
+    except (ConfigError, ValueError) as err:
+        print(f"error: bad run config: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
