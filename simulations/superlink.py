@@ -167,7 +167,7 @@ class Federation(Processes):
                               text=True)
 
     def run(self, cfg: dict, log_path: Path, fed: dict | None = None,
-            on_line: Callable[[float, str], None] | None = None) -> dict:
+            on_line: Callable[[float, str], None] | None = None, echo: bool = True) -> dict:
         """One ``flwr run`` of this app, streamed to ``log_path`` (progress lines echoed;
         ``on_line(seconds since start, line)`` sees every line).
 
@@ -193,7 +193,7 @@ class Federation(Processes):
                 line = re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip()
                 if found := re.search(r"started run (\d+)", line):
                     run_id = found[1]
-                if re.search(r"\[round \d+/|dropped reply|skipped|bad run config|cannot run", line):
+                if echo and re.search(r"\[round \d+/|dropped reply|skipped|bad run config|cannot run", line):
                     print("   ", line, flush=True)
                 if on_line:
                     on_line(time.perf_counter() - t0, line)

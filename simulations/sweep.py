@@ -14,8 +14,10 @@ continues the sweep: completed runs are kept, stopped ones resume from their che
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import logging
 import multiprocessing
 import re
 import sys
@@ -197,6 +199,21 @@ def _in_own_process(call: tuple) -> tuple[str, str, float]:
         return pool.submit(run_logged, *call).result()
 
 
+@contextlib.contextmanager
+def _console(quiet: bool):
+    """With ``quiet``, Flower's console lines below WARNING are held back (the run's log
+    file still gets them)."""
+    from flwr.common.logger import console_handler
+
+    level = console_handler.level
+    if quiet:
+        console_handler.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        console_handler.setLevel(level)
+
+
 def _stop_children() -> None:
     import psutil
 
@@ -219,8 +236,11 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
                  for cfg, fed, name in runs]
         if jobs == 1:
             for i, ((_, _, name), call) in enumerate(zip(runs, calls), 1):
-                tqdm.write(f"[{i}/{len(runs)}] {name}")
-                yield (name, *run_logged(*call))
+                if not args.quiet:
+                    tqdm.write(f"[{i}/{len(runs)}] {name}")
+                with _console(args.quiet):
+                    result = run_logged(*call)
+                yield (name, *result)
             return
         tqdm.write(f"{jobs} runs at a time")
         with ThreadPoolExecutor(jobs) as threads:
@@ -238,9 +258,10 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
         return
     with simulation_superlink(share_ray=not args.ray_per_run) as link:
         for i, (cfg, fed, name) in enumerate(runs, 1):
-            tqdm.write(f"[{i}/{len(runs)}] {name}")
+            if not args.quiet:
+                tqdm.write(f"[{i}/{len(runs)}] {name}")
             t0 = time.perf_counter()
-            record = link.run(cfg, out / name / "flwr.log", fed)
+            record = link.run(cfg, out / name / "flwr.log", fed, echo=not args.quiet)
             yield (name, record.get("status", "unknown"), record.get("status-details", ""),
                    time.perf_counter() - t0)
 
@@ -257,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                         "Ray or a SuperLink (simulations/local.py): same strategy, clients and results")
     parser.add_argument("--jobs", type=int, default=1, help="with --local: runs at a time, each in its own process "
                         "(default 1)")
+    parser.add_argument("--quiet", action="store_true", help="the terminal shows the progress bar and one line "
+                        "per run only; each run's log stays in <run>/flwr.log")
     parser.add_argument("--resume", action="store_true", help="continue a stopped sweep in its out-dir: keep "
                         "completed runs, resume stopped ones from their checkpoint")
     args = parser.parse_args(argv)

@@ -94,8 +94,11 @@ def test_stopped_local_sweep_resumes_and_keeps_completed_runs(tmp_path, monkeypa
     assert "already holds a run" in capsys.readouterr().err
 
     monkeypatch.setattr(BaseStrategy, "end_round", end_round)
-    assert main([str(spec), "--local", "--out-dir", str(out), "--resume"]) == 0
-    assert "1 completed run(s) kept" in capsys.readouterr().out
+    assert main([str(spec), "--local", "--out-dir", str(out), "--resume", "--quiet"]) == 0
+    shown = capsys.readouterr()
+    assert "1 completed run(s) kept" in shown.out and "seed-2: finished:completed" in shown.err + shown.out
+    assert "[round" not in shown.err + shown.out  # --quiet: the rounds are in the run's log only
+    assert "[round 2/2]" in (out / "seed-2" / "flwr.log").read_text()
     assert list(pd.read_csv(out / "seed-2" / "metrics.csv")["round"]) == [0, 1, 2]
     pd.testing.assert_frame_equal(pd.read_csv(out / "seed-1" / "metrics.csv"), first)  # untouched
     assert json.loads((out / "seed-2" / "status.json").read_text())["status"] == "finished:completed"
