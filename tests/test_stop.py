@@ -72,7 +72,7 @@ def test_sigterm_mid_round_leaves_no_process_of_the_sweep(tmp_path):
     assert (out / "seed-0" / "checkpoint.pt").exists()  # resumable
 
 
-def test_stopped_local_sweep_resumes_and_keeps_completed_runs(tmp_path, monkeypatch, capsys):
+def test_stopped_local_sweep_resumes_and_keeps_completed_runs(tmp_path, monkeypatch, capfd):
     from strategies.base import BaseStrategy
 
     spec, out = tmp_path / "s.yaml", tmp_path / "out"
@@ -91,11 +91,11 @@ def test_stopped_local_sweep_resumes_and_keeps_completed_runs(tmp_path, monkeypa
     first = pd.read_csv(out / "seed-1" / "metrics.csv")
     assert list(pd.read_csv(out / "seed-2" / "metrics.csv")["round"]) == [0, 1]
     assert main([str(spec), "--local", "--out-dir", str(out)]) == 2  # the folders hold runs: refused
-    assert "already holds a run" in capsys.readouterr().err
+    assert "already holds a run" in capfd.readouterr().err
 
     monkeypatch.setattr(BaseStrategy, "end_round", end_round)
     assert main([str(spec), "--local", "--out-dir", str(out), "--resume", "--quiet"]) == 0
-    shown = capsys.readouterr()
+    shown = capfd.readouterr()
     assert "1 completed run(s) kept" in shown.out and "seed-2: finished:completed" in shown.err + shown.out
     assert "[round" not in shown.err + shown.out  # --quiet: the rounds are in the run's log only
     assert "[round 2/2]" in (out / "seed-2" / "flwr.log").read_text()
