@@ -35,7 +35,7 @@ def plot(counts: np.ndarray, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     shown = counts[:MAX_DRAWN]
-    fig, ax = plt.subplots(figsize=(min(16, 3 + 0.25 * len(shown)), 3.6))
+    fig, ax = plt.subplots(figsize=(min(16, max(6.5, 3 + 0.25 * len(shown))), 3.6))
     bottom = np.zeros(len(shown))
     cmap = plt.get_cmap("tab20" if counts.shape[1] > 10 else "tab10")
     for c in range(counts.shape[1]):
@@ -43,7 +43,8 @@ def plot(counts: np.ndarray, path: Path, title: str) -> None:
                label=str(c) if counts.shape[1] <= 20 else None)
         bottom += shown[:, c]
     more = f" (first {MAX_DRAWN} of {len(counts)} clients)" if len(counts) > MAX_DRAWN else ""
-    ax.set(xlabel="client (partition id)", ylabel="samples", title=title + more)
+    ax.set(xlabel="client (partition id)", ylabel="samples")
+    ax.set_title(title + more, fontsize=9)
     if counts.shape[1] <= 20:
         ax.legend(title="class", fontsize=6, title_fontsize=7, ncol=2, bbox_to_anchor=(1.0, 1.0), loc="upper left")
     fig.tight_layout()
