@@ -62,9 +62,10 @@ def write_launch(run_dir: Path, fed: dict) -> None:
     (run_dir / LAUNCH).write_text(json.dumps(launch_record(fed), indent=2, sort_keys=True))
 
 
-def run_provenance(run_dir: Path, num_nodes: int, run_id: int | str) -> dict:
-    """The provenance columns of a run: versions, node count and run id from the ServerApp,
-    resources and commit from ``launch.json`` where a launcher wrote one."""
+def run_provenance(run_dir: Path, run_id: int | str) -> dict:
+    """The provenance columns of a run: versions and run id from the ServerApp, resources
+    and commit from ``launch.json`` where a launcher wrote one. ``num-supernodes`` is
+    what was asked; the ServerApp replaces it by the nodes it found (``server_app``)."""
     launched = {}
     if (run_dir / LAUNCH).exists():
         try:
@@ -73,8 +74,7 @@ def run_provenance(run_dir: Path, num_nodes: int, run_id: int | str) -> dict:
             launched = {}
     if "git-commit" not in launched:
         launched.update(git_state(Path.cwd()))
-    out = {"num-supernodes": int(num_nodes), "client-resources-num-cpus": "", "client-resources-num-gpus": "",
+    out = {"num-supernodes": "", "client-resources-num-cpus": "", "client-resources-num-gpus": "",
            **versions(), "flwr-run-id": str(run_id)}
     out.update({k: v for k, v in launched.items() if k in out or k.startswith("git-")})
-    out["num-supernodes"] = int(num_nodes)  # what the grid has, whatever was asked
     return out

@@ -60,13 +60,15 @@ def main(grid: Grid, context: Context) -> None:
         (out_root(cfg) / cfg["run-name"] / "checkpoint.pt").unlink(missing_ok=True)
     run_dir = out_root(cfg) / cfg["run-name"]
     local = getattr(grid, "in_process", False)  # a LocalGrid: no Flower run id
-    nodes = len(list(grid.get_node_ids()))
-    writer = RunWriter(run_dir, cfg, run_provenance(run_dir, nodes, "" if local else context.run_id))
-    if cfg["partition-assignment"] == "server" and nodes <= 10 * MAX_DRAWN:  # the server knows the split
-        write_for_run(cfg, data, nodes, run_dir / "partitions.png")
+    writer = RunWriter(run_dir, cfg, run_provenance(run_dir, "" if local else context.run_id))
     log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
 
     def on_round(row: dict) -> None:
+        if not writer.rows:  # the first row: the strategy has found the federation by now
+            nodes = strategy.num_partitions or len(list(grid.get_node_ids()))
+            writer.config["num-supernodes"] = nodes
+            if cfg["partition-assignment"] == "server" and nodes <= 10 * MAX_DRAWN:  # the server knows the split
+                write_for_run(cfg, data, nodes, run_dir / "partitions.png")
         writer.add_row(row)
         if row["round"]:
             writer.add_clients(row["round"], strategy.take_clients())
