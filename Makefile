@@ -19,8 +19,15 @@ $(BIN)/flwr: pyproject.toml
 
 setup: $(BIN)/flwr
 
+# The run config is checked first (a bad key or value: one line naming it, in seconds). flwr run
+# exits 0 even when the run fails, so its output is kept in $(OUT)/last-run.log and a failed
+# run makes `make run` fail.
 run: setup
-	$(BIN)/flwr run . --stream --run-config "out-dir='$(OUT)' $(RUN_CONFIG)" --federation-config "num-supernodes=10"
+	@$(BIN)/python -m simulations.config "out-dir='$(OUT)' $(RUN_CONFIG)"
+	@mkdir -p "$(OUT)"
+	$(BIN)/flwr run . --stream --run-config "out-dir='$(OUT)' $(RUN_CONFIG)" --federation-config "num-supernodes=10" 2>&1 | tee "$(OUT)/last-run.log"
+	@! grep -qE "bad run config|cannot run|(ServerApp|Simulation) raised an exception" "$(OUT)/last-run.log" || \
+		{ echo "make run: the run failed (log: $(OUT)/last-run.log)" >&2; exit 1; }
 
 test: setup
 	$(BIN)/python -m pytest -q

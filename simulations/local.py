@@ -38,6 +38,8 @@ from flwr.supercore.task_identity import TaskIdentity
 class LocalGrid(Grid):
     """``num_nodes`` virtual nodes (ids 2..n+1, partition id = id - 2) served in-process."""
 
+    in_process = True  # the ServerApp records no Flower run id for it
+
     def __init__(self, client_app, num_nodes: int, run_config: dict, run_id: int = 1):
         self.client_app = client_app
         self._run = Run.create_empty(run_id)

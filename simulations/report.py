@@ -9,7 +9,9 @@ A *group* is one setting of every config key that varies across the runs, except
 
 - ``DIR/summary.csv``: one row per group: ``n`` (seeds) and ``<metric>-mean``,
   ``-std`` (ddof 1), ``-ci95`` (half-width of the 95% t-interval, ``t(0.975, n-1) *
-  std / sqrt(n)``) at the final round (a metric reported at some rounds only, like an
+  std / sqrt(n)``), ``-ci95-low`` / ``-ci95-high`` (the 95% interval of ``--interval``:
+  by default the t-interval, cut to [0, 1] for metrics in [0, 1];
+  ``simulations/intervals.py``) at the final round (a metric reported at some rounds only, like an
   attack's, at its last report); for domain runs (``source-accuracy`` present)
   also ``<metric>-at-selected-*``, at each run's round with the best source-validation
   accuracy (rounds >= 1, ties: the earlier round).
@@ -17,13 +19,15 @@ A *group* is one setting of every config key that varies across the runs, except
   shared keys (keys every method is run with the same values of, e.g. ``dirichlet-alpha``;
   a key set for one method only, like ``proximal-mu`` in a ``methods:`` block, is not
   matched): per metric the per-seed differences (same seed = same partitions), their
-  mean and 95% t-interval, and wins / n (higher is a win, lower for losses, times,
-  bytes, failures and FPR).
+  mean and 95% t-interval, the paired t-test's and Wilcoxon's p-values (``p-t``,
+  ``p-wilcoxon``), the effect size ``dz`` (mean / std of the differences), and wins / n
+  (higher is a win, lower for losses, times, bytes, failures and FPR).
 - ``DIR/attacks-summary.csv`` where runs wrote ``attacks.csv`` (privacy audit, GIFD):
   per group, attack and round, PSNR/SSIM/label accuracy over the attacked images.
 - ``DIR/report.md``: the headline columns of both tables and two plots,
-  ``report-curves.png`` (metric vs round, mean and 95% band per group) and
-  ``report-final.png`` (final metrics as bars with 95% error bars).
+  ``report-curves.png`` (each headline metric vs round: mean line and 95% band per
+  group) and ``report-final.png`` (final-round metrics: a bar per group, the mean, with
+  its 95% interval as error bar).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-NOT_GROUP = {"seed", "run-name", "out-dir", "resume"}
+from simulations.intervals import METHODS, ci95, paired_tests
+NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id"}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
             "corrupt-accuracy", "corrupt-ratio", "auroc", "fpr95", "loss")
@@ -138,24 +143,27 @@ def selected_rows(frame: pd.DataFrame, names) -> pd.DataFrame:
     return rows.groupby("run-name", sort=False).head(1).reset_index(drop=True)
 
 
-def _stats_columns(values: pd.DataFrame, metrics: list[str], suffix: str = "") -> dict:
+def _stats_columns(values: pd.DataFrame, metrics: list[str], suffix: str = "", how: str = "auto") -> dict:
     out = {}
     for m in metrics:
         _, mean, std, ci = interval(values[m]) if m in values else (0, np.nan, np.nan, np.nan)
-        out.update({f"{m}{suffix}-mean": mean, f"{m}{suffix}-std": std, f"{m}{suffix}-ci95": ci})
+        low, high = ci95(values[m], m, how) if m in values else (np.nan, np.nan)
+        out.update({f"{m}{suffix}-mean": mean, f"{m}{suffix}-std": std, f"{m}{suffix}-ci95": ci,
+                    f"{m}{suffix}-ci95-low": low, f"{m}{suffix}-ci95-high": high})
     return out
 
 
-def summarize(final: pd.DataFrame, selected: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+def summarize(final: pd.DataFrame, selected: pd.DataFrame, keys: list[str], metrics: list[str],
+              how: str = "auto") -> pd.DataFrame:
     """One row per group: keys, n and mean/std/ci95 of each metric (final and at selection)."""
     rows = []
     for values, runs in final.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, values))
         row["n"] = runs["seed"].nunique() if "seed" in runs else len(runs)
-        row.update(_stats_columns(runs, [m for m in metrics if runs[m].notna().any()]))
+        row.update(_stats_columns(runs, [m for m in metrics if runs[m].notna().any()], how=how))
         picked = selected[selected["run-name"].isin(runs["run-name"])]
         if not picked.empty:
-            row.update(_stats_columns(picked, [m for m in metrics if picked[m].notna().any()], "-at-selected"))
+            row.update(_stats_columns(picked, [m for m in metrics if picked[m].notna().any()], "-at-selected", how))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -185,7 +193,8 @@ def paired(final: pd.DataFrame, keys: list[str], shared: list[str], metrics: lis
                              "seeds": " ".join(map(str, joined.loc[diff.index, "seed"])),
                              "diffs": " ".join(f"{d:.6g}" for d in diff),
                              "mean-diff": mean, "std-diff": std, "ci95": ci,
-                             "ci95-low": mean - ci, "ci95-high": mean + ci, "wins": wins, "wins/n": f"{wins}/{n}"})
+                             "ci95-low": mean - ci, "ci95-high": mean + ci, **paired_tests(diff),
+                             "wins": wins, "wins/n": f"{wins}/{n}"})
     return pd.DataFrame(rows)
 
 
@@ -194,6 +203,23 @@ def _fmt(mean: float, ci: float) -> str:
     if pd.isna(mean):
         return "–"
     return f"{mean:.4g}" if pd.isna(ci) else f"{mean:.4g} ± {ci:.2g}"
+
+
+def _fmt_range(mean: float, low: float, high: float) -> str:
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.4g}" if pd.isna(low) else f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+
+
+def _fmt_p(p: float) -> str:
+    return "–" if pd.isna(p) else (f"{p:.2g}" if p >= 1e-3 else "<0.001")
+
+
+def integer_rounds(ax) -> None:
+    """Round axes tick at whole rounds only."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -207,7 +233,8 @@ def _label(row, keys: list[str]) -> str:
     return " ".join(str(row[k]) if k == "method" else f"{k}={row[k]}" for k in keys)
 
 
-def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metrics: list[str], path: Path) -> bool:
+def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metrics: list[str], path: Path,
+                how: str = "auto") -> bool:
     """Each metric reported at two or more rounds against the round: mean line and 95% band per group."""
     import matplotlib
 
@@ -225,10 +252,14 @@ def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metri
             per_round = runs.dropna(subset=[m]).groupby("round")[m]
             if per_round.ngroups == 0:  # a method that does not report this metric (fedhip: no loss)
                 continue
-            mean, ci = per_round.mean(), per_round.agg(lambda v: interval(v)[3]).fillna(0)
+            mean = per_round.mean()
+            bands = [ci95(v, m, how) for _, v in per_round]
+            low = pd.Series([b[0] for b in bands], index=mean.index).fillna(mean)
+            high = pd.Series([b[1] for b in bands], index=mean.index).fillna(mean)
             ax.plot(mean.index, mean.values, marker="o", ms=3, color=color, label=_label(dict(zip(keys, values)), keys))
-            ax.fill_between(mean.index, mean - ci, mean + ci, color=color, alpha=0.2)
+            ax.fill_between(mean.index, low, high, color=color, alpha=0.2)
         ax.set(xlabel="round", title=m)
+        integer_rounds(ax)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
@@ -251,7 +282,9 @@ def plot_final(summary: pd.DataFrame, keys: list[str], metrics: list[str], path:
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.5, 0.5 * len(labels) + 1.5) * len(metrics), 4),
                              squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        ax.bar(range(len(labels)), summary[f"{m}-mean"], yerr=summary[f"{m}-ci95"].fillna(0), capsize=3,
+        mean = summary[f"{m}-mean"]
+        err = [(mean - summary[f"{m}-ci95-low"]).fillna(0), (summary[f"{m}-ci95-high"] - mean).fillna(0)]
+        ax.bar(range(len(labels)), mean, yerr=err, capsize=3,
                color=[f"C{i % 10}" for i in range(len(labels))])
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{m} (final round)")
@@ -262,31 +295,44 @@ def plot_final(summary: pd.DataFrame, keys: list[str], metrics: list[str], path:
     return True
 
 
+INTERVALS = {"auto": "t-interval, cut to [0, 1] for metrics in [0, 1]",
+             "t": "t-interval", "logit": "logit interval", "bootstrap": "BCa bootstrap"}
+
+
 def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, keys: list[str], metrics: list[str],
-             incomplete: list[str], baseline: str | None, plots: list[str]) -> str:
+             incomplete: list[str], baseline: str | None, plots: list[str], how: str = "auto") -> str:
     shown = [m for m in headline(metrics) if f"{m}-mean" in summary]
     lines = ["# Sweep report", "",
              f"Groups: one per setting of {', '.join(f'`{k}`' for k in keys)}; `n` = seeds (same seed = same "
-             "partitions). Cells: mean ± half-width of the 95% t-interval over the seeds (std, all metrics and "
-             "the keys each method sets one value of are in `summary.csv`).", ""]
+             f"partitions). Cells: mean [95% interval] over the seeds ({INTERVALS[how]}; the t-interval's "
+             "half-width, std, all metrics and the keys each method sets one value of are in `summary.csv`).", ""]
     table = summary[keys + ["n"]].copy()
     for m in shown:
-        table[m] = [_fmt(a, b) for a, b in zip(summary[f"{m}-mean"], summary[f"{m}-ci95"])]
+        table[m] = [_fmt_range(*v) for v in zip(summary[f"{m}-mean"], summary[f"{m}-ci95-low"],
+                                                  summary[f"{m}-ci95-high"])]
     lines += ["## Final round", "", _table(table), ""]
     selected = [m for m in shown if f"{m}-at-selected-mean" in summary]
     if selected:
         table = summary[keys + ["n"]].copy()
         for m in selected:
-            table[m] = [_fmt(a, b) for a, b in zip(summary[f"{m}-at-selected-mean"], summary[f"{m}-at-selected-ci95"])]
+            table[m] = [_fmt_range(*v) for v in zip(summary[f"{m}-at-selected-mean"],
+                                                      summary[f"{m}-at-selected-ci95-low"],
+                                                      summary[f"{m}-at-selected-ci95-high"])]
         lines += ["## At the round selected on source validation", "", _table(table), ""]
     if baseline and not pairs.empty:
         p = pairs[pairs["metric"].isin(shown)].copy()
         p["difference"] = [_fmt(a, b) for a, b in zip(p["mean-diff"], p["ci95"])]
         p["95% interval"] = [("–" if pd.isna(c) else f"[{lo:.4g}, {hi:.4g}]")
                              for c, lo, hi in zip(p["ci95"], p["ci95-low"], p["ci95-high"])]
+        p["p (t / Wilcoxon)"] = [f"{_fmt_p(a)} / {_fmt_p(b)}" for a, b in zip(p["p-t"], p["p-wilcoxon"])]
+        p["d_z"] = ["–" if pd.isna(d) else f"{d:.2g}" for d in p["dz"]]
         lines += [f"## Paired differences against {baseline}", "",
-                  "Per seed: group minus baseline on the same seed; a win is higher (lower for loss and FPR95).", "",
-                  _table(p[keys + ["baseline", "metric", "n", "difference", "95% interval", "wins/n"]]), ""]
+                  "Per seed: group minus baseline on the same seed; a win is higher (lower for loss and FPR95). "
+                  "Mean ± half-width of the 95% t-interval of the differences; two-sided p-values of the paired "
+                  "t-test and the Wilcoxon signed-rank test (with n=3 Wilcoxon cannot go below 0.25); d_z = mean / "
+                  "std of the differences. No correction for multiple comparisons.", "",
+                  _table(p[keys + ["baseline", "metric", "n", "difference", "95% interval", "p (t / Wilcoxon)",
+                                   "d_z", "wins/n"]]), ""]
     for name in plots:
         lines += [f"![{name}]({name})", ""]
     if incomplete:
@@ -337,10 +383,10 @@ def attacks_markdown(table: pd.DataFrame, keys: list[str]) -> str:
                       _table(shown), ""])
 
 
-def report(out: Path, baseline: str | None = None, select: str | None = None) -> dict[str, Path]:
+def report(out: Path, baseline: str | None = None, select: str | None = None, how: str = "auto") -> dict[str, Path]:
     """Write summary.csv, paired.csv, report.md (and the plots) into ``out``. A tuned sweep
     (``phase`` column), or ``select``: the chosen configurations' evaluation rows only
-    (``simulations/selection.py``, which also writes selected.csv)."""
+    (``simulations/selection.py``, which also writes selected.csv); ``how``: the interval."""
     out = Path(out)
     frame, config_cols, metrics = load(out)
     protocol = ""
@@ -364,7 +410,7 @@ def report(out: Path, baseline: str | None = None, select: str | None = None) ->
     if baseline is None and "fedavg" in methods and len(methods) > 1:
         baseline = "fedavg"
     selected = selected_rows(frame, final["run-name"])
-    summary = summarize(final, selected, keys, metrics)
+    summary = summarize(final, selected, keys, metrics, how)
     shared = shared_keys(final, keys)
     pairs = paired(final, keys, shared, metrics, baseline) if baseline else pd.DataFrame()
     paths = {"summary": out / "summary.csv", "paired": out / "paired.csv", "report": out / "report.md"}
@@ -373,10 +419,10 @@ def report(out: Path, baseline: str | None = None, select: str | None = None) ->
     plotted = headline(metrics)
     shown = splitting_keys(final, keys)  # the same groups, fewer columns
     plots = [p.name for p, ok in ((out / "report-curves.png", plot_curves(frame, final, shown, plotted,
-                                                                           out / "report-curves.png")),
+                                                                           out / "report-curves.png", how)),
                                   (out / "report-final.png", plot_final(summary, shown, plotted,
                                                                         out / "report-final.png"))) if ok]
-    text = markdown(summary, pairs, shown, metrics, incomplete, baseline, plots)
+    text = markdown(summary, pairs, shown, metrics, incomplete, baseline, plots, how)
     attacks = attacks_summary(out, final, keys)
     if not attacks.empty:
         paths["attacks"] = out / "attacks-summary.csv"
@@ -395,9 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="method to pair every group against (default: fedavg when present)")
     parser.add_argument("--select", help="a tuned sweep: choose each method's configuration by this validation "
                         "metric on the tuning seeds (default: the sweep's tune: select) and report it")
+    parser.add_argument("--interval", choices=METHODS, default="auto", help="95%% interval of a group's mean: "
+                        "auto (t, cut to [0, 1] for metrics in [0, 1]), t, logit, bootstrap (BCa; from ~10 seeds)")
     args = parser.parse_args(argv)
     try:
-        paths = report(args.dir.expanduser(), args.baseline, args.select)
+        paths = report(args.dir.expanduser(), args.baseline, args.select, args.interval)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,11 +1,12 @@
 """The one results writer.
 
-A run writes ``<out-dir>/<run-name>/``: ``config.json`` (the resolved run config),
-``metrics.csv`` (one row per round: every run-config key, ``round``, the metrics;
-rewritten after each round so a killed run keeps what it had) and ``metrics.png``.
-A sweep concatenates its runs' ``metrics.csv`` into ``<out-dir>/results.csv`` and
-plots each metric against the round, one line per setting of the grid keys (mean over
-seeds); ``simulations/report.py`` adds the intervals and paired differences.
+A run writes ``<out-dir>/<run-name>/``: ``config.json`` (the resolved run config and
+its provenance, ``simulations/provenance.py``), ``metrics.csv`` (one row per round: every
+run-config key, the provenance, ``round``, the metrics; rewritten after each round so a
+killed run keeps what it had), ``clients.csv`` (one row per client and round: partition
+id, examples, train loss, local accuracy where evaluated) and ``metrics.png``.
+A sweep concatenates its runs' ``metrics.csv`` into ``<out-dir>/results.csv``;
+``simulations/report.py`` adds the intervals, paired differences and plots.
 """
 
 from __future__ import annotations
@@ -15,30 +16,55 @@ from pathlib import Path
 
 import pandas as pd
 
+from simulations import tracking
+
 PLOTTED = ("accuracy", "personalized-accuracy", "loss", "round-seconds")
 
 
 class RunWriter:
     """Collects one run's rows and keeps its folder up to date."""
 
-    def __init__(self, run_dir: Path, config: dict):
+    def __init__(self, run_dir: Path, config: dict, provenance: dict | None = None):
         self.dir = Path(run_dir)
-        self.config = dict(config)
+        self.config = {**config, **(provenance or {})}
         self.rows: list[dict] = []
+        self.clients: list[dict] | None = None  # clients.csv's rows, read back at the first write
+        self.tracker = None  # tracker=tensorboard|mlflow (simulations/tracking.py), made with the first row
 
     def add_row(self, metrics: dict) -> None:
         if not self.rows:  # the first row: nothing is written before (a refused resume changes no file)
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
+            self.tracker = tracking.make(self.config.get("tracker", "none"), self.dir, self.config)
         self.rows.append({**self.config, **metrics})
+        if self.tracker is not None:
+            self.tracker.log(int(metrics["round"]), tracking.numeric(metrics, set(self.config)))
         frame = pd.DataFrame(self.rows)
         tmp = self.dir / "metrics.csv.tmp"
         frame.to_csv(tmp, index=False)
         tmp.replace(self.dir / "metrics.csv")  # atomic: never a half-written file
 
-    def finish(self) -> None:
-        if self.rows:
+    def add_clients(self, server_round: int, rows: list[dict]) -> None:
+        """One round's per-client rows (``round``, ``partition-id``, ...) into clients.csv;
+        a resumed run keeps the rows of the rounds before this one."""
+        path = self.dir / "clients.csv"
+        if self.clients is None:
+            old = pd.read_csv(path) if self.config.get("resume") and path.exists() else pd.DataFrame()
+            self.clients = old[old["round"] < server_round].to_dict("records") if "round" in old else []
+        self.clients += [{"round": server_round, **r} for r in rows]
+        if self.clients:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(self.clients).to_csv(path.with_suffix(".csv.tmp"), index=False)
+            path.with_suffix(".csv.tmp").replace(path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """The run's plot (``FINISHED``); the tracker's run closed with ``status`` (``FAILED``
+        for a run that raised, ``KILLED`` for one stopped)."""
+        if self.rows and status == "FINISHED":
             plot(pd.DataFrame(self.rows), self.dir / "metrics.png", group="method")
+        if self.tracker is not None:
+            self.tracker.close(status)
+            self.tracker = None
 
 
 def plot(frame: pd.DataFrame, path: Path, group: str | list[str] = "method") -> None:
@@ -48,6 +74,7 @@ def plot(frame: pd.DataFrame, path: Path, group: str | list[str] = "method") -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metrics = [m for m in PLOTTED if m in frame and frame[m].notna().any()]
     if not metrics:
@@ -61,6 +88,7 @@ def plot(frame: pd.DataFrame, path: Path, group: str | list[str] = "method") -> 
             label = " ".join(str(v) if k == "method" else f"{k}={v}" for k, v in zip(keys, name))
             ax.plot(curve.index.get_level_values("round"), curve.values, marker="o", label=label)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole rounds only
         ax.set_title(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend()
@@ -69,15 +97,13 @@ def plot(frame: pd.DataFrame, path: Path, group: str | list[str] = "method") -> 
     plt.close(fig)
 
 
-def collect(run_dirs: list[Path], out_dir: Path, group: str | list[str] = "method") -> pd.DataFrame:
-    """Concatenate runs' metrics.csv into results.csv and plot each metric (mean over the
-    runs of each ``group``: the sweep passes every grid key but ``seed``)."""
+def collect(run_dirs: list[Path], out_dir: Path) -> pd.DataFrame:
+    """Concatenate runs' metrics.csv into results.csv (the report plots them)."""
     frames = [pd.read_csv(d / "metrics.csv") for d in run_dirs if (d / "metrics.csv").exists()]
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
     frame.to_csv(out_dir / "results.csv", index=False)
-    plot(frame, out_dir / "results.png", group)
     return frame
 
 
@@ -88,4 +114,4 @@ def summary(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     last = frame.sort_values("round").groupby("run-name", sort=False).tail(1)
     metrics = [c for c in ("round", "accuracy", "personalized-accuracy", "loss", "round-seconds",
                            "uplink-bytes", "failures") if c in last]
-    return last[list(dict.fromkeys(keys + metrics))].reset_index(drop=True)
+    return last[[k for k in dict.fromkeys(keys + metrics) if k in last]].reset_index(drop=True)

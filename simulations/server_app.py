@@ -18,6 +18,8 @@ from datasets.partition import PartitionError
 from simulations import client_state
 from simulations.config import resolve, seed_everything
 from simulations.methods import METHODS
+from simulations.provenance import run_provenance
+from simulations.partitions import MAX_DRAWN, write_for_run
 from simulations.results import RunWriter
 
 app = ServerApp()
@@ -59,9 +61,24 @@ def main(grid: Grid, context: Context) -> None:
     if cfg["overwrite"] and not cfg["resume"]:  # a replaced run must not start from the old checkpoint or client state
         (out_root(cfg) / cfg["run-name"] / "checkpoint.pt").unlink(missing_ok=True)
         shutil.rmtree(out_root(cfg) / cfg["run-name"] / client_state.FOLDER, ignore_errors=True)
-    writer = RunWriter(out_root(cfg) / cfg["run-name"], cfg)
+    run_dir = out_root(cfg) / cfg["run-name"]
+    local = getattr(grid, "in_process", False)  # a LocalGrid: no Flower run id
+    writer = RunWriter(run_dir, cfg, run_provenance(run_dir, "" if local else context.run_id))
     log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
-    strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=writer.add_row)
+
+    def on_round(row: dict) -> None:
+        if not writer.rows:  # the first row: the strategy has found the federation by now
+            ids = strategy.node_ids
+            nodes = len(ids) if ids is not None else len(list(grid.get_node_ids()))
+            writer.config["num-supernodes"] = nodes
+            population = strategy.num_partitions or nodes  # num-clients: the clients, not the nodes
+            if cfg["partition-assignment"] == "server" and population <= 10 * MAX_DRAWN:  # the server knows the split
+                write_for_run(cfg, data, population, run_dir / "partitions.png")
+        writer.add_row(row)
+        if row["round"]:
+            writer.add_clients(row["round"], strategy.take_clients())
+
+    strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=on_round)
     try:
         strategy.start(
             grid=grid,
@@ -72,7 +89,11 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_config=ConfigRecord(),
         )
     except (PartitionError, FileNotFoundError, ValueError) as err:  # bad federation or resume request
+        writer.finish("FAILED")
         log(ERROR, "cannot run: %s", err)
         raise RunAborted(f"cannot run: {err}") from None
+    except BaseException as err:  # a crash, or the run stopped (KeyboardInterrupt, SystemExit)
+        writer.finish("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        raise
     writer.finish()
     log(INFO, "results written to %s", writer.dir)

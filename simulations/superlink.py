@@ -39,7 +39,7 @@ def process_tree(pid: int) -> list:
         return []
 
 
-def stop_tree(pid: int, timeout: float = 20) -> None:
+def stop_tree(pid: int, timeout: float = 5) -> None:
     """SIGTERM ``pid`` and every descendant, then SIGKILL what is left."""
     import psutil
 
@@ -56,6 +56,17 @@ def stop_tree(pid: int, timeout: float = 20) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM (what ``timeout``, ``kill`` and batch schedulers send) stop this process
+    as Ctrl-C does: a ``KeyboardInterrupt`` in the main thread, so that every ``Processes``
+    block on the way out stops the processes it started (SuperLink, ``flwr run``, Ray)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def free_port() -> int:
@@ -127,17 +138,17 @@ class Processes:
         return self
 
     def __exit__(self, *exc) -> None:
-        # A second Ctrl-C during the cleanup would orphan the simulation: ignore it here.
+        # A second Ctrl-C or SIGTERM during the cleanup would orphan the simulation: ignore them here.
         main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
             for proc in reversed(self.procs):
                 stop_tree(proc.pid)
             self.procs.clear()
             shutil.rmtree(self.home, ignore_errors=True)
         finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class Federation(Processes):
@@ -156,7 +167,7 @@ class Federation(Processes):
                               text=True)
 
     def run(self, cfg: dict, log_path: Path, fed: dict | None = None,
-            on_line: Callable[[float, str], None] | None = None) -> dict:
+            on_line: Callable[[float, str], None] | None = None, echo: bool = True) -> dict:
         """One ``flwr run`` of this app, streamed to ``log_path`` (progress lines echoed;
         ``on_line(seconds since start, line)`` sees every line).
 
@@ -182,7 +193,7 @@ class Federation(Processes):
                 line = re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip()
                 if found := re.search(r"started run (\d+)", line):
                     run_id = found[1]
-                if re.search(r"\[round \d+/|dropped reply|skipped|bad run config|cannot run", line):
+                if echo and re.search(r"\[round \d+/|dropped reply|skipped|bad run config|cannot run", line):
                     print("   ", line, flush=True)
                 if on_line:
                     on_line(time.perf_counter() - t0, line)

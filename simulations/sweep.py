@@ -1,4 +1,4 @@
-"""Sweeps: ``python -m simulations.sweep SWEEP.yaml [--check] [--local [--jobs N]]`` (docs/sweeps.md).
+"""Sweeps: ``python -m simulations.sweep SWEEP.yaml [--check] [--local [--jobs N]] [--resume]`` (docs/sweeps.md).
 
 Expands the YAML (``base:``, ``grid:``, optional ``methods:``) into runs and validates
 every one (keys, data, partitions) before the first starts, so a bad sweep fails in
@@ -6,13 +6,18 @@ seconds. Runs go through ``flwr run`` against a SuperLink and one Ray instance t
 sweep owns, or in-process with ``--local`` (``simulations/local.py``). A run's status is
 read from the SuperLink because ``flwr run`` exits 0 even for a failed run; a failed run
 is reported and the others go on. At the end: ``results.csv`` and the report
-(``simulations/report.py``).
+(``simulations/report.py``). SIGTERM or Ctrl-C stops every process the sweep started;
+the run that was going is marked ``stopped`` in its ``status.json``, and ``--resume``
+continues the sweep: completed runs are kept, stopped ones resume from their checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import json
+import logging
 import multiprocessing
 import re
 import sys
@@ -29,12 +34,13 @@ from common.keys import ConfigError, shown
 from common.outputs import check_run_folder
 from simulations.config import RENAMED, defaults, resolve
 from simulations import tuning
+from simulations.provenance import FEDERATION, write_launch
 from simulations.report import report
 from simulations.results import collect, summary
-from simulations.superlink import simulation_superlink
+from simulations.superlink import simulation_superlink, stop_on_signals
 
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
-FEDERATION_KEYS = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
+FEDERATION_KEYS = FEDERATION
 FEDERATION_DEFAULTS = {"num-supernodes": 10, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}
 
 
@@ -102,13 +108,14 @@ def points(grid: dict, own: dict) -> list[dict]:
     return out
 
 
-def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, dict, str]]:
-    """All combinations as (run config, federation config, run name), validated."""
+def expand(base: dict, grid: dict, own: dict | None = None, resume: bool = False) -> list[tuple[dict, dict, str]]:
+    """All combinations as (run config, federation config, run name), validated; with
+    ``resume``, a run whose folder holds a run continues it (``resume_plan``)."""
     known = set(defaults()) | set(FEDERATION_KEYS) | set(RENAMED)  # a renamed key: resolve names the new one
     unknown = sorted((set(base) | set(grid) | {k for keys in own.values() for k in keys}) - known)
     if unknown:
         raise SweepError(f"unknown key(s) {unknown}: use run-config keys or {list(FEDERATION_KEYS)}")
-    runs, names = [], set()
+    runs, names, errors = [], set(), {}
     for point in points(grid, own):
         combo = {**base, **point}
         fed = {**FEDERATION_DEFAULTS, **{k: combo.pop(k) for k in FEDERATION_KEYS if k in combo}}
@@ -120,14 +127,48 @@ def expand(base: dict, grid: dict, own: dict | None = None) -> list[tuple[dict, 
         names.add(name)
         try:
             cfg = resolve({**combo, "run-name": name})
-            check_run_folder(cfg)
+            if resume:
+                resume_plan(cfg)
+            if not cfg.get("skip"):
+                check_run_folder(cfg)
         except ConfigError as err:
-            raise SweepError(f"run '{name}': {err}") from None
+            errors.setdefault(str(err), []).append(name)
+            continue
         if int(fed["num-supernodes"]) < int(cfg["min-train-nodes"]):
-            raise SweepError(f"run '{name}': num-supernodes {fed['num-supernodes']} < min-train-nodes "
-                             f"{cfg['min-train-nodes']}: the server would wait forever")
+            errors.setdefault(f"num-supernodes {fed['num-supernodes']} < min-train-nodes {cfg['min-train-nodes']}: "
+                              "the server would wait forever", []).append(name)
         runs.append((cfg, fed, name))
+    raise_all(errors)
     return runs
+
+
+def raise_all(errors: dict[str, list[str]]) -> None:
+    """Every problem found at once: one line per distinct message, naming its runs."""
+    if errors:
+        raise SweepError("\n".join(f"run '{names[0]}'" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
+                                   + f": {message}" for message, names in errors.items()))
+
+
+STATUS = "status.json"  # the sweep's record of a run: completed, failed or stopped
+
+
+def resume_plan(cfg: dict) -> None:
+    """``--resume``: a run folder the sweep completed is kept (``cfg["skip"]``), one with
+    a checkpoint resumes from it, one without restarts (``overwrite``)."""
+    folder = Path(cfg["out-dir"]) / cfg["run-name"]
+    status = json.loads((folder / STATUS).read_text()).get("status") if (folder / STATUS).exists() else None
+    if status == "finished:completed":
+        cfg["skip"] = True
+    elif (folder / "checkpoint.pt").exists():
+        cfg["resume"] = True
+    elif (folder / "metrics.csv").exists() or (folder / "config.json").exists():
+        cfg["overwrite"] = True
+
+
+def write_status(folder: Path, status: str, details: str = "", seconds: float = 0.0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STATUS).write_text(json.dumps({"status": status, "details": details, "seconds": round(seconds, 1),
+                                             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1))
 
 
 def check_data(runs: list[tuple[dict, dict, str]]) -> None:
@@ -135,7 +176,7 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     from datasets import DataError, load_for
     from datasets.partition import PartitionError, partition_for
 
-    seen = set()
+    seen, errors = set(), {}
     for cfg, fed, name in runs:
         key = (cfg["dataset"], cfg["data-root"], cfg["image-size"], cfg["partitioner"], cfg["dirichlet-alpha"],
                cfg["classes-per-client"], cfg["seed"], fed["num-supernodes"], cfg["heldout-domain"],
@@ -147,7 +188,8 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
             bundle = load_for(cfg)
             partition_for(cfg, bundle, int(fed["num-supernodes"]))
         except (DataError, PartitionError) as err:
-            raise SweepError(f"run '{name}': {err}") from None
+            errors.setdefault(str(err), []).append(name)
+    raise_all(errors)
 
 
 def _in_own_process(call: tuple) -> tuple[str, str, float]:
@@ -159,10 +201,34 @@ def _in_own_process(call: tuple) -> tuple[str, str, float]:
         return pool.submit(run_logged, *call).result()
 
 
+@contextlib.contextmanager
+def _console(quiet: bool):
+    """With ``quiet``, Flower's console lines below WARNING are held back (the run's log
+    file still gets them)."""
+    from flwr.common.logger import console_handler
+
+    level = console_handler.level
+    if quiet:
+        console_handler.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        console_handler.setLevel(level)
+
+
+def _stop_children() -> None:
+    import psutil
+
+    from simulations.superlink import stop_tree
+
+    for child in psutil.Process().children():
+        stop_tree(child.pid)
+
+
 def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tuple[str, str, str, float]]:
     """Run every run; yield (name, status, failure reason, seconds) as each one ends."""
-    for _, _, name in runs:
-        (out / name).mkdir(parents=True, exist_ok=True)
+    for _, fed, name in runs:
+        write_launch(out / name, fed)  # the run's federation and commit, for its provenance
     if args.local:  # in-process (simulations/local.py), --jobs runs at a time
         from simulations.local import run_logged
 
@@ -172,23 +238,32 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
                  for cfg, fed, name in runs]
         if jobs == 1:
             for i, ((_, _, name), call) in enumerate(zip(runs, calls), 1):
-                tqdm.write(f"[{i}/{len(runs)}] {name}")
-                yield (name, *run_logged(*call))
+                if not args.quiet:
+                    tqdm.write(f"[{i}/{len(runs)}] {name}")
+                with _console(args.quiet):
+                    result = run_logged(*call)
+                yield (name, *result)
             return
         tqdm.write(f"{jobs} runs at a time")
         with ThreadPoolExecutor(jobs) as threads:
             futures = {threads.submit(_in_own_process, call): name for (_, _, name), call in zip(runs, calls)}
-            for future in as_completed(futures):
-                try:
-                    yield (futures[future], *future.result())
-                except Exception as err:  # the run's process died (killed, out of memory)
-                    yield futures[future], "finished:failed", f"worker died: {type(err).__name__}: {err}", 0.0
+            try:
+                for future in as_completed(futures):
+                    try:
+                        yield (futures[future], *future.result())
+                    except Exception as err:  # the run's process died (killed, out of memory)
+                        yield futures[future], "finished:failed", f"worker died: {type(err).__name__}: {err}", 0.0
+            except BaseException:  # stopped: end the runs' processes, start no more
+                threads.shutdown(wait=False, cancel_futures=True)
+                _stop_children()
+                raise
         return
     with simulation_superlink(share_ray=not args.ray_per_run) as link:
         for i, (cfg, fed, name) in enumerate(runs, 1):
-            tqdm.write(f"[{i}/{len(runs)}] {name}")
+            if not args.quiet:
+                tqdm.write(f"[{i}/{len(runs)}] {name}")
             t0 = time.perf_counter()
-            record = link.run(cfg, out / name / "flwr.log", fed)
+            record = link.run(cfg, out / name / "flwr.log", fed, echo=not args.quiet)
             yield (name, record.get("status", "unknown"), record.get("status-details", ""),
                    time.perf_counter() - t0)
 
@@ -205,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                         "Ray or a SuperLink (simulations/local.py): same strategy, clients and results")
     parser.add_argument("--jobs", type=int, default=1, help="with --local: runs at a time, each in its own process "
                         "(default 1)")
+    parser.add_argument("--quiet", action="store_true", help="the terminal shows the progress bar and one line "
+                        "per run only; each run's log stays in <run>/flwr.log")
+    parser.add_argument("--resume", action="store_true", help="continue a stopped sweep in its out-dir: keep "
+                        "completed runs, resume stopped ones from their checkpoint")
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.jobs > 1 and not args.local):
         parser.error("--jobs takes a number >= 1 and needs --local (the Ray engine runs one run at a time)")
@@ -213,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         out = (args.out_dir or Path(base.get("out-dir") or Path("outputs") / args.sweep.stem)).expanduser().resolve()
         base["out-dir"] = str(out)
         search = tuning.load(args.sweep, base, grid, own, expand, points)  # the tune: block, checked
-        runs = search.check() if search else expand(base, grid, own)
+        runs = search.check() if search else expand(base, grid, own, resume=args.resume)
         check_data(runs)
     except (SweepError, tuning.TuneError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in str(err).splitlines()), file=sys.stderr)
         return 2
     print(f"{len(runs)} run(s) -> {out}" if not search else f"tuning {len(search.settings)} setting(s), budget "
           f"{search.tune['budget']} trial(s) x {len(search.tune['seeds'])} tuning seed(s), then the chosen "
@@ -224,11 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    failed = []
+    stop_on_signals()
+    failed, pending = [], set()
 
     def run_all(todo):
+        todo = [r for r in todo if not r[0].pop("skip", False)]  # --resume: completed runs are kept
+        pending.update(name for _, _, name in todo)
         with tqdm(total=len(todo), desc="sweep", unit="run", dynamic_ncols=True) as bar:  # with an ETA
             for name, status, details, seconds in each_run(todo, out, args):
+                pending.discard(name)
+                write_status(out / name, status, details, seconds)
                 bar.write(f"    {name}: {status} in {seconds:.1f}s")
                 if status != "finished:completed":
                     failed.append(name)
@@ -236,18 +320,30 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update()
                 yield name, status, details, seconds
 
-    if search:  # the search, then the chosen configurations (simulations/tuning.py)
-        try:
-            dirs, _ = search.run(out, run_all)
-        except tuning.TuneError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-    else:
-        for _ in run_all(runs):
-            pass
-        dirs = [out / name for _, _, name in runs]
+    try:
+        if search:  # the search, then the chosen configurations (simulations/tuning.py)
+            try:
+                dirs, _ = search.run(out, run_all)
+            except tuning.TuneError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+        else:
+            kept = sum(1 for r in runs if r[0].get("skip"))
+            if kept:
+                print(f"--resume: {kept} completed run(s) kept", flush=True)
+            for _ in run_all(runs):
+                pass
+            dirs = [out / name for _, _, name in runs]
+    except KeyboardInterrupt as err:
+        for name in pending:
+            if (out / name / "config.json").exists():  # started: stopped midway
+                write_status(out / name, "stopped", str(err) or "interrupted")
+        print(f"stopped ({err or 'interrupted'}): every process of the sweep ended; continue with "
+              f"python -m simulations.sweep {args.sweep} --resume" + (f" --out-dir {out}" if args.out_dir else ""),
+              file=sys.stderr)
+        return 130
     keys = list(dict.fromkeys([*grid, *(k for keys in own.values() for k in keys)]))
-    frame = collect(dirs, out, [k for k in keys if k != "seed"] or ["method"])
+    frame = collect(dirs, out)
     if search:
         frame = search.label(frame, out)
     if not frame.empty:

@@ -79,6 +79,7 @@ class BaseStrategy(Sampling, FedAvg):
         self.test_data = test_data
         self.on_round = on_round
         self.init_sampling()
+        self.client_rows: dict[int, dict] = {}  # partition id -> this round's metrics of its good replies
         self.row: Row = {}
         self.t_round = time.perf_counter()
         self.expected: dict[str, dict[str, tuple]] | None = None
@@ -175,6 +176,7 @@ class BaseStrategy(Sampling, FedAvg):
                 self.row["failures"] = self.row.get("failures", 0) + 1
             else:
                 good.append(msg)
+                self.note_client(msg, train)
         return self.by_partition(good)
 
     def check_records(self, content: RecordDict) -> str | None:
@@ -191,6 +193,21 @@ class BaseStrategy(Sampling, FedAvg):
         asked = bool(getattr(self, "truth_asked", False)) and self.assigns and data is not None
         return take_ground_truth(content, asked, tuple(data.input_shape) if data is not None else (),
                                  data.num_classes if data is not None else 0, self.max_examples)
+
+    def note_client(self, msg: Message, train: bool) -> None:
+        """A good reply's metrics for clients.csv (train: examples, train loss; evaluate:
+        local accuracy and loss)."""
+        metrics = msg.content.metric_records.get("metrics", {})
+        names = {"num-examples": "train-examples", "train-loss": "train-loss"} if train else \
+            {"num-examples": "eval-examples", "accuracy": "local-accuracy", "loss": "local-loss"}
+        row = self.client_rows.setdefault(self.partition_of(msg, -1), {})
+        row.update({col: float(metrics[k]) for k, col in names.items() if k in metrics})
+
+    def take_clients(self) -> list[dict]:
+        """This round's per-client rows, in partition order (then cleared)."""
+        rows = [{"partition-id": p, **m} for p, m in sorted(self.client_rows.items())]
+        self.client_rows = {}
+        return rows
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)

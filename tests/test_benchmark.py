@@ -79,6 +79,31 @@ def test_fedhip_cost(tmp_path, capsys):
     g = res["gram"]
     assert positive(g["gram-gflops"], g["gemm-gflops"]) and g["d"] > 0
     assert "GFLOP/s" in line
+    # run again into the same folder: refused in one line before any work, then --overwrite replaces its runs
+    assert main(["fedhip-cost", "--quick", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds fedhip-cost results: pass --overwrite" in err and len(err.splitlines()) == 1
+    (tmp_path / "fedhip-cost.json").unlink()
+    assert main(["fedhip-cost", "--quick", "--out-dir", str(tmp_path), "--overwrite"]) == 0  # runs left: replaced
+    again = json.loads((tmp_path / "fedhip-cost.json").read_text())
+    assert again["fedhip-accuracy"] == res["fedhip-accuracy"]  # same seed, same partitions, same closed form
+
+
+def test_each_benchmark_invocation_gets_its_own_folder(tmp_path, monkeypatch):
+    from simulations.benchmark import out_dir
+
+    monkeypatch.chdir(tmp_path)
+    first, second = out_dir("overhead", None, False), out_dir("overhead", None, False)
+    assert first != second and first.parent == second.parent == tmp_path / "outputs" / "benchmark"
+    assert first.name.startswith("overhead-") and first.is_dir() and second.is_dir()
+    run = tmp_path / "mine" / "overhead" / "flower"  # a folder holding a run of this benchmark
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("round\n0\n")
+    (tmp_path / "mine" / "notes").mkdir()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        out_dir("overhead", tmp_path / "mine", False)
+    assert out_dir("overhead", tmp_path / "mine", True) == tmp_path / "mine"
+    assert not run.exists() and (tmp_path / "mine" / "notes").is_dir()  # only its own runs are removed
 
 
 @pytest.mark.parametrize("name", ["gifd-cost"])

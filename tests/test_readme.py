@@ -44,7 +44,7 @@ def test_recipe_own_images_fedhip_against_fedavg(images, tmp_path):
     from simulations.config import resolve
     from simulations.local import run_local
 
-    commands = blocks("own-images")[0].replace("\\\n", " ").strip().splitlines()
+    *commands, report_line = blocks("own-images")[0].replace("\\\n", " ").strip().splitlines()
     rows = {}
     for command in commands:
         overrides = parse_config_args([re.search(r'--run-config "([^"]*)"', command)[1]])
@@ -57,6 +57,13 @@ def test_recipe_own_images_fedhip_against_fedavg(images, tmp_path):
     assert rows["fedhip"]["round"] == 1 and rows["fedhip"]["failures"] == 0
     assert rows["fedhip"]["accuracy"] > 0.9 and rows["fedhip"]["personalized-accuracy"] > 0.9  # chance: 1/3
     assert rows["fedavg"]["round"] == 1 and 0 <= rows["fedavg"]["accuracy"] <= 1
+    from simulations.report import main as report
+
+    assert report_line == "python -m simulations.report outputs/mine"
+    assert report([str(tmp_path)]) == 0  # out-dir holds the two runs: the report pairs them
+    pair = pd.read_csv(tmp_path / "paired.csv").set_index("metric").loc["accuracy"]
+    assert pair["method"] == "fedhip" and pair["baseline"] == "fedavg"
+    assert pair["mean-diff"] == pytest.approx(rows["fedhip"]["accuracy"] - rows["fedavg"]["accuracy"])
 
 
 def test_recipe_sweep_and_report(images, tmp_path):

@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 import pytest
+from scipy import stats
 
 from simulations.report import main, report, selected_rows
 
@@ -62,13 +63,40 @@ def test_summary_and_paired_match_hand_computed_values(tmp_path, capsys):
     assert acc["ci95-low"] == pytest.approx(mean - T_975_2 * dstd / math.sqrt(3))
     loss = paired[(paired["metric"] == "loss") & (paired["proximal-mu"] == 0.1)].iloc[0]
     assert loss["mean-diff"] == pytest.approx(-mean) and loss["wins/n"] == "2/3"  # lower loss wins
+    t_stat = mean / (dstd / math.sqrt(3))
+    assert acc["p-t"] == pytest.approx(2 * stats.t.sf(abs(t_stat), 2))
+    assert acc["dz"] == pytest.approx(mean / dstd)
+    assert 0.25 <= acc["p-wilcoxon"] <= 1  # 3 pairs: Wilcoxon's smallest p is 0.25
     single = paired[(paired["metric"] == "accuracy") & (paired["proximal-mu"] == 0.5)].iloc[0]
     assert single["n"] == 1 and single["mean-diff"] == pytest.approx(-0.10) and single["wins/n"] == "0/1"
 
     text = (tmp_path / "report.md").read_text()
-    assert "0.83 ± 0.09" in text and "method-fedavg_mu-0.01_lr-0.1_seed-3" in text
+    h = T_975_2 * std / math.sqrt(3)  # inside [0, 1]: the t-interval itself
+    low, high = 0.83 - h, 0.83 + h
+    assert (avg["accuracy-ci95-low"], avg["accuracy-ci95-high"]) == pytest.approx((low, high))
+    assert f"0.83 [{low:.4g}, {high:.4g}]" in text and "method-fedavg_mu-0.01_lr-0.1_seed-3" in text
     assert "report-curves.png" in text and (tmp_path / "report-final.png").stat().st_size > 1000
     assert "report.md" in capsys.readouterr().out
+
+
+def test_intervals_of_a_bounded_metric_stay_in_its_range_the_t_interval_stays_available(tmp_path):
+    """0.9, 1.0, 1.0: the t-interval runs past 1 (0.9667 ± 0.14); the default cuts it at 1,
+    logit and bootstrap stay inside."""
+    write_sweep(tmp_path, [("fedavg", 0.01, 0.1, s, [a], 1) for s, a in enumerate((0.9, 1.0, 1.0))])
+    bounds = {}
+    for how in ("t", "logit", "bootstrap"):
+        assert main([str(tmp_path), "--interval", how]) == 0
+        row = pd.read_csv(tmp_path / "summary.csv").iloc[0]
+        bounds[how] = (row["accuracy-ci95-low"], row["accuracy-ci95-high"])
+        assert row["accuracy-ci95"] == pytest.approx(T_975_2 * row["accuracy-std"] / math.sqrt(3))  # always t
+    assert bounds["t"][1] > 1.1
+    for how in ("logit", "bootstrap"):
+        low, high = bounds[how]
+        assert 0 < low < 0.9667 < high <= 1
+    main([str(tmp_path)])  # default: the t-interval cut to [0, 1]; loss is not a share: not cut
+    row = pd.read_csv(tmp_path / "summary.csv").iloc[0]
+    assert (row["accuracy-ci95-low"], row["accuracy-ci95-high"]) == pytest.approx((bounds["t"][0], 1.0))
+    assert row["loss-ci95-low"] == pytest.approx(row["loss-mean"] - row["loss-ci95"])
 
 
 def test_pairs_match_shared_keys_and_baseline_is_checked(tmp_path, capsys):

@@ -57,6 +57,15 @@ def test_bad_sweeps_fail_fast_with_one_line(tmp_path, capsys, warm_imports, text
     assert not (tmp_path / "out").exists()
 
 
+def test_check_lists_every_problem_at_once(tmp_path, capsys, warm_imports):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("grid: {method: [fedavg, fedzip], lr: [-1, 0.1]}\n")
+    assert main([str(spec), "--check", "--out-dir", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: run '") for line in lines)
+    assert "(and 1 more): lr must be > 0" in lines[0] and "unknown method 'fedzip'" in lines[1]
+
+
 def test_missing_sweep_file(tmp_path, capsys):
     assert main([str(tmp_path / "nope.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
@@ -131,7 +140,7 @@ def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
     np.testing.assert_array_equal(a, b)
     for run in ("method-fedavg", "method-fedprox"):
         assert {"config.json", "metrics.csv", "metrics.png", "flwr.log"} <= {p.name for p in (out / run).iterdir()}
-    assert (out / "results.png").exists()
+    assert (out / "report-curves.png").exists() and not (out / "results.png").exists()
 
 
 def test_readme_main_command_runs_with_a_bare_path(tmp_path):
