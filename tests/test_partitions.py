@@ -4,6 +4,7 @@ import numpy as np
 from PIL import Image
 
 from datasets import load_for
+from datasets.partition import server_validation
 from simulations.config import resolve
 from simulations.local import run_local
 from simulations.partitions import label_counts, main
@@ -19,7 +20,8 @@ def test_preview_counts_match_the_partitioner_and_draws_a_picture(tmp_path, caps
     cfg = resolve({"partitioner": "pathological", "classes-per-client": 2, "seed": 3})
     counts = label_counts(cfg, load_for(cfg), 5)
     assert counts.shape == (5, 10) and ((counts > 0).sum(1) == 2).all()
-    assert counts.sum() == len(load_for(cfg).train_labels)  # every sample once
+    pool, held = server_validation(cfg, load_for(cfg))  # the server keeps its validation split
+    assert len(held) > 0 and counts.sum() == len(pool)  # every other sample once
 
 
 def test_bad_preview_is_one_line(tmp_path, capsys):

@@ -77,7 +77,8 @@ def run(tmp_path, nodes: int, name: str, **over) -> pd.DataFrame:
 def test_10_and_100_nodes_give_identical_metrics_for_the_same_seed_and_population(tmp_path):
     over = {"num-clients": 200, "fraction-train": 0.04, "fraction-evaluate": 0.04}  # 8 clients a round
     ten, hundred = run(tmp_path, 10, "ten", **over), run(tmp_path, 100, "hundred", **over)
-    cols = [c for c in ten.columns if c not in ("round-seconds", "run-name")]
+    cols = [c for c in ten.columns if c not in ("round-seconds", "run-name", "num-supernodes")]  # all but the nodes
+    assert (ten["num-supernodes"] == 10).all() and (hundred["num-supernodes"] == 100).all()
     assert len(ten) == 3 and ten["failures"].fillna(0).sum() == 0
     pd.testing.assert_frame_equal(ten[cols], hundred[cols])
     other = run(tmp_path, 10, "other", **{**over, "seed": 8})

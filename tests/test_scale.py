@@ -83,7 +83,7 @@ def test_client_takes_the_partition_the_server_names():
     _, own = setup(simulated)
     _, named = setup(simulated, {"partition-id": 70_000, "num-partitions": 100_000})
     assert own.data.partition_id == 0 and named.data.partition_id == 70_000
-    assert len(named.data.train) + len(named.data.test) == 10
+    assert len(named.data.train) + len(named.data.val) + len(named.data.test) == 10
     # a real SuperNode keeps its own partition or data: it refuses, in one line
     for node in ({"partition-id": 0, "num-partitions": 3}, {"data-root": "/data/site0", "sim-ground-truth": True}):
         with pytest.raises(ValueError, match="partition-assignment='node'"):
