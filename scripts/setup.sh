@@ -13,4 +13,4 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch and torchvision first, as a matching pair (a mismatched pair fails to import).
 "$VENV/bin/python" -m pip install -q "torch>=2.9" "torchvision>=0.24"
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,tracking]"
