@@ -39,9 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from simulations.intervals import METHODS, ci95, paired_tests
+from simulations.intervals import METHODS, ci95, paired_tests, t_halfwidth, values_of
 NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id"}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
@@ -54,14 +53,13 @@ class ReportError(ValueError):
 
 def interval(values) -> tuple[int, float, float, float]:
     """n, mean, sample std (ddof 1) and half-width of the 95% t-interval (NaN below n=2)."""
-    x = np.asarray(pd.Series(values).dropna(), dtype=float)
+    x = values_of(values)
     n = len(x)
     if n == 0:
         return 0, np.nan, np.nan, np.nan
     if n == 1:
         return 1, float(x[0]), np.nan, np.nan
-    std = float(x.std(ddof=1))
-    return n, float(x.mean()), std, float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
+    return n, float(x.mean()), float(x.std(ddof=1)), t_halfwidth(x)
 
 
 def headline(metrics: list[str]) -> list[str]:
