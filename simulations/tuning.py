@@ -173,8 +173,10 @@ class Search:
         folder that already holds part of a run is resumed (checkpoint) or replaced."""
         made = []
         for seed in seeds:
-            base = {**self.base, **params}
-            grid = {**{k: [v] for k, v in setting.items()}, **{k: [v] for k, v in params.items()}, "seed": [seed]}
+            fixed = {k for k, v in self.own.get(setting.get("method"), {}).items() if len(v) == 1}  # not in the name
+            base = {**self.base, **{k: setting[k] for k in fixed}, **params}
+            grid = {**{k: [v] for k, v in setting.items() if k not in fixed}, **{k: [v] for k, v in params.items()},
+                    "seed": [seed]}
             flag = {"resume": True}  # folders are checked below, not by expand
             (cfg, fed, name), = self.expand({**base, **flag}, grid, {})
             cfg["resume"] = False
