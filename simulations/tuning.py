@@ -253,7 +253,7 @@ class Search:
                 trial.set_user_attr("failed-runs", failed or names)
                 study.tell(trial, state=TrialState.FAIL)
                 continue
-            frame["trial"], frame["phase"] = trial.number, "tune"
+            frame = frame.assign(trial=trial.number, phase="tune")  # one copy: the metrics frame is wide
             scores = selection.config_scores(frame, self.tune["select"], [], list(space))
             value = float(scores[f"{self.tune['select']}-mean"].iloc[0]) if len(scores) else math.nan
             if math.isnan(value):

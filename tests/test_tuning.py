@@ -62,6 +62,24 @@ def test_a_good_tune_block_passes_check(tmp_path, capsys):
     assert "tuning 2 setting(s), budget 2 trial(s) x 2 tuning seed(s)" in capsys.readouterr().out
 
 
+def test_a_methods_blocks_single_values_stay_out_of_tuning_run_names(tmp_path):
+    """A methods: block's fixed settings go into the run's config, not its name (the
+    leaderboard's GIFD names ran past the 128-character limit)."""
+    from simulations import tuning
+    from simulations.sweep import expand, load_sweep, points
+
+    spec = tmp_path / "s.yaml"
+    fixed = {"gan-dataset": "fashion-mnist-holdout", "gan-train-steps": 300, "attack-num-images": 1,
+             "attack-budget": 20, "attack-restarts": 1}
+    spec.write_text(yaml.safe_dump({"base": BASE, "grid": {"method": ["fedavg", "gifd"], "seed": [0]},
+                                    "methods": {"gifd": fixed}, "tune": TUNE}))
+    assert main([str(spec), "--check", "--out-dir", str(tmp_path / "out")]) == 0
+    search = tuning.load(spec, *load_sweep(spec), expand, points)
+    gifd = next(s for s in search.settings if s["method"] == "gifd")
+    (cfg, _, name), = search.runs(gifd, {}, [100])
+    assert name == "method-gifd_seed-100" and cfg["attack-budget"] == 20 and cfg["gan-train-steps"] == 300
+
+
 # ---- selection --------------------------------------------------------------------------
 def synthetic(seed: int = 0) -> pd.DataFrame:
     """results.csv of a tuned sweep: 2 methods x 2 alphas; fedavg tries 3 lr values, fedprox
