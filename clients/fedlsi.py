@@ -78,6 +78,8 @@ class FedLSIClient(Client):
         total, div_total, steps = 0.0, 0.0, 0
         for epoch in range(epochs):
             for x, y in batches(self.data.train, int(self.cfg["batch-size"]), True, seed + epoch):
+                if len(x) < 2:  # a lone last sample: the latent head's BatchNorm1d cannot train on one
+                    continue
                 x, y = x.to(self.device), y.to(self.device)
                 z, logits = model.forward_z(x)
                 loss = F.cross_entropy(logits, y)

@@ -327,6 +327,17 @@ def test_client_stages_send_what_the_strategy_expects():
     assert "shape" in check_reply(body, strategy.expected_arrays(arrays), int_arrays=ints)
 
 
+def test_a_lone_last_sample_is_skipped_not_a_failed_client():
+    """33 samples in batches of 16 leave one: the latent BatchNorm1d cannot train on it, and the
+    client used to fail the round (seen on a label-skew partition of the leaderboard)."""
+    c = cfg(**{"local-epochs": 1, "lsi-pretrain-epochs": 1, "batch-size": 16})
+    model = build_model("lsi-cnn", 10, (1, 28, 28))
+    client = FedLSIClient(c, tiny_data(n=33))
+    for stage in ("pretrain", "train"):
+        reply = client.train({"arrays": model.state_dict()}, {"lsi-stage": stage, "server-round": 1}, {})
+        assert np.isfinite(reply.metrics["train-loss"]) and reply.metrics["num-examples"] == 33
+
+
 def test_optimizer_momentum_persists_across_rounds():
     """The official SGD (lr 1e-3, wd 5e-4) keeps its momentum across rounds: round 2's
     buffers, resumed from round 1's (the node state), differ from a fresh optimizer's;
