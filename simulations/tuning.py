@@ -293,7 +293,8 @@ class Search:
             return {}
         part = rows.copy()
         for k in self.setting_keys:
-            part = part[part[k].astype(str) == str(setting[k])]
+            if k in setting:  # another method's methods: block key is not this setting's
+                part = part[part[k].astype(str) == str(setting[k])]
         picked = selection.select(part, self.tune["select"], self.setting_keys, {setting["method"]: keys})
         if picked.empty or picked[keys].isna().any(axis=None):
             raise TuneError(f"{setting}: no trial gave a finite {self.tune['select']}: see the tuning runs' flwr.log")

@@ -154,6 +154,7 @@ def test_tiny_tuned_sweep_end_to_end_and_resume(tmp_path, capsys):
 
     tune = {"seeds": [100], "select": "val-accuracy", "budget": 2, "space": {"fedavg": {"lr": [0.05, 0.3]}}}
     spec = write(tmp_path, tune, grid={"method": ["fedavg", "fedprox"], "seed": [0]})
+    spec.write_text(spec.read_text() + "methods:\n  fedprox: {proximal-mu: 0.05}\n")  # one method's own setting
     out = tmp_path / "out"
     assert main([str(spec), "--local", "--out-dir", str(out)]) == 0
     results = pd.read_csv(out / "results.csv")
@@ -164,6 +165,7 @@ def test_tiny_tuned_sweep_end_to_end_and_resume(tmp_path, capsys):
     assert sorted(tuned["trial"]) == [0, 1]
     evaluated = runs[runs["phase"] == "eval"]
     assert sorted(evaluated["method"]) == ["fedavg", "fedprox"] and set(evaluated["seed"]) == {0}
+    assert evaluated.set_index("method").loc["fedprox", "proximal-mu"] == 0.05
     # selected.csv = the argmax by hand over results.csv's tuning rows (final round)
     final = results[(results["phase"] == "tune") & (results["round"] == 1)]
     by_hand = final.groupby("lr")["val-accuracy"].mean()
