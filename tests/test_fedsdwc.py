@@ -157,6 +157,20 @@ def test_each_weight_comes_from_the_config_and_reaches_the_encoder(model, key):
     assert torch.allclose(g2a - g0, 2 * (ga - g0), rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("key, a, b, weight", [("intervention-gamma", 0.5, 1.0, "lambda-intervention"),
+                                                ("sdwc-x-std", 0.1, 0.3, "sdwc-beta")])
+def test_each_scale_comes_from_the_config_and_reaches_the_encoder(model, key, a, b, weight):
+    """The two scales inside the weighted terms (the intervention noise gamma, the std of
+    p(x | s, v)) change the encoder gradient, and only through their term: with that
+    term's weight at 0 they change nothing."""
+    x, y = batch(16)
+    on = {weight: 0.1}
+    assert (encoder_grad(model, x, y, cfg(**on, **{key: a})) - encoder_grad(model, x, y, cfg(**on, **{key: b}))).norm() \
+        > 1e-3 * encoder_grad(model, x, y, cfg(**on, **{key: a})).norm()
+    off = {weight: 0.0}
+    assert torch.equal(encoder_grad(model, x, y, cfg(**off, **{key: a})), encoder_grad(model, x, y, cfg(**off, **{key: b})))
+
+
 def test_the_kl_switch_removes_only_the_prior_term(model):
     """``sdwc-kl`` false: the gradient differs from the full loss's by exactly beta times
     the prior term's."""
