@@ -111,27 +111,75 @@ class Heartbeat(logging.Handler):
         _phase.pop()
 
 
-@contextlib.contextmanager
-def log_file(path, mode: str = "a"):
-    """Flower's log lines also in ``path`` (a run's ``flwr.log``), timestamped; nothing is
-    added where a handler of this process already writes that file."""
+LOG_FORMAT = "%(levelname)s %(asctime)s: %(message)s"
+
+
+def writes(path) -> bool:
+    """Whether a handler of Flower's logger in this process already writes ``path``."""
     import os
 
-    logger = logging.getLogger("flwr")
     target = os.path.realpath(path)
-    if any(os.path.realpath(getattr(h, "baseFilename", "")) == target for h in logger.handlers
-           if isinstance(h, logging.FileHandler)):
-        yield
-        return
-    handler = logging.FileHandler(target, mode=mode)
+    return any(isinstance(h, logging.FileHandler) and os.path.realpath(h.baseFilename) == target
+               for h in logging.getLogger("flwr").handlers)
+
+
+def file_handler(path, mode: str) -> logging.FileHandler:
+    handler = logging.FileHandler(path, mode=mode)
     handler.setLevel(INFO)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logger.addHandler(handler)
+    return handler
+
+
+@contextlib.contextmanager
+def log_file(path, mode: str = "a"):
+    """Flower's log lines also in ``path``, timestamped (nothing added where a handler of
+    this process already writes that file)."""
+    if writes(path):
+        yield
+        return
+    handler = file_handler(path, mode)
+    logging.getLogger("flwr").addHandler(handler)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
+        logging.getLogger("flwr").removeHandler(handler)
         handler.close()
 
 
-LOG_FORMAT = "%(levelname)s %(asctime)s: %(message)s"
+class RunLog(logging.Handler):
+    """A run's ``flwr.log``, written by its ServerApp: Flower's log lines are held in
+    memory until ``open`` (once the run writes its first row; a run refused at start
+    changes no file), then written to the file as they come. ``with RunLog(path, mode):``
+    attaches it to Flower's logger; it does nothing where ``active`` is false or a handler
+    of this process already writes ``path`` (an in-process sweep's)."""
+
+    def __init__(self, path, mode: str = "w", active: bool = True):
+        super().__init__(INFO)
+        self.path, self.mode = path, mode
+        self.held: list[logging.LogRecord] = []
+        self.file: logging.FileHandler | None = None
+        self.active = active and not writes(path)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.file is not None:
+            self.file.emit(record)
+        else:
+            self.held.append(record)
+
+    def open(self) -> None:
+        if self.active and self.file is None:
+            self.file = file_handler(self.path, self.mode)
+            for record in self.held:
+                self.file.emit(record)
+            self.held = []
+
+    def __enter__(self) -> "RunLog":
+        if self.active:
+            logging.getLogger("flwr").addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("flwr").removeHandler(self)
+        if self.file is not None:
+            self.file.close()
+        self.held = []

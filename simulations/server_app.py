@@ -66,22 +66,17 @@ def main(grid: Grid, context: Context) -> None:
     if cfg["overwrite"] and not cfg["resume"]:  # a replaced run must not start from the old checkpoint or client state
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         shutil.rmtree(run_dir / client_state.FOLDER, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_log(run_dir, cfg), progress.Heartbeat(float(cfg["progress-every"])), \
+    # The run's flwr.log is written here, unless the launcher of the SuperLink (a sweep, a
+    # benchmark, the loopback deployment) keeps the run's whole console there.
+    run_log = progress.RunLog(run_dir / "flwr.log", "a" if cfg["resume"] else "w",
+                              active=not os.environ.get(LAUNCHER_LOG))
+    with run_log, progress.Heartbeat(float(cfg["progress-every"])), \
             server_threads(int(cfg["server-threads"])) as threads:
         if not Path(cfg["out-dir"]).expanduser().is_absolute() and not is_this_app(Path.cwd()):
             log(WARNING, "out-dir %r is relative to the ServerApp's working folder %s (the folder its SuperLink "
                 "started in), which is not this app's folder: pass an absolute out-dir to choose", cfg["out-dir"],
                 Path.cwd())
-        run(grid, context, cfg, data, run_dir, threads)
-
-
-def run_log(run_dir: Path, cfg: dict):
-    """The run's ``flwr.log``: written here, unless the launcher of the SuperLink (a sweep,
-    a benchmark, the loopback deployment) keeps the run's whole console there."""
-    if os.environ.get(LAUNCHER_LOG):
-        return contextlib.nullcontext()
-    return progress.log_file(run_dir / "flwr.log", "a" if cfg["resume"] else "w")
+        run(grid, context, cfg, data, run_dir, threads, run_log)
 
 
 @contextlib.contextmanager
@@ -99,7 +94,7 @@ def server_threads(asked: int):
         torch.set_num_threads(before)
 
 
-def run(grid: Grid, context: Context, cfg: dict, data, run_dir: Path, threads: int) -> None:
+def run(grid: Grid, context: Context, cfg: dict, data, run_dir: Path, threads: int, run_log: progress.RunLog) -> None:
     local = getattr(grid, "in_process", False)  # a LocalGrid: no Flower run id
     writer = RunWriter(run_dir, cfg, {**run_provenance(run_dir, "" if local else context.run_id),
                                       "server-torch-threads": threads})
@@ -115,6 +110,7 @@ def run(grid: Grid, context: Context, cfg: dict, data, run_dir: Path, threads: i
             if cfg["partition-assignment"] == "server" and population <= 10 * MAX_DRAWN:  # the server knows the split
                 write_for_run(cfg, data, population, run_dir / "partitions.png")
         writer.add_row(row, replayed=strategy.replaying)
+        run_log.open()  # the run writes its folder now (a run refused at start changes no file)
         if row["round"] and not strategy.replaying:  # a replayed round's clients are in clients.csv already
             writer.add_clients(row["round"], strategy.take_clients())
 
