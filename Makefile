@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export HF_HUB_OFFLINE := 1
+# flwr run --stream prints a run's lines with print(): unbuffered, they reach the pipe to tee as they come.
+export PYTHONUNBUFFERED := 1
 FLWR_HOME ?= $(CURDIR)/.flwr-home
 export FLWR_HOME
 OUT ?= $(CURDIR)/outputs
@@ -21,7 +23,9 @@ setup: $(BIN)/flwr
 
 # The run config is checked first (a bad key or value: one line naming it, in seconds). flwr run
 # exits 0 even when the run fails, so its output is kept in $(OUT)/last-run.log and a failed
-# run makes `make run` fail.
+# run makes `make run` fail. The run's own log is <run folder>/flwr.log. Flower's local SuperLink
+# listens on 39091 (control 39093) unless FLWR_LOCAL_SUPERLINK_HTTP_API_PORT and
+# FLWR_LOCAL_CONTROL_API_PORT name other ports: then this checkout gets a SuperLink of its own.
 run: setup
 	@$(BIN)/python -m simulations.config "out-dir='$(OUT)' $(RUN_CONFIG)"
 	@mkdir -p "$(OUT)"

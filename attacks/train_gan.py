@@ -230,7 +230,7 @@ def save_samples(gen: Generator, path: Path, per_class: int = 8) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attacks.train_gan", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits", help="digits, fashion-mnist, mnist-holdout, ...")
-    parser.add_argument("--out-dir", default="~/fl-results", help="checkpoint goes to OUT-DIR/gan/")
+    parser.add_argument("--out-dir", default="outputs", help="checkpoint goes to OUT-DIR/gan/ (the run-config default)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default="")

@@ -4,6 +4,7 @@ a run folder is never overwritten by accident."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 from common.keys import ConfigError, shown
@@ -25,9 +26,33 @@ def check_run_name(name) -> None:
            f"run-name must be a plain folder name (letters, digits, '._=-', no '/', not '.' or '..', at most {MAX_NAME} characters), got {shown(name)}")
 
 
+APP_DIR = Path(__file__).resolve().parent.parent
+# Set in the environment of a SuperLink whose launcher (a sweep, a benchmark, the loopback
+# deployment) keeps each run's whole console in the run's flwr.log: its ServerApps then
+# write no flwr.log of their own.
+LAUNCHER_LOG = "FLBENCH_LAUNCHER_LOG"
+
+
 def out_root(cfg: dict) -> Path:
-    """``out-dir`` as an absolute path (the ServerApp runs from an installed copy)."""
+    """``out-dir`` as an absolute path. A relative one (the default, ``outputs``) is taken
+    from the working folder: a launcher's (sweep, benchmark, ``make run``: the app's
+    folder) or, for a ServerApp started by hand with ``flwr run .``, the folder Flower's
+    local SuperLink was started in (that of the first ``flwr run`` that started it)."""
     return Path(cfg["out-dir"]).expanduser().resolve()
+
+
+def is_this_app(folder: Path) -> bool:
+    """Whether ``folder`` holds this Flower App (its pyproject.toml names the same project
+    and components), for instance the checkout a ServerApp was started from."""
+    def identity(where: Path):
+        try:
+            toml = tomllib.loads((where / "pyproject.toml").read_text())
+        except (OSError, ValueError):
+            return None
+        return toml.get("project", {}).get("name"), toml.get("tool", {}).get("flwr", {}).get("app", {}).get("components")
+
+    found = identity(folder)
+    return found is not None and found == identity(APP_DIR)
 
 
 RUN_FILES = ("config.json", "metrics.csv", "checkpoint.pt")

@@ -113,7 +113,9 @@ class TrainKeys(Keys):
 class RunKeys(Keys):
     """Outputs, checkpoints and injected faults."""
 
-    out_dir: str = Field("~/fl-results", description="where runs are written (made absolute)")
+    out_dir: str = Field("outputs", description="where runs are written; a relative path is taken from the "
+                                            "launcher's working folder (by hand, `flwr run .`: the folder Flower's "
+                                            "local SuperLink started in; README \"Where results go\")")
     run_name: str = Field("", description="folder of the run under `out-dir`, a plain name (letters, digits, "
                                           "`._=-`, not starting with `.`); `\"\"` = `<method>-<dataset>-seed<seed>-<time>`")
     resume: bool = Field(False, description="continue `<out-dir>/<run-name>/` from its `checkpoint.pt`")
@@ -128,6 +130,10 @@ class RunKeys(Keys):
                             "(`mlflow-uri`); needs the `tracking` extra (`simulations/tracking.py`)")
     mlflow_uri: str = Field("", description="`tracker=mlflow`: MLflow tracking URI; `\"\"` = the local database "
                                             "`sqlite:///<out-dir>/mlflow.db` (no server)")
+    progress_every: float = Field(10.0, ge=0, description="seconds of silence after which the server logs a "
+                                                          "`[progress]` line naming what it does (0 = never)")
+    server_threads: Int = Field(0, ge=0, description="torch threads for the server's own work (aggregation, "
+                                                   "evaluation, server phases); 0 = the CPUs the ServerApp may use")
 
     @classmethod
     def check(cls, cfg: dict) -> None:

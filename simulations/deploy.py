@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cfg["run-name"] = cfg["run-name"] or "deployment"
-    out = Path(cfg["out-dir"]).expanduser().resolve() / cfg["run-name"]
+    cfg["out-dir"] = str(Path(cfg["out-dir"]).expanduser().resolve())  # from here, not the SuperLink's folder
+    out = Path(cfg["out-dir"]) / cfg["run-name"]
     out.mkdir(parents=True, exist_ok=True)
     with LoopbackDeployment(args.nodes) as fed:
         record = fed.run(cfg, out / "flwr.log")

@@ -40,8 +40,13 @@ class LocalGrid(Grid):
 
     in_process = True  # the ServerApp records no Flower run id for it
 
-    def __init__(self, client_app, num_nodes: int, run_config: dict, run_id: int = 1):
+    def __init__(self, client_app, num_nodes: int, run_config: dict, run_id: int = 1,
+                 client_threads: int | None = None):
+        import torch
+
         self.client_app = client_app
+        # torch threads while a client works (the ServerApp sets its own for the server's work)
+        self.client_threads = client_threads or torch.get_num_threads()
         self._run = Run.create_empty(run_id)
         # Who "this process" is, which Flower's runtime sets in a ServerApp process: new
         # messages take their run id and source node from it.
@@ -80,12 +85,18 @@ class LocalGrid(Grid):
         context = self.context(msg.metadata.dst_node_id)
         if context is None:
             return Message(Error(ErrorCode.UNKNOWN, f"no node {msg.metadata.dst_node_id}"), reply_to=msg)
+        import torch
+
+        server_threads = torch.get_num_threads()
+        torch.set_num_threads(self.client_threads)
         try:
             return self.client_app(msg, context)
         except Exception as err:  # as the simulation engine: report, reply with an error, go on
             log(logging.ERROR, "node %s: %s", context.node_config["partition-id"], traceback.format_exc())
             return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(err).__name__}: {err}"),
                            reply_to=msg)
+        finally:
+            torch.set_num_threads(server_threads)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
@@ -104,14 +115,15 @@ class LocalGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-def run_local(cfg: dict, num_nodes: int) -> Path:
-    """One run of the ServerApp on a ``LocalGrid``; returns the run's results folder."""
+def run_local(cfg: dict, num_nodes: int, client_threads: int | None = None) -> Path:
+    """One run of the ServerApp on a ``LocalGrid`` (clients with ``client_threads`` torch
+    threads, default: this process's); returns the run's results folder."""
     from common.outputs import out_root
     from simulations.client_app import app as client_app
     from simulations.server_app import main
 
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=dict(cfg))
-    main(LocalGrid(client_app, num_nodes, cfg), context)
+    main(LocalGrid(client_app, num_nodes, cfg, client_threads=client_threads), context)
     return out_root(cfg) / cfg["run-name"]
 
 
@@ -122,25 +134,16 @@ def run_logged(cfg: dict, num_nodes: int, log_path: Path, threads: int | None = 
     worker process too."""
     import time
 
-    import torch
-
+    from common.progress import log_file
     from simulations.server_app import RunAborted
 
-    if threads:
-        torch.set_num_threads(threads)
-    logger = logging.getLogger("flwr")
-    handler = logging.FileHandler(log_path)
-    handler.setFormatter(logging.Formatter("%(levelname)s : %(message)s"))
-    logger.addHandler(handler)
     t0 = time.perf_counter()
-    try:
-        run_local(cfg, num_nodes)
-        return "finished:completed", "", time.perf_counter() - t0
-    except RunAborted as err:
-        return "finished:failed", str(err), time.perf_counter() - t0
-    except Exception as err:  # a bug or a crash in the ServerApp: report it, the sweep goes on
-        log(logging.ERROR, "%s", traceback.format_exc())
-        return "finished:failed", f"{type(err).__name__}: {err}", time.perf_counter() - t0
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
+    with log_file(log_path):
+        try:
+            run_local(cfg, num_nodes, client_threads=threads)
+            return "finished:completed", "", time.perf_counter() - t0
+        except RunAborted as err:
+            return "finished:failed", str(err), time.perf_counter() - t0
+        except Exception as err:  # a bug or a crash in the ServerApp: report it, the sweep goes on
+            log(logging.ERROR, "%s", traceback.format_exc())
+            return "finished:failed", f"{type(err).__name__}: {err}", time.perf_counter() - t0

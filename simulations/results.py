@@ -29,20 +29,39 @@ class RunWriter:
         self.config = {**config, **(provenance or {})}
         self.rows: list[dict] = []
         self.clients: list[dict] | None = None  # clients.csv's rows, read back at the first write
-        self.tracker = None  # tracker=tensorboard|mlflow (simulations/tracking.py), made with the first row
+        self.tracker = None  # tracker=tensorboard|mlflow (simulations/tracking.py), made with the first new row
+        self.held: list[dict] | None = []  # replayed rows, until the tracker is made (then None)
 
-    def add_row(self, metrics: dict) -> None:
+    def add_row(self, metrics: dict, replayed: bool = False) -> None:
+        """One round's row; ``replayed``: a row of a resumed run's checkpoint (written
+        before the stop), which a tracker that continues its run does not log again."""
         if not self.rows:  # the first row: nothing is written before (a refused resume changes no file)
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
-            self.tracker = tracking.make(self.config.get("tracker", "none"), self.dir, self.config)
         self.rows.append({**self.config, **metrics})
-        if self.tracker is not None:
-            self.tracker.log(int(metrics["round"]), tracking.numeric(metrics, set(self.config)))
+        if replayed and self.held is not None:
+            self.held.append(metrics)
+        else:
+            self.track(metrics)
         frame = pd.DataFrame(self.rows)
         tmp = self.dir / "metrics.csv.tmp"
         frame.to_csv(tmp, index=False)
         tmp.replace(self.dir / "metrics.csv")  # atomic: never a half-written file
+
+    def track(self, metrics: dict | None) -> None:
+        """``metrics`` to the tracker, made at the first new row: a resumed run's tracker
+        continues from that round (its replayed rows are logged only to a new tracker run)."""
+        if self.held is not None:
+            first = int(metrics["round"]) if metrics else len(self.rows)
+            resumed = bool(self.config.get("resume")) and bool(self.held)
+            self.tracker = tracking.make(self.config.get("tracker", "none"), self.dir, self.config,
+                                         first if resumed else None)
+            held, self.held = self.held, None
+            if self.tracker is not None and not self.tracker.continued:
+                for row in held:
+                    self.tracker.log(int(row["round"]), tracking.numeric(row, set(self.config)))
+        if self.tracker is not None and metrics:
+            self.tracker.log(int(metrics["round"]), tracking.numeric(metrics, set(self.config)))
 
     def add_clients(self, server_round: int, rows: list[dict]) -> None:
         """One round's per-client rows (``round``, ``partition-id``, ...) into clients.csv;
@@ -62,6 +81,8 @@ class RunWriter:
         for a run that raised, ``KILLED`` for one stopped)."""
         if self.rows and status == "FINISHED":
             plot(pd.DataFrame(self.rows), self.dir / "metrics.png", group="method")
+        if self.held:  # a resumed run with no round left to run
+            self.track(None)
         if self.tracker is not None:
             self.tracker.close(status)
             self.tracker = None

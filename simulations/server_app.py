@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import time
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
+from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from common import progress
 from common.keys import ConfigError
-from common.outputs import check_run_folder, out_root
+from common.outputs import LAUNCHER_LOG, check_run_folder, is_this_app, out_root
 from datasets import DataError, load_for
 from datasets.partition import PartitionError
 from simulations import client_state
@@ -58,13 +62,44 @@ def main(grid: Grid, context: Context) -> None:
         log(ERROR, "bad run config: %s", err)
         raise RunAborted(f"bad run config: {err}") from None
 
-    if cfg["overwrite"] and not cfg["resume"]:  # a replaced run must not start from the old checkpoint or client state
-        (out_root(cfg) / cfg["run-name"] / "checkpoint.pt").unlink(missing_ok=True)
-        shutil.rmtree(out_root(cfg) / cfg["run-name"] / client_state.FOLDER, ignore_errors=True)
     run_dir = out_root(cfg) / cfg["run-name"]
+    if cfg["overwrite"] and not cfg["resume"]:  # a replaced run must not start from the old checkpoint or client state
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / client_state.FOLDER, ignore_errors=True)
+    # The run's flwr.log is written here, unless the launcher of the SuperLink (a sweep, a
+    # benchmark, the loopback deployment) keeps the run's whole console there.
+    run_log = progress.RunLog(run_dir / "flwr.log", "a" if cfg["resume"] else "w",
+                              active=not os.environ.get(LAUNCHER_LOG))
+    with run_log, progress.Heartbeat(float(cfg["progress-every"])), \
+            server_threads(int(cfg["server-threads"])) as threads:
+        if not Path(cfg["out-dir"]).expanduser().is_absolute() and not is_this_app(Path.cwd()):
+            log(WARNING, "out-dir %r is relative to the ServerApp's working folder %s (the folder its SuperLink "
+                "started in), which is not this app's folder: pass an absolute out-dir to choose", cfg["out-dir"],
+                Path.cwd())
+        run(grid, context, cfg, data, run_dir, threads, run_log)
+
+
+@contextlib.contextmanager
+def server_threads(asked: int):
+    """torch's threads for the server's own work (aggregation, evaluation, server phases):
+    ``server-threads``, or 0 = the CPUs this process may use. Restored after the run."""
+    import torch
+
+    n = asked or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def run(grid: Grid, context: Context, cfg: dict, data, run_dir: Path, threads: int, run_log: progress.RunLog) -> None:
     local = getattr(grid, "in_process", False)  # a LocalGrid: no Flower run id
-    writer = RunWriter(run_dir, cfg, run_provenance(run_dir, "" if local else context.run_id))
-    log(INFO, "%s on %s: results in %s", cfg["method"], cfg["dataset"], writer.dir)
+    writer = RunWriter(run_dir, cfg, {**run_provenance(run_dir, "" if local else context.run_id),
+                                      "server-torch-threads": threads})
+    log(INFO, "%s on %s: results in %s (server: %d torch threads)", cfg["method"], cfg["dataset"], writer.dir,
+        threads)
 
     def on_round(row: dict) -> None:
         if not writer.rows:  # the first row: the strategy has found the federation by now
@@ -74,8 +109,9 @@ def main(grid: Grid, context: Context) -> None:
             population = strategy.num_partitions or nodes  # num-clients: the clients, not the nodes
             if cfg["partition-assignment"] == "server" and population <= 10 * MAX_DRAWN:  # the server knows the split
                 write_for_run(cfg, data, population, run_dir / "partitions.png")
-        writer.add_row(row)
-        if row["round"]:
+        writer.add_row(row, replayed=strategy.replaying)
+        run_log.open()  # the run writes its folder now (a run refused at start changes no file)
+        if row["round"] and not strategy.replaying:  # a replayed round's clients are in clients.csv already
             writer.add_clients(row["round"], strategy.take_clients())
 
     strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=on_round)

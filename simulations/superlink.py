@@ -25,7 +25,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from common.outputs import LAUNCHER_LOG
+from common.progress import PREFIX
+
 APP_DIR = Path(__file__).resolve().parent.parent
+# The lines of a run that a sweep shows on its terminal: rounds, progress, refusals, failures.
+ECHOED = re.compile(r"\[round \d+/|" + re.escape(PREFIX) + r"|dropped reply|skipped|bad run config|cannot run")
 
 
 def process_tree(pid: int) -> list:
@@ -109,9 +114,12 @@ class Processes:
         self.home = Path(tempfile.mkdtemp(prefix="flwr-home-"))
         self.port = free_port()
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        # PYTHONUNBUFFERED: `flwr run --stream` prints the run's lines with print(), which a pipe
+        # would hold back in 8 KB blocks (minutes of a quiet server phase); LAUNCHER_LOG: the
+        # ServerApps of this SuperLink leave the run's flwr.log to `Federation.run`.
         self.env = {**os.environ, "PATH": path, "FLWR_HOME": str(self.home),
                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                    **(env or {})}
+                    "PYTHONUNBUFFERED": "1", LAUNCHER_LOG: "1", **(env or {})}
         self.procs: list[subprocess.Popen] = []
         self.app: Path | None = None  # the staged app folder, made at the first run
 
@@ -166,6 +174,31 @@ class Federation(Processes):
         return subprocess.run([flwr_bin("flwr"), *args], cwd=APP_DIR, env=self.env, capture_output=True,
                               text=True)
 
+    def stream(self, cmd: list[str], log_path: Path, on_line: Callable[[float, str], None] | None = None,
+               echo: bool = True) -> str:
+        """Run ``cmd`` (in this federation's environment) to its end, each output line into
+        ``log_path`` as it comes, the lines a user follows (``ECHOED``) on the terminal;
+        ``on_line(seconds since start, line)`` sees every line. Returns the first
+        "started run N" line, or ""."""
+        started, t0 = "", time.perf_counter()
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, cwd=self.app or self.home, env=self.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            self.procs.append(proc)
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()  # the run's log is read while it runs
+                line = re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip()
+                if not started and re.search(r"started run \d+", line):
+                    started = line
+                if echo and ECHOED.search(line):
+                    print("   ", line, flush=True)
+                if on_line:
+                    on_line(time.perf_counter() - t0, line)
+            proc.wait()
+            self.procs.remove(proc)
+        return started
+
     def run(self, cfg: dict, log_path: Path, fed: dict | None = None,
             on_line: Callable[[float, str], None] | None = None, echo: bool = True) -> dict:
         """One ``flwr run`` of this app, streamed to ``log_path`` (progress lines echoed;
@@ -178,27 +211,17 @@ class Federation(Processes):
 
         if self.app is None:
             self.app = stage_app(self.home / "app")
+        from simulations.config import defaults
+
+        # a relative out-dir is taken from here: the SuperLink's working folder is a temporary one
+        cfg = {**cfg, "out-dir": str(Path(cfg.get("out-dir") or defaults()["out-dir"]).expanduser().resolve())}
         run_toml = log_path.parent / "run-config.toml"
         run_toml.write_text(tomli_w.dumps(cfg))
         cmd = [flwr_bin("flwr"), "run", str(self.app), self.connection, "--run-config", str(run_toml), "--stream"]
         if fed:
             cmd += ["--federation-config", " ".join(f"{k}={json.dumps(v)}" for k, v in fed.items())]
-        run_id, t0 = None, time.perf_counter()
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(cmd, cwd=self.app, env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
-            self.procs.append(proc)
-            for line in proc.stdout:
-                log.write(line)
-                line = re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip()
-                if found := re.search(r"started run (\d+)", line):
-                    run_id = found[1]
-                if echo and re.search(r"\[round \d+/|dropped reply|skipped|bad run config|cannot run", line):
-                    print("   ", line, flush=True)
-                if on_line:
-                    on_line(time.perf_counter() - t0, line)
-            proc.wait()
-            self.procs.remove(proc)
+        found = re.search(r"started run (\d+)", self.stream(cmd, log_path, on_line, echo))
+        run_id = found[1] if found else None
         if run_id is None:
             return {"status": "not started", "status-details": f"see {log_path}"}
         out = self.flwr("ls", self.connection, "--run-id", run_id, "--format", "json")

@@ -45,6 +45,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
+from common.progress import phase
 from clients.base import SIM_GROUND_TRUTH, device_of, evaluate, evaluate_batch_bn
 from models import build_model
 
@@ -85,6 +86,7 @@ class BaseStrategy(Sampling, FedAvg):
         self.expected: dict[str, dict[str, tuple]] | None = None
         self.int_arrays: set[str] = set()
         self.rows: list[Row] = []
+        self.replaying = False  # True while a resumed run hands its checkpoint's rows to on_round
         pool = len(getattr(test_data, "train_labels", None) if test_data is not None else ()) or 0
         self.max_examples = int(cfg.get("max-num-examples", 0)) or pool  # 0: no cap (no data known)
         self.auditor = None
@@ -437,26 +439,34 @@ class BaseStrategy(Sampling, FedAvg):
         if evaluate_fn is not None:
             self.evaluate_global = evaluate_fn
         self.summary()
-        self.check_federation(grid)
+        with phase("finding the federation"):
+            self.check_federation(grid)
         result, arrays, done = Result(), initial_arrays, 0
         if self.cfg.get("resume"):
             done, arrays = self.load_checkpoint()
         else:
-            self.end_round(0, arrays)
+            with phase("round 0: server evaluation"):
+                self.end_round(0, arrays)
         every = int(self.cfg.get("checkpoint-every", 1))
-        for rnd in range(done + 1, num_rounds + 1):
+        for rnd in range(done + 1, num_rounds + 1):  # phase(): what the progress heartbeat names
             log(INFO, "[ROUND %d/%d]", rnd, num_rounds)
-            msgs = self.configure_train(rnd, arrays, ConfigRecord(dict(train_config or {})), grid)
-            new, train_metrics = self.aggregate_train(rnd, grid.send_and_receive(msgs, timeout=timeout))
+            msgs = list(self.configure_train(rnd, arrays, ConfigRecord(dict(train_config or {})), grid))
+            with phase(f"round {rnd}: waiting for {len(msgs)} training replies"):
+                replies = grid.send_and_receive(msgs, timeout=timeout)
+            with phase(f"round {rnd}: aggregation"):
+                new, train_metrics = self.aggregate_train(rnd, replies)
             if new is not None:
                 arrays = result.arrays = new
             if train_metrics is not None:
                 result.train_metrics_clientapp[rnd] = train_metrics
-            msgs = self.configure_evaluate(rnd, arrays, ConfigRecord(dict(evaluate_config or {})), grid)
-            eval_metrics = self.aggregate_evaluate(rnd, grid.send_and_receive(msgs, timeout=timeout))
+            msgs = list(self.configure_evaluate(rnd, arrays, ConfigRecord(dict(evaluate_config or {})), grid))
+            with phase(f"round {rnd}: waiting for {len(msgs)} evaluation replies"):
+                replies = grid.send_and_receive(msgs, timeout=timeout)
+            eval_metrics = self.aggregate_evaluate(rnd, replies)
             if eval_metrics is not None:
                 result.evaluate_metrics_clientapp[rnd] = eval_metrics
-            res = self.end_round(rnd, arrays)
+            with phase(f"round {rnd}: server evaluation"):
+                res = self.end_round(rnd, arrays)
             if res is not None:
                 result.evaluate_metrics_serverapp[rnd] = res
             if every and (rnd % every == 0 or rnd == num_rounds):

@@ -118,7 +118,7 @@ def load(strategy) -> tuple[int, ArrayRecord]:
     if why:
         raise ValueError(f"refused to load {path}: not a checkpoint written by this code ({why}); "
                          "remove it, or pass another run-name") from None
-    ignore = {"resume", "num-server-rounds", "round-timeout"}
+    ignore = {"resume", "num-server-rounds", "round-timeout", "progress-every", "tracker", "mlflow-uri"}
     changed = sorted(k for k in state["config"] if k not in ignore and state["config"][k] != strategy.cfg.get(k))
     if changed:
         raise ValueError(f"resume=true with a different run config ({shown(changed[:5])}): resume with the same keys")
@@ -128,9 +128,13 @@ def load(strategy) -> tuple[int, ArrayRecord]:
     torch.set_rng_state(torch_state)
     strategy.load_state_dict(state["strategy"])
     strategy.rows = list(state["rows"])
-    for row in strategy.rows:  # the results writer starts from the rows already written
-        if strategy.on_round:
-            strategy.on_round(row)
+    strategy.replaying = True  # the results writer starts from the rows already written (and tracked)
+    try:
+        for row in strategy.rows:
+            if strategy.on_round:
+                strategy.on_round(row)
+    finally:
+        strategy.replaying = False
     arrays = ArrayRecord({k: Array(np.asarray(v.numpy())) for k, v in state["arrays"].items()})
     log(INFO, "resuming %s after round %d", strategy.cfg["run-name"], state["round"])
     return int(state["round"]), arrays

@@ -41,6 +41,7 @@ from clients.fedhip import (
     unpack_triu,
 )
 from common.keys import Int, Keys, shown
+from common.progress import phase
 from models.features import extractor, feature_key
 
 from .base import BaseStrategy
@@ -178,7 +179,8 @@ class FedHiPStrategy(BaseStrategy):
         d = total["q"].shape[0]
         G = unpack_triu(total["gram-triu"], d)
         rank_warning(G, self.gamma)
-        W = global_model(G, total["q"], self.gamma, len(stats), bool(self.cfg["clean-reg"]))
+        with phase(f"round {server_round}: fedhip ridge solve ({d} features)"):
+            W = global_model(G, total["q"], self.gamma, len(stats), bool(self.cfg["clean-reg"]))
         self.global_stats = ArrayRecord(total)
         n = int(total["counts"].sum())
         return ArrayRecord({"weight": W}), MetricRecord({"num-examples": n, "feature-dim": d})

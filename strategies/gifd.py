@@ -64,6 +64,7 @@ from attacks.label_inference import infer_labels
 from attacks.prior import LABEL_MAPS, GanPrior
 from clients.gifd import DEFENSES, GROUND_TRUTH, PLAIN_ROUND
 from common.keys import Int, Keys, shown
+from common.progress import phase
 from models import build_model
 
 from .base import BaseStrategy
@@ -411,7 +412,8 @@ class GifdStrategy(BaseStrategy):
                     truth_px += list(inp.to_pixels(truth["images"].float()))
                 for name in attacks:
                     torch.manual_seed(seed)
-                    result = run_attack(name, inp, labels, prior, settings, seed)
+                    with phase(f"round {server_round}: gifd {name} attack on partition {part}"):
+                        result = run_attack(name, inp, labels, prior, settings, seed)
                     rows = evaluate_reconstructions(result, truth, inp)
                     pixels = inp.to_pixels(result.images)
                     recs[name] += [pixels[row.pop("_match")] for row in rows]

@@ -3,7 +3,6 @@ the README's main command."""
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -144,34 +143,38 @@ def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
 
 
 def test_readme_main_command_runs_with_a_bare_path(tmp_path):
-    """`make run` (the README's first command) works without the venv on PATH.
+    """`make run` (the README's first command) works without the venv on PATH, and keeps
+    the run's log in the run's folder.
 
-    `flwr run .` starts a background local SuperLink on a fixed port and reuses one that
-    is already there, so the test needs that port free, and stops what it started.
+    `flwr run .` starts a background local SuperLink and reuses one that is already there;
+    the ports named by Flower's FLWR_LOCAL_* variables give this test one of its own
+    (README), which it stops at the end.
     """
     import psutil
-    from flwr.cli.constant import LOCAL_CONTROL_API_ADDRESS
 
-    from simulations.superlink import stop_tree
+    from simulations.superlink import free_port, stop_tree
 
-    host, port = LOCAL_CONTROL_API_ADDRESS.rsplit(":", 1)
-    with socket.socket() as probe:
-        if probe.connect_ex((host, int(port))) == 0:
-            pytest.skip(f"a local SuperLink already listens on {LOCAL_CONTROL_API_ADDRESS}")
     root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "FLWR_HOME", "RAY_ADDRESS"))}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(root)))
-    out, make, t0 = tmp_path / "out", shutil.which("make"), time.time()
+    port = str(free_port())
+    env.update(FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=port, FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
+    out, make = tmp_path / "out", shutil.which("make")
     assert make, "make is needed for the README's commands"
     try:
         done = subprocess.run([make, "-s", "run", f"OUT={out}", f"FLWR_HOME={tmp_path / 'home'}",
-                               "RUN_CONFIG=num-server-rounds=1 local-epochs=1 run-name='main'"],
+                               "RUN_CONFIG=num-server-rounds=1 local-epochs=1 run-name='main' progress-every=2"],
                               cwd=root, env=env, capture_output=True, text=True, timeout=600)
     finally:
-        for proc in psutil.process_iter(["cmdline", "create_time"]):
-            if proc.info["create_time"] >= t0 - 1 and "flower-superlink" in " ".join(proc.info["cmdline"] or []):
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if any("flower-superlink" in c for c in cmd) and port in cmd:  # the one this test started
                 stop_tree(proc.pid)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = pd.read_csv(out / "main" / "metrics.csv")
     assert list(rows["round"]) == [0, 1]
     assert rows["loss"].iloc[1] < rows["loss"].iloc[0]  # one round of 10 clients x 1 epoch: a first step
+    log = (out / "main" / "flwr.log").read_text()  # written by the ServerApp itself
+    assert "[round 1/1]" in log and "results written to" in log
+    assert "[progress] round 1: waiting for 10 training replies" in log  # the heartbeat
+    assert "[progress] round 1: waiting for 10 training replies" in done.stdout  # on the terminal too
