@@ -164,8 +164,9 @@ class Search:
 
     @property
     def setting_keys(self) -> list[str]:
-        """The run-config keys that tell settings apart (federation keys are not in the rows)."""
-        keys = [*self.grid, *(k for keys in self.own.values() for k in keys), "method"]
+        """The run-config keys that tell settings apart (federation keys are not in the rows;
+        a methods: block's single value is part of its method's setting, not another key)."""
+        keys = [*self.grid, *(k for keys in self.own.values() for k, v in keys.items() if len(v) > 1), "method"]
         return [k for k in dict.fromkeys(keys) if k in defaults()]
 
     def runs(self, setting: dict, params: dict, seeds: Iterable[int], out: Path | None = None) -> list:
