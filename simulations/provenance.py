@@ -23,6 +23,9 @@ LAUNCH = "launch.json"
 FEDERATION = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
 # Columns of every row that describe the run, not its result; the report never groups by these.
 PER_RUN = ("flwr-run-id",)
+# Every provenance column a run's rows carry: config, never a metric (git-dirty is a bool).
+COLUMNS = (*FEDERATION, "python-version", "flwr-version", "torch-version", "ray-version", "git-commit", "git-dirty",
+           *PER_RUN)
 
 
 def versions() -> dict[str, str]:

@@ -88,8 +88,9 @@ def load(out: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
                    if (p := out / str(name) / "config.json").exists()), None)
     if config is None:
         from simulations.config import defaults
+        from simulations.provenance import COLUMNS
 
-        config = defaults()
+        config = {**defaults(), **dict.fromkeys(COLUMNS)}  # a results.csv without run folders (pooled)
     config_cols = [c for c in frame.columns if c in config or c == "run-name"]
     metrics = [c for c in frame.columns if c not in config_cols and c != "round"
                and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]

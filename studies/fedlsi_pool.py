@@ -21,6 +21,9 @@ report pairs every value against ``--baseline fedlsi-lambda-10.0``; they keep
 ``fedlsi-l<lambda-di>-<lsi-translator>``), paired as above, and every row gains
 ``bn-gap`` and ``selected-bn-gap``: that run's held-out accuracy (last round / selected
 round) in batch mode minus eval mode, so the report puts FedAvg's gap next to each gain.
+Only runs that reached their ``num-server-rounds`` count. ``arms-pairs.csv``: one row per
+held-out domain and seed (``pairs``), each arm's ``selected-heldout-accuracy`` per mode, its
+gain over FedAvg per mode and FedAvg's own batch-minus-eval gap.
 """
 
 import sys
@@ -80,7 +83,8 @@ def lambdas(sweep: pd.DataFrame, power: pd.DataFrame, mode: str) -> pd.DataFrame
 
 def arms(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
     """The official-optimizer comparison: one ``method`` per arm, domains pooled."""
-    frame = runs.copy()
+    planned = runs.groupby("run-name")["num-server-rounds"].transform("max")
+    frame = runs[runs["round"].groupby(runs["run-name"]).transform("max") >= planned].copy()  # whole runs only
     lsi = frame["method"] == "fedlsi"
     frame.loc[lsi, "method"] = ("fedlsi-l" + frame.loc[lsi, "lambda-di"].astype(float).map("{:g}".format) + "-"
                                 + frame.loc[lsi, "lsi-translator"].astype(str))
@@ -99,6 +103,26 @@ def arms(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
     # Compare at the same number of federated rounds: FedDG-LSI's round 1 is its pre-training.
     frame["num-server-rounds"] = frame["round"].groupby(frame["run-name"]).transform("max") - lsi.astype(int)
     return frame
+
+
+def pairs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per held-out domain and seed: each arm's held-out accuracy at the round chosen
+    on source validation, in both BatchNorm modes, its gain over FedAvg per mode, and FedAvg's
+    own batch-minus-eval gap (the confound each gain is read against)."""
+    last = arms(runs, "eval")
+    last = last[last["round"] == last["round"].groupby(last["run-name"]).transform("max")].copy()
+    last["domain"], last["seed"] = last["seed"] // 10, last["seed"] % 10
+    wide = last.pivot_table(index=["domain", "seed"], columns="method",
+                            values=["selected-heldout-accuracy-eval", "selected-heldout-accuracy-batch"])
+    out = pd.DataFrame(index=wide.index)
+    for arm in wide.columns.get_level_values("method").unique():
+        for mode in ("eval", "batch"):
+            out[f"{arm}-{mode}"] = wide[(f"selected-heldout-accuracy-{mode}", arm)]
+    for arm in [a for a in wide.columns.get_level_values("method").unique() if a != "fedavg"]:
+        for mode in ("eval", "batch"):
+            out[f"{arm}-gain-{mode}"] = out[f"{arm}-{mode}"] - out[f"fedavg-{mode}"]
+    out["fedavg-bn-gap"] = out["fedavg-batch"] - out["fedavg-eval"]
+    return out.reset_index()
 
 
 def main(src: Path, out: Path, lambda_dir: Path | None = None) -> None:
@@ -126,5 +150,7 @@ if __name__ == "__main__":
             folder.mkdir(parents=True, exist_ok=True)
             arms(runs, mode).to_csv(folder / "results.csv", index=False)
             print(folder)
+        pairs(runs).to_csv(Path(sys.argv[3]) / "arms-pairs.csv", index=False, float_format="%.4f")
+        print(Path(sys.argv[3]) / "arms-pairs.csv")
         sys.exit(0)
     main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -1,0 +1,56 @@
+"""The FedDG-LSI comparison's pooling (studies/fedlsi_pool.py --arms) and the report on it."""
+
+import pandas as pd
+import pytest
+
+from simulations.report import main as report_main
+from studies.fedlsi_pool import arms, pairs
+
+
+def run_rows(method: str, domain: int, seed: int, eval_acc: list[float], gap: float, planned: int) -> list[dict]:
+    """One run's rows; FedDG-LSI's round 1 is its pre-training round (one round more)."""
+    name = f"seed-{seed}_heldout-domain-{domain}_method-{method}"
+    lsi = {"lambda-di": 10.0, "lsi-translator": "tanh"} if method == "fedlsi" else {}
+    return [{"run-name": name, "method": method, "seed": seed, "heldout-domain": domain, "round": r,
+             "num-server-rounds": planned, "git-commit": "abc", "git-dirty": False, **lsi,
+             "accuracy": acc, "source-accuracy-eval": acc, "source-accuracy-batch": acc,
+             "heldout-accuracy-eval": acc, "heldout-accuracy-batch": acc + gap,
+             "selected-heldout-accuracy-eval": acc, "selected-heldout-accuracy-batch": acc + gap}
+            for r, acc in enumerate(eval_acc, 1)]
+
+
+def test_arms_pool_domains_into_pairs_and_the_report_reads_them(tmp_path):
+    rows = []
+    # (domain, seed): FedAvg's final eval accuracy and BN gap, FedDG-LSI's
+    cases = {(0, 0): (0.80, 0.05, 0.70, 0.10), (0, 1): (0.82, 0.04, 0.75, 0.12),
+             (1, 0): (0.90, 0.02, 0.91, 0.01), (1, 1): (0.88, 0.03, 0.80, 0.09)}
+    for (d, s), (fa, fgap, la, lgap) in cases.items():
+        rows += run_rows("fedavg", d, s, [0.5, fa], fgap, 2)
+        rows += run_rows("fedlsi", d, s, [0.1, 0.4, la], lgap, 3)
+    rows += run_rows("fedavg", 2, 0, [0.5, 0.8], 0.0, 2)
+    rows += run_rows("fedlsi", 2, 0, [0.1, 0.4], 0.0, 3)  # stopped before its last round: left out
+    runs = pd.DataFrame(rows)
+
+    frame = arms(runs, "eval")
+    assert "seed-0_heldout-domain-2_method-fedlsi" not in set(frame["run-name"])
+    assert set(frame["method"]) == {"fedavg", "fedlsi-l10-tanh"}
+    assert set(frame["num-server-rounds"]) == {2}  # the same federated rounds: LSI's pre-training not counted
+    assert sorted(frame["seed"].unique()) == [0, 1, 10, 11, 20]  # 10 x domain + seed
+    assert frame["bn-gap"].round(6).isin([0.0, 0.05, 0.04, 0.02, 0.03, 0.10, 0.12, 0.01, 0.09]).all()
+
+    folder = tmp_path / "arms-eval"
+    folder.mkdir()
+    frame.to_csv(folder / "results.csv", index=False)  # no run folders: the report reads the keys' defaults
+    assert report_main([str(folder), "--baseline", "fedavg"]) == 0
+    paired = pd.read_csv(folder / "paired.csv").set_index("metric")
+    diffs = [0.70 - 0.80, 0.75 - 0.82, 0.91 - 0.90, 0.80 - 0.88]
+    row = paired.loc["selected-heldout-accuracy"]
+    assert row["n"] == 4 and row["mean-diff"] == pytest.approx(sum(diffs) / 4) and row["wins/n"] == "1/4"
+    assert "git-dirty" not in set(paired.index)  # provenance, not a metric
+
+    table = pairs(runs).set_index(["domain", "seed"])
+    assert len(table) == 5 and table.loc[(2, 0), "fedlsi-l10-tanh-eval"] != table.loc[(2, 0), "fedlsi-l10-tanh-eval"]
+    one = table.loc[(1, 1)]
+    assert one["fedlsi-l10-tanh-gain-eval"] == pytest.approx(-0.08)
+    assert one["fedlsi-l10-tanh-gain-batch"] == pytest.approx(0.89 - 0.91)
+    assert one["fedavg-bn-gap"] == pytest.approx(0.03)
