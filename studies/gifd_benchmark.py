@@ -123,7 +123,7 @@ def summarize(frame: pd.DataFrame) -> str:
                             ("attack-seconds", ".1f")):
             if block[metric].isna().all():
                 continue
-            cell = block.apply(lambda r: "" if pd.isna(r[metric]) else (
+            cell = block.apply(lambda r, metric=metric, fmt=fmt: "" if pd.isna(r[metric]) else (
                 f"{r[metric]:{fmt}} ± {r[metric + '-ci95']:{fmt}}" if pd.notna(r[metric + "-ci95"])
                 else f"{r[metric]:{fmt}}"), axis=1)
             table = block.assign(cell=cell).pivot_table(index="method", columns="budget", values="cell",
