@@ -3,7 +3,10 @@
 #   scripts/gifd_resnet.sh [OUT_DIR] [BATCHES] [ROUNDS] [BUDGET] [SEEDS]
 # defaults: outputs/gifd_resnet, batches "1 4 8", rounds "1 10" (10: after 9 FedAvg rounds), budget
 # 1000 (the issue's floor), seeds 0,1,2; 8 images per seed (n = 24 per cell), fashion-mnist-5k clients.
-# What the 2-core machine ran: BATCHES=4 ROUNDS=1 BUDGET=100.
+# What the 2-core machine ran: BATCHES=4 ROUNDS=1 BUDGET=100 (every step), BATCHES=8 ROUNDS=1 BUDGET=100
+# with RADII=0.11,0.071,0.061,0.032 ABLATIONS=0.
+# Environment: RADII=r1,r2,r3,r4 skips step 2 and uses these radii (e.g. another cell's calibrated ones);
+# ABLATIONS=0 skips the digits prior and the ball on/off rows (step 3 runs the four attacks only).
 # 1. the priors (Fashion-MNIST's test split; digits = MNIST's test split, the mismatched ablation),
 # 2. the l1 radii chosen by gradient distance on calibration updates (run seed 100),
 # 3. per batch size: every attack at an equal budget, the digits prior, the ball on/off ablation,
@@ -23,13 +26,24 @@ nice -n 5 "$py" -m attacks.train_gan --dataset fashion-mnist-holdout --steps $st
 for b in $batches; do for r in $rounds; do
     dir="$out/batch$b-round$r"
     mkdir -p "$dir"
-    nice -n 5 "$py" -m studies.calibrate_gifd_radii --checkpoint "$out/gan/fashion-mnist-holdout-steps$steps-seed0.pt" \
-        --updates 1 --round "$r" --budget "$budget" --scales 1,4,inf --set "${set_common[@]}" attack-batch-size="$b" \
-        | tee "$dir/calibration.md"
-    radii=$(sed -n 's/^gifd-radii = "\(.*\)"$/\1/p' "$dir/calibration.md")
+    if [[ -n "${RADII:-}" ]]; then
+        echo "gifd-radii = \"$RADII\" (given, not calibrated for this cell)" > "$dir/calibration.md"
+        radii="$RADII"
+    else
+        nice -n 5 "$py" -m studies.calibrate_gifd_radii --checkpoint "$out/gan/fashion-mnist-holdout-steps$steps-seed0.pt" \
+            --updates 1 --round "$r" --budget "$budget" --scales 1,4,inf --set "${set_common[@]}" attack-batch-size="$b" \
+            | tee "$dir/calibration.md"
+        radii=$(sed -n 's/^gifd-radii = "\(.*\)"$/\1/p' "$dir/calibration.md")
+    fi
     run=(--gan-dir "$out" --round "$r" --seeds "$seeds" --budgets "$budget" --set "${set_common[@]}" attack-batch-size="$b")
     nice -n 5 "$py" -m studies.gifd_benchmark --out-dir "$dir/main" --attacks idlg,ig,ggl,gifd \
         --priors fashion-mnist-holdout "${run[@]}" gifd-radii="$radii"
+    g="gifd (fashion-mnist-holdout)"
+    if [[ "${ABLATIONS:-1}" == 0 ]]; then
+        "$py" -m studies.gifd_benchmark --out-dir "$dir/all" --merge "$dir/main" \
+            --paired "$g,idlg;$g,ig;$g,ggl (fashion-mnist-holdout)"
+        continue
+    fi
     nice -n 5 "$py" -m attacks.train_gan --dataset mnist-holdout --steps $steps --out-dir "$out"   # cached
     nice -n 5 "$py" -m studies.gifd_benchmark --out-dir "$dir/digits" --attacks ggl,gifd --priors mnist-holdout \
         "${run[@]}" gifd-radii="$radii"
@@ -37,7 +51,6 @@ for b in $batches; do for r in $rounds; do
     if [[ "$radii" == *inf* ]]; then alt=0.11,0.071,0.061,0.032 tag=ball; else alt=inf,inf,inf,inf tag=inf; fi
     nice -n 5 "$py" -m studies.gifd_benchmark --out-dir "$dir/ablation-$tag" --attacks gifd \
         --priors fashion-mnist-holdout "${run[@]}" gifd-radii="$alt"
-    g="gifd (fashion-mnist-holdout)"
     "$py" -m studies.gifd_benchmark --out-dir "$dir/all" --merge "$dir/main,$dir/digits,$dir/ablation-$tag:$tag" \
         --paired "$g,idlg;$g,ig;$g,ggl (fashion-mnist-holdout);$g,gifd (mnist-holdout);$g,gifd $tag (fashion-mnist-holdout);\
 gifd (mnist-holdout),idlg;gifd (mnist-holdout),ig;ggl (fashion-mnist-holdout),ggl (mnist-holdout)"

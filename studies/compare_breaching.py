@@ -28,6 +28,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from simulations.intervals import t_halfwidth, values_of
+
 
 class Budget:
     """Counts breaching's objective calls; interrupts the trial after ``limit`` of them."""
@@ -133,13 +135,11 @@ def main(argv=None) -> int:
 
 def report(frame: pd.DataFrame) -> str:
     """Mean PSNR of each implementation and the paired difference with its 95% t-interval."""
-    from scipy import stats
-
     lines = ["| attack | budget | n | ours PSNR | breaching PSNR | ours − breaching [95% CI] | max \\|difference\\| |",
              "|---|---|---|---|---|---|---|"]
     for (kind, budget), g in frame.groupby(["attack", "budget"]):
         d = g["ours-psnr"] - g["breaching-psnr"]
-        hw = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+        hw = t_halfwidth(values_of(d))
         lines.append(f"| {kind} | {budget} | {len(g)} | {g['ours-psnr'].mean():.2f} | "
                      f"{g['breaching-psnr'].mean():.2f} | {d.mean():+.2f} [{d.mean() - hw:+.2f}, {d.mean() + hw:+.2f}] "
                      f"| {d.abs().max():.2f} |")

@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from simulations.intervals import t_halfwidth, values_of
+
 
 def config_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
     """``KEY=VALUE`` strings -> run-config overrides typed like the defaults (bad key: a parser error)."""
@@ -62,13 +64,8 @@ def markdown(table: pd.DataFrame, fmt: str | None = None) -> str:
 
 def t_interval(values) -> tuple[float, float, int]:
     """(mean, half-width of the 95% Student-t interval, n) of per-image values."""
-    from scipy import stats
-
-    v = pd.Series(values, dtype=float).dropna()
-    n = len(v)
-    if n < 2:
-        return (float(v.mean()) if n else float("nan")), float("nan"), n
-    return float(v.mean()), float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / n ** 0.5), n
+    v = values_of(values)
+    return (float(v.mean()) if len(v) else float("nan")), t_halfwidth(v), len(v)
 
 
 def method_name(row) -> str:
@@ -126,7 +123,7 @@ def summarize(frame: pd.DataFrame) -> str:
                             ("attack-seconds", ".1f")):
             if block[metric].isna().all():
                 continue
-            cell = block.apply(lambda r: "" if pd.isna(r[metric]) else (
+            cell = block.apply(lambda r, metric=metric, fmt=fmt: "" if pd.isna(r[metric]) else (
                 f"{r[metric]:{fmt}} ± {r[metric + '-ci95']:{fmt}}" if pd.notna(r[metric + "-ci95"])
                 else f"{r[metric]:{fmt}}"), axis=1)
             table = block.assign(cell=cell).pivot_table(index="method", columns="budget", values="cell",
