@@ -309,7 +309,9 @@ class FedHiPClient(Client):
             if form == self.fusion:
                 keep = W_p
                 metrics["accuracy"] = metrics[f"accuracy-{form}"]
-                if len(yv):  # the column every method is selected on (personalized-val-accuracy)
+                if f"val-accuracy-{form}" in metrics:  # the column every method is selected on
+                    metrics["val-accuracy"] = metrics[f"val-accuracy-{form}"]  # (personalized-val-accuracy)
+                elif len(yv):  # a fixed α: scored on the same rows
                     metrics["val-accuracy"] = accuracy(W_p, Xv, yv)
                 metrics["fedhip-alpha"] = min(a, 1e12)
         return Reply({}, metrics, keep={PERSONAL: {"weight": keep}})
