@@ -36,15 +36,6 @@ class ClientData:
     val: Dataset | None = None
 
 
-def validation_split(n: int, fraction: float, seed: int, partition_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fit, validation) indices of a client's train split, seeded by (seed, partition): FedHiP's
-    α split where the client's data has no validation split (``local-val-fraction=0``)."""
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(partition_id) + 17)
-    order = torch.randperm(n, generator=gen)
-    n_val = int(round(n * fraction)) if n >= 2 else 0
-    return order[n_val:], order[:n_val]
-
-
 @dataclass
 class Reply:
     """What a client sends back (``arrays`` by record name, ``metrics``) and keeps."""

@@ -14,11 +14,9 @@ Everything is float64 ``torch.linalg``; there is no gradient step anywhere.
   ``statistics``: ``W_k^p = (G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)``, the global regularized
   Gram ``G + γI`` plus α times the client's ``G_k + γI`` (own samples weigh 1 + α).
 - ``fedhip-alpha=auto``: α is chosen per client from ``fedhip-alpha-grid`` on its
-  validation split (``local-val-fraction``: rows in no client's train split, the split
-  every method chooses on). Without one (``local-val-fraction=0``) a validation split is
-  carved from the client's TRAIN data (``fedhip-val-fraction``) and the candidates are fit
-  on the global sums minus those rows' statistics. Either way no candidate has seen its
-  validation rows; the local test split is read only for the metric.
+  validation split (``ClientData.val``, ``local-val-fraction``: rows in no client's train
+  split, so in no sums; the split every method chooses on, reported as
+  ``personalized-val-accuracy``). The local test split is read only for the metric.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ from .base import (
     Tensors,
     batches,
     device_of,
-    validation_split,
 )
 
 STATS = "fedhip-stats"  # reply record: gram-triu, q, counts
@@ -52,6 +49,7 @@ GLOBAL = "fedhip-global"  # evaluate record: the same keys, summed over clients
 LOCAL, PERSONAL = "fedhip-local", "fedhip-personal"  # kept in context.state
 DTYPE = torch.float64
 MAX_COND = 1e12  # a Cholesky solve past this condition falls back to least squares
+NO_VAL_ALPHA = 1.0  # α of a client without a validation sample: global and local models alike
 
 
 # ---- features ---------------------------------------------------------------------
@@ -181,7 +179,7 @@ def score_alphas(form: str, G, Q, G_k, Q_k, Xv: torch.Tensor, yv: torch.Tensor, 
     """(α, validation accuracy) of the best candidate fit on (G, Q, G_k, Q_k), none of which
     holds the validation rows (Xv, yv). Ties: the lower squared error."""
     if len(yv) == 0:
-        return 1.0, float("nan")
+        return NO_VAL_ALPHA, float("nan")
     Xv, Yv = Xv.to(DTYPE), F.one_hot(yv.long(), num_classes).to(DTYPE)
     scores = []
     for a, W in zip(alphas, candidates(form, G, Q, G_k, Q_k, alphas, gamma)):
@@ -189,16 +187,6 @@ def score_alphas(form: str, G, Q, G_k, Q_k, Xv: torch.Tensor, yv: torch.Tensor, 
         scores.append((float((out.argmax(1) == yv).double().mean()), -float(((out - Yv) ** 2).mean()), a))
     best = max(scores, key=lambda t: (t[0], t[1]))
     return best[2], best[0]
-
-
-def select_alpha(form: str, G, Q, X: torch.Tensor, y: torch.Tensor, val: torch.Tensor, alphas: list[float],
-                 gamma: float, num_classes: int) -> tuple[float, float]:
-    """``score_alphas`` on the validation rows ``val`` carved from the client's train
-    features ``X`` (no validation split in its data): candidates are fit on the global sums
-    and the client's sums minus those rows, so none has seen them."""
-    G_k, Q_k, _ = statistics(X, y, num_classes)
-    G_v, Q_v, _ = statistics(X[val], y[val], num_classes)
-    return score_alphas(form, G - G_v, Q - Q_v, G_k - G_v, Q_k - Q_v, X[val], y[val], alphas, gamma, num_classes)
 
 
 def accuracy(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -299,18 +287,15 @@ class FedHiPClient(Client):
         metrics = {"num-examples": len(yt), "global-accuracy": accuracy(W, Xt, yt),
                    "local-accuracy": accuracy(W_k, Xt, yt)}
         forms = FORMS if self.alpha == "auto" else (self.fusion,)
+        # the client's validation split (local-val-fraction): in no one's sums, never the test split
+        Xv, yv = self.features(self.data.val) if self.data.val is not None else (X[:0], y[:0])
         chosen = {}
         if self.alpha == "auto":
-            own_val = self.data.val is not None and len(self.data.val) > 0
-            if own_val:  # the client's validation split (local-val-fraction): in no one's sums
-                Xv, yv = self.features(self.data.val)
-            else:
-                _, val = validation_split(len(y), float(self.cfg["fedhip-val-fraction"]), int(self.cfg["seed"]),
-                                          self.data.partition_id)
+            if len(yv) == 0:
+                log(WARNING, "fedhip: partition %d has no validation sample: α = %g (pass local-val-fraction > 0)",
+                    self.data.partition_id, NO_VAL_ALPHA)
             for form in forms:
-                a, acc = (score_alphas(form, G, Q, G_k, Q_k, Xv, yv, self.alphas(), self.gamma, self.data.num_classes)
-                          if own_val else
-                          select_alpha(form, G, Q, X, y, val, self.alphas(), self.gamma, self.data.num_classes))
+                a, acc = score_alphas(form, G, Q, G_k, Q_k, Xv, yv, self.alphas(), self.gamma, self.data.num_classes)
                 chosen[form] = a
                 metrics[f"alpha-{form}"] = a
                 if math.isfinite(acc):  # no validation sample (a one-sample client): no score
@@ -325,6 +310,8 @@ class FedHiPClient(Client):
                 keep = W_p
                 metrics["accuracy"] = metrics[f"accuracy-{form}"]
                 if f"val-accuracy-{form}" in metrics:  # the column every method is selected on
-                    metrics["val-accuracy"] = metrics[f"val-accuracy-{form}"]
+                    metrics["val-accuracy"] = metrics[f"val-accuracy-{form}"]  # (personalized-val-accuracy)
+                elif len(yv):  # a fixed α: scored on the same rows
+                    metrics["val-accuracy"] = accuracy(W_p, Xv, yv)
                 metrics["fedhip-alpha"] = min(a, 1e12)
         return Reply({}, metrics, keep={PERSONAL: {"weight": keep}})

@@ -34,6 +34,7 @@ RENAMED = {
     "fourier-alpha": "sdwc-fourier-alpha",
     "alpha-personal": "fedhip-alpha",
     "lsi-translator-residual": "lsi-translator",
+    "fedhip-val-fraction": "local-val-fraction",
 }
 
 
@@ -179,7 +180,8 @@ def resolve(overrides: dict) -> dict:
     old = next((k for k in overrides if k in RENAMED), None)
     if old is not None:
         value = {"alpha-personal": "auto (it weights the LOCAL side now)",
-                 "lsi-translator-residual": "residual" if overrides[old] else "rescaled"}.get(old, repr(overrides[old]))
+                 "lsi-translator-residual": "residual" if overrides[old] else "rescaled",
+                 "fedhip-val-fraction": "0.1 (FedHiP chooses α on the validation split every method uses)"}.get(old, repr(overrides[old]))
         raise ConfigError(f"run-config key '{old}' was renamed: pass {RENAMED[old]}={value}")
     unknown = sorted(set(overrides) - set(base))
     if unknown:

@@ -47,7 +47,7 @@ def render(text: str, groups: dict[str, type[Keys]], renamed: dict[str, str] | N
 def render_pyproject(text: str, groups: dict[str, type[Keys]], renamed: dict[str, str] | None = None) -> str:
     """pyproject.toml's text with ``[tool.flwr.app.config]`` synced to the declarations:
     declared defaults replace the values in place (a ``renamed`` key gets its new name),
-    missing keys are appended (small diffs)."""
+    missing keys are appended (small diffs); an old key renamed to one already there is dropped."""
     import tomli_w
 
     def line(key: str, value) -> str:
@@ -57,9 +57,13 @@ def render_pyproject(text: str, groups: dict[str, type[Keys]], renamed: dict[str
 
     def sync(m: re.Match) -> str:
         body, seen = [], set()
-        for row in m[2].rstrip("\n").split("\n"):
-            key = row.split("=", 1)[0].strip().strip('"')
-            key = (renamed or {}).get(key, key)
+        rows = m[2].rstrip("\n").split("\n")
+        present = {row.split("=", 1)[0].strip().strip('"') for row in rows if "=" in row}
+        for row in rows:
+            old = row.split("=", 1)[0].strip().strip('"')
+            key = (renamed or {}).get(old, old)
+            if key != old and key in present:
+                continue
             if "=" in row and not row.lstrip().startswith("#") and key in declared:
                 seen.add(key)
                 row = line(key, declared[key])

@@ -44,7 +44,7 @@ from simulations.intervals import METHODS, ci95, paired_tests, t_halfwidth, valu
 NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id"}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
-            "corrupt-accuracy", "corrupt-ratio", "auroc", "fpr95", "loss")
+            "corrupt-accuracy", "corrupt-ratio", "auroc", "fpr95", "loss", "uplink-bytes-total")
 
 
 class ReportError(ValueError):

@@ -6,7 +6,8 @@
   dropped with one log line and counted in ``failures``; with fewer than
   ``min-train-nodes`` good replies the round keeps the previous model. Good replies are
   aggregated in partition order (bitwise repeatable).
-- Per-round bookkeeping: ``round-seconds``, ``uplink-bytes``, ``downlink-bytes``,
+- Per-round bookkeeping: ``round-seconds``, ``uplink-bytes``, ``downlink-bytes`` (and the
+  run's sums so far, ``uplink-bytes-total``, ``downlink-bytes-total``),
   ``personalized-accuracy`` (+ ``-std``, ``personalized-val-accuracy``), ``val-accuracy``
   and ``val-loss`` (the server's validation split), ``failures`` (errors, bad replies and
   replies missing at the timeout); one progress line per round, and the finished row
@@ -393,6 +394,9 @@ class BaseStrategy(Sampling, FedAvg):
             row.update({k: float(v) for k, v in res.items()})
         if server_round:
             row["round-seconds"] = time.perf_counter() - self.t_round
+            done = next((r for r in reversed(self.rows) if r.get("round", 0) >= 1), {})
+            for way in ("uplink", "downlink"):  # the run's bytes so far: what an equal-bytes comparison reads
+                row[f"{way}-bytes-total"] = done.get(f"{way}-bytes-total", 0) + row.get(f"{way}-bytes", 0)
         shown = ("accuracy", "loss", "personalized-accuracy", "failures", "round-seconds")
         log(INFO, "[round %d/%s] %s", server_round, self.cfg["num-server-rounds"],
             " ".join(f"{k}={row[k]:.4g}" for k in shown if k in row))

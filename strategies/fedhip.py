@@ -10,8 +10,8 @@ solved in float64 in three phases, all in ONE round (``check_config`` sets
    (Cholesky), the centralized ridge solution whatever the split and arrival order
    (``clean-reg=false``: AFL's uncleaned ``(G + KγI)⁻¹Q``).
 3. Local personalization (evaluate message with ``W`` and, where needed, ``G, Q``): see
-   ``clients/fedhip.py``; α weights the local side and is chosen per client on a
-   validation split of its train data (``fedhip-alpha=auto``).
+   ``clients/fedhip.py``; α weights the local side and is chosen per client on its
+   validation split (``fedhip-alpha=auto``, ``local-val-fraction``).
 
 Choices and the evidence for them: docs/methods/fedhip.md.
 """
@@ -40,7 +40,7 @@ from clients.fedhip import (
     triu_size,
     unpack_triu,
 )
-from common.keys import Int, Keys, shown
+from common.keys import ConfigError, Int, Keys, shown
 from common.progress import phase
 from models.features import extractor, feature_key
 
@@ -96,11 +96,9 @@ class FedHiPKeys(Keys):
                                                        "forward_intermediates, average-pooled")
     fedhip_alpha: Literal["auto"] | Annotated[float, Field(ge=0)] = Field(
         "auto", description="α >= 0, the weight of the client's own data (0 = the global model); `auto`: chosen "
-                            "per client on a validation split of its train data")
+                            "per client on its validation split (`local-val-fraction`)")
     fedhip_alpha_grid: str = Field("0,0.1,0.3,1,3,10,30,100,1000", min_length=1,
                                    description="comma-separated α candidates for `fedhip-alpha=auto`")
-    fedhip_val_fraction: float = Field(0.2, gt=0, lt=1, description="share of a client's train split held out to "
-                                       "choose α where its data has no validation split (`local-val-fraction=0`)")
     personal_fusion: Literal["weights", "statistics"] = Field(
         "weights", description="`weights`: (W + αW_k) / (1 + α); `statistics`: (G + αG_k + (1+α)γI)⁻¹(Q + αQ_k)")
     clean_reg: bool = Field(True, description="add γ once (the centralized ridge solution); `false`: AFL's "
@@ -132,9 +130,10 @@ class FedHiPStrategy(BaseStrategy):
         except ValueError:
             grid = []
         if not grid or any(a < 0 for a in grid):
-            from common.keys import ConfigError
-
             raise ConfigError(f"fedhip-alpha-grid must be comma-separated numbers >= 0, got {shown(cfg['fedhip-alpha-grid'])}")
+        if cfg["fedhip-alpha"] == "auto" and float(cfg["fraction-evaluate"]) > 0 and float(cfg["local-val-fraction"]) <= 0:
+            raise ConfigError("fedhip-alpha=auto chooses α on each client's validation split: pass local-val-fraction "
+                              "> 0 (e.g. 0.1), or a fixed fedhip-alpha")
         cfg["num-server-rounds"] = 1  # one-shot by construction (see the module docstring)
 
     # ---- what is sent and expected ---------------------------------------------------

@@ -102,6 +102,10 @@ def test_sync_renames_updates_and_appends_keys_in_pyproject():
     text = '[tool.flwr.app.config]\n# kept\nold-name = 0.1\n\n[tool.other]\nold-name = 1\n'
     out = render_pyproject(text, {"demo": Demo}, {"old-name": "new-name"})
     assert out == '[tool.flwr.app.config]\n# kept\nnew-name = 0.5\n# demo\nsteps = 3\n\n[tool.other]\nold-name = 1\n'
+    # an old key renamed to a key already there (a method's own split -> the shared one) is dropped, not doubled
+    both = '[tool.flwr.app.config]\nnew-name = 0.1\nold-name = 0.2\nsteps = 3\n\n'
+    assert render_pyproject(both, {"demo": Demo}, {"old-name": "new-name"}) == \
+        '[tool.flwr.app.config]\nnew-name = 0.5\nsteps = 3\n\n'
 
 
 def test_allowed_values_are_described_from_the_declaration():

@@ -23,7 +23,6 @@ from clients.fedhip import (
     statistics,
     triu_size,
     unpack_triu,
-    validation_split,
 )
 from datasets.registry import ArrayDataset
 from simulations.config import ConfigError, resolve
@@ -56,11 +55,13 @@ def synthetic(n: int = 400, d: int = D, seed: int = 0) -> tuple[torch.Tensor, to
     return means[y] + torch.randn(n, d, generator=gen, dtype=torch.float64), y
 
 
-def make_client(cfg: dict, pid: int, X, y, test=None) -> FeatureClient:
-    """Client ``pid`` holding (X, y) for training and ``test`` (default: the same data) as local test."""
+def make_client(cfg: dict, pid: int, X, y, test=None, val=None) -> FeatureClient:
+    """Client ``pid`` holding (X, y) for training, ``test`` (default: the same data) as local
+    test and ``val`` (rows in no client's train data) as its validation split."""
     data = ArrayDataset(X, y)
     cfg = {"min-class-samples": 1, **cfg}  # exact maths: the node-side privacy floor off (a node's choice)
-    return FeatureClient(cfg, ClientData(pid, data, ArrayDataset(*test) if test else data, C, (X.shape[1],)))
+    return FeatureClient(cfg, ClientData(pid, data, ArrayDataset(*test) if test else data, C, (X.shape[1],),
+                                         ArrayDataset(*val) if val else None))
 
 
 def as_message(node: int, body: RecordDict) -> Message:
@@ -75,13 +76,14 @@ def content(reply) -> RecordDict:
     return body
 
 
-def federate(splits: list[tuple[torch.Tensor, torch.Tensor]], order=None, **over):
-    """Phases 1-3 through the real client and strategy code, without Flower's engine.
+def federate(splits: list[tuple[torch.Tensor, torch.Tensor]], order=None, val=None, **over):
+    """Phases 1-3 through the real client and strategy code, without Flower's engine; ``val``:
+    every client's validation split (default: none).
 
     Returns (global W, personalized W per client, strategy).
     """
     cfg = resolve({"method": "fedhip", **over})
-    clients = [make_client(cfg, pid, X, y) for pid, (X, y) in enumerate(splits)]
+    clients = [make_client(cfg, pid, X, y, val=val) for pid, (X, y) in enumerate(splits)]
     trained = [c.train({}, {}, {}) for c in clients]
     strategy = FedHiPStrategy(cfg)
     strategy.row = {"failures": 0}
@@ -143,8 +145,8 @@ def test_uncleaned_global_model_is_afl_aggregation_law():
 def test_heterogeneity_invariance_of_personalized_model(fusion, alpha):
     """Client 0's data is fixed; the rest is re-split IID, Dirichlet 0.1, or all in one.
     Holds for both forms, with α fixed and with α chosen on client 0's validation split."""
-    X, y = synthetic(600)
-    mine, (Xr, yr) = (X[:80], y[:80]), (X[80:], y[80:])
+    X, y = synthetic(700)
+    mine, (Xr, yr), val = (X[:80], y[:80]), (X[80:600], y[80:600]), (X[600:], y[600:])
     rng = np.random.default_rng(0)
     iid = np.array_split(rng.permutation(len(yr)), 4)
     dirichlet = [[] for _ in range(5)]
@@ -158,8 +160,8 @@ def test_heterogeneity_invariance_of_personalized_model(fusion, alpha):
     results = {}
     for name, parts in layouts.items():
         splits = [mine] + [(Xr[p], yr[p]) for p in parts]
-        W, personal, _ = federate(splits, **{"personal-fusion": fusion, "fedhip-alpha": alpha, "ridge-gamma": 1.0,
-                                             "fedhip-alpha-grid": "0.3,3"})
+        W, personal, _ = federate(splits, val=val, **{"personal-fusion": fusion, "fedhip-alpha": alpha,
+                                                      "ridge-gamma": 1.0, "fedhip-alpha-grid": "0.3,3"})
         results[name] = (W, personal[0])
     W0, P0 = results["iid"]
     for name, (W, P) in results.items():
@@ -232,12 +234,12 @@ def test_alpha_is_chosen_without_reading_local_test_labels(fusion):
     """Poisoning the local test labels changes the reported accuracy, never α or the model."""
     X, y = synthetic(700, seed=1)
     (X, y), (Xt, yt) = (X[:500], y[:500]), (X[500:], y[500:])
-    splits = [(X[:60], y[:60]), (X[60:], y[60:])]
+    splits, val = [(X[:50], y[:50]), (X[70:], y[70:])], (X[50:70], y[50:70])
     out = {}
     for name, labels in (("clean", yt), ("poisoned", (yt + 1) % C)):
         cfg = resolve({"method": "fedhip", "personal-fusion": fusion, "ridge-gamma": 1.0,
                        "fedhip-alpha-grid": "0,0.3,1,3,10,100"})
-        clients = [make_client(cfg, pid, Xk, yk, test=(Xt, labels)) for pid, (Xk, yk) in enumerate(splits)]
+        clients = [make_client(cfg, pid, Xk, yk, test=(Xt, labels), val=val) for pid, (Xk, yk) in enumerate(splits)]
         G = sum(statistics(Xk, yk, C)[0] for Xk, yk in splits)
         Q = sum(statistics(Xk, yk, C)[1] for Xk, yk in splits)
         sent = {"arrays": {"weight": torch.linalg.solve(G + torch.eye(D, dtype=G.dtype), Q)},
@@ -251,26 +253,6 @@ def test_alpha_is_chosen_without_reading_local_test_labels(fusion):
         assert clean[f"val-accuracy-{form}"] == poisoned[f"val-accuracy-{form}"]
     assert torch.equal(W_clean, W_poisoned)
     assert clean["accuracy"] > 0.5 and poisoned["accuracy"] < 0.5  # the metric does read the test labels
-
-
-def test_validation_candidates_never_see_the_validation_samples():
-    """Fit on the global sums minus the validation rows = ridge on the pool without them."""
-    from clients.fedhip import candidates
-
-    X, y = synthetic(300)
-    mine = X[:50], y[:50]
-    fit, val = validation_split(50, 0.2, 0, 0)
-    assert len(val) == 10 and len(set(fit.tolist()) | set(val.tolist())) == 50
-    G, Q, _ = statistics(X, y, C)
-    G_v, Q_v, _ = statistics(mine[0][val], mine[1][val], C)
-    G_k, Q_k, _ = statistics(*mine, C)
-    keep = torch.ones(300, dtype=torch.bool)
-    keep[val] = False
-    pooled = centralized_ridge(X[keep], y[keep], 1.0)
-    local = centralized_ridge(mine[0][fit], mine[1][fit], 1.0)
-    for form in ("statistics", "weights"):
-        W0, Winf = candidates(form, G - G_v, Q - Q_v, G_k - G_v, Q_k - Q_v, [0.0, float("inf")], 1.0)
-        assert rel_err(W0.numpy(), pooled) < 1e-10 and rel_err(Winf.numpy(), local) < 1e-10
 
 
 def test_aggregation_is_order_invariant():
@@ -345,13 +327,20 @@ def test_config_forces_one_round_and_rejects_bad_values():
     assert resolve({"method": "fedavg", "num-server-rounds": 20})["num-server-rounds"] == 20
     for bad in ({"fedhip-alpha": -0.5}, {"fedhip-alpha": "high"}, {"ridge-gamma": -1.0}, {"buffer-size": -3},
                 {"personal-fusion": "mean"}, {"backbone-size": 8}, {"fedhip-alpha-grid": "1,x"},
-                {"fedhip-val-fraction": 1.0}, {"backbone-layer": -2}):
+                {"backbone-layer": -2}):
         with pytest.raises(ConfigError):
             resolve({"method": "fedhip", **bad})
     assert resolve({"method": "fedhip", "fedhip-alpha": 30})["fedhip-alpha"] == 30  # not limited to 1
     with pytest.raises(ConfigError, match="renamed: pass fedhip-alpha") as err:
         resolve({"method": "fedhip", "alpha-personal": 0.5})
     assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="renamed: pass local-val-fraction"):  # α's own split: gone
+        resolve({"method": "fedhip", "fedhip-val-fraction": 0.2})
+    with pytest.raises(ConfigError, match="fedhip-alpha=auto chooses α on each client's validation split") as err:
+        resolve({"method": "fedhip", "local-val-fraction": 0.0})
+    assert "\n" not in str(err.value)
+    for fine in ({"fedhip-alpha": 3.0}, {"fraction-evaluate": 0.0}):  # no α to choose / no personalization
+        assert resolve({"method": "fedhip", "local-val-fraction": 0.0, **fine})["local-val-fraction"] == 0.0
 
 
 # ---- the backbone --------------------------------------------------------------------
@@ -464,7 +453,7 @@ def test_fedhip_end_to_end_one_round(tmp_path):
     assert last["personalized-accuracy"] == last["personalized-accuracy-weights"]  # the default form
     assert 0 <= last["alpha-weights-mean"] and 0 <= last["val-accuracy-statistics"] <= 1
     d = 1280
-    assert last["uplink-bytes"] >= 3 * 8 * (triu_size(d) + d * 10)
+    assert last["uplink-bytes-total"] == last["uplink-bytes"] >= 3 * 8 * (triu_size(d) + d * 10)  # sent once
     assert last["downlink-bytes"] >= 3 * 8 * triu_size(d)  # the global sums, for personalization
 
 
@@ -498,7 +487,7 @@ def test_within_run_paired_table_from_run_folders(tmp_path):
     assert glob[7].strip() == "3 / 3" and (tmp_path / "fedhip_paired.md").exists()
 
 
-def test_alpha_is_chosen_on_the_clients_own_validation_split_when_it_has_one():
+def test_alpha_is_chosen_on_the_clients_validation_split():
     """With ``ClientData.val`` (rows in no train split, so in no sums) the candidates are fit
     on the full sums and scored on those rows; the test split is still never read."""
     from clients.fedhip import score_alphas
@@ -519,3 +508,24 @@ def test_alpha_is_chosen_on_the_clients_own_validation_split_when_it_has_one():
         a, acc = score_alphas(form, G, Q, G_k, Q_k, Xv, yv, [0.0, 1.0, 10.0, 1000.0], 1.0, C)
         assert m[f"alpha-{form}"] == a and m[f"val-accuracy-{form}"] == acc
     assert m["val-accuracy"] == m["val-accuracy-weights"]  # the default form's, the column every method reports
+    fixed = FeatureClient({**cfg, "fedhip-alpha": 10.0}, client.data)  # no α to choose: still scored there
+    m = fixed.evaluate(sent, {}, {}).metrics
+    assert m["val-accuracy"] == score_alphas("weights", G, Q, G_k, Q_k, Xv, yv, [10.0], 1.0, C)[1]
+    assert "alpha-weights" not in m and "val-accuracy-weights" not in m
+
+
+def test_alpha_without_a_validation_sample_is_one_and_says_so(caplog):
+    """A client whose validation split is empty (or absent) never falls back to its train or
+    test rows: α = 1 (global and local models alike), one warning, no validation score."""
+    X, y = synthetic(300, seed=2)
+    cfg = resolve({"method": "fedhip", "ridge-gamma": 1.0})
+    G, Q, _ = statistics(X, y, C)
+    sent = {"arrays": {"weight": torch.from_numpy(centralized_ridge(X, y, 1.0))}, GLOBAL: {"gram-triu": pack_triu(G), "q": Q}}
+    for val in (None, (X[:0], y[:0])):
+        client = make_client(cfg, 3, X[:50], y[:50], val=val)
+        with caplog.at_level(logging.WARNING, logger="flwr"):
+            m = client.evaluate(sent, {}, {}).metrics
+        assert m["alpha-weights"] == m["alpha-statistics"] == m["fedhip-alpha"] == 1.0
+        assert "val-accuracy" not in m and "val-accuracy-weights" not in m
+        assert "partition 3 has no validation sample" in caplog.text
+        caplog.clear()

@@ -107,6 +107,9 @@ def test_personalized_baselines_end_to_end(tmp_path, method):
     last = frame[frame["round"] == 2].iloc[0]
     assert last["failures"] == 0 and 0 <= last["personalized-val-accuracy"] <= 1
     assert 0 <= last["global-model-local-accuracy"] <= 1 and last["personalized-accuracy"] > 0.1
+    rounds = frame[frame["round"] >= 1]  # the run's bytes so far: what an equal-bytes comparison reads
+    assert rounds["uplink-bytes"].min() > 0 and last["uplink-bytes-total"] == rounds["uplink-bytes"].sum()
+    assert last["downlink-bytes-total"] == rounds["downlink-bytes"].sum()
     if method == "fedavg":
         assert 0 <= last["finetune-epochs-mean"] <= 2
         assert "finetune-epochs-mean" not in frame[frame["round"] == 1].dropna(axis=1).columns
