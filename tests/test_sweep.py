@@ -115,7 +115,7 @@ def test_methods_block_gives_each_method_its_own_grid_and_the_report_pairs_them(
 
 
 def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
-    """FedAvg and FedProx(mu=0) through Flower/Ray, 3 clients x 2 rounds, same seed.
+    """FedAvg and FedProx(mu=0) through Flower/Ray, 3 clients x 2 rounds x 1 epoch, same seed.
 
     The two runs are separate simulations; with mu=0 FedProx is FedAvg, so equal rows
     prove that seeding, sampling and aggregation order are reproducible end to end.
@@ -123,7 +123,7 @@ def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
     code, frame, out = run_sweep(
         tmp_path,
         base={"dataset": "mnist", "num-server-rounds": 2, "num-supernodes": 3, "proximal-mu": 0.0,
-              "seed": 7},
+              "seed": 7, "local-epochs": 1},
         grid={"method": ["fedavg", "fedprox"]},
     )
     assert code == 0
