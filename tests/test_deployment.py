@@ -3,6 +3,7 @@ SuperNodes; and a simulation attached to an existing Ray cluster."""
 
 import pandas as pd
 import psutil
+import pytest
 
 from simulations.config import resolve
 from simulations.deploy import LoopbackDeployment, make_certs
@@ -75,6 +76,7 @@ def test_tls_superlink_two_authenticated_supernodes_run_two_rounds(tmp_path):
     assert not _alive(started), "processes left running after the deployment stopped"
 
 
+@pytest.mark.xdist_group("own-ray")  # a Ray head of its own: one such test at a time (conftest)
 def test_simulation_attaches_to_an_existing_ray_cluster(tmp_path):
     cfg = resolve({"num-server-rounds": 1, "local-epochs": 1, "out-dir": str(tmp_path), "run-name": "ray"})
     (tmp_path / "ray").mkdir()
