@@ -17,7 +17,7 @@ METRICS = ["accuracy", "loss", "personalized-accuracy", "train-loss", "uplink-by
 
 def test_crashing_nan_and_misshapen_clients_are_dropped_not_aggregated(tmp_path):
     base = {"num-server-rounds": 2, "num-supernodes": 4, "fault-rate": 0.5, "fault-kind": "mixed",
-            "min-train-nodes": 1, "local-epochs": 1}
+            "min-train-nodes": 1}
     code, frame, _ = run_sweep(tmp_path, base, {"seed": [3]})
     assert code == 0
     rounds = frame[frame["round"] > 0]
