@@ -33,8 +33,11 @@ run: setup
 	@! grep -qE "bad run config|cannot run|(ServerApp|Simulation) raised an exception" "$(OUT)/last-run.log" || \
 		{ echo "make run: the run failed (log: $(OUT)/last-run.log)" >&2; exit 1; }
 
+# Two workers (pytest-xdist): tests that start a Ray head of their own share one worker
+# (xdist_group "own-ray"); TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 sweep: setup
 	$(BIN)/python -m simulations.sweep $(SWEEP)

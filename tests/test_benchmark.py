@@ -23,6 +23,7 @@ def positive(*values) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
 
 
+@pytest.mark.xdist_group("own-ray")  # a Ray head of its own: one such test at a time (conftest)
 def test_overhead(tmp_path, capsys, monkeypatch):
     # As for a user: the benchmark starts its own Ray instead of attaching to the session's
     # (the other benchmarks attach to it, as they would to a user's RAY_ADDRESS).
@@ -57,6 +58,7 @@ def test_gpu_fractions_without_a_gpu_fails_in_one_line(tmp_path):
         main(["gpu-fractions", "--out-dir", str(tmp_path)])
 
 
+@pytest.mark.xdist_group("own-ray")  # a Ray head of its own: one such test at a time (conftest)
 def test_gpu_fractions_dry_run_resource_keys_reach_ray(tmp_path, capsys):
     """On the CPU, Ray told of one GPU: client-resources-num-cpus/-num-gpus become each
     client actor's resource request, and num-gpus 0.5 makes two actors share the GPU."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
+import pytest
 import yaml
 
 from simulations.sweep import main
@@ -33,6 +34,7 @@ def marked(mark: str) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.xdist_group("own-ray")  # a Ray head of its own: one such test at a time (conftest)
 def test_sigterm_mid_round_leaves_no_process_of_the_sweep(tmp_path):
     spec, out = tmp_path / "long.yaml", tmp_path / "out"
     spec.write_text(yaml.safe_dump({"base": {**TINY, "num-server-rounds": 500}, "grid": {"seed": [0]}}))

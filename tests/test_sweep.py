@@ -114,7 +114,7 @@ def test_methods_block_gives_each_method_its_own_grid_and_the_report_pairs_them(
 
 
 def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
-    """FedAvg and FedProx(mu=0) through Flower/Ray, 3 clients x 2 rounds, same seed.
+    """FedAvg and FedProx(mu=0) through Flower/Ray, 3 clients x 2 rounds x 1 epoch, same seed.
 
     The two runs are separate simulations; with mu=0 FedProx is FedAvg, so equal rows
     prove that seeding, sampling and aggregation order are reproducible end to end.
@@ -122,7 +122,7 @@ def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
     code, frame, out = run_sweep(
         tmp_path,
         base={"dataset": "mnist", "num-server-rounds": 2, "num-supernodes": 3, "proximal-mu": 0.0,
-              "seed": 7},
+              "seed": 7, "local-epochs": 1},
         grid={"method": ["fedavg", "fedprox"]},
     )
     assert code == 0
@@ -142,6 +142,7 @@ def test_sweep_end_to_end_learns_and_is_reproducible(tmp_path):
     assert (out / "report-curves.png").exists() and not (out / "results.png").exists()
 
 
+@pytest.mark.xdist_group("own-ray")  # a Ray head of its own: one such test at a time (conftest)
 def test_readme_main_command_runs_with_a_bare_path(tmp_path):
     """`make run` (the README's first command) works without the venv on PATH, and keeps
     the run's log in the run's folder.
