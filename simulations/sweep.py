@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -122,6 +123,8 @@ def expand(base: dict, grid: dict, own: dict | None = None, resume: bool = False
         fixed = {k for k, v in own.get(point.get("method"), {}).items() if len(v) == 1}  # not in the name
         name = "_".join(f"{k}-{v}" for k, v in point.items() if k not in fixed) or "run"
         name = re.sub(r"[^A-Za-z0-9._=-]+", "-", name)
+        if len(name) > 128:  # a run folder's limit (searched floats are long): a stable hash keeps it unique
+            name = f"{name[:111]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
         if name in names:
             raise SweepError(f"grid gives two runs named '{name}': remove duplicate values")
         names.add(name)

@@ -183,3 +183,18 @@ def test_tiny_tuned_sweep_end_to_end_and_resume(tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(out / "selected.csv").set_index("method"), selected)
     assert report_main([str(out), "--select", "val-loss"]) == 0  # another choice: said where it was not run
     assert report_main([str(out), "--select", "accuracy"]) == 2
+
+
+def test_long_run_names_are_cut_with_a_stable_hash():
+    """Searched floats make long names; a run folder name stays within 128 characters, unique
+    and the same on every call (resume finds its folders)."""
+    from simulations.sweep import expand
+
+    grid = {"method": ["fedavg"], "lr": [0.017798814254422757, 0.027798814254422757],
+            "weight-decay": [1.2986064044061857e-05], "momentum": [0.7063747742309211],
+            "val-fraction": [0.012345678901234567], "local-val-fraction": [0.09876543210987654],
+            "local-epochs": [1], "seed": [100]}
+    assert len("_".join(f"{k}-{v[0]}" for k, v in grid.items())) > 128
+    names = [name for _, _, name in expand({"dataset": "digits"}, grid, {})]
+    assert all(len(n) <= 128 for n in names) and len(set(names)) == 2
+    assert names == [name for _, _, name in expand({"dataset": "digits"}, grid, {})]
