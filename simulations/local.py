@@ -34,6 +34,8 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from common.threads import torch_threads
+
 
 class LocalGrid(Grid):
     """``num_nodes`` virtual nodes (ids 2..n+1, partition id = id - 2) served in-process."""
@@ -85,18 +87,13 @@ class LocalGrid(Grid):
         context = self.context(msg.metadata.dst_node_id)
         if context is None:
             return Message(Error(ErrorCode.UNKNOWN, f"no node {msg.metadata.dst_node_id}"), reply_to=msg)
-        import torch
-
-        server_threads = torch.get_num_threads()
-        torch.set_num_threads(self.client_threads)
         try:
-            return self.client_app(msg, context)
+            with torch_threads(self.client_threads):  # the server's count is back for its own work
+                return self.client_app(msg, context)
         except Exception as err:  # as the simulation engine: report, reply with an error, go on
             log(logging.ERROR, "node %s: %s", context.node_config["partition-id"], traceback.format_exc())
             return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(err).__name__}: {err}"),
                            reply_to=msg)
-        finally:
-            torch.set_num_threads(server_threads)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []

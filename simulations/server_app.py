@@ -16,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from common import progress
 from common.keys import ConfigError
+from common.threads import torch_threads
 from common.outputs import LAUNCHER_LOG, check_run_folder, is_this_app, out_root
 from datasets import DataError, load_for
 from datasets.partition import PartitionError
@@ -83,15 +84,9 @@ def main(grid: Grid, context: Context) -> None:
 def server_threads(asked: int):
     """torch's threads for the server's own work (aggregation, evaluation, server phases):
     ``server-threads``, or 0 = the CPUs this process may use. Restored after the run."""
-    import torch
-
     n = asked or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+    with torch_threads(n):
         yield n
-    finally:
-        torch.set_num_threads(before)
 
 
 def run(grid: Grid, context: Context, cfg: dict, data, run_dir: Path, threads: int, run_log: progress.RunLog) -> None:

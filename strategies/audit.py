@@ -35,6 +35,7 @@ from pydantic import Field
 
 from clients.base import SIM_GROUND_TRUTH as GROUND_TRUTH
 from common.keys import ConfigError, Int, Keys, shown
+from common.threads import torch_threads
 
 UPDATE_ATTACKS = ("ig", "dlg")
 STATISTICS_ATTACKS = ("features",)
@@ -175,9 +176,7 @@ class Audit:
     def run(self, strategy, server_round: int, replies: list[Message], sent: ArrayRecord | None) -> None:
         """Attack the first ``audit-clients`` validated replies; rows go to ``self.rows``."""
         cap = int(self.cfg["audit-max-examples"])
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             for msg in replies[: int(self.cfg["audit-clients"])]:
                 part = strategy.partition_of(msg, -1)
                 n = int(msg.content["metrics"]["num-examples"])
@@ -200,8 +199,6 @@ class Audit:
                     psnrs = [r.get("psnr", math.nan) for r in rows]
                     log(INFO, "[audit] round %d partition %s %s: mean psnr %.2f over %d image(s)", server_round, part,
                         name, float(np.nanmean(psnrs)) if not all(map(math.isnan, psnrs)) else math.nan, len(rows))
-        finally:
-            torch.set_num_threads(threads)
 
     def audit_update(self, strategy, name: str, sent: ArrayRecord, content: RecordDict, truth, seed: int) -> list[dict]:
         inp = self.attacker_view(strategy.attack_model(), sent, content)

@@ -50,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from common.progress import LogProgress
+from common.threads import torch_threads
 from models.translator import LatentDiscriminator, Translator
 
 Tensors = dict[str, torch.Tensor]
@@ -63,12 +64,8 @@ EPS = 1e-20
 def single_thread():
     """Stages 2-3 are thousands of tiny ops: one thread is much faster than several
     (a shared, loaded CPU makes multi-thread synchronization cost up to 20x)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---- stage 2: latent space inversion ------------------------------------------------------
