@@ -120,7 +120,7 @@ def expand(base: dict, grid: dict, own: dict | None = None, resume: bool = False
     for point in points(grid, own):
         combo = {**base, **point}
         fed = {**FEDERATION_DEFAULTS, **{k: combo.pop(k) for k in FEDERATION_KEYS if k in combo}}
-        fixed = {k for k, v in own.get(point.get("method"), {}).items() if len(v) == 1}  # not in the name
+        fixed = tuning.fixed_keys(own, point.get("method"))  # not in the name
         name = "_".join(f"{k}-{v}" for k, v in point.items() if k not in fixed) or "run"
         name = re.sub(r"[^A-Za-z0-9._=-]+", "-", name)
         if len(name) > 128:  # a run folder's limit (searched floats are long): a stable hash keeps it unique

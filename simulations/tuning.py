@@ -61,6 +61,12 @@ def uses(method: str, key: str) -> bool:
     return own is not None and key in fields(own)
 
 
+def fixed_keys(own: dict, method) -> set[str]:
+    """The keys a methods: block gives ``method`` one value of: part of that method's
+    setting, not in run names and not a setting key of every method."""
+    return {k for k, v in own.get(method, {}).items() if len(v) == 1}
+
+
 def _check_space(path: Path, method: str, key: str, spec) -> None:
     where = f"space: {method}: {key}"
     if isinstance(spec, list):
@@ -166,7 +172,8 @@ class Search:
     def setting_keys(self) -> list[str]:
         """The run-config keys that tell settings apart (federation keys are not in the rows;
         a methods: block's single value is part of its method's setting, not another key)."""
-        keys = [*self.grid, *(k for keys in self.own.values() for k, v in keys.items() if len(v) > 1), "method"]
+        keys = [*self.grid, *(k for m, keys in self.own.items() for k in keys if k not in fixed_keys(self.own, m)),
+                "method"]
         return [k for k in dict.fromkeys(keys) if k in defaults()]
 
     def runs(self, setting: dict, params: dict, seeds: Iterable[int], out: Path | None = None) -> list:
@@ -174,7 +181,7 @@ class Search:
         folder that already holds part of a run is resumed (checkpoint) or replaced."""
         made = []
         for seed in seeds:
-            fixed = {k for k, v in self.own.get(setting.get("method"), {}).items() if len(v) == 1}  # not in the name
+            fixed = fixed_keys(self.own, setting.get("method"))
             base = {**self.base, **{k: setting[k] for k in fixed}, **params}
             grid = {**{k: [v] for k, v in setting.items() if k not in fixed}, **{k: [v] for k, v in params.items()},
                     "seed": [seed]}
