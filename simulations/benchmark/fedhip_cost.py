@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+from common.threads import torch_threads
+
 from .timing import load, say
 
 
@@ -21,9 +23,7 @@ def gram_gflops(n: int, d: int, num_classes: int, repeats: int = 7, threads: int
 
     from clients.fedhip import statistics as fedhip_statistics
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         gen = torch.Generator().manual_seed(0)
         X = torch.randn(n, d, generator=gen).relu()  # float32 features, as the backbone gives
         y = torch.randint(num_classes, (n,), generator=gen)
@@ -38,8 +38,6 @@ def gram_gflops(n: int, d: int, num_classes: int, repeats: int = 7, threads: int
                 fn()
                 if i:  # the first pass warms up
                     times[key].append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(old)
     t_gram, t_gemm = min(times["gram"]), min(times["gemm"])
     return {"n": n, "d": d, "threads": threads, "gram-s": t_gram, "gemm-s": t_gemm,
             "gram-gflops": flops / t_gram / 1e9, "gemm-gflops": flops / t_gemm / 1e9}

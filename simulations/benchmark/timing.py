@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from common.threads import torch_threads
+
 
 def load() -> str:
     """The 1-minute load average, to print next to a timing."""
@@ -149,20 +151,14 @@ def best(seconds: list[float]) -> float:
 def cold_one_thread():
     """One torch thread, as each Flower worker (OMP_NUM_THREADS=1), and the data and
     partition caches cleared, as in a fresh process."""
-    import torch
-
     import datasets.registry
     from simulations import client_app
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     client_app.client_data.cache_clear()
     client_app.partitions.cache_clear()
     datasets.registry._load.cache_clear()
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def plain_loop(overrides: dict, num_clients: int, rounds: int) -> dict:
