@@ -51,8 +51,7 @@ PAIRS = (  # (name, metric, minus metric)
 
 def paired(out: Path) -> str:
     """Markdown: the within-run paired differences of a sweep's fedhip runs, then each group's bytes per run."""
-    from scipy import stats
-
+    from simulations.intervals import t_halfwidth
     from simulations.report import load
 
     frame = load(out)[0]  # results.csv, or every run's metrics.csv (sweeps written into one folder)
@@ -68,7 +67,7 @@ def paired(out: Path) -> str:
                 continue
             diff = (rows[m] - rows[base]).dropna().to_numpy(float)
             n = len(diff)
-            half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+            half = t_halfwidth(diff)
             lines.append(f"| {dataset} | {a} | {name} | {n} | {diff.mean():+.4f} | "
                          f"[{diff.mean() - half:+.4f}, {diff.mean() + half:+.4f}] | {int((diff > 0).sum())} / {n} |")
     text = "\n".join(lines) + "\n\n" + costs(frame, alpha)
