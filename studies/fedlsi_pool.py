@@ -16,7 +16,7 @@ domains and seeds cut at round 5, ``method`` renamed ``fedlsi-lambda-<value>`` s
 report pairs every value against ``--baseline fedlsi-lambda-10.0``; they keep
 ``source-accuracy`` (the choice), ``train-loss`` and ``divergence`` only.
 
-``python -m studies.fedlsi_pool --arms RUNS OUT_DIR`` (fedlsi_official.yaml's runs): folders
+``python -m studies.fedlsi_pool --arms RUNS OUT_DIR`` (fedlsi_official*.yaml's or fedlsi_tuned.yaml's runs): folders
 ``arms-eval`` and ``arms-batch``; ``method`` becomes the arm (``fedavg``,
 ``fedlsi-l<lambda-di>-<lsi-translator>``), paired as above, and every row gains
 ``bn-gap`` and ``selected-bn-gap``: that run's held-out accuracy (last round / selected
@@ -60,9 +60,23 @@ def pooled(runs: pd.DataFrame, mode: str, cut: dict[str, int]) -> pd.DataFrame:
 
 
 def read(folder: Path) -> pd.DataFrame:
-    """Every run's rows: ``folder/**/metrics.csv``, or one CSV of them (power_metrics.csv)."""
+    """Every run's rows: ``folder/**/metrics.csv``, or one CSV of them (power_metrics.csv). A
+    tuned sweep (``results.csv`` with tuning rows, fedlsi_tuned.yaml) gives the evaluation
+    rows of the configurations chosen on its ``select`` metric (``selected.csv`` is written
+    beside it, as the report does); the searched keys are blanked, since each held-out domain
+    chose its own values and pooling must not split an arm by them."""
     if folder.is_file():
         return pd.read_csv(folder)
+    table = folder / "results.csv"
+    if table.exists():
+        frame = pd.read_csv(table)
+        if "phase" in frame and (frame["phase"] == "tune").any():
+            from simulations import selection
+
+            frame, _ = selection.apply(folder, frame)
+            searched = {k for keys in selection.load_spec(folder).get("space", {}).values() for k in keys}
+            frame[sorted(searched & set(frame.columns))] = None
+            return frame
     return pd.concat([pd.read_csv(p) for p in sorted(folder.glob("**/metrics.csv"))], ignore_index=True)
 
 

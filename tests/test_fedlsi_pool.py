@@ -54,3 +54,33 @@ def test_arms_pool_domains_into_pairs_and_the_report_reads_them(tmp_path):
     assert one["fedlsi-l10-tanh-gain-eval"] == pytest.approx(-0.08)
     assert one["fedlsi-l10-tanh-gain-batch"] == pytest.approx(0.89 - 0.91)
     assert one["fedavg-bn-gap"] == pytest.approx(0.03)
+
+
+def test_a_tuned_sweep_pools_only_the_chosen_configurations(tmp_path):
+    """fedlsi_tuned.yaml: each held-out domain chooses its lr on source-accuracy (tuning seed),
+    and the pool keeps only that lr's evaluation rows, with lr blanked so one arm stays one group."""
+    import json
+
+    from studies.fedlsi_pool import read
+
+    rows = []
+    # domain 0 chooses lr 0.01 (source 0.9 > 0.6), domain 1 lr 0.001; held-out accuracy is
+    # poisoned in the tuning rows (the choice must not read it)
+    for domain, best in ((0, 0.01), (1, 0.001)):
+        for trial, lr in enumerate((0.001, 0.01), 1):
+            src = 0.9 if lr == best else 0.6
+            rows.append({"run-name": f"t{domain}{trial}", "phase": "tune", "trial": trial, "method": "fedavg",
+                         "seed": 10, "heldout-domain": domain, "lr": lr, "round": 1, "num-server-rounds": 1,
+                         "source-accuracy": src, "heldout-accuracy-eval": 1.0 - src})
+            for seed in (0, 1):
+                rows.append({"run-name": f"e{domain}{trial}{seed}", "phase": "eval", "trial": None,
+                             "method": "fedavg", "seed": seed, "heldout-domain": domain, "lr": lr, "round": 1,
+                             "num-server-rounds": 1, "source-accuracy": 0.5, "heldout-accuracy-eval": lr})
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    (tmp_path / "tune.json").write_text(json.dumps({"select": "source-accuracy", "settings": ["heldout-domain", "method"],
+                                                    "space": {"fedavg": {"lr": [0.001, 0.01]}}}))
+    frame = read(tmp_path)
+    assert sorted(frame["run-name"]) == ["e020", "e021", "e110", "e111"]
+    assert frame["lr"].isna().all() and "phase" not in frame
+    chosen = pd.read_csv(tmp_path / "selected.csv").set_index("heldout-domain")["lr"]
+    assert chosen.to_dict() == {0: 0.01, 1: 0.001}
