@@ -72,12 +72,31 @@ def test_gpu_fractions_dry_run_resource_keys_reach_ray(tmp_path, capsys):
     assert positive(ray["round-s"], ray["clients-per-s"], res["plain-round-s"], res["local"]["1"]["clients-per-s"])
 
 
+def test_reach_counts_the_cost_up_to_the_first_round_at_the_target():
+    import pandas as pd
+
+    from simulations.benchmark.fedhip_cost import reach
+
+    rows = pd.DataFrame({"round": [0, 1, 2, 3], "accuracy": [0.1, 0.5, 0.8, 0.9], "round-seconds": [9.0, 1.0, 2.0, 4.0],
+                         "uplink-bytes": [0, 10, 10, 10], "downlink-bytes": [0, 5, 5, 5]})
+    hit = reach(rows, 0.8)
+    assert hit == {"round": 2, "seconds": 3.0, "uplink-bytes": 20.0, "bytes": 30.0, "accuracy": 0.8}
+    assert reach(rows, 0.95) is None
+
+
 def test_fedhip_cost(tmp_path, capsys):
     res, line = run("fedhip-cost", tmp_path, capsys)
     assert 0 < res["fedhip-accuracy"] <= 1 and 0 < res["fedavg-best-accuracy"] <= 1
     assert positive(res["fedhip-round-s"], res["fedhip-uplink-bytes"], res["fedavg-to-best"]["uplink-bytes"])
     assert positive(res["fedhip-cpu-s"], res["fedavg-cpu-s"], res["fedhip-bytes"], res["fedavg-bytes"])
     assert res["communication-reduction"] == pytest.approx(1 - res["fedhip-bytes"] / res["fedavg-bytes"])
+    hit = res["fedavg-to-fedhip"]
+    if hit["reached"]:  # the costs up to the matching round never exceed the whole run's
+        assert 1 <= hit["round"] <= res["rounds"] and hit["accuracy"] >= res["fedhip-accuracy"]
+        assert hit["cpu-s"] <= res["fedavg-cpu-s"] + 1e-9 and hit["bytes"] <= res["fedavg-bytes"]
+        assert "reached at round" in line
+    else:
+        assert hit["round-cap"] == res["rounds"] and "not reached in" in line
     g = res["gram"]
     assert positive(g["gram-gflops"], g["gemm-gflops"]) and g["d"] > 0
     assert "GFLOP/s" in line

@@ -84,3 +84,34 @@ def test_a_tuned_sweep_pools_only_the_chosen_configurations(tmp_path):
     assert frame["lr"].isna().all() and "phase" not in frame
     chosen = pd.read_csv(tmp_path / "selected.csv").set_index("heldout-domain")["lr"]
     assert chosen.to_dict() == {0: 0.01, 1: 0.001}
+
+
+def test_the_page_is_built_from_the_report_files(tmp_path):
+    """studies/fedlsi_page.py: the headline cells are the report's paired differences, the
+    confound row is the per-pair batch-minus-eval gap, one table row per pair."""
+    from studies.fedlsi_page import page
+
+    rows = []
+    cases = {(0, 0): (0.80, 0.05, 0.70, 0.10), (0, 1): (0.82, 0.04, 0.75, 0.12), (1, 0): (0.90, 0.02, 0.91, 0.01)}
+    for (d, s), (fa, fgap, la, lgap) in cases.items():
+        rows += run_rows("fedavg", d, s, [0.5, fa], fgap, 2)
+        lsi = run_rows("fedlsi", d, s, [0.1, 0.4, la], lgap, 3)
+        for r in lsi:
+            r["lsi-real-hit"] = 0.25 if r["round"] == 3 else None
+        rows += lsi
+    runs = pd.DataFrame(rows)
+    for mode in ("eval", "batch"):
+        folder = tmp_path / f"arms-{mode}"
+        folder.mkdir()
+        arms(runs, mode).to_csv(folder / "results.csv", index=False)
+        assert report_main([str(folder), "--baseline", "fedavg"]) == 0
+    pairs(runs).to_csv(tmp_path / "arms-pairs.csv", index=False)
+    text = page(tmp_path)
+    mean_eval = ((0.70 - 0.80) + (0.75 - 0.82) + (0.91 - 0.90)) / 3
+    headline = next(line for line in text.splitlines() if line.startswith("| fedlsi-l10-tanh | 3 |"))
+    assert f"{mean_eval:+.3f} [" in headline and headline.count("1/3") >= 1
+    gap_row = next(line for line in text.splitlines() if line.startswith("| fedlsi-l10-tanh | +"))
+    extra = ((0.10 - 0.05) + (0.12 - 0.04) + (0.01 - 0.02)) / 3
+    assert f"{(0.10 + 0.12 + 0.01) / 3:+.3f} [" in gap_row and f"{extra:+.3f} [" in gap_row and "| 2/3 |" in gap_row
+    assert sum(line.startswith(("| 0 | ", "| 1 | ")) for line in text.splitlines()) == 3
+    assert "| `lsi-real-hit` |" in text and "0.250 [0.250, 0.250], 3" in text
