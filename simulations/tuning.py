@@ -261,7 +261,7 @@ class Search:
                 trial.set_user_attr("failed-runs", failed or names)
                 study.tell(trial, state=TrialState.FAIL)
                 continue
-            frame = frame.assign(trial=trial.number, phase="tune")  # one copy: the metrics frame is wide
+            frame = _with_columns(frame, trial=trial.number, phase="tune")
             scores = selection.config_scores(frame, self.tune["select"], [], list(space))
             value = float(scores[f"{self.tune['select']}-mean"].iloc[0]) if len(scores) else math.nan
             if math.isnan(value):
@@ -283,7 +283,7 @@ class Search:
         tuned = [n for s in self.settings if self.cap(s) for n in self.search(out, s, run_all)]
         rows = self.trial_frame(out, tuned)
         if not rows.empty:
-            rows["phase"], rows["trial"] = "tune", rows["run-name"].map(self.trials)
+            rows = _with_columns(rows, phase="tune", trial=rows["run-name"].map(self.trials))
         else:
             rows = pd.DataFrame(columns=["phase", "run-name", "round", *self.setting_keys])
         evaluation = []
@@ -313,10 +313,17 @@ class Search:
         if frame.empty:
             return frame
         names = frame["run-name"].astype(str)
-        frame.insert(0, "trial", names.map(self.trials))
-        frame.insert(0, "phase", ["tune" if n in self.trials else "eval" for n in names])
+        frame = _with_columns(frame, phase=["tune" if n in self.trials else "eval" for n in names],
+                              trial=names.map(self.trials), first=True)
         frame.to_csv(out / "results.csv", index=False)
         return frame
+
+
+def _with_columns(frame: pd.DataFrame, first: bool = False, **columns) -> pd.DataFrame:
+    """``frame`` with ``columns`` added in one concat (first or last): the metrics frame is
+    wide and made of many blocks, where inserting columns one by one fragments it."""
+    extra = pd.DataFrame(columns, index=frame.index)
+    return pd.concat([extra, frame] if first else [frame, extra], axis=1)
 
 
 def _plain(value):
