@@ -61,6 +61,13 @@ def uses(method: str, key: str) -> bool:
     return own is not None and key in fields(own)
 
 
+def replaced(method: str) -> dict[str, str]:
+    """The shared keys ``method`` replaces with its own (``BaseStrategy.replaced_keys``)."""
+    from simulations.methods import METHODS
+
+    return METHODS[method].strategy.replaced_keys if method in METHODS else {}
+
+
 def fixed_keys(own: dict, method) -> set[str]:
     """The keys a methods: block gives ``method`` one value of: part of that method's
     setting, not in run names and not a setting key of every method."""
@@ -156,6 +163,9 @@ class Search:
                                 "(docs/config.md), not seed/method/out-dir")
                 if not uses(method, key):
                     _fail(path, f"space: {method}: '{key}' is {owner(key)}'s key, which {method} does not read")
+                if key in replaced(method):
+                    _fail(path, f"space: {method}: {method} trains with '{replaced(method)[key]}' instead of "
+                                f"'{key}': search '{replaced(method)[key]}'")
                 if key in grid or key in own.get(method, {}):
                     _fail(path, f"space: {method}: '{key}' is also in grid:/methods:: set each key in one place")
                 _check_space(path, method, key, spec)

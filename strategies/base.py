@@ -97,6 +97,9 @@ class BaseStrategy(Sampling, FedAvg):
             self.auditor = Audit(cfg, test_data, self.upload)
 
     keys: type | None = None  # the method's own run-config keys: a ``simulations.keys.Keys`` subclass
+    # shared keys whose job one of the method's own keys does (key -> its replacement): a
+    # tuning space that searches the shared key would search nothing
+    replaced_keys: dict[str, str] = {}
 
     upload = "weights"  # what a train reply uploads (the privacy audit attacks it): "weights" or "statistics"
 

@@ -99,6 +99,7 @@ class FedLSIKeys(Keys):
 
 class FedLSIStrategy(BaseStrategy):
     keys = FedLSIKeys
+    replaced_keys = {"lr": "lsi-lr", "weight-decay": "lsi-weight-decay"}  # the official optimizer's own
     train_metrics = BaseStrategy.train_metrics | {"divergence"}  # what its client reports
 
     def __init__(self, cfg: dict, test_data=None, on_round=None):

@@ -48,6 +48,17 @@ def test_bad_tune_blocks_fail_check_in_one_line(tmp_path, capsys, change, messag
     assert time.perf_counter() - t0 < 5 and not (tmp_path / "out").exists()
 
 
+def test_searching_a_shared_key_the_method_replaces_fails_check(tmp_path, capsys):
+    """FedDG-LSI trains with lsi-lr, not lr: a space over its lr would run identical trials."""
+    grid = {"method": ["fedavg", "fedlsi"], "seed": [0, 1]}
+    spec = write(tmp_path, {**TUNE, "space": {"fedlsi": {"lr": [0.001, 0.01]}}}, grid=grid)
+    assert main([str(spec), "--check", "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fedlsi trains with 'lsi-lr' instead of 'lr': search 'lsi-lr'" in err and len(err.splitlines()) == 1
+    spec = write(tmp_path, {**TUNE, "space": {"fedlsi": {"lsi-lr": [0.001, 0.01]}}}, grid=grid)
+    assert main([str(spec), "--check", "--out-dir", str(tmp_path / "out")]) == 0
+
+
 def test_selecting_on_validation_data_that_is_not_there_fails_check(tmp_path, capsys):
     spec = write(tmp_path, {**TUNE, "select": "personalized-val-accuracy"}, base={**BASE, "fraction-evaluate": 0.0})
     assert main([str(spec), "--check", "--out-dir", str(tmp_path / "out")]) == 2
