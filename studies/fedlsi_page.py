@@ -1,10 +1,10 @@
 """The FedDG-LSI results page's tables, from the pooled comparison.
 
-``python -m studies.fedlsi_page POOLED [SWEEP]``: POOLED is ``fedlsi_pool --arms``'s folder
-after ``simulations.report`` ran on ``arms-eval`` and ``arms-batch`` (their ``paired.csv``
-against FedAvg); SWEEP, a tuned sweep's folder, adds its ``selected.csv``. Writes
-``POOLED/page.md`` (and prints it): every arm's difference from FedAvg in both BatchNorm
-modes, the BatchNorm-mode confound (each arm's batch-minus-eval gap beside FedAvg's, per
+``python -m studies.fedlsi_page POOLED [SWEEP[,SWEEP...]]``: POOLED is ``fedlsi_pool
+--arms``'s folder after ``simulations.report`` ran on ``arms-eval`` and ``arms-batch``
+(their ``paired.csv`` against FedAvg); SWEEP, a tuned sweep's folder (or several,
+comma-separated), adds its ``selected.csv``. Writes ``POOLED/page.md`` (and prints it):
+every arm's difference from FedAvg in both BatchNorm modes, the BatchNorm-mode confound (each arm's batch-minus-eval gap beside FedAvg's, per
 pair), the per-pair table, and the translation measured on the encoder's real latents. The
 numbers come from the files, so the page is regenerated, never typed.
 """
@@ -92,7 +92,7 @@ def per_pair(pairs: pd.DataFrame, arms: list[str]) -> list[str]:
 
 def translation(results: pd.DataFrame, arms: list[str]) -> list[str]:
     # each run's last recorded value (the synthetic-latent scores are recorded when G is trained)
-    last = results.sort_values("round").groupby("run-name").last().reset_index()
+    last = results.sort_values("round").groupby("run-name").last()
     lines = ["| metric | what | " + " | ".join(f"{a}: mean [95%], n" for a in arms) + " |",
              "|---|---|" + "---|" * len(arms)]
     for metric, what in TRANSLATION.items():
@@ -108,8 +108,8 @@ def translation(results: pd.DataFrame, arms: list[str]) -> list[str]:
             *lines, ""]
 
 
-def chosen(sweep: Path) -> list[str]:
-    table = pd.read_csv(sweep / "selected.csv")
+def chosen(sweeps: list[Path]) -> list[str]:
+    table = pd.concat([pd.read_csv(s / "selected.csv") for s in sweeps], ignore_index=True)
     cols = [c for c in ("heldout-domain", "method", "lambda-di", "lr", "source-accuracy-mean", "trials") if c in table]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table[cols].iterrows():
@@ -118,20 +118,20 @@ def chosen(sweep: Path) -> list[str]:
     return ["What the protocol chose on source validation (tuning seed; `selected.csv`):", "", *lines, ""]
 
 
-def page(pooled: Path, sweep: Path | None = None) -> str:
+def page(pooled: Path, sweeps: list[Path] = ()) -> str:
     pairs = pd.read_csv(pooled / "arms-pairs.csv")
     arms = sorted({c[: -len("-gain-eval")] for c in pairs if c.endswith("-gain-eval")}, reverse=True)
     results = pd.read_csv(pooled / "arms-eval" / "results.csv")
     parts = differences(pooled, arms) + confound(pairs, arms) + per_pair(pairs, arms)
     parts += translation(results, arms)
-    if sweep is not None:
-        parts += chosen(sweep)
+    if sweeps:
+        parts += chosen(list(sweeps))
     return "\n".join(parts)
 
 
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m studies.fedlsi_page POOLED [SWEEP]")
-    text = page(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) == 3 else None)
+        sys.exit("usage: python -m studies.fedlsi_page POOLED [SWEEP[,SWEEP...]]")
+    text = page(Path(sys.argv[1]), [Path(f) for f in sys.argv[2].split(",")] if len(sys.argv) == 3 else [])
     (Path(sys.argv[1]) / "page.md").write_text(text + "\n")
     print(text)

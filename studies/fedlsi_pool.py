@@ -16,7 +16,7 @@ domains and seeds cut at round 5, ``method`` renamed ``fedlsi-lambda-<value>`` s
 report pairs every value against ``--baseline fedlsi-lambda-10.0``; they keep
 ``source-accuracy`` (the choice), ``train-loss`` and ``divergence`` only.
 
-``python -m studies.fedlsi_pool --arms RUNS OUT_DIR`` (fedlsi_official*.yaml's or fedlsi_tuned.yaml's runs): folders
+``python -m studies.fedlsi_pool --arms RUNS[,RUNS...] OUT_DIR`` (fedlsi_official*.yaml's or fedlsi_tuned*.yaml's runs): folders
 ``arms-eval`` and ``arms-batch``; ``method`` becomes the arm (``fedavg``,
 ``fedlsi-l<lambda-di>-<lsi-translator>``), paired as above, and every row gains
 ``bn-gap`` and ``selected-bn-gap``: that run's held-out accuracy (last round / selected
@@ -157,8 +157,8 @@ def main(src: Path, out: Path, lambda_dir: Path | None = None) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--arms":
-        runs = read(Path(sys.argv[2]))
+    if sys.argv[1] == "--arms":  # RUNS may be several folders, comma-separated (a sweep run in parts)
+        runs = pd.concat([read(Path(f)) for f in sys.argv[2].split(",")], ignore_index=True)
         for mode in ("eval", "batch"):
             folder = Path(sys.argv[3]) / f"arms-{mode}"
             folder.mkdir(parents=True, exist_ok=True)
