@@ -15,7 +15,7 @@
 # 5. the result files (csv, md, png, txt; never checkpoints) packed into tar.gz archives of at
 #    most 15 MiB each in ARCHIVE_DIR (default OUT_DIR/archives).
 # Environment: DEVICE (cpu; cuda: the attacks, the GAN training and the clients' FedAvg rounds),
-# MINUTES (8), BUDGETS (100,200,500,1000,2000,5000), BATCHES ("1 4 8"), ROUNDS ("1 10"),
+# MINUTES (8), BUDGETS (50,100,200,500,1000,2000,5000), BATCHES ("1 4 8"), ROUNDS ("1 10"),
 # SEEDS (0,1,2), GAN_STEPS (4000), RADII (r1,r2,r3,r4: skips step 2), ABLATIONS (1; 0: the four
 # attacks only), JOBS (default 3 x the CPU cores this process may use), DATA_ROOT (the data-root
 # key), PYTHON (python).
@@ -27,7 +27,7 @@ out="${1:?usage: scripts/gifd_device.sh OUT_DIR [ARCHIVE_DIR]}"
 archives="${2:-$out/archives}"
 py="${PYTHON:-python}"
 device="${DEVICE:-cpu}"
-budgets="${BUDGETS:-100,200,500,1000,2000,5000}"
+budgets="${BUDGETS:-50,100,200,500,1000,2000,5000}"
 batches="${BATCHES:-1 4 8}"
 rounds="${ROUNDS:-1 10}"
 seeds="${SEEDS:-0,1,2}"
@@ -36,7 +36,8 @@ export OMP_NUM_THREADS=1
 cores=$("$py" -c 'import os; print(len(os.sched_getaffinity(0)))')
 max_jobs="${JOBS:-$((3 * cores))}"
 start=$(date +%s)
-deadline=$((start + ${MINUTES:-8} * 60 - 45))  # 45 s left for the summaries and the archives
+reserve=90  # seconds kept after the deadline for the summaries and the archives
+deadline=$((start + ${MINUTES:-8} * 60 - reserve))
 mkdir -p "$out" "$archives"
 log="$out/run.md"
 data=()
@@ -46,7 +47,7 @@ set_common=(model=resnet18 dataset=fashion-mnist-5k attack-num-images=8 ggl-popu
 {
     echo "# gifd_device.sh run"
     echo
-    echo "- started $(date -u +%FT%TZ), deadline $(date -u -d @"$deadline" +%FT%TZ) (+45 s for the archives)"
+    echo "- started $(date -u +%FT%TZ), deadline $(date -u -d @"$deadline" +%FT%TZ) (+$reserve s for the summaries)"
     echo "- device: $device ($("$py" -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU")'))"
     echo "- CPU cores: $cores, jobs at once: at most $max_jobs"
     echo "- budgets: $budgets; batches: $batches; rounds: $rounds; seeds: $seeds; GAN steps: $steps"
@@ -142,9 +143,11 @@ for b in $batches; do for r in $rounds; do
         || "$py" "${merge[@]}" > "$dir/all/merge.txt" 2>&1 \
         || echo "- batch $b round $r: the merge failed (see all/merge.txt)" >> "$log"
     cp "$dir/seed${seeds%%,*}/main/grid.png" "$dir/all/grid.png" 2>/dev/null || true
-    echo "- batch $b round $r: budgets finished per job:$(for p in "${parts[@]}"; do
-        printf ' %s=%s' "${p#"$dir"/}" "$("$py" -c 'import sys, pandas as pd
-print(int(pd.read_csv(sys.argv[1])["budget"].max()))' "${p%%:*}/benchmark.csv")"; done)" >> "$log"
+    files=()
+    for p in "${parts[@]}"; do files+=("${p%%:*}/benchmark.csv"); done
+    echo "- batch $b round $r: the largest budget each job finished: $("$py" -c 'import sys, pandas as pd
+print(", ".join(f"{f.split("/")[-3]}/{f.split("/")[-2]} {int(pd.read_csv(f)["budget"].max())}" for f in sys.argv[1:]))' \
+        "${files[@]}")" >> "$log"
 done done
 echo "- finished $(date -u +%FT%TZ), $(($(date +%s) - start)) s in all" >> "$log"
 
