@@ -9,29 +9,13 @@ import pytest
 import torch
 
 from attacks.common import resolve_device
-from attacks.prior import GanPrior
 from common.keys import ConfigError
-from datasets import load_dataset
-from models.generator import Generator, save_checkpoint
 from simulations.config import resolve
-from tests.test_gifd_resnet import updates, view
+from tests.test_gifd_resnet import mnist, prior, updates, view  # noqa: F401 (fixtures)
 
 torch.set_num_threads(1)
 CUDA = torch.cuda.is_available()
 ATTACKS = ["dlg", "idlg", "ig", "ggl", "gifd"]
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_dataset("mnist")
-
-
-@pytest.fixture(scope="module")
-def prior_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gan") / "random-gan.pt"
-    save_checkpoint(path, Generator(), "digits", [str(i) for i in range(10)])
-    return path
 
 
 def attack_grid(strategy, items, prior, device: str | None, budget: int = 4):
@@ -44,10 +28,9 @@ def attack_grid(strategy, items, prior, device: str | None, budget: int = 4):
     return truth, recs, strategy.attack_rows
 
 
-def test_cpu_and_the_default_give_identical_outputs_on_a_cpu_machine(mnist, prior_path):
+def test_cpu_and_the_default_give_identical_outputs_on_a_cpu_machine(mnist, prior):
     """Two images (a batch of 2), every attack, a budget of 4: bit-identical reconstructions and rows."""
     strategy, items = updates(mnist, [(1, 8)], model="cnn")
-    prior = GanPrior.load(prior_path)
     assert strategy.cfg["attack-device"] == "auto"
     _, default, rows_default = attack_grid(strategy, items, prior, None)
     _, cpu, rows_cpu = attack_grid(strategy, items, prior, "cpu")
@@ -94,10 +77,9 @@ def test_cuda_without_a_gpu_is_refused_with_one_line(capsys, tmp_path):
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-def test_the_cuda_path_runs_end_to_end_close_to_the_cpu(mnist, prior_path):
+def test_the_cuda_path_runs_end_to_end_close_to_the_cpu(mnist, prior):
     """Budget 2: the GPU starts from the CPU's points, so its PSNR stays close (rounding differs)."""
     strategy, items = updates(mnist, [(1, 8)], model="cnn")
-    prior = GanPrior.load(prior_path)
     _, cpu, rows_cpu = attack_grid(strategy, items, prior, "cpu", budget=2)
     _, gpu, rows_gpu = attack_grid(strategy, items, prior, "cuda", budget=2)
     assert prior.device.type == "cuda"  # the attacks moved the generator there
