@@ -131,13 +131,16 @@ for b in $batches; do for r in $rounds; do
     tag=$(cat "$dir/ablation-tag.txt")
     parts=()
     for f in "$dir"/seed*/main/benchmark.csv; do [[ -f "$f" ]] && parts+=("$(dirname "$f")"); done
+    main=${#parts[@]}
     for f in "$dir"/seed*/ablation-"$tag"/benchmark.csv; do [[ -f "$f" ]] && parts+=("$(dirname "$f"):$tag"); done
     if ((${#parts[@]} == 0)); then echo "- batch $b round $r: no budget finished" >> "$log"; continue; fi
     pairs="$g,idlg;$g,ig;$g,ggl (fashion-mnist-holdout)"
     if [[ "${ABLATIONS:-1}" != 0 ]]; then
-        pairs+=";$g,gifd (mnist-holdout);$g,gifd $tag (fashion-mnist-holdout);gifd (mnist-holdout),idlg"
+        pairs+=";$g,gifd (mnist-holdout);gifd (mnist-holdout),idlg"
         pairs+=";gifd (mnist-holdout),ig;ggl (fashion-mnist-holdout),ggl (mnist-holdout)"
+        ((${#parts[@]} > main)) && pairs+=";$g,gifd $tag (fashion-mnist-holdout)"  # an ablation job finished a budget
     fi
+    mkdir -p "$dir/all"
     merge=(-m studies.gifd_benchmark --out-dir "$dir/all" --merge "$(IFS=,; echo "${parts[*]}")")
     "$py" "${merge[@]}" --paired "$pairs" > "$dir/all/merge.txt" 2>&1 \
         || "$py" "${merge[@]}" > "$dir/all/merge.txt" 2>&1 \
@@ -146,7 +149,7 @@ for b in $batches; do for r in $rounds; do
     files=()
     for p in "${parts[@]}"; do files+=("${p%%:*}/benchmark.csv"); done
     echo "- batch $b round $r: the largest budget each job finished: $("$py" -c 'import sys, pandas as pd
-print(", ".join(f"{f.split("/")[-3]}/{f.split("/")[-2]} {int(pd.read_csv(f)["budget"].max())}" for f in sys.argv[1:]))' \
+print(", ".join("%s %d" % ("/".join(f.split("/")[-3:-1]), pd.read_csv(f)["budget"].max()) for f in sys.argv[1:]))' \
         "${files[@]}")" >> "$log"
 done done
 echo "- finished $(date -u +%FT%TZ), $(($(date +%s) - start)) s in all" >> "$log"
