@@ -20,11 +20,19 @@ norm clipping alone does not change a cosine attack (a known result).
 
 Labels may be class indices or, for DLG's joint optimization, probability vectors
 (``F.cross_entropy`` takes both).
+
+Device: an attack runs where its ``AttackInput`` lives (``AttackInput.to``, the run config's
+``attack-device``, ``resolve_device``). Random starting points are drawn on the CPU from the
+attack's seeded generator and then moved, so a GPU run starts from the CPU run's point, and
+an ``AttackResult`` always holds CPU tensors (metrics, CSV and images are computed there).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -36,6 +44,28 @@ from torch.nn import functional as F
 from .local_training import LocalTraining, replay
 
 Tensors = dict[str, torch.Tensor]
+
+
+def resolve_device(name: str, key: str = "attack-device") -> torch.device:
+    """``auto`` (a CUDA GPU if torch finds one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    A GPU that is not there is refused with one line naming ``key`` (ValueError)."""
+    name = str(name).strip()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    found = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if found is None:
+        raise ValueError(f"{key} must be auto, cpu, cuda or cuda:N, got '{name}'")
+    if not torch.cuda.is_available():
+        raise ValueError(f"{key}={name} asks for a CUDA GPU, but torch finds none on this machine: "
+                         f"pass {key}=cpu (or auto)")
+    index = int(found.group(1) or torch.cuda.current_device())
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"{key}={name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return torch.device("cuda", index)
 
 
 @dataclass
@@ -63,6 +93,25 @@ class AttackInput:
     @property
     def hi(self) -> torch.Tensor:
         return (1 - self.mean) / self.std
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def to(self, device: torch.device | str) -> "AttackInput":
+        """This view on ``device``: a copy of the model and every tensor moved there (itself if it is there)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device == self.device:
+            return self
+
+        def move(tensors: Tensors) -> Tensors:
+            return {n: t.to(device) for n, t in tensors.items()}
+
+        return dataclasses.replace(self, model=copy.deepcopy(self.model).to(device), params=move(self.params),
+                                   target=move(self.target), buffers=move(self.buffers), mean=self.mean.to(device),
+                                   std=self.std.to(device))
 
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         """The box constraint: valid pixels in [0, 1] after de-normalization."""
@@ -128,7 +177,7 @@ class Matcher:
     """
 
     def __init__(self, inp: AttackInput, labels: torch.Tensor, budget: int, distance: str = "cosine"):
-        self.inp, self.labels, self.budget, self.distance = inp, labels, int(budget), distance
+        self.inp, self.labels, self.budget, self.distance = inp, labels.to(inp.device), int(budget), distance
         self.target = [inp.target[n].detach().float() for n in inp.target]
         self.used = 0
         self.best_loss = math.inf
@@ -188,7 +237,7 @@ def result(matcher: Matcher, fallback: torch.Tensor, labels: torch.Tensor, t0: f
 
 @dataclass
 class AttackResult:
-    """An attack's output: candidate inputs (normalized, like the model's inputs) and labels."""
+    """An attack's output: candidate inputs (normalized, like the model's inputs) and labels, on the CPU."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -196,3 +245,6 @@ class AttackResult:
     steps: int
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.images, self.labels = self.images.detach().cpu(), self.labels.detach().cpu()

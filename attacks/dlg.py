@@ -40,17 +40,18 @@ def invert_dlg(inp: AttackInput, labels: torch.Tensor | None, budget: int = 800,
     """``labels=None``: DLG (joint labels); given labels: iDLG-style fixed labels."""
     t0 = time.perf_counter()
     n = len(labels) if labels is not None else int(batch_size or inp.batch_size)
+    dev = inp.device
     matcher = Matcher(inp, labels if labels is not None else torch.zeros(n, dtype=torch.long), budget, distance)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # starting points drawn on the CPU, then moved (the same on a GPU)
     best = keep = None  # (selecting loss, x, label logits)
     for steps in split_budget(budget, restarts):
         if steps <= 0:
             continue
-        x = torch.randn(n, *inp.input_shape, generator=gen).requires_grad_(True)
+        x = torch.randn(n, *inp.input_shape, generator=gen).to(dev).requires_grad_(True)
         params = [x]
         logits = None
         if labels is None:
-            logits = torch.randn(n, inp.num_classes, generator=gen).requires_grad_(True)
+            logits = torch.randn(n, inp.num_classes, generator=gen).to(dev).requires_grad_(True)
             params.append(logits)
         opt = torch.optim.LBFGS(params, lr=lr)
         stop = matcher.used + steps

@@ -62,6 +62,7 @@ def invert_ggl(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget: 
     import nevergrad as ng
 
     t0 = time.perf_counter()
+    labels, prior = labels.to(inp.device), prior.to(inp.device)
     matcher = Matcher(inp, labels, budget, distance)
     y_gan = prior.map_labels(labels, inp, label_map, label_space, matcher, seed)
     population = int(population) or auto_population(matcher.left)
@@ -76,7 +77,7 @@ def invert_ggl(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget: 
         while matcher.left > 0:
             asked = [optimizer.ask() for _ in range(min(population, matcher.left))]
             for cand in asked:
-                z = torch.as_tensor(cand.value, dtype=torch.float32)
+                z = torch.as_tensor(cand.value, dtype=torch.float32, device=inp.device)
                 with torch.no_grad():
                     img = prior.image(z, y_gan, inp)
                 loss = float(matcher(img, differentiable=False)) + kl * float(kl_normal(z))
@@ -85,7 +86,7 @@ def invert_ggl(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget: 
     except BudgetExceeded:
         pass
     with torch.no_grad():
-        start = prior.image(torch.as_tensor(param.value, dtype=torch.float32), y_gan, inp)
+        start = prior.image(torch.as_tensor(param.value, dtype=torch.float32, device=inp.device), y_gan, inp)
     return result(matcher, start, labels, t0, **{"gan-labels": y_gan.tolist(), "generations": generations,
                                                  "population": population})
 
@@ -95,12 +96,13 @@ def invert_ggl_adam(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, bud
                     distance: str = "cosine", seed: int = 0) -> AttackResult:
     """Adam over the latent (see module doc)."""
     t0 = time.perf_counter()
+    labels, prior = labels.to(inp.device), prior.to(inp.device)
     matcher = Matcher(inp, labels, budget, distance)
     y_gan = prior.map_labels(labels, inp, label_map, label_space, matcher, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     matcher.stage, start = "latent", None
     for steps in split_budget(matcher.left, restarts):
-        z = torch.randn(len(labels), prior.z_dim, generator=gen)
+        z = torch.randn(len(labels), prior.z_dim, generator=gen).to(inp.device)  # drawn on the CPU
         if start is None:
             with torch.no_grad():
                 start = prior.image(z, y_gan, inp)

@@ -123,6 +123,7 @@ def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget:
     K = gen_stages if stages is None else min(int(stages), gen_stages)
     if len(radii) < K:
         raise ValueError(f"gifd needs {K} l1 radii, got {len(radii)}")
+    labels, prior = labels.to(inp.device), prior.to(inp.device)
     matcher = Matcher(inp, labels, budget, distance)
     y_gan = prior.map_labels(labels, inp, label_map, label_space, matcher, seed)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -132,7 +133,7 @@ def invert_gifd(inp: AttackInput, labels: torch.Tensor, prior: GanPrior, budget:
     for per_restart in split_budget(matcher.left, restarts):
         latent_steps = int(round(per_restart * latent_fraction)) if K else per_restart
         feature_steps = split_budget(per_restart - latent_steps, K) if K else []
-        z = torch.randn(len(labels), prior.z_dim, generator=gen)
+        z = torch.randn(len(labels), prior.z_dim, generator=gen).to(inp.device)  # drawn on the CPU, then moved
         if fallback is None:
             with torch.no_grad():
                 fallback = prior.image(z, y_gan, inp)

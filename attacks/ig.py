@@ -50,13 +50,14 @@ def invert_ig(inp: AttackInput, labels: torch.Tensor, budget: int = 800, restart
     """``breaching=True``: breaching's TV, unclamped N(0, 1) start and milestones (the ``ig`` attack);
     else the inversefed TV (``total_variation``), a start clamped to the box, milestones at 3/8, 5/8, 7/8."""
     t0 = time.perf_counter()
+    labels = labels.to(inp.device)
     matcher = Matcher(inp, labels, budget, distance)
     gen = torch.Generator().manual_seed(seed)
     best = None  # breaching's selection: (objective at the step's start, the point that step reached)
     for steps in split_budget(budget, restarts):
         if steps <= 0:
             continue
-        x = torch.randn(len(labels), *inp.input_shape, generator=gen)
+        x = torch.randn(len(labels), *inp.input_shape, generator=gen).to(inp.device)  # drawn on the CPU
         x = (x if breaching else inp.clamp(x)).requires_grad_(True)
         keep = (math.inf, x.detach().clone())
         opt = torch.optim.Adam([x], lr=lr)

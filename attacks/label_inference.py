@@ -54,7 +54,7 @@ def idlg(g_w: torch.Tensor, g_b: torch.Tensor | None) -> int:
 def mean_softmax(inp: AttackInput, n: int = 64, seed: int = 0) -> torch.Tensor:
     """Mean softmax of the sent model on random inputs in the pixel box (estimate of pbar)."""
     gen = torch.Generator().manual_seed(seed)
-    x = inp.clamp(torch.randn(n, *inp.input_shape, generator=gen))
+    x = inp.clamp(torch.randn(n, *inp.input_shape, generator=gen).to(inp.device))  # drawn on the CPU
     logits = functional_call(inp.model, {**inp.buffers, **inp.params}, (x,))
     return logits.softmax(1).mean(0)
 
@@ -74,12 +74,12 @@ def count_labels(g_b: torch.Tensor, batch_size: int, pbar: torch.Tensor) -> torc
 
 
 def infer_labels(inp: AttackInput, seed: int = 0) -> torch.Tensor:
-    """The batch's labels, sorted (iDLG for one image, counts for more)."""
+    """The batch's labels, sorted (iDLG for one image, counts for more), on the CPU wherever ``inp`` is."""
     g_w, g_b = last_layer(inp)
     if inp.batch_size == 1:
         return torch.tensor([idlg(g_w, g_b)])
     if g_b is None:  # no bias: classes by most negative weight-row sums, one each, then repeat the most negative
-        order = g_w.sum(1).argsort()
+        order = g_w.sum(1).argsort().cpu()
         return order.repeat(inp.batch_size // len(order) + 1)[: inp.batch_size].sort().values
-    counts = count_labels(g_b.float(), inp.batch_size, mean_softmax(inp, seed=seed))
+    counts = count_labels(g_b.float().cpu(), inp.batch_size, mean_softmax(inp, seed=seed).cpu())
     return torch.repeat_interleave(torch.arange(len(counts)), counts)

@@ -48,9 +48,20 @@ class GanPrior:
         self.name = name
 
     @classmethod
-    def load(cls, path, name: str = "") -> "GanPrior":
-        gen, info = load_checkpoint(path)
+    def load(cls, path, name: str = "", device: torch.device | str = "cpu") -> "GanPrior":
+        """A checkpoint (weights only, never unpickled) loaded straight onto ``device``."""
+        gen, info = load_checkpoint(path, device)
         return cls(gen, info.get("label-space", ""), info.get("classes"), name or str(path))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.gen.parameters()).device
+
+    def to(self, device: torch.device | str) -> "GanPrior":
+        """The generator moved to ``device`` (in place; a no-op where it is)."""
+        if torch.device(device) != self.device:
+            self.gen.to(device)
+        return self
 
     @property
     def z_dim(self) -> int:
@@ -94,19 +105,19 @@ class GanPrior:
         """FL class -> GAN class by the FL model's mean softmax on GAN samples (Hungarian)."""
         from scipy.optimize import linear_sum_assignment
 
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)  # latents drawn on the CPU, then moved
         probs = []
         for c in range(self.num_classes):
-            z = torch.randn(samples, self.z_dim, generator=gen)
-            x = self.image(z, torch.full((samples,), c), inp)
+            z = torch.randn(samples, self.z_dim, generator=gen).to(inp.device)
+            x = self.image(z, torch.full((samples,), c, device=inp.device), inp)
             logits = functional_call(inp.model, {**inp.buffers, **inp.params}, (x,))
             probs.append(logits.softmax(1).mean(0))
         score = torch.stack(probs)  # [gan class, fl class]
         if self.num_classes >= inp.num_classes:
-            rows, cols = linear_sum_assignment(-score.numpy())
+            rows, cols = linear_sum_assignment(-score.cpu().numpy())
             mapping = torch.zeros(inp.num_classes, dtype=torch.long)
             mapping[torch.as_tensor(cols)] = torch.as_tensor(rows)
-            return mapping
+            return mapping.to(inp.device)
         return score.argmax(0)
 
     def gradient_mapping(self, matcher: Matcher, fl_labels: torch.Tensor, inp: AttackInput, start: torch.Tensor,
@@ -131,7 +142,7 @@ class GanPrior:
                 trial[where] = c
                 total = 0.0
                 for _ in range(samples):
-                    z = torch.randn(len(fl_labels), self.z_dim, generator=gen)
+                    z = torch.randn(len(fl_labels), self.z_dim, generator=gen).to(inp.device)
                     with torch.enable_grad():
                         total += float(matcher(self.image(z, trial, inp), track=False).detach())
                 losses.append(total / samples)

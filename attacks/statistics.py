@@ -51,8 +51,9 @@ def invert_features(features, target: torch.Tensor, input_shape: tuple[int, ...]
     """Images whose features match ``target`` [B, d]: ``features`` maps normalized images
     to features differentiably; ``lo``/``hi`` bound the normalized pixels."""
     t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.maximum(torch.minimum(0.1 * torch.randn(len(target), *input_shape, generator=gen), hi), lo)
+    gen = torch.Generator().manual_seed(seed)  # drawn on the CPU, then moved to ``target``'s device
+    lo, hi = lo.to(target.device), hi.to(target.device)
+    x = torch.maximum(torch.minimum(0.1 * torch.randn(len(target), *input_shape, generator=gen).to(target.device), hi), lo)
     x.requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     target = target.float()

@@ -26,6 +26,9 @@ the small data sets), and an exponential moving average of the generator's weigh
 batch 64 (the run config's ``gan-train-steps``, so that the CLI writes the checkpoint a
 run looks for): about 0.15 s per step (5 minutes) at moderate load; 16-29 minutes on a
 2-core machine shared with several other jobs (load 8-20). One torch thread is used.
+``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default ``cpu``) trains on a GPU: every
+random draw (batches, latents, translations) still comes from the CPU's seeded generator and
+is moved, so the CPU's checkpoint stays bit for bit what it was; a GPU's differs in rounding.
 
 ``--z-dim``/``--widths`` train another size of the generator into its own checkpoint
 (``<dataset>-steps<N>-seed<S>-zdim<Z>-widths<W0>x..x<W3>.pt``, plugged in with
@@ -48,6 +51,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from common.progress import LogProgress
 from models.generator import Generator, load_checkpoint, save_checkpoint
+
+from .common import resolve_device
 
 LABEL_SPACES = {"mnist": "digits", "digits": "digits", "fashion-mnist": "fashion", "fashion-mnist-5k": "fashion"}
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -111,16 +116,16 @@ class Discriminator(nn.Module):
 
 
 def translate(x: torch.Tensor, shift: int = 2) -> torch.Tensor:
-    """Random integer translation by up to ``shift`` pixels (zero padding = background -1)."""
+    """Random integer translation by up to ``shift`` pixels (zero padding = background -1); shifts drawn on the CPU."""
     if shift <= 0:
         return x
     n, _, h, w = x.shape
     padded = F.pad(x, (shift, shift, shift, shift), value=-1.0)
-    dx = torch.randint(0, 2 * shift + 1, (n,))
-    dy = torch.randint(0, 2 * shift + 1, (n,))
-    rows = dy[:, None] + torch.arange(h)[None]  # [n, h]
-    cols = dx[:, None] + torch.arange(w)[None]  # [n, w]
-    out = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [n, h, w, c]
+    dx = torch.randint(0, 2 * shift + 1, (n,)).to(x.device)
+    dy = torch.randint(0, 2 * shift + 1, (n,)).to(x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None]  # [n, h]
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None]  # [n, w]
+    out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2)
 
 
@@ -132,9 +137,10 @@ def restat(gen: Generator, batches: int = 50, batch_size: int = 64) -> None:
             m.reset_running_stats()
             m.momentum = None
     gen.train()
+    device = next(gen.parameters()).device
     for _ in range(batches):
-        z = torch.randn(batch_size, gen.z_dim)
-        y = torch.randint(0, gen.num_classes, (batch_size,))
+        z = torch.randn(batch_size, gen.z_dim).to(device)
+        y = torch.randint(0, gen.num_classes, (batch_size,)).to(device)
         gen(z, y)
     for m in gen.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -143,24 +149,26 @@ def restat(gen: Generator, batches: int = 50, batch_size: int = 64) -> None:
 
 
 def train_gan(dataset: str, steps: int = 2000, seed: int = 0, batch_size: int = 64, data_root: str = "",
-              log_every: int = 500, gen_kwargs: dict | None = None) -> tuple[Generator, dict]:
-    """Train the conditional GAN on ``dataset`` (see module doc); returns (EMA generator, meta).
+              log_every: int = 500, gen_kwargs: dict | None = None,
+              device: torch.device | str = "cpu") -> tuple[Generator, dict]:
+    """Train the conditional GAN on ``dataset`` (see module doc); returns (EMA generator on the CPU, meta).
 
     Deterministic for a given ``seed`` (one torch thread on CPU): every random draw comes
-    from the global RNGs seeded here, inside ``fork_rng`` so the caller's RNG state is left
+    from the CPU's global RNG seeded here, inside ``fork_rng`` so the caller's RNG state is left
     as it was. Progress goes to the run's log about every 10 s (``LogProgress``); the CLI
     also prints the losses every ``log_every`` steps (0: not).
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs)
+        return _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs, torch.device(device))
 
 
-def _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs):
+def _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs, device):
     images, labels, num_classes = prior_images(dataset, data_root)
     gen = Generator(num_classes=num_classes, image_size=images.shape[-1], channels=images.shape[1],
                     **(gen_kwargs or {}))
     disc = Discriminator(num_classes, images.shape[1])
+    gen, disc = gen.to(device), disc.to(device)  # built on the CPU (the same initial weights), then moved
     ema = copy.deepcopy(gen).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.0, 0.9))
@@ -168,8 +176,8 @@ def _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs):
     progress = LogProgress(f"gan prior on {dataset}", steps, "step")  # the run's log, every ~10 s
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(images), (batch_size,))
-        real, y = images[idx], labels[idx]
-        z = torch.randn(batch_size, gen.z_dim)
+        real, y = images[idx].to(device), labels[idx].to(device)
+        z = torch.randn(batch_size, gen.z_dim).to(device)
         fake = gen(z, y)
         d_loss = F.relu(1 - disc(translate(real), y)).mean() + F.relu(1 + disc(translate(fake.detach()), y)).mean()
         opt_d.zero_grad(set_to_none=True)
@@ -190,7 +198,9 @@ def _train(dataset, steps, seed, batch_size, data_root, log_every, gen_kwargs):
     restat(ema)
     meta = {"dataset": dataset, "steps": steps, "seed": seed, "train-images": len(images)}  # no timings,
     # so the same seed gives the same checkpoint
-    return ema, meta
+    if device.type != "cpu":  # a GPU's rounding differs: say where it was trained
+        meta["device"] = str(device)
+    return ema.cpu(), meta
 
 
 def checkpoint_path(out_dir: str | Path, dataset: str, steps: int, seed: int) -> Path:
@@ -198,11 +208,11 @@ def checkpoint_path(out_dir: str | Path, dataset: str, steps: int, seed: int) ->
 
 
 def ensure_prior(dataset: str, out_dir: str | Path, steps: int = 2000, seed: int = 0, data_root: str = "",
-                 log_every: int = 500) -> Path:
-    """The cached checkpoint for (dataset, steps, seed) under ``out-dir/gan``; trained if missing."""
+                 log_every: int = 500, device: torch.device | str = "cpu") -> Path:
+    """The cached checkpoint for (dataset, steps, seed) under ``out-dir/gan``; trained (on ``device``) if missing."""
     path = checkpoint_path(out_dir, dataset, steps, seed)
     if not path.exists():
-        gen, meta = train_gan(dataset, steps, seed, data_root=data_root, log_every=log_every)
+        gen, meta = train_gan(dataset, steps, seed, data_root=data_root, log_every=log_every, device=device)
         save_checkpoint(path, gen, label_space(dataset), class_names(dataset, gen.num_classes), meta)
     return path
 
@@ -238,7 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--z-dim", type=int, help="generator latent size (default: models.generator's)")
     parser.add_argument("--widths", help="generator widths, e.g. 64,32,16,8 (default: models.generator's)")
     parser.add_argument("--out", help="checkpoint path (default: OUT-DIR/gan/<dataset>-steps<N>-seed<S>.pt)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device, "--device")
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     torch.set_num_threads(1)  # tiny convs: one thread is faster, and much faster on a shared machine
     path = checkpoint_path(args.out_dir, args.dataset, args.steps, args.seed)
     gen_kwargs = {}
@@ -251,12 +266,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{k.replace('_', '')}{'x'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in gen_kwargs.items())
                                                 + ".pt")).expanduser().resolve()
         if args.force or not path.exists():
-            gen, meta = train_gan(args.dataset, args.steps, args.seed, data_root=args.data_root, gen_kwargs=gen_kwargs)
+            gen, meta = train_gan(args.dataset, args.steps, args.seed, data_root=args.data_root, gen_kwargs=gen_kwargs,
+                                  device=device)
             save_checkpoint(path, gen, label_space(args.dataset), class_names(args.dataset, gen.num_classes), meta)
     else:
         if args.force and path.exists():
             path.unlink()
-        path = ensure_prior(args.dataset, args.out_dir, args.steps, args.seed, args.data_root)
+        path = ensure_prior(args.dataset, args.out_dir, args.steps, args.seed, args.data_root, device=device)
     gen, _ = load_checkpoint(path)
     save_samples(gen, path.with_suffix(".png"))
     print(f"checkpoint: {path}\nsamples: {path.with_suffix('.png')}")

@@ -129,10 +129,10 @@ def save_checkpoint(path: Path, gen: Generator, label_space: str, classes: list[
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path) -> tuple[Generator, dict]:
-    """The generator (eval mode, frozen) and the checkpoint's other fields."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    gen = Generator(**ckpt["kwargs"])
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
+    """The generator (eval mode, frozen, on ``device``) and the checkpoint's other fields (weights only)."""
+    ckpt = torch.load(Path(path), map_location=device, weights_only=True)
+    gen = Generator(**ckpt["kwargs"]).to(device)
     gen.load_state_dict(ckpt["state_dict"])
     gen.eval().requires_grad_(False)
     info = {k: v for k, v in ckpt.items() if k not in ("state_dict",)}

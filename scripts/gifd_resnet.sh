@@ -6,7 +6,8 @@
 # What the 2-core machine ran: BATCHES=4 ROUNDS=1 BUDGET=100 (every step), BATCHES=8 ROUNDS=1 BUDGET=100
 # with RADII=0.11,0.071,0.061,0.032 ABLATIONS=0.
 # Environment: RADII=r1,r2,r3,r4 skips step 2 and uses these radii (e.g. another cell's calibrated ones);
-# ABLATIONS=0 skips the digits prior and the ball on/off rows (step 3 runs the four attacks only).
+# ABLATIONS=0 skips the digits prior and the ball on/off rows (step 3 runs the four attacks only);
+# DEVICE=cpu (default), cuda or cuda:N: where the attacks, the GAN training and the clients' rounds run.
 # 1. the priors (Fashion-MNIST's test split; digits = MNIST's test split, the mismatched ablation),
 # 2. the l1 radii chosen by gradient distance on calibration updates (run seed 100),
 # 3. per batch size: every attack at an equal budget, the digits prior, the ball on/off ablation,
@@ -19,10 +20,12 @@ rounds="${3:-1 10}"
 budget="${4:-1000}"
 seeds="${5:-0,1,2}"
 py="${PYTHON:-python}"
+device="${DEVICE:-cpu}"
 export OMP_NUM_THREADS=1
 steps=4000
-set_common=(model=resnet18 dataset=fashion-mnist-5k attack-num-images=8 ggl-population=0 gan-train-steps=$steps)
-nice -n 5 "$py" -m attacks.train_gan --dataset fashion-mnist-holdout --steps $steps --out-dir "$out"
+set_common=(model=resnet18 dataset=fashion-mnist-5k attack-num-images=8 ggl-population=0 gan-train-steps=$steps
+            attack-device="$device" device="$device")
+nice -n 5 "$py" -m attacks.train_gan --dataset fashion-mnist-holdout --steps $steps --out-dir "$out" --device "$device"
 for b in $batches; do for r in $rounds; do
     dir="$out/batch$b-round$r"
     mkdir -p "$dir"
@@ -44,7 +47,7 @@ for b in $batches; do for r in $rounds; do
             --paired "$g,idlg;$g,ig;$g,ggl (fashion-mnist-holdout)"
         continue
     fi
-    nice -n 5 "$py" -m attacks.train_gan --dataset mnist-holdout --steps $steps --out-dir "$out"   # cached
+    nice -n 5 "$py" -m attacks.train_gan --dataset mnist-holdout --steps $steps --out-dir "$out" --device "$device"  # cached
     nice -n 5 "$py" -m studies.gifd_benchmark --out-dir "$dir/digits" --attacks ggl,gifd --priors mnist-holdout \
         "${run[@]}" gifd-radii="$radii"
     # the ball ablation: the chosen radii against the other side (no ball, or the base radii if none was chosen)

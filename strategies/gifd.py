@@ -39,6 +39,9 @@ The FL model is the project's ``cnn`` (SmallCNN), attacked at round 1 while untr
 ResNet-18). Attacks run with one torch thread (tiny per-image problems; much faster on a
 shared 2-core machine), and are compared at an equal budget of ``attack-budget``
 gradient-matching steps per image (restarts, stages and label-mapping trials included).
+They run on ``attack-device`` (the sent model, the update, the generator, every starting
+point; a missing GPU is refused at the config check); scores, CSV and images are computed on
+the CPU from the reconstructions, which come back there.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from pydantic import Field
 
-from attacks.common import AttackInput, AttackResult
+from attacks.common import AttackInput, AttackResult, resolve_device
 from attacks.dlg import invert_dlg
 from attacks.ggl import invert_ggl, invert_ggl_adam
 from attacks.gifd import invert_gifd
@@ -217,6 +220,8 @@ class GifdKeys(Keys):
     attack_budget: Int = Field(200, ge=1, description="gradient-matching evaluations per image and attack, restarts "
                                                       "included")
     attack_restarts: Int = Field(1, ge=1, description="restarts sharing the budget (all attacks but `ggl`)")
+    attack_device: str = Field("auto", description="where the attacks (and a GAN prior trained for them) run: `auto` "
+                               "(a CUDA GPU if there is one, else the CPU), `cpu`, `cuda`, `cuda:N`")
     attack_lr: float = Field(0.1, gt=0, description="Adam lr (pixels, latent; features: lr x mean|h0|)")
     attack_tv: float = Field(0.0001, ge=0, description="total-variation weight of the GAN attacks")
     ig_tv: float = Field(0.2, ge=0, description="total-variation weight of IG (breaching's 0.2, its TV formula)")
@@ -265,6 +270,10 @@ class GifdStrategy(BaseStrategy):
               f"got {shown(cfg['attack-round'])}")
         check(max(rounds) <= cfg["num-server-rounds"],
               f"attack-round {int(max(rounds))} > num-server-rounds {cfg['num-server-rounds']}: no attack would run")
+        try:
+            resolve_device(cfg["attack-device"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         check(cfg["attack-budget"] >= cfg["attack-restarts"],
               f"attack-budget ({cfg['attack-budget']}) must be >= attack-restarts ({cfg['attack-restarts']})")
         try:
@@ -347,19 +356,19 @@ class GifdStrategy(BaseStrategy):
             from attacks.train_gan import ensure_prior
             from common.outputs import out_root
 
-            path = self.cfg["gan-checkpoint"]
+            path, device = self.cfg["gan-checkpoint"], resolve_device(self.cfg["attack-device"])
             if path:
                 file = Path(path).expanduser()
                 if not file.is_file():
                     raise FileNotFoundError(f"gan-checkpoint {path} not found: pass an absolute path (the "
                                             "ServerApp runs from an installed copy of the app)")
-                self.prior = GanPrior.load(file, name=file.name)
+                self.prior = GanPrior.load(file, name=file.name, device=device)
             else:
                 t0 = time.perf_counter()
                 ckpt = ensure_prior(self.cfg["gan-dataset"], out_root(self.cfg), int(self.cfg["gan-train-steps"]),
-                                    seed=0, data_root=self.cfg["data-root"], log_every=0)
+                                    seed=0, data_root=self.cfg["data-root"], log_every=0, device=device)
                 log(INFO, "GAN prior %s ready (%.0fs)", ckpt, time.perf_counter() - t0)
-                self.prior = GanPrior.load(ckpt, name=self.cfg["gan-dataset"])
+                self.prior = GanPrior.load(ckpt, name=self.cfg["gan-dataset"], device=device)
         return self.prior
 
     def run_dir(self) -> Path:
@@ -398,22 +407,25 @@ class GifdStrategy(BaseStrategy):
         size = int(cfg["attack-batch-size"])
         settings = settings_of(cfg)
         prior_name = prior.name if prior is not None else ""
+        device = resolve_device(cfg["attack-device"])
+        prior = prior.to(device) if prior is not None else None
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         truth_px, recs, psnrs = [], {a: [] for a in attacks}, {a: [] for a in attacks}
         try:
             for u, (part, content, truth) in enumerate(items):
                 inp = attacker_view(content, self.sent, cfg["model"], data.num_classes, data.input_shape,
-                                    data.mean, data.std, self.announced())
+                                    data.mean, data.std, self.announced())  # on the CPU: the evaluator's pixels
+                on_device = inp.to(device)  # the attacker's copy (``inp`` itself on the CPU)
                 seed = int(np.random.SeedSequence([int(cfg["seed"]), server_round, part, 7]).generate_state(1)[0] % 2**31)
-                labels = infer_labels(inp, seed)
+                labels = infer_labels(on_device, seed)
                 norm = float(torch.sqrt(sum(t.pow(2).sum() for t in inp.target.values())))
                 if truth is not None:
                     truth_px += list(inp.to_pixels(truth["images"].float()))
                 for name in attacks:
                     torch.manual_seed(seed)
                     with phase(f"round {server_round}: gifd {name} attack on partition {part}"):
-                        result = run_attack(name, inp, labels, prior, settings, seed)
+                        result = run_attack(name, on_device, labels, prior, settings, seed)
                     rows = evaluate_reconstructions(result, truth, inp)
                     pixels = inp.to_pixels(result.images)
                     recs[name] += [pixels[row.pop("_match")] for row in rows]

@@ -27,13 +27,14 @@ def calibrate(strategy, items, prior, settings: dict, scales: list[float], budge
 
     ``items``: (partition, reply content, ground truth) as ``client_updates`` returns them;
     only the content reaches the attack, the truth is ignored."""
+    from attacks.common import resolve_device
     from attacks.gifd import invert_gifd
     from attacks.label_inference import infer_labels
     from strategies.gifd import attacker_view
 
-    data = strategy.test_data
+    data, device = strategy.test_data, resolve_device(strategy.cfg["attack-device"])
     inputs = [(part, attacker_view(content, strategy.sent, strategy.cfg["model"], data.num_classes,
-                                   data.input_shape, data.mean, data.std, strategy.announced()))
+                                   data.input_shape, data.mean, data.std, strategy.announced()).to(device))
               for part, content, _ in items]
     rows = []
     for scale in scales:
@@ -55,12 +56,12 @@ def calibrate(strategy, items, prior, settings: dict, scales: list[float], budge
 def main(argv=None) -> int:
     import torch
 
+    from attacks.common import resolve_device
     from attacks.prior import GanPrior
     from simulations.attack_round import client_updates
-    from simulations.config import resolve
     from strategies.gifd import settings_of
 
-    from .gifd_benchmark import config_overrides
+    from .gifd_benchmark import config_overrides, resolve_or_exit
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="generator checkpoint (train_gan's output)")
@@ -77,11 +78,11 @@ def main(argv=None) -> int:
             "attack-round": str(args.round), "num-server-rounds": args.round}
     try:
         scales = [float(s) for s in args.scales.split(",") if s]
-        cfg = resolve(over)
     except ValueError as err:
         parser.error(str(err))
+    cfg = resolve_or_exit(over, parser)
     strategy, items = client_updates(cfg, args.updates, args.round)
-    prior = GanPrior.load(args.checkpoint)
+    prior = GanPrior.load(args.checkpoint, device=resolve_device(cfg["attack-device"]))
     chosen, rows = calibrate(strategy, items[: args.updates], prior, settings_of(cfg), scales, args.budget)
     print("| scale | radii | mean gradient distance | median unconstrained move per stage |\n|---|---|---|---|")
     for r in rows:

@@ -14,6 +14,10 @@ Example (the method page's budget table)::
 
     nice -n 5 python -m studies.gifd_benchmark --out-dir outputs/gifd/budget \\
         --seeds 0,1,2 --budgets 50,100,200,400 --priors mnist-holdout
+
+``--set attack-device=cuda`` runs the attacks (and trains a missing prior) on a GPU. Budgets
+run in the order given and ``benchmark.csv`` (and ``grid.png``) are rewritten, whole, after
+each: a run stopped at a deadline keeps every budget it finished.
 """
 
 from __future__ import annotations
@@ -40,6 +44,23 @@ def config_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
             parser.error(f"unknown run-config key {k!r}")
         out[k] = type(defaults[k])(v) if not isinstance(defaults[k], bool) else v.lower() == "true"
     return out
+
+
+def resolve_or_exit(overrides: dict, parser: argparse.ArgumentParser) -> dict:
+    """The resolved run config, or exit 2 with one line saying what is wrong (no traceback)."""
+    from simulations.config import resolve
+
+    try:
+        return resolve(overrides)
+    except ValueError as err:  # ConfigError included
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Whole or not at all: a process killed while writing leaves the previous file."""
+    tmp = path.with_name(path.name + ".part")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 def parse_defense(text: str) -> dict:
@@ -135,10 +156,10 @@ def summarize(frame: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from attacks.common import resolve_device
     from attacks.prior import GanPrior
     from attacks.train_gan import ensure_prior
     from simulations.attack_round import client_updates
-    from simulations.config import resolve
     from strategies.gifd import GAN_ATTACKS, save_grid
 
     parser = argparse.ArgumentParser(prog="python -m studies.gifd_benchmark", description=__doc__.splitlines()[0])
@@ -190,25 +211,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--round must be >= 1, got {args.round}")
     overrides.update({"attack-round": str(args.round),
                       "num-server-rounds": max(args.round, int(overrides.get("num-server-rounds", 1)))})
+    base = resolve_or_exit(overrides, parser)  # a bad key (a missing GPU) ends here, before any work
+    device = resolve_device(base["attack-device"])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     attacks = [a for a in args.attacks.split(",") if a]
     pixel_attacks = [a for a in attacks if a not in GAN_ATTACKS]
     gan_attacks = [a for a in attacks if a in GAN_ATTACKS]
     priors = [p for p in args.priors.split(",") if p]
-    base = resolve(overrides)
     seeds = [int(s) for s in args.seeds.split(",") if s] or [int(base["seed"])]
     budgets = [int(b) for b in args.budgets.split(",") if b] or [int(base["attack-budget"])]
     loaded = {}
     for spec in priors if gan_attacks else []:
         name, _, path = spec.partition("=")  # NAME (trained and cached) or NAME=CHECKPOINT
         path = path or ensure_prior(name, args.gan_dir or args.out_dir, int(base["gan-train-steps"]), 0,
-                                    base["data-root"])
-        loaded[name] = GanPrior.load(path, name=name)
+                                    base["data-root"], device=device)
+        loaded[name] = GanPrior.load(path, name=name, device=device)
     rows, grid = [], None
     t_start = time.perf_counter()
     for seed in seeds:
         for text in [d for d in args.defenses.split(",") if d]:
-            cfg = resolve({**overrides, **parse_defense(text), "seed": seed})
+            cfg = resolve_or_exit({**overrides, **parse_defense(text), "seed": seed}, parser)
             strategy, items = client_updates(cfg, args.clients, args.round)
             items = items[: -(-int(cfg["attack-num-images"]) // int(cfg["attack-batch-size"]))]  # as run_attacks
             for budget in budgets:
@@ -217,23 +239,23 @@ def main(argv: list[str] | None = None) -> int:
                 strategy.attack_rows = []
                 runs = [(pixel_attacks, None, "")] if pixel_attacks else []
                 runs += [(gan_attacks, prior, f" ({name})") for name, prior in loaded.items()]
+                shown = text == "none" and seed == seeds[0]  # the grid: first seed, latest budget, no defense
                 for names, prior, suffix in runs:
                     res = strategy.attack_updates(args.round, items, names, prior)
                     grid = grid or {"truth": res[0], "recs": {}, "psnrs": {}}
-                    if text == "none" and seed == seeds[0] and budget == budgets[-1]:
+                    if shown:
                         for a in names:
                             grid["recs"][a + suffix], grid["psnrs"][a + suffix] = res[1][a], res[2][a]
                 rows += [{**r, "seed": seed, "budget": budget} for r in strategy.attack_rows]
-                frame = pd.DataFrame(rows)
-                frame.to_csv(args.out_dir / "benchmark.csv", index=False)
+                write_csv(pd.DataFrame(rows), args.out_dir / "benchmark.csv")
+                if shown and grid["recs"]:
+                    save_grid(args.out_dir / "grid.png", grid["truth"], grid["recs"], grid["psnrs"])
                 print(f"[seed {seed} {text} budget {budget}] done in {time.perf_counter() - t0:.0f}s "
                       f"(total {time.perf_counter() - t_start:.0f}s)", flush=True)
     frame = pd.DataFrame(rows)
     summary_frame(frame).to_csv(args.out_dir / "summary.csv", index=False)
     (args.out_dir / "summary.md").write_text(summarize(frame))
     print(summarize(frame))
-    if grid and grid["recs"]:
-        save_grid(args.out_dir / "grid.png", grid["truth"], grid["recs"], grid["psnrs"])
     print(f"results: {args.out_dir / 'benchmark.csv'}, {args.out_dir / 'summary.md'}, {args.out_dir / 'grid.png'}")
     return 0
 
