@@ -300,6 +300,9 @@ class Search:
         for setting in self.settings:
             params = self.chosen(rows, setting)
             evaluation += self.runs(setting, params, self.eval_seeds, out)
+        # seed by seed (every setting's seed 0 first): a sweep stopped midway leaves whole
+        # seeds, paired across methods, not some methods' every seed and none of others'
+        evaluation.sort(key=lambda r: self.eval_seeds.index(r[0]["seed"]))
         todo = [r for r in evaluation if not run_done(out / r[2])]
         failed = [name for name, status, *_ in (run_all(todo) if todo else []) if status != "finished:completed"]
         return [out / n for n in tuned] + [out / name for _, _, name in evaluation], failed

@@ -60,24 +60,29 @@ def pooled(runs: pd.DataFrame, mode: str, cut: dict[str, int]) -> pd.DataFrame:
 
 
 def read(folder: Path) -> pd.DataFrame:
-    """Every run's rows: ``folder/**/metrics.csv``, or one CSV of them (power_metrics.csv). A
-    tuned sweep (``results.csv`` with tuning rows, fedlsi_tuned.yaml) gives the evaluation
-    rows of the configurations chosen on its ``select`` metric (``selected.csv`` is written
-    beside it, as the report does); the searched keys are blanked, since each held-out domain
-    chose its own values and pooling must not split an arm by them."""
+    """Every run's rows: ``folder/results.csv`` or ``folder/**/metrics.csv``, or one CSV of
+    them (power_metrics.csv). A tuned sweep (``tune.json``; fedlsi_tuned*.yaml) gives the
+    evaluation rows of the configurations chosen on its ``select`` metric (``selected.csv``
+    is written beside it, as the report does), also when it was stopped before writing
+    ``results.csv`` (its runs' phase then comes from their seed); the searched keys are
+    blanked, since each held-out domain chose its own values and pooling must not split an
+    arm by them."""
     if folder.is_file():
         return pd.read_csv(folder)
-    table = folder / "results.csv"
-    if table.exists():
-        frame = pd.read_csv(table)
-        if "phase" in frame and (frame["phase"] == "tune").any():
-            from simulations import selection
+    from simulations import selection
 
-            frame, _ = selection.apply(folder, frame)
-            searched = {k for keys in selection.load_spec(folder).get("space", {}).values() for k in keys}
-            frame[sorted(searched & set(frame.columns))] = None
-            return frame
-    return pd.concat([pd.read_csv(p) for p in sorted(folder.glob("**/metrics.csv"))], ignore_index=True)
+    table, spec = folder / "results.csv", selection.load_spec(folder)
+    frame = pd.read_csv(table) if table.exists() else pd.concat(
+        [pd.read_csv(p) for p in sorted(folder.glob("**/metrics.csv"))], ignore_index=True)
+    if spec and "phase" not in frame:  # a tuned sweep stopped before writing results.csv
+        tuning_seeds = {int(s) for s in spec["seeds"]}  # its runs' phase by seed; no trial numbers
+        phase = ["tune" if int(s) in tuning_seeds else "eval" for s in frame["seed"]]
+        frame = pd.concat([pd.DataFrame({"phase": phase, "trial": 0}, index=frame.index), frame], axis=1)
+    if "phase" in frame and (frame["phase"] == "tune").any():
+        frame, _ = selection.apply(folder, frame)
+        searched = {k for keys in spec.get("space", {}).values() for k in keys}
+        frame[sorted(searched & set(frame.columns))] = None
+    return frame
 
 
 def lambdas(sweep: pd.DataFrame, power: pd.DataFrame, mode: str) -> pd.DataFrame:

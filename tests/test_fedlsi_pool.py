@@ -77,13 +77,23 @@ def test_a_tuned_sweep_pools_only_the_chosen_configurations(tmp_path):
                              "method": "fedavg", "seed": seed, "heldout-domain": domain, "lr": lr, "round": 1,
                              "num-server-rounds": 1, "source-accuracy": 0.5, "heldout-accuracy-eval": lr})
     pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
-    (tmp_path / "tune.json").write_text(json.dumps({"select": "source-accuracy", "settings": ["heldout-domain", "method"],
+    (tmp_path / "tune.json").write_text(json.dumps({"seeds": [10], "select": "source-accuracy",
+                                                    "settings": ["heldout-domain", "method"],
                                                     "space": {"fedavg": {"lr": [0.001, 0.01]}}}))
     frame = read(tmp_path)
     assert sorted(frame["run-name"]) == ["e020", "e021", "e110", "e111"]
     assert frame["lr"].isna().all() and "phase" not in frame
     chosen = pd.read_csv(tmp_path / "selected.csv").set_index("heldout-domain")["lr"]
     assert chosen.to_dict() == {0: 0.01, 1: 0.001}
+
+    # stopped before results.csv: the runs' metrics.csv, phase by seed (10 is the tuning seed)
+    stopped = tmp_path / "stopped"
+    for name, rows_of in pd.DataFrame(rows).drop(columns=["phase", "trial"]).groupby("run-name"):
+        (stopped / name).mkdir(parents=True)
+        rows_of.to_csv(stopped / name / "metrics.csv", index=False)
+    (stopped / "tune.json").write_text((tmp_path / "tune.json").read_text())
+    again = read(stopped)
+    assert sorted(again["run-name"]) == ["e020", "e021", "e110", "e111"] and again["lr"].isna().all()
 
 
 def test_the_page_is_built_from_the_report_files(tmp_path):
