@@ -105,8 +105,9 @@ def arms(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
     planned = runs.groupby("run-name")["num-server-rounds"].transform("max")
     frame = runs[runs["round"].groupby(runs["run-name"]).transform("max") >= planned].copy()  # whole runs only
     lsi = frame["method"] == "fedlsi"
-    frame.loc[lsi, "method"] = ("fedlsi-l" + frame.loc[lsi, "lambda-di"].astype(float).map("{:g}".format) + "-"
-                                + frame.loc[lsi, "lsi-translator"].astype(str))
+    if lsi.any():  # (a stopped sweep may have no finished FedDG-LSI run yet)
+        frame.loc[lsi, "method"] = ("fedlsi-l" + frame.loc[lsi, "lambda-di"].astype(float).map("{:g}".format)
+                                    + "-" + frame.loc[lsi, "lsi-translator"].astype(str))
     frame["bn-gap"] = frame["heldout-accuracy-batch"] - frame["heldout-accuracy-eval"]
     frame["selected-bn-gap"] = frame["selected-heldout-accuracy-batch"] - frame["selected-heldout-accuracy-eval"]
     from simulations.config import defaults
