@@ -80,7 +80,7 @@ def plain(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(plain(v) for v in obj)
     if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
+        return torch.from_numpy(np.array(obj, order="C"))  # (np.ascontiguousarray makes a 0-d array 1-d)
     if isinstance(obj, np.generic):
         return obj.item()
     return obj

@@ -423,6 +423,9 @@ def test_label_skew_defaults_stay_finite(tmp_path):
     rounds = frame[frame["round"] >= 1]
     assert (rounds["failures"] == 0).all() and np.isfinite(rounds[["loss", "train-loss"]].to_numpy()).all()
     assert rounds["loss"].max() < 5 and rounds["divergence"].dropna().between(0, 5).all()
+    # the checkpoint keeps the model's shapes (a 1-d num_batches_tracked made resume refuse it)
+    arrays = torch.load(next(tmp_path.glob("**/checkpoint.pt")), weights_only=True)["arrays"]
+    assert all(v.shape == () for k, v in arrays.items() if k.endswith("num_batches_tracked")), arrays.keys()
 
 
 def test_schedules_once_pretrains_then_fixes_g_every_round_refits_it():
