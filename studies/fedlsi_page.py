@@ -110,7 +110,8 @@ def translation(results: pd.DataFrame, arms: list[str]) -> list[str]:
 
 def chosen(sweeps: list[Path]) -> list[str]:
     table = pd.concat([pd.read_csv(s / "selected.csv") for s in sweeps], ignore_index=True)
-    cols = [c for c in ("heldout-domain", "method", "lambda-di", "lr", "source-accuracy-mean", "trials") if c in table]
+    cols = [c for c in ("heldout-domain", "method", "lambda-di", "lr", "lsi-lr", "source-accuracy-mean", "trials")
+            if c in table]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table[cols].iterrows():
         lines.append("| " + " | ".join("" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v))
@@ -121,6 +122,7 @@ def chosen(sweeps: list[Path]) -> list[str]:
 def page(pooled: Path, sweeps: list[Path] = ()) -> str:
     pairs = pd.read_csv(pooled / "arms-pairs.csv")
     arms = sorted({c[: -len("-gain-eval")] for c in pairs if c.endswith("-gain-eval")}, reverse=True)
+    pairs = pairs.dropna(subset=[f"{a}-{m}" for a in ["fedavg", *arms] for m in ("eval", "batch")])  # whole pairs
     results = pd.read_csv(pooled / "arms-eval" / "results.csv")
     parts = differences(pooled, arms) + confound(pairs, arms) + per_pair(pairs, arms)
     parts += translation(results, arms)
