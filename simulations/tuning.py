@@ -163,9 +163,10 @@ class Search:
                                 "(docs/config.md), not seed/method/out-dir")
                 if not uses(method, key):
                     _fail(path, f"space: {method}: '{key}' is {owner(key)}'s key, which {method} does not read")
-                if key in replaced(method):
-                    _fail(path, f"space: {method}: {method} trains with '{replaced(method)[key]}' instead of "
-                                f"'{key}': search '{replaced(method)[key]}'")
+                instead = replaced(method).get(key)
+                if instead:
+                    _fail(path, f"space: {method}: {method} trains with '{instead}' instead of '{key}': "
+                                f"search '{instead}'")
                 if key in grid or key in own.get(method, {}):
                     _fail(path, f"space: {method}: '{key}' is also in grid:/methods:: set each key in one place")
                 _check_space(path, method, key, spec)
@@ -271,7 +272,7 @@ class Search:
                 trial.set_user_attr("failed-runs", failed or names)
                 study.tell(trial, state=TrialState.FAIL)
                 continue
-            frame = _with_columns(frame, trial=trial.number, phase="tune")
+            frame = with_columns(frame, trial=trial.number, phase="tune")
             scores = selection.config_scores(frame, self.tune["select"], [], list(space))
             value = float(scores[f"{self.tune['select']}-mean"].iloc[0]) if len(scores) else math.nan
             if math.isnan(value):
@@ -293,7 +294,7 @@ class Search:
         tuned = [n for s in self.settings if self.cap(s) for n in self.search(out, s, run_all)]
         rows = self.trial_frame(out, tuned)
         if not rows.empty:
-            rows = _with_columns(rows, phase="tune", trial=rows["run-name"].map(self.trials))
+            rows = with_columns(rows, phase="tune", trial=rows["run-name"].map(self.trials))
         else:
             rows = pd.DataFrame(columns=["phase", "run-name", "round", *self.setting_keys])
         evaluation = []
@@ -326,13 +327,13 @@ class Search:
         if frame.empty:
             return frame
         names = frame["run-name"].astype(str)
-        frame = _with_columns(frame, phase=["tune" if n in self.trials else "eval" for n in names],
+        frame = with_columns(frame, phase=["tune" if n in self.trials else "eval" for n in names],
                               trial=names.map(self.trials), first=True)
         frame.to_csv(out / "results.csv", index=False)
         return frame
 
 
-def _with_columns(frame: pd.DataFrame, first: bool = False, **columns) -> pd.DataFrame:
+def with_columns(frame: pd.DataFrame, first: bool = False, **columns) -> pd.DataFrame:
     """``frame`` with ``columns`` added in one concat (first or last): the metrics frame is
     wide and made of many blocks, where inserting columns one by one fragments it."""
     extra = pd.DataFrame(columns, index=frame.index)

@@ -69,7 +69,7 @@ def read(folder: Path) -> pd.DataFrame:
     arm by them."""
     if folder.is_file():
         return pd.read_csv(folder)
-    from simulations import selection
+    from simulations import selection, tuning
 
     table, spec = folder / "results.csv", selection.load_spec(folder)
     frame = pd.read_csv(table) if table.exists() else pd.concat(
@@ -77,7 +77,7 @@ def read(folder: Path) -> pd.DataFrame:
     if spec and "phase" not in frame:  # a tuned sweep stopped before writing results.csv
         tuning_seeds = {int(s) for s in spec["seeds"]}  # its runs' phase by seed; no trial numbers
         phase = ["tune" if int(s) in tuning_seeds else "eval" for s in frame["seed"]]
-        frame = pd.concat([pd.DataFrame({"phase": phase, "trial": 0}, index=frame.index), frame], axis=1)
+        frame = tuning.with_columns(frame, phase=phase, trial=0, first=True)
     if "phase" in frame and (frame["phase"] == "tune").any():
         frame, _ = selection.apply(folder, frame)
         searched = {k for keys in spec.get("space", {}).values() for k in keys}
