@@ -9,6 +9,7 @@ import os
 import pytest
 
 from simulations.benchmark import main
+from simulations.config import defaults
 
 
 def run(name: str, tmp_path, capsys) -> tuple[dict, str]:
@@ -90,6 +91,7 @@ def test_fedhip_cost(tmp_path, capsys):
     assert positive(res["fedhip-round-s"], res["fedhip-uplink-bytes"], res["fedavg-to-best"]["uplink-bytes"])
     assert positive(res["fedhip-cpu-s"], res["fedavg-cpu-s"], res["fedhip-bytes"], res["fedavg-bytes"])
     assert res["communication-reduction"] == pytest.approx(1 - res["fedhip-bytes"] / res["fedavg-bytes"])
+    assert res["fedavg-lr"] == defaults()["lr"]  # --lr not given: the key's default
     hit = res["fedavg-to-fedhip"]
     if hit["reached"]:  # the costs up to the matching round never exceed the whole run's
         assert 1 <= hit["round"] <= res["rounds"] and hit["accuracy"] >= res["fedhip-accuracy"]
@@ -105,9 +107,11 @@ def test_fedhip_cost(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "already holds fedhip-cost results: pass --overwrite" in err and len(err.splitlines()) == 1
     (tmp_path / "fedhip-cost.json").unlink()
-    assert main(["fedhip-cost", "--quick", "--out-dir", str(tmp_path), "--overwrite"]) == 0  # runs left: replaced
+    assert main(["fedhip-cost", "--quick", "--out-dir", str(tmp_path), "--overwrite",
+                 "--lr", "0.005"]) == 0  # runs left: replaced
     again = json.loads((tmp_path / "fedhip-cost.json").read_text())
     assert again["fedhip-accuracy"] == res["fedhip-accuracy"]  # same seed, same partitions, same closed form
+    assert again["fedavg-lr"] == 0.005  # --lr reaches the fine-tuning run
 
 
 def test_each_benchmark_invocation_gets_its_own_folder(tmp_path, monkeypatch):

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace this benchmark's runs in --out-dir")
     parser.add_argument("--clients", type=int, help="overhead, gpu-fractions, fedhip-cost: number of clients")
     parser.add_argument("--rounds", type=int, help="overhead, scale, gpu-fractions, fedhip-cost: rounds (FedAvg)")
+    parser.add_argument("--lr", type=float, help="fedhip-cost: FedAvg fine-tuning's lr (default: the lr key's)")
     parser.add_argument("--sizes", help="scale: comma list of client counts (default 1000,10000,100000,1000000)")
     parser.add_argument("--nodes", type=int, help="scale: nodes (SuperNodes) serving the clients (default 10)")
     parser.add_argument("--sampled", type=int, help="scale: clients sampled per round (default 100)")

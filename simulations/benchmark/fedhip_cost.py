@@ -100,16 +100,18 @@ def bench_fedhip_cost(args) -> dict:
         f"tf_efficientnet_lite0@{size} for {rounds} round(s) x 1 local epoch, in-process, 1 thread ({load()})")
     hip = local_cost({**common, "method": "fedhip"}, clients, out, "fedhip")
     say(f"  fedhip: {hip['cpu']:.1f} CPU s, {hip['bytes'] / 1e6:.1f} MB ({load()})")
+    tuned = {"lr": args.lr} if getattr(args, "lr", None) else {}  # the fine-tuning lr (the page runs several)
     avg = local_cost({**common, "method": "fedavg", "model": f"pretrained:tf_efficientnet_lite0@{size}",
-                      "num-server-rounds": rounds, "local-epochs": 1}, clients, out, "fedavg-finetune")
+                      "num-server-rounds": rounds, "local-epochs": 1, **tuned}, clients, out, "fedavg-finetune")
     say(f"  fedavg fine-tune: {avg['cpu']:.1f} CPU s, {avg['bytes'] / 1e6:.1f} MB ({load()})")
     h, a = hip["rows"].iloc[-1], avg["rows"].iloc[-1]
-    res = {"clients": clients, "rounds": rounds,
+    res = {"clients": clients, "rounds": rounds, "fedavg-lr": float(avg["rows"]["lr"].iloc[-1]),
            "fedhip-accuracy": float(h["accuracy"]), "fedhip-personalized-accuracy": float(h["personalized-accuracy"]),
            "fedhip-cpu-s": hip["cpu"], "fedhip-bytes": hip["bytes"], "fedhip-uplink-bytes": hip["uplink"],
            "fedhip-round-s": float(h["round-seconds"]),
            "fedavg-best-accuracy": float(avg["rows"]["accuracy"].max()),
            "fedavg-personalized-accuracy": float(a["personalized-accuracy"]),
+           "fedavg-val-accuracy": float(a.get("val-accuracy", float("nan"))),  # to choose between lrs
            "fedavg-cpu-s": avg["cpu"], "fedavg-bytes": avg["bytes"],
            "fedavg-cpu-s-per-round": avg["cpu"] / rounds, "fedavg-bytes-per-round": avg["bytes"] / rounds,
            "fedavg-to-best": {"uplink-bytes": avg["uplink"], "rounds": rounds},
