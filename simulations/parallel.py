@@ -90,7 +90,9 @@ class Slots:
         thread may still be starting one), within ``within`` seconds."""
         with self._lock:
             self.stopped.set()
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            # not cancel_futures: a cancelled future never wakes its caller's as_completed;
+            # the queued runs end at once with Stopped instead (_work)
+            self.pool.shutdown(wait=False)
         deadline = time.monotonic() + within
         while True:
             stop_children()

@@ -224,31 +224,34 @@ def trials(out) -> dict:
 
 def test_jobs_search_settings_at_once_with_the_same_choices_and_numbers(tmp_path, monkeypatch):
     """fedavg (grid) and fedprox (TPE) each search 2 trials on 1 tuning seed: with --jobs 2
-    their searches run at once (two tuning runs of two settings in flight together, never
-    more than 2 runs), and tune.db's trials, selected.csv and every number equal --jobs 1's."""
+    their searches run at once (two settings' tuning runs in flight together, never more
+    than 2 runs), and tune.db's trials in order, selected.csv and every number equal --jobs
+    1's. The slots' runs go in this process, one at a time (a fresh process per run costs
+    seconds; the searches still interleave), so the test takes what --jobs 1 takes."""
     import threading
 
     from simulations import parallel
+    from simulations.local import run_logged
 
     tune = {"seeds": [100], "select": "val-accuracy", "budget": 2,
             "space": {"fedavg": {"lr": [0.05, 0.3]}, "fedprox": {"lr": {"low": 0.01, "high": 0.3, "log": True}}}}
     spec = write(tmp_path, tune, grid={"method": ["fedavg", "fedprox"], "seed": [0]})
-    flight, peaks, lock = set(), [], threading.Lock()
-    real = parallel.in_own_process
+    flight, peaks, lock, one_run = set(), [], threading.Lock(), threading.Lock()
 
-    def watched(call):
+    def in_this_process(call):
         with lock:
             flight.add(call[0]["run-name"])
             peaks.append(set(flight))
         try:
-            return real(call)
+            with one_run:  # a run's log handler is the process's: one run at a time here
+                return run_logged(*call)
         finally:
             with lock:
                 flight.discard(call[0]["run-name"])
 
-    monkeypatch.setattr(parallel, "in_own_process", watched)
+    monkeypatch.setattr(parallel, "in_own_process", in_this_process)
     assert main([str(spec), "--local", "--out-dir", str(tmp_path / "one")]) == 0
-    assert not peaks  # --jobs 1: in this process, one after another
+    assert not peaks  # --jobs 1: no slots, one run after another as before
     assert main([str(spec), "--local", "--jobs", "2", "--out-dir", str(tmp_path / "two")]) == 0
     assert max(map(len, peaks)) == 2
     assert any({n.split("_")[0] for n in p} == {"method-fedavg", "method-fedprox"} and all("seed-100" in n for n in p)
@@ -268,14 +271,16 @@ def numbers(out) -> pd.DataFrame:
 
 
 def test_stopping_ends_every_settings_runs_within_seconds_and_records_nothing():
-    """Ctrl-C while three settings' searches share 2 slots: each run's process ends, no run
-    is reported (a run cut off must not count as a failed trial), no more start."""
+    """SIGTERM (as the sweep takes it: a KeyboardInterrupt) while three settings' searches
+    share 2 slots: each run's process ends, no run is reported (one cut off must not count
+    as a failed trial), and no queued run starts."""
     import signal
     import subprocess
     import sys
     import threading
 
     from simulations import parallel
+    from simulations.superlink import stop_on_signals
 
     started, reported = [], []
 
@@ -287,12 +292,15 @@ def test_stopping_ends_every_settings_runs_within_seconds_and_records_nothing():
 
     slots = parallel.Slots(2, work)
     search = lambda setting: reported.extend(slots.run([setting, setting]))  # noqa: E731
-    main_thread = threading.main_thread().ident
-    threading.Timer(1.5, signal.pthread_kill, (main_thread, signal.SIGINT)).start()
-    t0 = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        parallel.concurrently(search, ["a", "b", "c"], slots)
-    assert time.perf_counter() - t0 < 10
-    assert len(started) == 2 and all(p.poll() is not None for p in started) and not reported
+    before = signal.getsignal(signal.SIGTERM)
+    stop_on_signals()
+    try:
+        threading.Timer(1.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGTERM)).start()
+        t0 = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt, match="stopped by signal"):
+            parallel.concurrently(search, ["a", "b", "c"], slots)
+        assert time.perf_counter() - t0 < 15
+    finally:
+        signal.signal(signal.SIGTERM, before)
     slots.close()
-    assert len(started) == 2  # nothing queued started after the stop
+    assert len(started) == 2 and all(p.poll() is not None for p in started) and not reported
