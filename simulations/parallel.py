@@ -81,9 +81,10 @@ class Slots:
             if self.stopped.is_set():  # its end is the stop's doing, not the run's
                 raise Stopped
             try:
-                yield futures[future], future.result()
+                result = future.result()
             except Exception as err:  # the run's process died (killed, out of memory)
-                yield futures[future], ("finished:failed", f"worker died: {type(err).__name__}: {err}", 0.0)
+                result = "finished:failed", f"worker died: {type(err).__name__}: {err}", 0.0
+            yield futures[future], result
 
     def stop(self, within: float = 10.0) -> None:
         """Start no more runs and end the running ones' processes (again while a worker
