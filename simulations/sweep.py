@@ -19,12 +19,11 @@ import hashlib
 import itertools
 import json
 import logging
-import multiprocessing
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
@@ -34,7 +33,7 @@ from common import safe_yaml
 from common.keys import ConfigError, shown
 from common.outputs import check_run_folder
 from simulations.config import RENAMED, defaults, resolve
-from simulations import tuning
+from simulations import parallel, tuning
 from simulations.provenance import FEDERATION, write_launch
 from simulations.report import report
 from simulations.results import collect, summary
@@ -195,15 +194,6 @@ def check_data(runs: list[tuple[dict, dict, str]]) -> None:
     raise_all(errors)
 
 
-def _in_own_process(call: tuple) -> tuple[str, str, float]:
-    """``run_logged(*call)`` in a fresh process of its own: a run killed (out of memory)
-    fails alone, not the runs after it, as in a shared process pool."""
-    from simulations.local import run_logged
-
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_logged, *call).result()
-
-
 @contextlib.contextmanager
 def _console(quiet: bool):
     """With ``quiet``, Flower's console lines below WARNING are held back (the run's log
@@ -219,27 +209,19 @@ def _console(quiet: bool):
         console_handler.setLevel(level)
 
 
-def _stop_children() -> None:
-    import psutil
-
-    from simulations.superlink import stop_tree
-
-    for child in psutil.Process().children():
-        stop_tree(child.pid)
-
-
-def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tuple[str, str, str, float]]:
-    """Run every run; yield (name, status, failure reason, seconds) as each one ends."""
+def each_run(runs: list[tuple[dict, dict, str]], out: Path, args,
+             slots: parallel.Slots | None = None) -> Iterator[tuple[str, str, str, float]]:
+    """Run every run; yield (name, status, failure reason, seconds) as each one ends.
+    ``--local``: in this process one after another, or on ``slots`` (``--jobs``)."""
     for _, fed, name in runs:
         write_launch(out / name, fed)  # the run's federation and commit, for its provenance
-    if args.local:  # in-process (simulations/local.py), --jobs runs at a time
+    if args.local:  # in-process (simulations/local.py)
         from simulations.local import run_logged
 
-        jobs = max(1, min(args.jobs, len(runs)))
         # torch threads = the client's CPUs, as Ray sets OMP_NUM_THREADS in a client's actor
         calls = [(cfg, int(fed["num-supernodes"]), out / name / "flwr.log", int(fed["client-resources-num-cpus"]))
                  for cfg, fed, name in runs]
-        if jobs == 1:
+        if slots is None:
             for i, ((_, _, name), call) in enumerate(zip(runs, calls), 1):
                 if not args.quiet:
                     tqdm.write(f"[{i}/{len(runs)}] {name}")
@@ -247,19 +229,8 @@ def each_run(runs: list[tuple[dict, dict, str]], out: Path, args) -> Iterator[tu
                     result = run_logged(*call)
                 yield (name, *result)
             return
-        tqdm.write(f"{jobs} runs at a time")
-        with ThreadPoolExecutor(jobs) as threads:
-            futures = {threads.submit(_in_own_process, call): name for (_, _, name), call in zip(runs, calls)}
-            try:
-                for future in as_completed(futures):
-                    try:
-                        yield (futures[future], *future.result())
-                    except Exception as err:  # the run's process died (killed, out of memory)
-                        yield futures[future], "finished:failed", f"worker died: {type(err).__name__}: {err}", 0.0
-            except BaseException:  # stopped: end the runs' processes, start no more
-                threads.shutdown(wait=False, cancel_futures=True)
-                _stop_children()
-                raise
+        for i, result in slots.run(calls):  # each run in a process of its own
+            yield (runs[i][2], *result)
         return
     with simulation_superlink(share_ray=not args.ray_per_run) as link:
         for i, (cfg, fed, name) in enumerate(runs, 1):
@@ -282,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local", action="store_true", help="run each run in-process on a LocalGrid, without "
                         "Ray or a SuperLink (simulations/local.py): same strategy, clients and results")
     parser.add_argument("--jobs", type=int, default=1, help="with --local: runs at a time, each in its own process "
-                        "(default 1)")
+                        "(default 1); a tune: block searches its settings at once, N runs in all")
     parser.add_argument("--quiet", action="store_true", help="the terminal shows the progress bar and one line "
                         "per run only; each run's log stays in <run>/flwr.log")
     parser.add_argument("--resume", action="store_true", help="continue a stopped sweep in its out-dir: keep "
@@ -307,26 +278,43 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     stop_on_signals()
-    failed, pending = [], set()
+    failed, pending, lock = [], set(), threading.Lock()
+    slots = parallel.Slots(args.jobs) if args.local and args.jobs > 1 else None
+    if slots:
+        print(f"{args.jobs} runs at a time", flush=True)
+    # with --jobs, one bar for the whole sweep (the settings' searches add their runs to it)
+    shared = tqdm(total=0, desc="sweep", unit="run", dynamic_ncols=True) if slots else None
+
+    @contextlib.contextmanager
+    def progress(count: int):
+        if shared is None:
+            with tqdm(total=count, desc="sweep", unit="run", dynamic_ncols=True) as bar:  # with an ETA
+                yield bar
+            return
+        with lock:
+            shared.total += count
+            shared.refresh()
+        yield shared
 
     def run_all(todo):
         todo = [r for r in todo if not r[0].pop("skip", False)]  # --resume: completed runs are kept
         pending.update(name for _, _, name in todo)
-        with tqdm(total=len(todo), desc="sweep", unit="run", dynamic_ncols=True) as bar:  # with an ETA
-            for name, status, details, seconds in each_run(todo, out, args):
-                pending.discard(name)
-                write_status(out / name, status, details, seconds)
-                bar.write(f"    {name}: {status} in {seconds:.1f}s")
-                if status != "finished:completed":
-                    failed.append(name)
-                    bar.write(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
-                bar.update()
+        with progress(len(todo)) as bar:
+            for name, status, details, seconds in each_run(todo, out, args, slots):
+                with lock:  # several settings' searches may report at once (--jobs)
+                    pending.discard(name)
+                    write_status(out / name, status, details, seconds)
+                    bar.write(f"    {name}: {status} in {seconds:.1f}s")
+                    if status != "finished:completed":
+                        failed.append(name)
+                        bar.write(f"    run failed: {details} (log: {out / name / 'flwr.log'})", file=sys.stderr)
+                    bar.update()
                 yield name, status, details, seconds
 
     try:
         if search:  # the search, then the chosen configurations (simulations/tuning.py)
             try:
-                dirs, _ = search.run(out, run_all)
+                dirs, _ = search.run(out, run_all, slots)
             except tuning.TuneError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
@@ -337,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
             for _ in run_all(runs):
                 pass
             dirs = [out / name for _, _, name in runs]
-    except KeyboardInterrupt as err:
+    except BaseException as err:
+        if slots:  # end every run's process, start no more
+            slots.stop()
+        if not isinstance(err, KeyboardInterrupt):
+            raise
         for name in pending:
             if (out / name / "config.json").exists():  # started: stopped midway
                 write_status(out / name, "stopped", str(err) or "interrupted")
@@ -345,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
               f"python -m simulations.sweep {args.sweep} --resume" + (f" --out-dir {out}" if args.out_dir else ""),
               file=sys.stderr)
         return 130
+    finally:
+        if slots:
+            shared.close()
+            slots.close()
     keys = list(dict.fromkeys([*grid, *(k for keys in own.values() for k in keys)]))
     frame = collect(dirs, out)
     if search:

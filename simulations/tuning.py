@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
 import yaml
 
-from simulations import selection
+from simulations import parallel, selection
 from simulations.config import defaults, shared_groups
 
 TUNE_KEYS = ("seeds", "select", "budget", "space")
@@ -172,6 +173,7 @@ class Search:
                 _check_space(path, method, key, spec)
         self.tune = {"seeds": seeds, "select": str(tune["select"]), "budget": budget, "space": space}
         self.grid = {k: v for k, v in grid.items() if k != "seed"}
+        self.lock, self.slots = threading.Lock(), None  # Optuna's calls, one at a time (search)
 
     # ---- runs ---------------------------------------------------------------------
     @property
@@ -249,49 +251,70 @@ class Search:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def search(self, out: Path, setting: dict, run_all: Callable) -> list[str]:
-        """Run this setting's study to its budget; returns every tuning run's name."""
+        """Run this setting's study to its budget; returns every tuning run's name. Settings
+        may be searched at once, each in a thread (``run``); every Optuna call then holds
+        ``self.lock`` while the runs go on without it: the studies share one SQLite file,
+        which takes one writer at a time (Optuna's storage for parallel workers, a journal
+        file, would change tune.db, which an out-dir keeps to resume), and the calls take
+        milliseconds next to a run."""
         from optuna.trial import TrialState
 
-        study = self.study(out, setting)
         space = self.tune["space"][setting["method"]]
         dists = {k: _distribution(k, s) for k, s in space.items()}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # cut off by an interruption
-            study.enqueue_trial(t.params, skip_if_exists=False)
-            study.tell(t.number, state=TrialState.FAIL)
+        with self.lock:
+            study = self.study(out, setting)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # cut off by an interruption
+                study.enqueue_trial(t.params, skip_if_exists=False)
+                study.tell(t.number, state=TrialState.FAIL)
         counted = lambda: [t for t in study.get_trials(deepcopy=False)  # noqa: E731
                            if t.state == TrialState.COMPLETE or "failed-runs" in t.user_attrs]
-        while len(counted()) < self.cap(setting):
-            trial = study.ask(dists)
-            runs = self.runs(setting, trial.params, self.tune["seeds"], out)
-            names = [name for _, _, name in runs]
-            trial.set_user_attr("runs", names)
+        while True:
+            with self.lock:
+                if len(counted()) >= self.cap(setting):
+                    break
+                if self.slots is not None and self.slots.stopped.is_set():
+                    raise parallel.Stopped  # ask no trial that would only be cut off
+                trial = study.ask(dists)
+                runs = self.runs(setting, trial.params, self.tune["seeds"], out)
+                names = [name for _, _, name in runs]
+                trial.set_user_attr("runs", names)
             todo = [r for r in runs if not run_done(out / r[2])]
             failed = [name for name, status, *_ in (run_all(todo) if todo else []) if status != "finished:completed"]
-            frame = self.trial_frame(out, names)
-            if failed or frame.empty or self.tune["select"] not in frame:
-                trial.set_user_attr("failed-runs", failed or names)
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            frame = with_columns(frame, trial=trial.number, phase="tune")
-            scores = selection.config_scores(frame, self.tune["select"], [], list(space))
-            value = float(scores[f"{self.tune['select']}-mean"].iloc[0]) if len(scores) else math.nan
-            if math.isnan(value):
-                trial.set_user_attr("failed-runs", ["no finite selection metric"])
-                study.tell(trial, state=TrialState.FAIL)
+            frame, value = self.trial_frame(out, names), math.nan
+            if not failed and not frame.empty and self.tune["select"] in frame:
+                frame = with_columns(frame, trial=trial.number, phase="tune")
+                scores = selection.config_scores(frame, self.tune["select"], [], list(space))
+                value = float(scores[f"{self.tune['select']}-mean"].iloc[0]) if len(scores) else math.nan
+                failed = [] if not math.isnan(value) else ["no finite selection metric"]
             else:
-                study.tell(trial, value)
-        self.trials.update({n: t.number for t in study.get_trials(deepcopy=False)
-                            if t.state in (TrialState.COMPLETE, TrialState.FAIL) for n in t.user_attrs.get("runs", [])})
-        return sorted({n for t in counted() for n in t.user_attrs.get("runs", [])})
+                failed = failed or names
+            with self.lock:
+                if failed:
+                    trial.set_user_attr("failed-runs", failed)
+                    study.tell(trial, state=TrialState.FAIL)
+                else:
+                    study.tell(trial, value)
+        with self.lock:
+            self.trials.update({n: t.number for t in study.get_trials(deepcopy=False)
+                                if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+                                for n in t.user_attrs.get("runs", [])})
+            return sorted({n for t in counted() for n in t.user_attrs.get("runs", [])})
 
-    def run(self, out: Path, run_all: Callable) -> tuple[list[Path], list[str]]:
-        """Both phases: the search per setting, then the chosen configurations on the
-        evaluation seeds. Returns the run folders (tuning, then evaluation) and the failed
-        evaluation runs' names. ``run_all(runs)`` yields (name, status, details, seconds)."""
+    def run(self, out: Path, run_all: Callable, slots: parallel.Slots | None = None) -> tuple[list[Path], list[str]]:
+        """Both phases: the search per setting (one after another; with ``slots``, up to
+        ``--jobs`` settings at once, their runs sharing the slots), then the chosen
+        configurations on the evaluation seeds. Returns the run folders (tuning, then
+        evaluation) and the failed evaluation runs' names. ``run_all(runs)`` yields (name,
+        status, details, seconds). Each setting's study asks, runs and tells in its own
+        order whatever the other settings do, so ``--jobs`` changes no choice and no number."""
         self.trials: dict[str, int] = {}
+        self.slots = slots
         (out / selection.SPEC).write_text(json.dumps({**self.tune, "settings": self.setting_keys,
                                                       "evaluation-seeds": self.eval_seeds}, indent=2))
-        tuned = [n for s in self.settings if self.cap(s) for n in self.search(out, s, run_all)]
+        settings = [s for s in self.settings if self.cap(s)]
+        search = lambda setting: self.search(out, setting, run_all)  # noqa: E731
+        found = parallel.concurrently(search, settings, slots) if slots is not None else map(search, settings)
+        tuned = [n for names in found for n in names]
         rows = self.trial_frame(out, tuned)
         if not rows.empty:
             rows = with_columns(rows, phase="tune", trial=rows["run-name"].map(self.trials))

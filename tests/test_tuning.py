@@ -209,3 +209,98 @@ def test_long_run_names_are_cut_with_a_stable_hash():
     names = [name for _, _, name in expand({"dataset": "digits"}, grid, {})]
     assert all(len(n) <= 128 for n in names) and len(set(names)) == 2
     assert names == [name for _, _, name in expand({"dataset": "digits"}, grid, {})]
+
+
+# ---- --jobs: the settings' searches at once ------------------------------------------------
+def trials(out) -> dict:
+    """Every study in tune.db: its trials in order, as (number, state, params, value)."""
+    import optuna
+
+    storage = f"sqlite:///{out / 'tune.db'}"
+    return {s.study_name: [(t.number, t.state.name, t.params, t.value)
+                           for t in optuna.load_study(study_name=s.study_name, storage=storage).get_trials()]
+            for s in optuna.get_all_study_summaries(storage)}
+
+
+def test_jobs_search_settings_at_once_with_the_same_choices_and_numbers(tmp_path, monkeypatch):
+    """fedavg (grid) and fedprox (TPE) each search 2 trials on 1 tuning seed: with --jobs 2
+    their searches run at once (two settings' tuning runs in flight together, never more
+    than 2 runs), and tune.db's trials in order, selected.csv and every number equal --jobs
+    1's. The slots' runs go in this process, one at a time (a fresh process per run costs
+    seconds; the searches still interleave), so the test takes what --jobs 1 takes."""
+    import threading
+
+    from simulations import parallel
+    from simulations.local import run_logged
+
+    tune = {"seeds": [100], "select": "val-accuracy", "budget": 2,
+            "space": {"fedavg": {"lr": [0.05, 0.3]}, "fedprox": {"lr": {"low": 0.01, "high": 0.3, "log": True}}}}
+    spec = write(tmp_path, tune, grid={"method": ["fedavg", "fedprox"], "seed": [0]})
+    flight, peaks, lock, one_run = set(), [], threading.Lock(), threading.Lock()
+
+    def in_this_process(call):
+        with lock:
+            flight.add(call[0]["run-name"])
+            peaks.append(set(flight))
+        try:
+            with one_run:  # a run's log handler is the process's: one run at a time here
+                return run_logged(*call)
+        finally:
+            with lock:
+                flight.discard(call[0]["run-name"])
+
+    monkeypatch.setattr(parallel, "in_own_process", in_this_process)
+    assert main([str(spec), "--local", "--out-dir", str(tmp_path / "one")]) == 0
+    assert not peaks  # --jobs 1: no slots, one run after another as before
+    assert main([str(spec), "--local", "--jobs", "2", "--out-dir", str(tmp_path / "two")]) == 0
+    assert max(map(len, peaks)) == 2
+    assert any({n.split("_")[0] for n in p} == {"method-fedavg", "method-fedprox"} and all("seed-100" in n for n in p)
+               for p in peaks)  # the two settings' tuning runs at once
+    one, two = trials(tmp_path / "one"), trials(tmp_path / "two")
+    assert sorted(one) == ["method-fedavg", "method-fedprox"] and all(len(t) == 2 for t in one.values())
+    assert one == two
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / "selected.csv"),
+                                  pd.read_csv(tmp_path / "one" / "selected.csv"))
+    pd.testing.assert_frame_equal(numbers(tmp_path / "two"), numbers(tmp_path / "one"))
+
+
+def numbers(out) -> pd.DataFrame:
+    """results.csv's rows by run name, without timings."""
+    frame = pd.read_csv(out / "results.csv").sort_values(["run-name", "round"]).reset_index(drop=True)
+    return frame[["run-name", *(c for c in frame.select_dtypes("number") if not c.endswith("seconds"))]]
+
+
+def test_stopping_ends_every_settings_runs_within_seconds_and_records_nothing():
+    """SIGTERM (as the sweep takes it: a KeyboardInterrupt) while three settings' searches
+    share 2 slots: each run's process ends, no run is reported (one cut off must not count
+    as a failed trial), and no queued run starts."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from simulations import parallel
+    from simulations.superlink import stop_on_signals
+
+    started, reported = [], []
+
+    def work(call):  # a run: a process of its own, as in_own_process
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        started.append(proc)
+        proc.wait()
+        return "finished:completed", "", 1.0
+
+    slots = parallel.Slots(2, work)
+    search = lambda setting: reported.extend(slots.run([setting, setting]))  # noqa: E731
+    before = signal.getsignal(signal.SIGTERM)
+    stop_on_signals()
+    try:
+        threading.Timer(1.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGTERM)).start()
+        t0 = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt, match="stopped by signal"):
+            parallel.concurrently(search, ["a", "b", "c"], slots)
+        assert time.perf_counter() - t0 < 15
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    slots.close()
+    assert len(started) == 2 and all(p.poll() is not None for p in started) and not reported
