@@ -67,8 +67,8 @@ def difference_table(paired: pd.DataFrame, metric: str) -> list[str]:
                      else np.array([])) for a in arms)]) + " |")
         lines.append("| " + " | ".join(["**all**"] + ["all"] * (len(keys) - 1) + [
             cell(np.concatenate(list(diffs.loc[diffs["arm"] == a, "d"]))) for a in arms]) + " |")
-    return [f"`{metric}` ({METRICS[metric]}), FedHiP minus each arm: mean [95% t-interval] and FedHiP's "
-            "wins / n (n = evaluation seeds; pooled rows: every seed of every setting in them):", "", *lines, ""]
+    return [(f"`{metric}` ({METRICS[metric]}), FedHiP minus each arm: mean [95% t-interval] and FedHiP's "
+             "wins / n (n = evaluation seeds; pooled rows: every seed of every setting in them):"), "", *lines, ""]
 
 
 def fedhip_level(summary: pd.DataFrame) -> list[str]:

@@ -85,6 +85,19 @@ def read(folder: Path) -> pd.DataFrame:
     return frame
 
 
+def gathered(folders: list[Path]) -> pd.DataFrame:
+    """Every folder's rows (``read``), one frame. Sweeps name a run by their grid keys only,
+    so two sweeps of one method with different fixed keys (the ablations' ``lambda-di`` or
+    ``lsi-translator``) reuse run names: each run name is then prefixed with its folder's
+    name, or the report would take two runs for one."""
+    frames = [read(f) for f in folders]
+    names = [set(f["run-name"].astype(str)) for f in frames]
+    if len(frames) > 1 and sum(map(len, names)) > len(set().union(*names)):
+        frames = [f.assign(**{"run-name": folder.name + "/" + f["run-name"].astype(str)})
+                  for f, folder in zip(frames, folders)]
+    return pd.concat(frames, ignore_index=True)
+
+
 def lambdas(sweep: pd.DataFrame, power: pd.DataFrame, mode: str) -> pd.DataFrame:
     last = int(sweep["round"].max())
     keys = set(zip(sweep["heldout-domain"], sweep["seed"]))
@@ -167,7 +180,7 @@ def main(src: Path, out: Path, lambda_dir: Path | None = None) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "--arms":  # RUNS may be several folders, comma-separated (a sweep run in parts)
-        runs = pd.concat([read(Path(f)) for f in sys.argv[2].split(",")], ignore_index=True)
+        runs = gathered([Path(f) for f in sys.argv[2].split(",")])
         for mode in ("eval", "batch"):
             folder = Path(sys.argv[3]) / f"arms-{mode}"
             folder.mkdir(parents=True, exist_ok=True)

@@ -125,3 +125,20 @@ def test_the_page_is_built_from_the_report_files(tmp_path):
     assert f"{(0.10 + 0.12 + 0.01) / 3:+.3f} [" in gap_row and f"{extra:+.3f} [" in gap_row and "| 2/3 |" in gap_row
     assert sum(line.startswith(("| 0 | ", "| 1 | ")) for line in text.splitlines()) == 3
     assert "| `lsi-real-hit` |" in text and "0.250 [0.250, 0.250], 3" in text
+
+
+def test_sweeps_that_reuse_run_names_stay_apart(tmp_path):
+    """Two ablation sweeps name their runs alike (grid keys only): pooled, each keeps its runs."""
+    from studies.fedlsi_pool import gathered
+
+    for folder, lam in (("l0", 0.0), ("l10", 10.0)):
+        rows = [{**r, "lambda-di": lam} for d in (0, 1) for r in run_rows("fedlsi", d, 0, [0.1, 0.4, 0.6 + lam / 100], 0.0, 3)]
+        (tmp_path / folder).mkdir()
+        pd.DataFrame(rows).to_csv(tmp_path / folder / "results.csv", index=False)
+    runs = gathered([tmp_path / "l0", tmp_path / "l10"])
+    assert runs["run-name"].nunique() == 4 and len(runs) == 12
+    frame = arms(runs, "eval")
+    last = frame.groupby("method")["run-name"].nunique()
+    assert last.to_dict() == {"fedlsi-l0-tanh": 2, "fedlsi-l10-tanh": 2}
+    one = gathered([tmp_path / "l0"])  # a single folder keeps its names
+    assert set(one["run-name"]) == set(pd.read_csv(tmp_path / "l0" / "results.csv")["run-name"])
