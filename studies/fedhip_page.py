@@ -41,6 +41,12 @@ def fedhip_minus(paired: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def joined(diffs: pd.DataFrame, name: str) -> np.ndarray:
+    """Every seed's difference of arm ``name`` over the settings in ``diffs``."""
+    parts = list(diffs.loc[diffs["arm"] == name, "d"])
+    return np.concatenate(parts) if parts else np.array([])
+
+
 def cell(d: np.ndarray) -> str:
     if len(d) == 0:
         return "(no pairs)"
@@ -60,13 +66,10 @@ def difference_table(paired: pd.DataFrame, metric: str) -> list[str]:
         by_arm = {a: g["d"].iloc[0] for a, g in part.groupby("arm")}
         lines.append("| " + " | ".join([*(f"{v:g}" if isinstance(v, float) else str(v) for v in setting),
                                         *(cell(by_arm.get(a, np.array([]))) for a in arms)]) + " |")
-    if len(keys):
-        for dataset, part in diffs.groupby(keys[0], sort=True) if len(keys) > 1 else []:
-            lines.append("| " + " | ".join([f"**{dataset}**", "all", *(
-                cell(np.concatenate(list(part.loc[part["arm"] == a, "d"])) if (part["arm"] == a).any()
-                     else np.array([])) for a in arms)]) + " |")
-        lines.append("| " + " | ".join(["**all**"] + ["all"] * (len(keys) - 1) + [
-            cell(np.concatenate(list(diffs.loc[diffs["arm"] == a, "d"]))) for a in arms]) + " |")
+    pooled = [(f"**{d}**", part) for d, part in diffs.groupby(keys[0], sort=True)] if len(keys) > 1 else []
+    for label, part in [*pooled, ("**all**", diffs)] if keys else []:
+        lines.append("| " + " | ".join([label, *["all"] * (len(keys) - 1),
+                                        *(cell(joined(part, a)) for a in arms)]) + " |")
     return [(f"`{metric}` ({METRICS[metric]}), FedHiP minus each arm: mean [95% t-interval] and FedHiP's "
              "wins / n (n = evaluation seeds; pooled rows: every seed of every setting in them):"), "", *lines, ""]
 

@@ -100,7 +100,7 @@ def bench_fedhip_cost(args) -> dict:
         f"tf_efficientnet_lite0@{size} for {rounds} round(s) x 1 local epoch, in-process, 1 thread ({load()})")
     hip = local_cost({**common, "method": "fedhip"}, clients, out, "fedhip")
     say(f"  fedhip: {hip['cpu']:.1f} CPU s, {hip['bytes'] / 1e6:.1f} MB ({load()})")
-    tuned = {"lr": args.lr} if getattr(args, "lr", None) else {}  # the fine-tuning lr (the page runs several)
+    tuned = {"lr": args.lr} if args.lr else {}  # the fine-tuning lr (the page runs several)
     avg = local_cost({**common, "method": "fedavg", "model": f"pretrained:tf_efficientnet_lite0@{size}",
                       "num-server-rounds": rounds, "local-epochs": 1, **tuned}, clients, out, "fedavg-finetune")
     say(f"  fedavg fine-tune: {avg['cpu']:.1f} CPU s, {avg['bytes'] / 1e6:.1f} MB ({load()})")
