@@ -19,11 +19,12 @@ MAX_NAME = 128  # file systems allow 255 bytes per name; room for suffixes
 RUN_NAME = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]*")
 
 
-def check_run_name(name) -> None:
-    """``run-name`` is one plain folder name, so that a run writes under ``out-dir`` only."""
+def check_run_name(name, key: str = "run-name") -> None:
+    """``run-name`` (or another ``key``) is one plain folder name, so that a run writes
+    under ``out-dir`` only."""
     _check(isinstance(name, str) and len(name) <= MAX_NAME and (name == "" or (RUN_NAME.fullmatch(name) is not None
                                                                               and name != "..")),
-           f"run-name must be a plain folder name (letters, digits, '._=-', no '/', not '.' or '..', at most {MAX_NAME} characters), got {shown(name)}")
+           f"{key} must be a plain folder name (letters, digits, '._=-', no '/', not '.' or '..', at most {MAX_NAME} characters), got {shown(name)}")
 
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -55,6 +56,12 @@ def is_this_app(folder: Path) -> bool:
     return found is not None and found == identity(APP_DIR)
 
 
+def feature_cache_dir(cfg: dict) -> Path | None:
+    """``<out-dir>/<feature-cache>``: the backbone features the runs of a sweep share
+    (``models.features.use_disk_cache``); None where ``feature-cache`` is off (``""``)."""
+    return out_root(cfg) / cfg["feature-cache"] if cfg.get("feature-cache") else None
+
+
 RUN_FILES = ("config.json", "metrics.csv", "checkpoint.pt")
 
 
@@ -65,6 +72,10 @@ def check_run_folder(cfg: dict) -> None:
     symbolic link (a write would follow it out of out-dir)."""
     root = out_root(cfg)
     _check(not root.exists() or root.is_dir(), f"out-dir {shown(str(root))} is not a folder: pass a folder path")
+    cache = feature_cache_dir(cfg)
+    _check(cache is None or not cache.is_symlink(), f"{shown(str(cache))} is a symbolic link: the feature cache "
+                                                    "is written only under out-dir; remove the link or pass another "
+                                                    "feature-cache")
     if not cfg["run-name"]:
         return
     folder = root / cfg["run-name"]

@@ -6,21 +6,43 @@
 - Features are cached per sample (content hash) in the extractor, so within a process a
   backbone runs once per image whichever run, client or model asks (``FrozenLinear``:
   FedAvg/FedProx on the same features as FedHiP).
+- ``use_disk_cache(folder)`` also shares them between processes (a sweep's ``--jobs``
+  runs) through ``folder`` (``feature_store.FeatureStore``); ``flush()`` writes what this
+  process computed since its last flush.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections import OrderedDict
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from .backbones import InputAdapter, RandomBuffer, backbone_norm, load_backbone
+from .feature_store import FeatureStore
 
+STORE_FORMAT = 1  # bump when preprocessing changes the features of the same weights
 FEATURE_KEYS = ("backbone", "pretrained", "backbone-size", "buffer-size", "seed", "backbone-weights", "backbone-layer")
+
+_DISK: dict[str, Path | None] = {"folder": None}  # use_disk_cache's folder for this process
+_UNSAVED: set = set()  # extractors holding features not yet written: kept alive until ``flush``
+
+
+def use_disk_cache(folder: str | Path | None) -> None:
+    """From now on, every extractor of this process reads and writes features in
+    ``folder`` (None: memory only). A run sets it at its start (``feature-cache``)."""
+    _DISK["folder"] = Path(folder) if folder else None
+
+
+def flush() -> None:
+    """Write the features every extractor computed since its last flush to its disk store."""
+    for fe in list(_UNSAVED):
+        fe.flush()
 
 
 class FeatureExtractor:
@@ -46,6 +68,10 @@ class FeatureExtractor:
         self.base_dim = base_dim
         self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.computed = 0  # images the backbone has run on (cache misses)
+        self.identity = (name, int(size), int(buffer_size), self.layer, self.device.type)
+        self.store: FeatureStore | None = None  # the disk cache in use (``use_disk_cache``)
+        self.unsaved: dict[bytes, torch.Tensor] = {}  # computed, not yet in the store
+        self._fingerprint: str | None = None
 
     @property
     def dim(self) -> int:
@@ -71,21 +97,67 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-        """Features of a batch; samples seen before (same pixels, same norm) come from the cache."""
+        """Features of a batch; samples seen before (same pixels, same norm) come from the
+        cache, then from the disk store, and only the rest from the backbone."""
         if len(x) == 0:
             return torch.zeros(0, self.dim)
         salt = repr((tuple(mean), tuple(std))).encode()
         flat = x.detach().to("cpu", torch.float32).contiguous()
         keys = [hashlib.blake2b(salt + row.numpy().tobytes(), digest_size=16).digest() for row in flat]
-        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        found = {k: self.cache[k] for k in keys if k in self.cache}
+        store = self._store() if len(found) < len(keys) else None
+        if store is not None:
+            for k, f in store.read_new().items():  # what other processes wrote since
+                self.cache.setdefault(k, f)
+            found.update((k, self.cache[k]) for k in keys if k not in found and k in self.cache)
+        todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
             fresh = self.compute(x[todo], mean, std)
             self.computed += len(todo)
             for i, f in zip(todo, fresh):
-                self.cache[keys[i]] = f.clone()
-            while len(self.cache) > self.CACHE_SIZE:
-                self.cache.popitem(last=False)
-        return torch.stack([self.cache[k] for k in keys])
+                found[keys[i]] = self.cache[keys[i]] = f.clone()
+                if store is not None:
+                    self.unsaved[keys[i]] = found[keys[i]]
+                    _UNSAVED.add(self)
+        while len(self.cache) > self.CACHE_SIZE:
+            self.cache.popitem(last=False)
+        return torch.stack([found[k] for k in keys])
+
+    def _store(self) -> FeatureStore | None:
+        """The store of ``use_disk_cache``'s folder (re-chosen when a run changes it)."""
+        folder = _DISK["folder"]
+        if self.store is not None and self.store.folder.parent != folder:
+            self.flush()
+            self.store = None
+        if self.store is None and folder is not None:
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.identity[0])
+            self.store = FeatureStore(folder / f"{name}-{self.identity[1]}-{self.fingerprint()}", self.dim)
+        return self.store
+
+    def fingerprint(self) -> str:
+        """Digest of all the features depend on besides the image and its norm: the
+        weights, the buffer, input size, layer, device type and the torch/timm versions
+        (a store is shared only by extractors that compute the same numbers)."""
+        if self._fingerprint is None:
+            import timm
+
+            h = hashlib.blake2b(repr((STORE_FORMAT, self.identity, self.dim, torch.__version__,
+                                      timm.__version__)).encode(), digest_size=10)
+            named = [*self.net.state_dict().items(), ("net_mean", self.adapter.net_mean),
+                     ("net_std", self.adapter.net_std),
+                     *((("buffer", self.buffer.weight),) if self.buffer is not None else ())]
+            for name, t in named:
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def flush(self) -> None:
+        """Write the features computed since the last flush to the disk store."""
+        if self.store is not None and self.unsaved:
+            self.store.write(self.unsaved)
+        self.unsaved = {}
+        _UNSAVED.discard(self)
 
 
 def feature_key(cfg: dict) -> tuple:

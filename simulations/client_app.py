@@ -27,8 +27,10 @@ from clients.base import (DEFAULT_MIN_CLASS_SAMPLES, MIN_CLASS_SAMPLES, SIM_GROU
                           Reply, batches, ground_truth_allowed,
                           refuse_evaluation_only)
 from common.keys import shown
+from common.outputs import feature_cache_dir
 from datasets import load_for
 from datasets.partition import client_split, partition_for
+from models import features
 from simulations import client_state
 from simulations.config import resolve
 from simulations.methods import METHODS
@@ -84,6 +86,8 @@ def setup(context: Context, config: dict | None = None):
         raise ValueError(f"node config {MIN_CLASS_SAMPLES} must be an integer, got "
                          f"{shown(node.get(MIN_CLASS_SAMPLES))}") from None
     data = client_data(tuple(cfg[k] for k in PARTITION_KEYS), pid, n)
+    # the run's feature cache is the simulation's (under the server's out-dir), never a real node's
+    features.use_disk_cache(None if real else feature_cache_dir(cfg))
     return cfg, METHODS[cfg["method"]].client(cfg, data)
 
 
@@ -158,6 +162,7 @@ def train(msg: Message, context: Context) -> Message:
         reply.arrays[GROUND_TRUTH] = training_set(client.data.train)
     inject_fault(cfg, reply, pid, int(config.get("server-round", 0)))
     keep_state(context, cfg, config, pid, reply.keep)
+    features.flush()  # the features this client computed, for the runs in other processes
     content = RecordDict({name: ArrayRecord(values) for name, values in reply.arrays.items()})
     content["metrics"] = MetricRecord(reply.metrics)
     return Message(content, reply_to=msg)
@@ -172,4 +177,5 @@ def evaluate(msg: Message, context: Context) -> Message:
     if isinstance(metrics, Reply):  # an evaluate that also keeps state (e.g. a personalized model)
         keep_state(context, cfg, config, pid, metrics.keep)
         metrics = metrics.metrics
+    features.flush()
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

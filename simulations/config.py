@@ -123,6 +123,11 @@ class RunKeys(Keys):
     overwrite: bool = Field(False, description="let a new run replace a `run-name` folder that already holds a "
                                                "run (else such a run fails at start)")
     checkpoint_every: Int = Field(1, ge=0, description="write `checkpoint.pt` every N rounds (0 = never)")
+    feature_cache: str = Field("", description="a folder under `out-dir` (a plain name) where frozen-backbone "
+                               "features (FedHiP, `linear:` models) are kept on disk, so that runs in other "
+                               "processes (a sweep's `--jobs`, `--resume`) reuse them; `\"\"` = off, features "
+                               "cached in memory per process only. A sweep sets `feature-cache` unless its YAML "
+                               "does (docs/sweeps.md)")
     fault_rate: float = Field(0.0, ge=0, le=1, description="(tests) share of client replies that fail on purpose")
     fault_kind: Literal[FAULT_KINDS] = Field("raise", description="(tests) how they fail; `timeout` sleeps past "
                                                                   "`round-timeout`, `mixed` = one of the first three")
@@ -140,6 +145,7 @@ class RunKeys(Keys):
     def check(cls, cfg: dict) -> None:
         from simulations.tracking import check
 
+        check_run_name(cfg["feature-cache"], "feature-cache")
         reason = check(cfg["tracker"])
         if reason:
             raise ConfigError(reason)

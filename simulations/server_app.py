@@ -17,9 +17,10 @@ from flwr.serverapp import Grid, ServerApp
 from common import progress
 from common.keys import ConfigError
 from common.threads import torch_threads
-from common.outputs import LAUNCHER_LOG, check_run_folder, is_this_app, out_root
+from common.outputs import LAUNCHER_LOG, check_run_folder, feature_cache_dir, is_this_app, out_root
 from datasets import DataError, load_for
 from datasets.partition import PartitionError
+from models import features
 from simulations import client_state
 from simulations.config import resolve, seed_everything
 from simulations.methods import METHODS
@@ -77,7 +78,12 @@ def main(grid: Grid, context: Context) -> None:
             log(WARNING, "out-dir %r is relative to the ServerApp's working folder %s (the folder its SuperLink "
                 "started in), which is not this app's folder: pass an absolute out-dir to choose", cfg["out-dir"],
                 Path.cwd())
-        run(grid, context, cfg, data, run_dir, threads, run_log)
+        features.use_disk_cache(feature_cache_dir(cfg))
+        try:
+            run(grid, context, cfg, data, run_dir, threads, run_log)
+        finally:  # the features this process computed, for the runs in other processes
+            features.flush()
+            features.use_disk_cache(None)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,9 @@ from simulations.superlink import simulation_superlink, stop_on_signals
 # Federation (not run-config) keys a sweep may set; they go to --federation-config.
 FEDERATION_KEYS = FEDERATION
 FEDERATION_DEFAULTS = {"num-supernodes": 10, "client-resources-num-cpus": 1, "client-resources-num-gpus": 0.0}
+# A sweep's runs keep frozen-backbone features in <out-dir>/feature-cache unless the YAML sets
+# feature-cache (`""`: off), so runs in other processes (--jobs, --resume, Ray) extract them once.
+FEATURE_CACHE = "feature-cache"
 
 
 class SweepError(ValueError):
@@ -265,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         base, grid, own = load_sweep(args.sweep)
         out = (args.out_dir or Path(base.get("out-dir") or Path("outputs") / args.sweep.stem)).expanduser().resolve()
         base["out-dir"] = str(out)
+        base.setdefault("feature-cache", FEATURE_CACHE)  # the runs' processes share backbone features
         search = tuning.load(args.sweep, base, grid, own, expand, points)  # the tune: block, checked
         runs = search.check() if search else expand(base, grid, own, resume=args.resume)
         check_data(runs)
