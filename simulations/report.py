@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from simulations.intervals import METHODS, ci95, paired_tests, t_halfwidth, values_of
-NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id"}
+NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id", "feature-cache"}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
             "corrupt-accuracy", "corrupt-ratio", "auroc", "fpr95", "loss", "uplink-bytes-total")

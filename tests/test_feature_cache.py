@@ -188,3 +188,15 @@ def test_a_sweeps_fedhip_runs_share_features_across_processes(tmp_path, monkeypa
     assert extractor(feature_key(resolve(fedhip_keys)), "cpu").store is not None
     cols = ["accuracy", "personalized-accuracy"]
     assert first[cols].iloc[-1].tolist() == again[cols].iloc[-1].tolist()
+
+
+def test_where_features_were_cached_splits_no_group_in_the_report():
+    """Runs of a sweep resumed across the change (no feature-cache, then the sweep's
+    default) are one setting: the folder changes no number."""
+    import pandas as pd
+
+    from simulations.report import group_keys
+
+    frame = pd.DataFrame({"run-name": ["a", "b"], "method": ["fedhip"] * 2, "seed": [0, 1],
+                          "feature-cache": [float("nan"), "feature-cache"], "ridge-gamma": [100.0] * 2})
+    assert group_keys(frame, ["run-name", "method", "seed", "feature-cache", "ridge-gamma"]) == ["method"]
