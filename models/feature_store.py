@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from uuid import uuid4
 
@@ -25,6 +26,7 @@ import torch
 LOG = logging.getLogger("flwr")  # Flower's logger: the line lands in the run's flwr.log
 KEY_BYTES = 16
 SUFFIX = ".safetensors"
+STALE_TMP_S = 3600.0  # a temp file this old is no write under way
 
 
 class FeatureStore:
@@ -137,5 +139,8 @@ class FeatureStore:
                 for path in paths:
                     if path.name not in self.bad:
                         path.unlink(missing_ok=True)
+                for tmp in self.folder.glob(".*.tmp"):  # left by a writer killed mid-write
+                    if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
+                        tmp.unlink(missing_ok=True)
         except Timeout:
             return

@@ -125,9 +125,9 @@ class RunKeys(Keys):
     checkpoint_every: Int = Field(1, ge=0, description="write `checkpoint.pt` every N rounds (0 = never)")
     feature_cache: str = Field("", description="a folder under `out-dir` (a plain name) where frozen-backbone "
                                "features (FedHiP, `linear:` models) are kept on disk, so that runs in other "
-                               "processes (a sweep's `--jobs`, `--resume`) reuse them; `\"\"` = off, features "
-                               "cached in memory per process only. A sweep sets `feature-cache` unless its YAML "
-                               "does (docs/sweeps.md)")
+                               "processes (a sweep's `--jobs`, `--resume`, Ray) reuse them; `\"\"` = off (each "
+                               "process caches them in memory only). A sweep sets `feature-cache=feature-cache` "
+                               "unless its YAML sets the key (docs/sweeps.md)")
     fault_rate: float = Field(0.0, ge=0, le=1, description="(tests) share of client replies that fail on purpose")
     fault_kind: Literal[FAULT_KINDS] = Field("raise", description="(tests) how they fail; `timeout` sleeps past "
                                                                   "`round-timeout`, `mixed` = one of the first three")
