@@ -3,13 +3,16 @@
 A store is one folder per backbone identity (``FeatureExtractor.fingerprint``: its weights,
 input size, layer, buffer, device type, torch and timm versions), holding safetensors
 shards of two tensors: ``keys`` (uint8 [n, 16], the extractor's per-sample blake2b digests
-of pixels and dataset norm) and ``features`` (float32 [n, d]). Why shards and not one file
-rewritten per write: a write then costs its new entries only, and writers never lose each
-other's entries. A writer saves a temp file in the folder and renames it to a fresh name
-(``os.replace``: a reader sees a whole file or none). Past ``MAX_SHARDS`` shards a writer
-that gets the folder's lock merges them into one. A file that is not such a shard (corrupt,
-wrong dtype, shape or width, a link) is skipped with one warning line: never unpickled,
-never trusted.
+of pixels and dataset norm) and ``features`` (float32 [n, d]). A process indexes the keys
+of every shard and reads only the feature rows it is asked for (memory-mapped), so a store
+shared by several datasets costs a process only the features it uses.
+
+Why shards and not one file rewritten per write: a write then costs its new entries only,
+and writers never lose each other's entries. A writer saves a temp file in the folder and
+renames it to a fresh name (``os.replace``: a reader sees a whole file or none). Past
+``MAX_SHARDS`` shards a writer that gets the folder's lock merges them into one. A file
+that is not such a shard (corrupt, other tensors, dtype, width or lengths, non-finite
+values, a link) is skipped with one warning line: never unpickled, never trusted.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ STALE_TMP_S = 3600.0  # a temp file this old is no write under way
 
 
 class FeatureStore:
-    """``folder``'s shards of ``dim``-wide features: ``read_new`` what others wrote, ``write`` ours."""
+    """``folder``'s shards of ``dim``-wide features: ``get`` what any process wrote, ``write`` ours."""
 
     MAX_SHARDS = 32
 
     def __init__(self, folder: Path, dim: int):
         self.folder, self.dim = Path(folder), int(dim)
-        self.seen: set[str] = set()  # shards read (or skipped) by this process
+        self.index: dict[bytes, tuple[str, int]] = {}  # key -> (shard name, row)
+        self.seen: set[str] = set()  # shards indexed (or skipped) by this process
         self.bad: set[str] = set()
 
     def shards(self) -> list[Path]:
@@ -47,50 +51,92 @@ class FeatureStore:
         except OSError:  # not there (yet), or not readable
             return []
 
-    def read_new(self) -> dict[bytes, torch.Tensor]:
-        """Entries of the shards this process has not read yet (another process's writes)."""
+    def get(self, keys: list[bytes]) -> dict[bytes, torch.Tensor]:
+        """The features of those of ``keys`` that some shard holds (shards written since
+        the last call are indexed first)."""
+        self.scan()
+        wanted: dict[str, list[tuple[bytes, int]]] = {}
+        for key in keys:
+            if key in self.index:
+                name, row = self.index[key]
+                wanted.setdefault(name, []).append((key, row))
         found: dict[bytes, torch.Tensor] = {}
-        for path in self.shards():
-            if path.name not in self.seen:
-                self.seen.add(path.name)
-                found.update(self.read(path))
+        for name, items in wanted.items():
+            rows = self.rows(name, [row for _, row in items])
+            if rows is None:  # merged away or bad: forget its entries (a merged shard is indexed next scan)
+                self.index = {k: v for k, v in self.index.items() if v[0] != name}
+                continue
+            found.update((key, f) for (key, _), f in zip(items, rows))
         return found
 
-    def read(self, path: Path, warn: bool = True) -> dict[bytes, torch.Tensor]:
-        """One shard's entries, checked; {} (one warning) for a file that is not a valid shard."""
-        from safetensors.torch import load_file
+    def scan(self) -> None:
+        """Index the keys of the shards not seen yet; a bad shard is skipped with one warning."""
+        from safetensors import safe_open
 
-        try:
-            if path.is_symlink():
-                raise ValueError("a symbolic link")
-            tensors = load_file(str(path))
-            problem = self.problem(tensors)
-        except FileNotFoundError:  # merged away meanwhile: its entries are in the merged shard
-            return {}
-        except Exception as err:  # a truncated or foreign file: any error of the reader
-            problem = f"unreadable ({type(err).__name__}: {err})"
-        if problem:
-            self.bad.add(path.name)
-            if warn:
-                LOG.warning("feature cache: ignored %s: %s; its features are computed again", path, problem)
-            return {}
-        keys = tensors["keys"].numpy()
-        return {bytes(k): f for k, f in zip(keys, tensors["features"])}
+        for path in self.shards():
+            if path.name in self.seen:
+                continue
+            self.seen.add(path.name)
+            try:
+                if path.is_symlink():
+                    raise ValueError("a symbolic link")
+                with safe_open(str(path), "pt") as f:
+                    problem = self.problem(f)
+                    keys = f.get_tensor("keys").numpy() if not problem else None
+            except FileNotFoundError:  # merged away meanwhile: its entries are in the merged shard
+                continue
+            except Exception as err:  # a truncated or foreign file: any error of the reader
+                problem = f"unreadable ({type(err).__name__}: {err})"
+            if problem:
+                self.skip(path.name, problem)
+                continue
+            self.index.update((bytes(k), (path.name, row)) for row, k in enumerate(keys))
 
-    def problem(self, tensors: dict[str, torch.Tensor]) -> str:
-        """What makes ``tensors`` no shard of this store ("" for a valid one)."""
-        if set(tensors) != {"keys", "features"}:
-            return f"tensors {sorted(tensors)}, expected ['features', 'keys']"
-        keys, feats = tensors["keys"], tensors["features"]
-        if keys.dtype != torch.uint8 or keys.ndim != 2 or keys.shape[1] != KEY_BYTES:
-            return f"keys {keys.dtype} {tuple(keys.shape)}, expected uint8 (n, {KEY_BYTES})"
-        if feats.dtype != torch.float32 or feats.ndim != 2 or feats.shape[1] != self.dim:
-            return f"features {feats.dtype} {tuple(feats.shape)}, expected float32 (n, {self.dim})"
-        if len(keys) != len(feats):
-            return f"{len(keys)} keys for {len(feats)} feature rows"
-        if not torch.isfinite(feats).all():
-            return "non-finite features"
+    def problem(self, f) -> str:
+        """What makes the open file ``f`` no shard of this store ("" for a valid one)."""
+        if set(f.keys()) != {"keys", "features"}:
+            return f"tensors {sorted(f.keys())}, expected ['features', 'keys']"
+        keys, feats = f.get_slice("keys"), f.get_slice("features")
+        if keys.get_dtype() != "U8" or len(keys.get_shape()) != 2 or keys.get_shape()[1] != KEY_BYTES:
+            return f"keys {keys.get_dtype()} {keys.get_shape()}, expected U8 [n, {KEY_BYTES}]"
+        if feats.get_dtype() != "F32" or len(feats.get_shape()) != 2 or feats.get_shape()[1] != self.dim:
+            return f"features {feats.get_dtype()} {feats.get_shape()}, expected F32 [n, {self.dim}]"
+        if keys.get_shape()[0] != feats.get_shape()[0]:
+            return f"{keys.get_shape()[0]} keys for {feats.get_shape()[0]} feature rows"
         return ""
+
+    def rows(self, name: str, rows: list[int]) -> list[torch.Tensor] | None:
+        """Rows ``rows`` of shard ``name``'s features, checked finite; None if it is gone or bad."""
+        from safetensors import safe_open
+
+        order = sorted(range(len(rows)), key=rows.__getitem__)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+        try:
+            with safe_open(str(self.folder / name), "pt") as f:
+                feats = f.get_slice("features")
+                i = 0
+                while i < len(order):  # consecutive rows in one slice
+                    j = i + 1
+                    while j < len(order) and rows[order[j]] == rows[order[j - 1]] + 1:
+                        j += 1
+                    block = feats[rows[order[i]]:rows[order[j - 1]] + 1]
+                    for n, at in enumerate(order[i:j]):
+                        out[at] = block[n]
+                    i = j
+        except FileNotFoundError:
+            return None
+        except Exception as err:
+            self.skip(name, f"unreadable ({type(err).__name__}: {err})")
+            return None
+        if not all(torch.isfinite(r).all() for r in out):
+            self.skip(name, "non-finite features")
+            return None
+        return out
+
+    def skip(self, name: str, problem: str) -> None:
+        if name not in self.bad:
+            self.bad.add(name)
+            LOG.warning("feature cache: ignored %s: %s; its features are computed again", self.folder / name, problem)
 
     def write(self, entries: dict[bytes, torch.Tensor]) -> None:
         """Add ``entries`` as a new shard (atomically), then merge if there are many."""
@@ -102,7 +148,9 @@ class FeatureStore:
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.seen.add(self._save(entries))
+            name = self._save(entries)
+            self.seen.add(name)
+            self.index.update((k, (name, row)) for row, k in enumerate(entries))
             if len(self.shards()) - len(self.bad) > self.MAX_SHARDS:
                 self.merge()
         except OSError as err:  # a full or read-only disk: the run goes on, its features stay in memory
@@ -127,20 +175,36 @@ class FeatureStore:
     def merge(self) -> None:
         """Merge the valid shards into one, under the folder's lock (another merging: skip)."""
         from filelock import FileLock, Timeout
+        from safetensors.torch import load_file
 
         try:
             with FileLock(str(self.folder / ".lock"), timeout=0):
-                paths = [p for p in self.shards() if p.name not in self.bad]
                 merged: dict[bytes, torch.Tensor] = {}
-                for path in paths:
-                    merged.update(self.read(path, warn=False))
+                done = []
+                for path in self.shards():
+                    if path.name in self.bad or path.is_symlink():
+                        continue
+                    try:
+                        tensors = load_file(str(path))
+                    except Exception:  # noqa: BLE001 (gone, or bad: left to the readers, who warn)
+                        continue
+                    if set(tensors) != {"keys", "features"} or not self.whole(tensors):
+                        continue
+                    merged.update(zip((bytes(k) for k in tensors["keys"].numpy()), tensors["features"]))
+                    done.append(path)
                 if merged:
-                    self._save(merged)  # not marked seen: it may hold entries this process has not read
-                for path in paths:
-                    if path.name not in self.bad:
-                        path.unlink(missing_ok=True)
+                    self._save(merged)  # not indexed here: the next scan indexes it
+                for path in done:
+                    path.unlink(missing_ok=True)
                 for tmp in self.folder.glob(".*.tmp"):  # left by a writer killed mid-write
                     if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
                         tmp.unlink(missing_ok=True)
         except Timeout:
             return
+
+    def whole(self, tensors: dict[str, torch.Tensor]) -> bool:
+        """A loaded shard of this store: dtypes, shapes, matching lengths, finite values."""
+        keys, feats = tensors["keys"], tensors["features"]
+        return (keys.dtype == torch.uint8 and keys.ndim == 2 and keys.shape[1] == KEY_BYTES
+                and feats.dtype == torch.float32 and feats.ndim == 2 and feats.shape[1] == self.dim
+                and len(keys) == len(feats) and bool(torch.isfinite(feats).all()))

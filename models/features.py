@@ -106,10 +106,9 @@ class FeatureExtractor:
         keys = [hashlib.blake2b(salt + row.numpy().tobytes(), digest_size=16).digest() for row in flat]
         found = {k: self.cache[k] for k in keys if k in self.cache}
         store = self._store() if len(found) < len(keys) else None
-        if store is not None:
-            for k, f in store.read_new().items():  # what other processes wrote since
-                self.cache.setdefault(k, f)
-            found.update((k, self.cache[k]) for k in keys if k not in found and k in self.cache)
+        if store is not None:  # what this or another process wrote
+            for k, f in store.get([k for k in keys if k not in found]).items():
+                found[k] = self.cache[k] = f
         todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
             fresh = self.compute(x[todo], mean, std)
