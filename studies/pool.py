@@ -102,9 +102,9 @@ def pool(out: Path, sweeps: list[Path]) -> pd.DataFrame:
     counts = {}
     for method, keys in searched.items():
         rows = tune[tune["method"] == method].drop_duplicates("run-name")
-        settings = [c for s in specs for c in s.get("settings", []) if c != "method" and c in rows]
-        per_setting = rows.groupby(list(dict.fromkeys(settings)) or (lambda _: 0), dropna=False)
-        counts[method] = int(per_setting.apply(lambda g: len(g.drop_duplicates(keys)), include_groups=False).max())
+        settings = list(dict.fromkeys(c for s in specs for c in s.get("settings", []) if c != "method" and c in rows))
+        configs = rows.drop_duplicates([*settings, *keys])
+        counts[method] = int(configs.groupby(settings, dropna=False).size().max()) if settings else len(configs)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "results.csv", index=False)
     (out / SPEC).write_text(json.dumps(merged_spec(specs, counts), indent=2))
