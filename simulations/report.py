@@ -40,7 +40,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import markdown as md
 from simulations.intervals import METHODS, ci95, paired_tests, t_halfwidth, values_of
+
 NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id"}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
@@ -222,10 +224,7 @@ def integer_rounds(ax) -> None:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(r) + " |" for r in cells]
-    lines.insert(1, "|" + "---|" * len(frame.columns))
-    return "\n".join(lines)
+    return "\n".join(md.table(frame.columns, frame.itertuples(index=False)))
 
 
 def _label(row, keys: list[str]) -> str:
