@@ -94,8 +94,9 @@ def load(out: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
 
         config = {**defaults(), **dict.fromkeys(COLUMNS)}  # a results.csv without run folders (pooled)
     config_cols = [c for c in frame.columns if c in config or c == "run-name"]
-    metrics = [c for c in frame.columns if c not in config_cols and c != "round"
-               and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
+    metrics = [c for c in frame.columns if c not in config_cols and c != "round"  # a true/false column is a
+               and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])  # retired key
+               and frame[c].notna().any()]
     return frame, config_cols, metrics
 
 
