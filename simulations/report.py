@@ -40,7 +40,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import markdown as md
 from simulations.intervals import METHODS, ci95, paired_tests, t_halfwidth, values_of
+
 NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id", "feature-cache"}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
@@ -92,8 +94,9 @@ def load(out: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
 
         config = {**defaults(), **dict.fromkeys(COLUMNS)}  # a results.csv without run folders (pooled)
     config_cols = [c for c in frame.columns if c in config or c == "run-name"]
-    metrics = [c for c in frame.columns if c not in config_cols and c != "round"
-               and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
+    metrics = [c for c in frame.columns if c not in config_cols and c != "round"  # a true/false column is a
+               and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])  # retired key
+               and frame[c].notna().any()]
     return frame, config_cols, metrics
 
 
@@ -222,10 +225,7 @@ def integer_rounds(ax) -> None:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(r) + " |" for r in cells]
-    lines.insert(1, "|" + "---|" * len(frame.columns))
-    return "\n".join(lines)
+    return "\n".join(md.table(frame.columns, frame.itertuples(index=False)))
 
 
 def _label(row, keys: list[str]) -> str:

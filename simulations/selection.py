@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import markdown as md
+
 # The metrics a configuration may be chosen on, and whether higher is better.
 # name -> higher is better; source-accuracy is domain generalization's validation (the source
 # domains' held-back images, datasets/domains.py), never the held-out domain.
@@ -139,9 +141,7 @@ def protocol(spec: dict, metric: str, selected: pd.DataFrame, missing: list[str]
     for c in table.columns:
         if table[c].dtype.kind == "f":
             table[c] = [("–" if pd.isna(v) else f"{v:.4g}") for v in table[c]]
-    cells = [[str(c) for c in table.columns]] + [[str(v) for v in r] for r in table.itertuples(index=False)]
-    lines += ["| " + " | ".join(r) + " |" for r in cells[:1]] + ["|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(r) + " |" for r in cells[1:]] + [""]
+    lines += [*md.table(table.columns, table.itertuples(index=False)), ""]
     if missing:
         lines += [f"Not run on the evaluation seeds (rerun the sweep with `select: {metric}`): "
                   f"{'; '.join(missing)}", ""]

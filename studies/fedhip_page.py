@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import markdown as md
 from simulations.intervals import ci95
 
 METRICS = {"personalized-accuracy": "each client's own model on its local test, averaged",
@@ -60,16 +61,15 @@ def difference_table(paired: pd.DataFrame, metric: str) -> list[str]:
         return []
     arms = sorted(diffs["arm"].unique())
     keys = [k for k in SETTING if k in diffs]
-    lines = ["| " + " | ".join([*keys, *arms]) + " |", "|" + "---|" * (len(keys) + len(arms))]
+    rows = []
     for setting, part in diffs.groupby(keys, sort=True):
         setting = setting if isinstance(setting, tuple) else (setting,)
         by_arm = {a: g["d"].iloc[0] for a, g in part.groupby("arm")}
-        lines.append("| " + " | ".join([*(f"{v:g}" if isinstance(v, float) else str(v) for v in setting),
-                                        *(cell(by_arm.get(a, np.array([]))) for a in arms)]) + " |")
+        rows.append([*map(md.cell, setting), *(cell(by_arm.get(a, np.array([]))) for a in arms)])
     pooled = [(f"**{d}**", part) for d, part in diffs.groupby(keys[0], sort=True)] if len(keys) > 1 else []
     for label, part in [*pooled, ("**all**", diffs)] if keys else []:
-        lines.append("| " + " | ".join([label, *["all"] * (len(keys) - 1),
-                                        *(cell(joined(part, a)) for a in arms)]) + " |")
+        rows.append([label, *["all"] * (len(keys) - 1), *(cell(joined(part, a)) for a in arms)])
+    lines = md.table([*keys, *arms], rows)
     return [(f"`{metric}` ({METRICS[metric]}), FedHiP minus each arm: mean [95% t-interval] and FedHiP's "
              "wins / n (n = evaluation seeds; pooled rows: every seed of every setting in them):"), "", *lines, ""]
 
@@ -78,12 +78,10 @@ def fedhip_level(summary: pd.DataFrame) -> list[str]:
     own = summary[summary["method"] == "fedhip"]
     keys = [k for k in SETTING if k in own]
     cols = [m for m in METRICS if f"{m}-mean" in own]
-    lines = ["| " + " | ".join([*keys, "n", *cols]) + " |", "|" + "---|" * (len(keys) + 1 + len(cols))]
-    for _, r in own.sort_values(keys).iterrows():
-        lines.append("| " + " | ".join([*(f"{r[k]:g}" if isinstance(r[k], float) else str(r[k]) for k in keys),
-                                        str(int(r["n"])),
-                                        *(f"{r[f'{m}-mean']:.3f} [{r[f'{m}-ci95-low']:.3f}, "
-                                          f"{r[f'{m}-ci95-high']:.3f}]" for m in cols)]) + " |")
+    rows = ([*(md.cell(r[k]) for k in keys), int(r["n"]),
+             *(f"{r[f'{m}-mean']:.3f} [{r[f'{m}-ci95-low']:.3f}, {r[f'{m}-ci95-high']:.3f}]" for m in cols)]
+            for _, r in own.sort_values(keys).iterrows())
+    lines = md.table([*keys, "n", *cols], rows)
     return ["FedHiP's own level (final round; mean [95% interval]):", "", *lines, ""]
 
 
@@ -95,10 +93,7 @@ def chosen(selected: pd.DataFrame) -> list[str]:
     score = [c for c in table if c.endswith("-mean")]
     cols = ["arm", *keys, *params, *score, *(["trials"] if "trials" in table else [])]
     table = table.sort_values(["arm", *keys])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in table[cols].iterrows():
-        lines.append("| " + " | ".join("–" if pd.isna(v) else (f"{v:.4g}" if isinstance(v, float) else str(v))
-                                       for v in r) + " |")
+    lines = md.table(cols, ([md.cell(v, ".4g", "–") for v in r] for _, r in table[cols].iterrows()))
     return ["What the protocol chose on the clients' validation splits (tuning seed; `selected.csv`):", "",
             *lines, ""]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import markdown as md
 from simulations.intervals import ci95, values_of
 
 # lsi-* diagnostics of the translator (docs/methods/fedlsi.md, stage 3), last round
@@ -80,21 +81,21 @@ def confound(pairs: pd.DataFrame, arms: list[str]) -> list[str]:
 
 def per_pair(pairs: pd.DataFrame, arms: list[str]) -> list[str]:
     head = ["held-out domain", "seed", "FedAvg eval / batch"] + [f"{a} eval / batch (gain)" for a in arms]
-    lines = ["| " + " | ".join(head) + " | FedAvg's batch - eval |", "|" + "---|" * (len(head) + 1)]
+    rows = []
     for _, r in pairs.iterrows():
         cells = [str(int(r["domain"])), str(int(r["seed"])), f"{r['fedavg-eval']:.3f} / {r['fedavg-batch']:.3f}"]
         for a in arms:
             cells.append(f"{r[f'{a}-eval']:.3f} / {r[f'{a}-batch']:.3f} "
                          f"({r[f'{a}-gain-eval']:+.3f} / {r[f'{a}-gain-batch']:+.3f})")
-        lines.append("| " + " | ".join(cells) + f" | {r['fedavg-bn-gap']:+.3f} |")
+        rows.append([*cells, f"{r['fedavg-bn-gap']:+.3f}"])
+    lines = md.table([*head, "FedAvg's batch - eval"], rows)
     return ["`selected-heldout-accuracy` per pair; gain = the arm minus FedAvg:", "", *lines, ""]
 
 
 def translation(results: pd.DataFrame, arms: list[str]) -> list[str]:
     # each run's last recorded value (the synthetic-latent scores are recorded when G is trained)
     last = results.sort_values("round").groupby("run-name").last()
-    lines = ["| metric | what | " + " | ".join(f"{a}: mean [95%], n" for a in arms) + " |",
-             "|---|---|" + "---|" * len(arms)]
+    rows = []
     for metric, what in TRANSLATION.items():
         if metric not in last:
             continue
@@ -103,7 +104,8 @@ def translation(results: pd.DataFrame, arms: list[str]) -> list[str]:
             x = values_of(last.loc[last["method"] == a, metric])
             lo, hi = ci95(x, "accuracy" if metric != "divergence" else metric) if len(x) else (np.nan, np.nan)
             cells.append(f"{x.mean():.3f} [{lo:.3f}, {hi:.3f}], {len(x)}" if len(x) else "(none)")
-        lines.append(f"| `{metric}` | {what} | " + " | ".join(cells) + " |")
+        rows.append([f"`{metric}`", what, *cells])
+    lines = md.table(["metric", "what", *(f"{a}: mean [95%], n" for a in arms)], rows)
     return ["The translator on the global encoder's real latents (source-validation images), last round:", "",
             *lines, ""]
 
@@ -112,10 +114,7 @@ def chosen(sweeps: list[Path]) -> list[str]:
     table = pd.concat([pd.read_csv(s / "selected.csv") for s in sweeps], ignore_index=True)
     cols = [c for c in ("heldout-domain", "method", "lambda-di", "lr", "lsi-lr", "source-accuracy-mean", "trials")
             if c in table]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in table[cols].iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v))
-                                       for v in r) + " |")
+    lines = md.table(cols, ([md.cell(v, "g", "") for v in r] for _, r in table[cols].iterrows()))
     return ["What the protocol chose on source validation (tuning seed; `selected.csv`):", "", *lines, ""]
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from common import markdown as md
 from simulations.intervals import t_halfwidth, values_of
 
 
@@ -74,13 +75,11 @@ def parse_defense(text: str) -> dict:
 
 
 def markdown(table: pd.DataFrame, fmt: str | None = None) -> str:
-    """A table as a GitHub markdown table (no tabulate dependency); strings are kept as they are."""
-    cols = [str(c) for c in table.columns]
-    lines = ["| " + " | ".join([table.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    for idx, row in table.iterrows():
-        cells = [v if isinstance(v, str) else ("" if pd.isna(v) else format(v, fmt) if fmt else str(v)) for v in row]
-        lines.append("| " + " | ".join([str(idx)] + cells) + " |")
-    return "\n".join(lines)
+    """A table, its index the first column, as markdown; strings kept as they are, NaN empty, other
+    cells through ``fmt`` (else ``str``)."""
+    rows = ([idx, *(v if isinstance(v, str) else ("" if pd.isna(v) else format(v, fmt) if fmt else str(v))
+                    for v in row)] for idx, row in table.iterrows())
+    return "\n".join(md.table([table.index.name or "", *table.columns], rows))
 
 
 def t_interval(values) -> tuple[float, float, int]:

@@ -124,3 +124,17 @@ def test_selected_round_is_best_source_accuracy_earliest_on_ties():
                           "source-accuracy": [0.9, 0.5, 0.7, 0.7], "heldout-accuracy": [0.1, 0.2, 0.3, 0.4]})
     picked = selected_rows(frame, ["a"])
     assert list(picked["round"]) == [2] and list(picked["heldout-accuracy"]) == [0.3]
+
+
+def test_a_true_false_column_of_a_retired_key_is_not_a_metric(tmp_path):
+    """Rows from an older version carry a key that no config.json names any more (a bool): the
+    report must neither average nor subtract it (numpy refuses to subtract booleans)."""
+    write_sweep(tmp_path, [("fedavg", 0.01, 0.1, s, [0.8 + s / 100], 1) for s in range(3)]
+                + [("fedprox", 0.1, 0.1, s, [0.82 + s / 50], 1) for s in range(3)])
+    frame = pd.read_csv(tmp_path / "results.csv")
+    frame["retired-flag"] = [True, False, True, False, True, False]
+    frame.to_csv(tmp_path / "results.csv", index=False)
+    assert main([str(tmp_path)]) == 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert not any(c.startswith("retired-flag") for c in summary.columns)
+    assert set(pd.read_csv(tmp_path / "paired.csv")["metric"]) == {"accuracy", "loss"}
