@@ -112,7 +112,7 @@ class TrainKeys(Keys):
 
 
 class RunKeys(Keys):
-    """Outputs, checkpoints and injected faults."""
+    """Outputs, checkpoints, the evaluation schedule and injected faults."""
 
     out_dir: str = Field("outputs", description="where runs are written; a relative path is taken from the "
                                             "launcher's working folder (by hand, `flwr run .`: the folder Flower's "
@@ -128,6 +128,11 @@ class RunKeys(Keys):
                                "processes (a sweep's `--jobs`, `--resume`, Ray) reuse them; `\"\"` = off (each "
                                "process caches them in memory only). A sweep sets `feature-cache=feature-cache` "
                                "unless its YAML sets the key (docs/sweeps.md)")
+    evaluate_every: Int = Field(1, ge=1, description="evaluate the global model (server test and validation sets, "
+                                                     "clients' local tests, OOD and domain suites) at round 0, every "
+                                                     "N rounds and the last round; other rows have no evaluation "
+                                                     "metrics (training is unchanged; `ood-eval-every`'s rounds are "
+                                                     "evaluated too)")
     fault_rate: float = Field(0.0, ge=0, le=1, description="(tests) share of client replies that fail on purpose")
     fault_kind: Literal[FAULT_KINDS] = Field("raise", description="(tests) how they fail; `timeout` sleeps past "
                                                                   "`round-timeout`, `mixed` = one of the first three")

@@ -4,7 +4,7 @@ Reads ``DIR/results.csv`` (every run's rows: config keys, ``round``, metrics; wr
 ``simulations/sweep.py``; for a sweep stopped before its end, the runs' ``metrics.csv``)
 and a run's ``config.json`` to tell config keys from metrics.
 A *group* is one setting of every config key that varies across the runs, except
-``seed`` (and ``run-name``); ``method`` is always a group key. Only runs that reached
+``seed`` (and ``run-name``, ``evaluate-every``: it changes no result); ``method`` is always a group key. Only runs that reached
 ``num-server-rounds`` count; the others are listed as incomplete. Writes:
 
 - ``DIR/summary.csv``: one row per group: ``n`` (seeds) and ``<metric>-mean``,
@@ -43,7 +43,8 @@ import pandas as pd
 from common import markdown as md
 from simulations.intervals import METHODS, ci95, paired_tests, t_halfwidth, values_of
 
-NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id", "feature-cache"}
+NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id", "feature-cache",
+             "evaluate-every"}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
             "corrupt-accuracy", "corrupt-ratio", "auroc", "fpr95", "loss", "uplink-bytes-total")
@@ -234,7 +235,8 @@ def _label(row, keys: list[str]) -> str:
 
 def plot_curves(frame: pd.DataFrame, final: pd.DataFrame, keys: list[str], metrics: list[str], path: Path,
                 how: str = "auto") -> bool:
-    """Each metric reported at two or more rounds against the round: mean line and 95% band per group."""
+    """Each metric reported at two or more rounds against the round: mean line and 95% band per
+    group, over the rounds that have values (``evaluate-every``: the line joins the evaluated rounds)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -11,7 +11,8 @@
   ``personalized-accuracy`` (+ ``-std``, ``personalized-val-accuracy``), ``val-accuracy``
   and ``val-loss`` (the server's validation split), ``failures`` (errors, bad replies and
   replies missing at the timeout); one progress line per round, and the finished row
-  handed to ``on_round`` (the results writer).
+  handed to ``on_round`` (the results writer). ``evaluate-every`` N: the evaluation
+  metrics are computed at round 0, every N-th and the last round only (``evaluated``).
 - Checkpoints and resume: after each round the model, the strategy's state
   (``state_dict``), the RNG states and the rows so far are written atomically to
   ``<out-dir>/<run-name>/checkpoint.pt`` as tensors and plain Python values, and read
@@ -386,12 +387,25 @@ class BaseStrategy(Sampling, FedAvg):
         return MetricRecord({**(dict(res) if res is not None else {}), **out})
 
     # ---- the loop -----------------------------------------------------------------
+    def evaluated(self, server_round: int) -> bool:
+        """Whether the global model is evaluated after ``server_round`` (``evaluate-every``):
+        round 0, every N-th round, the last round (what the final-round tables and tuning
+        read) and the OOD suite's rounds (``ood-eval-every``: its row then has the
+        accuracies too). A pure function of the round, so a resumed run keeps the schedule."""
+        from evaluation import ood as ood_eval
+
+        every = int(self.cfg.get("evaluate-every", 1))
+        last = getattr(self, "last_round", int(self.cfg["num-server-rounds"]))
+        return server_round in (0, last) or server_round % every == 0 or ood_eval.due(self.cfg, server_round)
+
     def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Centralized evaluation, then the round's row: progress line + writer."""
-        res = self.evaluate_global(server_round, arrays)
-        res = self.add_val_metrics(server_round, arrays, res)
-        res = self.add_shift_metrics(server_round, arrays, res)
-        res = self.add_domain_metrics(server_round, arrays, res)
+        """Centralized evaluation (on ``evaluated`` rounds), then the round's row: progress line + writer."""
+        res = None
+        if self.evaluated(server_round):
+            res = self.evaluate_global(server_round, arrays)
+            res = self.add_val_metrics(server_round, arrays, res)
+            res = self.add_shift_metrics(server_round, arrays, res)
+            res = self.add_domain_metrics(server_round, arrays, res)
         row = {"round": server_round, **self.row} if server_round else {"round": 0}
         if res is not None:
             row.update({k: float(v) for k, v in res.items()})
@@ -442,9 +456,11 @@ class BaseStrategy(Sampling, FedAvg):
         row, then a checkpoint is saved), and nothing runs before round 1 (here
         ``check_federation`` finds each node's partition and fails at once if the
         partitions cannot be made). Each round gets fresh copies of the configs, which
-        ``configure_train`` writes into. An ``evaluate_fn`` replaces ``evaluate_global``."""
+        ``configure_train`` writes into. An ``evaluate_fn`` replaces ``evaluate_global``.
+        Rounds that ``evaluated`` skips run no federated or centralized evaluation."""
         if evaluate_fn is not None:
             self.evaluate_global = evaluate_fn
+        self.last_round = num_rounds  # always evaluated (``evaluated``)
         self.summary()
         with phase("finding the federation"):
             self.check_federation(grid)
@@ -466,13 +482,14 @@ class BaseStrategy(Sampling, FedAvg):
                 arrays = result.arrays = new
             if train_metrics is not None:
                 result.train_metrics_clientapp[rnd] = train_metrics
-            msgs = list(self.configure_evaluate(rnd, arrays, ConfigRecord(dict(evaluate_config or {})), grid))
-            with phase(f"round {rnd}: waiting for {len(msgs)} evaluation replies"):
-                replies = grid.send_and_receive(msgs, timeout=timeout)
-            eval_metrics = self.aggregate_evaluate(rnd, replies)
-            if eval_metrics is not None:
-                result.evaluate_metrics_clientapp[rnd] = eval_metrics
-            with phase(f"round {rnd}: server evaluation"):
+            if self.evaluated(rnd):  # federated evaluation follows evaluate-every too
+                msgs = list(self.configure_evaluate(rnd, arrays, ConfigRecord(dict(evaluate_config or {})), grid))
+                with phase(f"round {rnd}: waiting for {len(msgs)} evaluation replies"):
+                    replies = grid.send_and_receive(msgs, timeout=timeout)
+                eval_metrics = self.aggregate_evaluate(rnd, replies)
+                if eval_metrics is not None:
+                    result.evaluate_metrics_clientapp[rnd] = eval_metrics
+            with phase(f"round {rnd}: server evaluation" if self.evaluated(rnd) else f"round {rnd}: results row"):
                 res = self.end_round(rnd, arrays)
             if res is not None:
                 result.evaluate_metrics_serverapp[rnd] = res

@@ -118,8 +118,9 @@ def load(strategy) -> tuple[int, ArrayRecord]:
     if why:
         raise ValueError(f"refused to load {path}: not a checkpoint written by this code ({why}); "
                          "remove it, or pass another run-name") from None
+    # keys that change no trained number (where features are cached, how often the model is evaluated, ...)
     ignore = {"resume", "num-server-rounds", "round-timeout", "progress-every", "tracker", "mlflow-uri",
-              "feature-cache"}  # where features are cached changes no number
+              "feature-cache", "evaluate-every"}
     changed = sorted(k for k in state["config"] if k not in ignore and state["config"][k] != strategy.cfg.get(k))
     if changed:
         raise ValueError(f"resume=true with a different run config ({shown(changed[:5])}): resume with the same keys")
