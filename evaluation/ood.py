@@ -183,7 +183,8 @@ class OodKeys(Keys):
                                               "Fashion-MNIST, `digits`, synthetic `noise-gaussian`, "
                                               "`noise-rademacher`, `blobs`; `\"\"` = off")
     ood_max_samples: Int = Field(2000, ge=0, description="size of the fixed ID/corrupted/OOD subsets (0 = all)")
-    ood_eval_every: Int = Field(0, ge=0, description="run the suite every N rounds too (0 = last round only)")
+    ood_eval_every: Int = Field(0, ge=0, description="run the suite every N rounds too (0 = last round only); "
+                                                  "these rounds are evaluated whatever `evaluate-every` says")
 
     @classmethod
     def check(cls, cfg: dict) -> None:

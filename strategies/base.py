@@ -355,7 +355,8 @@ class BaseStrategy(Sampling, FedAvg):
         on the held-out domain, ``source-accuracy`` on source-domain validation images
         (``datasets/domains.py: domain_eval_sets``), and model selection as the paper:
         ``selected-heldout-accuracy`` is the held-out accuracy of the round (>= 1) with the
-        best source accuracy so far (ties: the earlier round), ``selected-round`` that round.
+        best source accuracy so far (ties: the earlier round; among the ``evaluated`` rounds),
+        ``selected-round`` that round.
         Each is computed in both BatchNorm modes, suffixed ``-eval`` (running statistics)
         and ``-batch`` (``evaluate_batch_bn``: the official FedDG-LSI test loop); the plain
         names repeat the mode chosen by ``eval-bn``."""
@@ -389,14 +390,13 @@ class BaseStrategy(Sampling, FedAvg):
     # ---- the loop -----------------------------------------------------------------
     def evaluated(self, server_round: int) -> bool:
         """Whether the global model is evaluated after ``server_round`` (``evaluate-every``):
-        round 0, every N-th round, the last round (what the final-round tables and tuning
-        read) and the OOD suite's rounds (``ood-eval-every``: its row then has the
-        accuracies too). A pure function of the round, so a resumed run keeps the schedule."""
-        from evaluation import ood as ood_eval
+        round 0, every N-th and the last round (what final-round tables and tuning read), and
+        the OOD suite's rounds (``ood-eval-every``). A function of the round: resume keeps it."""
+        from evaluation import ood
 
-        every = int(self.cfg.get("evaluate-every", 1))
         last = getattr(self, "last_round", int(self.cfg["num-server-rounds"]))
-        return server_round in (0, last) or server_round % every == 0 or ood_eval.due(self.cfg, server_round)
+        return server_round in (0, last) or server_round % int(self.cfg.get("evaluate-every", 1)) == 0 \
+            or ood.due(self.cfg, server_round)
 
     def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Centralized evaluation (on ``evaluated`` rounds), then the round's row: progress line + writer."""
