@@ -401,11 +401,12 @@ class BaseStrategy(Sampling, FedAvg):
     def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Centralized evaluation (on ``evaluated`` rounds), then the round's row: progress line + writer."""
         res = None
-        if self.evaluated(server_round):
-            res = self.evaluate_global(server_round, arrays)
-            res = self.add_val_metrics(server_round, arrays, res)
-            res = self.add_shift_metrics(server_round, arrays, res)
-            res = self.add_domain_metrics(server_round, arrays, res)
+        if self.evaluated(server_round):  # forked: a fresh model's init draws from torch's RNG, which
+            with torch.random.fork_rng(devices=[]):  # training must not see (evaluate-every changes no model)
+                res = self.evaluate_global(server_round, arrays)
+                res = self.add_val_metrics(server_round, arrays, res)
+                res = self.add_shift_metrics(server_round, arrays, res)
+                res = self.add_domain_metrics(server_round, arrays, res)
         row = {"round": server_round, **self.row} if server_round else {"round": 0}
         if res is not None:
             row.update({k: float(v) for k, v in res.items()})

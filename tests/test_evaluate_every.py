@@ -91,6 +91,21 @@ def test_schedule_with_the_ood_suite_and_the_last_round():
     assert BaseStrategy.evaluated(one, 1)
 
 
+def test_evaluation_draws_no_random_number_training_would_see():
+    """Building the model to evaluate draws its (discarded) initial weights from torch's
+    global RNG: end_round runs it on a forked RNG, so the state after it is the state before."""
+    from datasets import load_for
+
+    cfg = resolve({k: v for k, v in TINY.items() if k != "num-server-rounds"})
+    strategy = BaseStrategy(cfg, test_data=load_for(cfg))
+    arrays = strategy.initial_arrays()
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    res = strategy.end_round(0, arrays)
+    assert {"accuracy", "val-accuracy"} <= set(res.keys())  # it did evaluate
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_evaluate_every_below_one_is_one_line(capsys):
     with pytest.raises(ConfigError, match=r"^evaluate-every must be an integer >= 1, got 0$"):
         resolve({"evaluate-every": 0})
