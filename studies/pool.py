@@ -21,6 +21,7 @@ as one search over both grids, on the same tuning seeds, not as a second selecti
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -112,22 +113,21 @@ def pool(out: Path, sweeps: list[Path]) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) < 3:
-        print("usage: python -m studies.pool OUT_DIR SWEEP SWEEP [SWEEP ...]", file=sys.stderr)
-        return 2
-    out, sweeps = Path(args[0]), [Path(a) for a in args[1:]]
-    if out.exists() and any(out.iterdir()):
-        print(f"{out} exists and is not empty: pass a new OUT_DIR (a pool is never overwritten)", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m studies.pool", description="Pool tuned sweeps into one "
+                                     "search for `simulations.report --select`.")
+    parser.add_argument("out", type=Path, help="a new folder for the pooled results.csv and tune.json")
+    parser.add_argument("sweeps", type=Path, nargs="+", help="tuned sweeps' out-dirs (or folders holding "
+                        "results.csv.gz and tune.json)")
+    args = parser.parse_args(argv)
+    if args.out.exists() and any(args.out.iterdir()):
+        parser.error(f"{args.out} exists and is not empty: pass a new OUT (a pool is never overwritten)")
     try:
-        frame = pool(out, sweeps)
+        frame = pool(args.out, args.sweeps)
     except PoolError as err:
         print(f"pool: {err}", file=sys.stderr)
         return 2
-    print(f"pooled {frame['run-name'].nunique()} runs from {len(sweeps)} sweeps into {out}")
+    print(f"pooled {frame['run-name'].nunique()} runs from {len(args.sweeps)} sweeps into {args.out}")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
