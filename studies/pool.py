@@ -75,10 +75,12 @@ def check_copies(frame: pd.DataFrame) -> None:
         copies = [g.sort_values("round")[numeric].tail(1).to_numpy(float)
                   for _, g in frame[frame["run-name"] == name].groupby("sweep")]
         for other in copies[1:]:
-            same = other.shape == copies[0].shape and np.allclose(other, copies[0], rtol=1e-5, atol=1e-9, equal_nan=True)
-            if not same:
-                bad = next((c for i, c in enumerate(numeric) if other.shape != copies[0].shape
-                            or not np.allclose(other[:, i], copies[0][:, i], rtol=1e-5, atol=1e-9, equal_nan=True)), "rows")
+            if other.shape != copies[0].shape:
+                bad = "rows"
+            else:
+                close = np.isclose(other, copies[0], rtol=1e-5, atol=1e-9, equal_nan=True).all(axis=0)
+                bad = next((c for c, ok in zip(numeric, close) if not ok), None)
+            if bad is not None:
                 raise PoolError(f"run {name} differs between the sweeps in '{bad}': they did not run the same code "
                                 "or data; pool only sweeps whose shared runs agree")
 
