@@ -23,8 +23,11 @@ LAUNCH = "launch.json"
 FEDERATION = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
 # Columns of every row that describe the run, not its result; the report never groups by these.
 PER_RUN = ("flwr-run-id",)
+# The code a run was made with: recorded per run, never a group key (a study that runs over
+# several sittings spans commits; the report lists them instead, ``simulations/report.py``).
+PER_COMMIT = ("git-commit", "git-dirty")
 # Every provenance column a run's rows carry: config, never a metric (git-dirty is a bool).
-COLUMNS = (*FEDERATION, "python-version", "flwr-version", "torch-version", "ray-version", "git-commit", "git-dirty",
+COLUMNS = (*FEDERATION, "python-version", "flwr-version", "torch-version", "ray-version", *PER_COMMIT,
            *PER_RUN)
 
 

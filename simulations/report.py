@@ -4,7 +4,8 @@ Reads ``DIR/results.csv`` (every run's rows: config keys, ``round``, metrics; wr
 ``simulations/sweep.py``; for a sweep stopped before its end, the runs' ``metrics.csv``)
 and a run's ``config.json`` to tell config keys from metrics.
 A *group* is one setting of every config key that varies across the runs, except
-``seed`` (and ``run-name``, ``evaluate-every``: it changes no result); ``method`` is always a group key. Only runs that reached
+``seed`` (and ``run-name``, ``evaluate-every``: it changes no result; nor the commit, which
+report.md lists); ``method`` is always a group key. Only runs that reached
 ``num-server-rounds`` count; the others are listed as incomplete. Writes:
 
 - ``DIR/summary.csv``: one row per group: ``n`` (seeds) and ``<metric>-mean``,
@@ -42,9 +43,12 @@ import pandas as pd
 
 from common import markdown as md
 from simulations.intervals import METHODS, ci95, paired_tests, t_halfwidth, values_of
+from simulations.provenance import PER_COMMIT, PER_RUN
 
-NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "flwr-run-id", "feature-cache",
-             "evaluate-every"}
+# keys that change no result (evaluate-every: when the metrics are read; feature-cache: where
+# features are kept) and provenance (the commit: listed in report.md, see ``commits``)
+NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "feature-cache", "evaluate-every",
+             *PER_RUN, *PER_COMMIT}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
             "corrupt-accuracy", "corrupt-ratio", "auroc", "fpr95", "loss", "uplink-bytes-total")
@@ -300,13 +304,35 @@ INTERVALS = {"auto": "t-interval, cut to [0, 1] for metrics in [0, 1]",
              "t": "t-interval", "logit": "logit interval", "bootstrap": "BCa bootstrap"}
 
 
+def commits(final: pd.DataFrame) -> str:
+    """One line naming the commits the reported runs were made at (runs per commit) and how
+    many ran from a checkout with uncommitted changes; "" where no run recorded a commit."""
+    if "git-commit" not in final:
+        return ""
+    made = final["git-commit"].fillna("").astype(str).str[:8]
+    made = made[made != ""]
+    if made.empty:
+        return ""
+    counts = made.value_counts(sort=False).sort_index()
+    listed = ", ".join(f"`{c}` ({n})" for c, n in counts.items())
+    line = (f"Code: all {len(made)} runs at commit {listed.split(' ')[0]}." if len(counts) == 1 else
+            f"Code: the {len(made)} runs were made at {len(counts)} commits (runs): {listed}; a commit is "
+            "provenance, not a group key, so check that the method's code did not change between them.")
+    dirty = final["git-dirty"].astype(str).str.lower().eq("true").sum() if "git-dirty" in final else 0
+    if dirty:
+        line += f" {dirty} of them ran from a checkout with uncommitted changes (`git-dirty`)."
+    return line
+
+
 def markdown(summary: pd.DataFrame, pairs: pd.DataFrame, keys: list[str], metrics: list[str],
-             incomplete: list[str], baseline: str | None, plots: list[str], how: str = "auto") -> str:
+             incomplete: list[str], baseline: str | None, plots: list[str], how: str = "auto",
+             code: str = "") -> str:
     shown = [m for m in headline(metrics) if f"{m}-mean" in summary]
     lines = ["# Sweep report", "",
              f"Groups: one per setting of {', '.join(f'`{k}`' for k in keys)}; `n` = seeds (same seed = same "
              f"partitions). Cells: mean [95% interval] over the seeds ({INTERVALS[how]}; the t-interval's "
-             "half-width, std, all metrics and the keys each method sets one value of are in `summary.csv`).", ""]
+             "half-width, std, all metrics and the keys each method sets one value of are in `summary.csv`).", "",
+             *([code, ""] if code else [])]
     table = summary[keys + ["n"]].copy()
     for m in shown:
         table[m] = [_fmt_range(*v) for v in zip(summary[f"{m}-mean"], summary[f"{m}-ci95-low"],
@@ -423,7 +449,7 @@ def report(out: Path, baseline: str | None = None, select: str | None = None, ho
                                                                            out / "report-curves.png", how)),
                                   (out / "report-final.png", plot_final(summary, shown, plotted,
                                                                         out / "report-final.png"))) if ok]
-    text = markdown(summary, pairs, shown, metrics, incomplete, baseline, plots, how)
+    text = markdown(summary, pairs, shown, metrics, incomplete, baseline, plots, how, commits(final))
     attacks = attacks_summary(out, final, keys)
     if not attacks.empty:
         paths["attacks"] = out / "attacks-summary.csv"

@@ -128,9 +128,6 @@ def arms(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
     keys = defaults()  # FedDG-LSI's config keys, not its lsi-* metrics
     own = [c for c in frame.columns if c in keys and (c.startswith("lsi-") or c in ("lambda-di", "aggregation"))]
     frame[own] = None  # the arm names them
-    # provenance must not split an arm: the sweeps' halves ran across commits (their own
-    # results.csv keep it)
-    frame[[c for c in ("git-commit", "git-dirty") if c in frame]] = None
     for name in DG:
         if f"{name}-{mode}" in frame:
             frame[name] = frame[f"{name}-{mode}"]

@@ -13,9 +13,7 @@ as one search over both grids, on the same tuning seeds, not as a second selecti
   checking that its copies' final rounds agree on every numeric column but timings and bookkeeping
   (relative 1e-5: float32 losses summed in another order differ by ~1e-7; NaN equal to NaN);
   otherwise the pool stops with one line naming the run and the metric.
-- ``git-commit`` and ``git-dirty`` are dropped from the pooled rows: the report groups by
-  every config column that varies, so sweeps made at different commits would never pair.
-  Each sweep's own ``results.csv`` keeps them.
+- Each row keeps its ``git-commit``: the report does not group by it and lists the commits.
 - Every sweep must have the same tuning seeds and selection metric.
 """
 
@@ -29,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simulations.report import NOT_GROUP
 from simulations.selection import SPEC
 
-PER_COMMIT = ("git-commit", "git-dirty")
-# bookkeeping that differs between two copies of the same run: not a result
-BOOKKEEPING = ("trial", "resume", "overwrite", "flwr-run-id", *PER_COMMIT)
+# what may differ between two copies of the same run: no result
+BOOKKEEPING = ("trial", *NOT_GROUP)
 
 
 class PoolError(ValueError):
@@ -68,12 +66,12 @@ def check_copies(frame: pd.DataFrame) -> None:
     """Runs that several sweeps ran must agree on every numeric column of their final round
     (what the report's tables and the selection read; an earlier round's personalized accuracy
     can differ by one image where float32 noise flips a prediction)."""
-    twice = frame.groupby("run-name")["sweep"].nunique()
+    twice = frame.groupby("run-name")["source"].nunique()
     numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and c not in BOOKKEEPING
-               and not c.endswith("seconds")]  # timings differ run to run
+               and c != "source" and not c.endswith("seconds")]  # timings differ run to run
     for name in twice[twice > 1].index:
         copies = [g.sort_values("round")[numeric].tail(1).to_numpy(float)
-                  for _, g in frame[frame["run-name"] == name].groupby("sweep")]
+                  for _, g in frame[frame["run-name"] == name].groupby("source")]
         for other in copies[1:]:
             if other.shape != copies[0].shape:
                 bad = "rows"
@@ -87,19 +85,21 @@ def check_copies(frame: pd.DataFrame) -> None:
 
 def pool(out: Path, sweeps: list[Path]) -> pd.DataFrame:
     frames, specs = [], []
-    for folder in sweeps:
+    # rows name their sweep by folder, or by path where two folders share a name; copies are
+    # told apart by position
+    names = [f.name for f in sweeps] if len({f.name for f in sweeps}) == len(sweeps) else [str(f) for f in sweeps]
+    for i, folder in enumerate(sweeps):
         csv = next((c for c in (folder / "results.csv", folder / "results.csv.gz") if c.exists()), None)
         spec = folder / SPEC
         if csv is None or not spec.exists():
             raise PoolError(f"{folder} has no results.csv (or .csv.gz) and {SPEC}: pass tuned sweeps' out-dirs")
         frame = pd.read_csv(csv, low_memory=False)
-        frames.append(pd.concat([frame, pd.Series(folder.name, index=frame.index, name="sweep")], axis=1))
+        frames.append(frame.assign(sweep=names[i], source=i))
         specs.append(json.loads(spec.read_text()))
     frame = pd.concat(frames, ignore_index=True)
     check_copies(frame)
-    first = frame.groupby("run-name")["sweep"].first()
-    frame = frame[frame["sweep"] == frame["run-name"].map(first)]
-    frame = frame.drop(columns=[c for c in PER_COMMIT if c in frame])
+    first = frame.groupby("run-name")["source"].min()
+    frame = frame[frame["source"] == frame["run-name"].map(first)].drop(columns="source")
     searched = {m: list(k) for s in specs for m, k in s.get("space", {}).items()}
     tune = frame[frame["phase"] == "tune"]
     counts = {}

@@ -38,7 +38,8 @@ def test_the_union_is_one_search_and_a_shared_run_is_kept_once(tmp_path):
     _sweep(tmp_path / "b", "bbb", [0.01, 0.001], VAL, TEST, eval_lr=0.001)
     frame = pool.pool(tmp_path / "u", [tmp_path / "a", tmp_path / "b"])
     assert not frame.duplicated(["run-name", "round"]).any()
-    assert "git-commit" not in frame and set(frame["sweep"]) == {"a", "b"}
+    assert set(frame["sweep"]) == {"a", "b"}
+    assert frame.groupby("sweep")["git-commit"].unique().map(list).to_dict() == {"a": ["aaa"], "b": ["bbb"]}
     spec = json.loads((tmp_path / "u" / "tune.json").read_text())
     assert spec["space"]["ditto"]["lr"] == [0.001, 0.01, 0.1]
     assert "ditto 3" in spec["budget"]
@@ -62,3 +63,20 @@ def test_sweeps_tuned_on_other_seeds_are_refused(tmp_path, capsys):
     (tmp_path / "b" / "tune.json").write_text(json.dumps({**spec, "seeds": [11]}))
     assert pool.main([str(tmp_path / "u"), str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "differ in tune 'seeds'" in capsys.readouterr().err
+
+
+def test_sweeps_in_folders_of_the_same_name_are_still_told_apart(tmp_path):
+    """Two sweeps kept as ``x/out`` and ``y/out``: their shared run is still checked (copies are
+    told apart by position), and rows name their sweep by path."""
+    for parent in ("x", "y"):
+        (tmp_path / parent).mkdir()
+    _sweep(tmp_path / "x" / "out", "aaa", [0.1, 0.01], VAL, TEST, eval_lr=0.01)
+    _sweep(tmp_path / "y" / "out", "bbb", [0.01, 0.001], VAL, {**TEST, 0.01: 0.74}, eval_lr=0.001)
+    with pytest.raises(pool.PoolError, match="ditto_lr-0.01_seed-10 differs"):
+        pool.pool(tmp_path / "u", [tmp_path / "x" / "out", tmp_path / "y" / "out"])
+    frame = pd.read_csv(tmp_path / "y" / "out" / "results.csv")
+    frame.loc[frame["lr"] == 0.01, "personalized-accuracy"] = TEST[0.01]  # the copies agree now
+    frame.to_csv(tmp_path / "y" / "out" / "results.csv", index=False)
+    frame = pool.pool(tmp_path / "u", [tmp_path / "x" / "out", tmp_path / "y" / "out"])
+    assert set(frame["sweep"]) == {str(tmp_path / "x" / "out"), str(tmp_path / "y" / "out")}
+    assert frame["run-name"].nunique() == len(frame) and "source" not in frame

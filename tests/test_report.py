@@ -138,3 +138,36 @@ def test_a_true_false_column_of_a_retired_key_is_not_a_metric(tmp_path):
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert not any(c.startswith("retired-flag") for c in summary.columns)
     assert set(pd.read_csv(tmp_path / "paired.csv")["metric"]) == {"accuracy", "loss"}
+
+
+def test_runs_made_at_several_commits_form_one_group_and_the_commits_are_listed(tmp_path):
+    """A study that runs over several sittings spans commits: the commit is provenance, not a
+    group key; report.md names each commit with its run count and the runs with local changes."""
+    write_sweep(tmp_path, [("fedavg", 0.01, 0.1, s, [0.8 + s / 100], 1) for s in range(3)]
+                + [("fedprox", 0.1, 0.1, s, [0.82 + s / 50], 1) for s in range(3)])
+    made = {0: ("a" * 40, False), 1: ("b" * 40, False), 2: ("b" * 40, True)}  # by seed
+    frame = pd.read_csv(tmp_path / "results.csv")
+    frame["git-commit"] = [made[s][0] for s in frame["seed"]]
+    frame["git-dirty"] = [made[s][1] for s in frame["seed"]]
+    frame.to_csv(tmp_path / "results.csv", index=False)
+    for name in frame["run-name"]:
+        cfg_path = tmp_path / name / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg_path.write_text(json.dumps({**cfg, "git-commit": made[cfg["seed"]][0], "git-dirty": made[cfg["seed"]][1]}))
+    assert main([str(tmp_path)]) == 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["method"]) == ["fedavg", "fedprox"] and list(summary["n"]) == [3, 3]
+    assert "git-commit" not in summary
+    assert list(pd.read_csv(tmp_path / "paired.csv").query("metric == 'accuracy'")["n"]) == [3]
+    text = (tmp_path / "report.md").read_text()
+    assert "the 6 runs were made at 2 commits (runs): `aaaaaaaa` (2), `bbbbbbbb` (4)" in text
+    assert "2 of them ran from a checkout with uncommitted changes" in text
+
+    frame["git-commit"], frame["git-dirty"] = "c" * 40, False  # one clean commit: one short line
+    frame.to_csv(tmp_path / "results.csv", index=False)
+    for name in frame["run-name"]:
+        cfg_path = tmp_path / name / "config.json"
+        cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "git-commit": "c" * 40, "git-dirty": False}))
+    assert main([str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "Code: all 6 runs at commit `cccccccc`." in text and "uncommitted" not in text
