@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from common import markdown as md
-from simulations.intervals import ci95
+from studies.pages import diff_cell, seed_diffs
 
 METRICS = {"personalized-accuracy": "each client's own model on its local test, averaged",
            "accuracy": "the global model on the global test"}
@@ -37,8 +37,7 @@ def fedhip_minus(paired: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = paired[paired["metric"] == metric]
     out = []
     for _, r in rows.iterrows():
-        d = -np.array([float(v) for v in str(r["diffs"]).split()], dtype=float)
-        out.append({"arm": arm(r), **{k: r[k] for k in SETTING if k in r}, "d": d[np.isfinite(d)]})
+        out.append({"arm": arm(r), **{k: r[k] for k in SETTING if k in r}, "d": seed_diffs(r, -1.0)})
     return pd.DataFrame(out)
 
 
@@ -46,13 +45,6 @@ def joined(diffs: pd.DataFrame, name: str) -> np.ndarray:
     """Every seed's difference of arm ``name`` over the settings in ``diffs``."""
     parts = list(diffs.loc[diffs["arm"] == name, "d"])
     return np.concatenate(parts) if parts else np.array([])
-
-
-def cell(d: np.ndarray) -> str:
-    if len(d) == 0:
-        return "(no pairs)"
-    lo, hi = ci95(d)
-    return f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] {int((d > 0).sum())}/{len(d)}"
 
 
 def difference_table(paired: pd.DataFrame, metric: str) -> list[str]:
@@ -65,10 +57,10 @@ def difference_table(paired: pd.DataFrame, metric: str) -> list[str]:
     for setting, part in diffs.groupby(keys, sort=True):
         setting = setting if isinstance(setting, tuple) else (setting,)
         by_arm = {a: g["d"].iloc[0] for a, g in part.groupby("arm")}
-        rows.append([*map(md.cell, setting), *(cell(by_arm.get(a, np.array([]))) for a in arms)])
+        rows.append([*map(md.cell, setting), *(diff_cell(by_arm.get(a, np.array([]))) for a in arms)])
     pooled = [(f"**{d}**", part) for d, part in diffs.groupby(keys[0], sort=True)] if len(keys) > 1 else []
     for label, part in [*pooled, ("**all**", diffs)] if keys else []:
-        rows.append([label, *["all"] * (len(keys) - 1), *(cell(joined(part, a)) for a in arms)])
+        rows.append([label, *["all"] * (len(keys) - 1), *(diff_cell(joined(part, a)) for a in arms)])
     lines = md.table([*keys, *arms], rows)
     return [(f"`{metric}` ({METRICS[metric]}), FedHiP minus each arm: mean [95% t-interval] and FedHiP's "
              "wins / n (n = evaluation seeds; pooled rows: every seed of every setting in them):"), "", *lines, ""]
