@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -68,6 +69,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=100, help="run seed of the calibration updates")
     parser.add_argument("--updates", type=int, default=4, help="client updates to calibrate on")
     parser.add_argument("--round", type=int, default=1, help="the attacked round (earlier ones train the model)")
+    parser.add_argument("--clients", type=int, help="clients in the federation that trains before --round "
+                        "(default: --updates; pass the benchmark's --clients to calibrate on its federation)")
+    parser.add_argument("--trained-dir", type=Path, help="keep the model trained before --round here and read "
+                        "it back (simulations/attack_round.py; the benchmark's default is <gan-dir>/trained)")
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--scales", default="0.5,1,2,4,inf", help="candidate multiples of the base radii")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -80,8 +85,10 @@ def main(argv=None) -> int:
         scales = [float(s) for s in args.scales.split(",") if s]
     except ValueError as err:
         parser.error(str(err))
+    if args.clients is not None and args.clients < args.updates:
+        parser.error(f"--clients ({args.clients}) must be at least --updates ({args.updates})")
     cfg = resolve_or_exit(over, parser)
-    strategy, items = client_updates(cfg, args.updates, args.round)
+    strategy, items = client_updates(cfg, args.clients or args.updates, args.round, args.trained_dir)
     prior = GanPrior.load(args.checkpoint, device=resolve_device(cfg["attack-device"]))
     chosen, rows = calibrate(strategy, items[: args.updates], prior, settings_of(cfg), scales, args.budget)
     print("| scale | radii | mean gradient distance | median unconstrained move per stage |\n|---|---|---|---|")

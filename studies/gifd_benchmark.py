@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/gifd/bench"))
     parser.add_argument("--gan-dir", type=Path, help="where GAN checkpoints are cached (default: --out-dir)")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--trained-dir", type=Path, help="where the model trained before --round is kept and read "
+                        "back by later cells (default: <gan-dir>/trained; `none`: train every time)")
     parser.add_argument("--priors", default="mnist-holdout",
                         help="comma-separated NAME (GAN trained on that data, cached) or NAME=CHECKPOINT")
     parser.add_argument("--defenses", default="none")
@@ -225,12 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         path = path or ensure_prior(name, args.gan_dir or args.out_dir, int(base["gan-train-steps"]), 0,
                                     base["data-root"], device=device)
         loaded[name] = GanPrior.load(path, name=name, device=device)
+    trained = args.trained_dir or (args.gan_dir or args.out_dir) / "trained"
+    trained = None if str(trained) == "none" else trained
     rows, grid = [], None
     t_start = time.perf_counter()
     for seed in seeds:
         for text in [d for d in args.defenses.split(",") if d]:
             cfg = resolve_or_exit({**overrides, **parse_defense(text), "seed": seed}, parser)
-            strategy, items = client_updates(cfg, args.clients, args.round)
+            strategy, items = client_updates(cfg, args.clients, args.round, trained)
             items = items[: -(-int(cfg["attack-num-images"]) // int(cfg["attack-batch-size"]))]  # as run_attacks
             for budget in budgets:
                 t0 = time.perf_counter()
