@@ -89,8 +89,9 @@ for b in $batches; do for r in $rounds; do
     if [[ -n "${RADII:-}" ]]; then
         echo "gifd-radii = \"$RADII\" (given, not calibrated for this cell)" > "$dir/calibration.md"
     else
+        fed=(); [[ "$r" -gt 1 ]] && fed=(--clients 8 --trained-dir "$out/trained")  # the benchmark's federation
         launch "$dir/calibration.md" "$dir/calibration-log.txt" "$py" -m studies.calibrate_gifd_radii \
-            --checkpoint "$gan/fashion-mnist-holdout-steps$steps-seed0.pt" --updates 1 --round "$r" \
+            --checkpoint "$gan/fashion-mnist-holdout-steps$steps-seed0.pt" --updates 1 "${fed[@]}" --round "$r" \
             --budget "$first" --scales 1,4,inf --set "${set_common[@]}" attack-batch-size="$b"
     fi
 done done

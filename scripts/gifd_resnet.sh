@@ -10,7 +10,9 @@
 # DEVICE=cpu (default), cuda or cuda:N: where the attacks, the GAN training and the clients' rounds run.
 # 1. the priors (Fashion-MNIST's test split; digits = MNIST's test split, the mismatched ablation),
 # 2. the l1 radii chosen by gradient distance on calibration updates (run seed 100),
-# 3. per batch size: every attack at an equal budget, the digits prior, the ball on/off ablation,
+# 3. per batch size: every attack at an equal budget, the digits prior, the ball on/off ablation
+#    (at round > 1 the model trained by rounds 1..R-1 is kept per seed in OUT_DIR/trained and shared
+#    by every batch size, ablation and the calibration: simulations/attack_round.py),
 # 4. the summary with GIFD minus each baseline, paired per image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +35,11 @@ for b in $batches; do for r in $rounds; do
         echo "gifd-radii = \"$RADII\" (given, not calibrated for this cell)" > "$dir/calibration.md"
         radii="$RADII"
     else
+        # after round 1 the calibration model is trained by the benchmark's federation (8 clients; kept in
+        # $out/trained); round 1 keeps the published calibration's one-client draw
+        fed=(); [[ "$r" -gt 1 ]] && fed=(--clients 8 --trained-dir "$out/trained")
         nice -n 5 "$py" -m studies.calibrate_gifd_radii --checkpoint "$out/gan/fashion-mnist-holdout-steps$steps-seed0.pt" \
-            --updates 1 --round "$r" --budget "$budget" --scales 1,4,inf --set "${set_common[@]}" attack-batch-size="$b" \
+            --updates 1 "${fed[@]}" --round "$r" --budget "$budget" --scales 1,4,inf --set "${set_common[@]}" attack-batch-size="$b" \
             | tee "$dir/calibration.md"
         radii=$(sed -n 's/^gifd-radii = "\(.*\)"$/\1/p' "$dir/calibration.md")
     fi
