@@ -5,7 +5,8 @@ same initial model for the same seed, the same ``GifdClient`` and
 ``GifdStrategy.attack_updates`` code) but calls them directly, so a grid over seeds,
 budgets, priors and defenses runs in one process: the pixel attacks (dlg, idlg, ig) once
 per (seed, defense, budget), the GAN attacks once more per prior. Writes
-``benchmark.csv`` (one row per image, attack, seed, budget, defense, prior),
+``benchmark.csv`` (one row per image, attack, seed, budget, defense, prior; for a round > 1 the
+attacked model's test accuracy, ``model-accuracy``),
 ``summary.csv``/``summary.md`` (per cell: n and the mean with its 95% Student-t interval
 over images, computed here from the per-image rows) and ``grid.png`` (ground truth and
 every attack, first seed, last budget, no defense) under ``--out-dir``.
@@ -136,6 +137,10 @@ def summarize(frame: pd.DataFrame) -> str:
     """Markdown tables: metric mean +- 95% t-interval by method x budget, one block per defense."""
     summary = summary_frame(frame)
     out = []
+    if "model-accuracy" in frame and frame["model-accuracy"].notna().any():
+        per_seed = frame.groupby("seed")["model-accuracy"].first().dropna()
+        out.append("The attacked model's test accuracy (global model sent in the attacked round), per run seed: "
+                   + ", ".join(f"seed {s}: {a:.3f}" for s, a in per_seed.items()) + "\n")
     for setting, block in summary.groupby("setting", sort=False):
         n = ", ".join(f"{m}: {k}" for m, k in block.groupby("method", sort=False)["n"].min().items())
         out.append(f"## defense {setting} (images per cell: {n})\n")
@@ -235,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         for text in [d for d in args.defenses.split(",") if d]:
             cfg = resolve_or_exit({**overrides, **parse_defense(text), "seed": seed}, parser)
             strategy, items = client_updates(cfg, args.clients, args.round, trained)
+            accuracy = {}  # the attacked model's test accuracy (round > 1: how far training got)
+            if args.round > 1 and (res := strategy.evaluate_global(args.round, strategy.sent)) is not None:
+                accuracy = {"model-accuracy": float(res["accuracy"])}
             items = items[: -(-int(cfg["attack-num-images"]) // int(cfg["attack-batch-size"]))]  # as run_attacks
             for budget in budgets:
                 t0 = time.perf_counter()
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                     if shown:
                         for a in names:
                             grid["recs"][a + suffix], grid["psnrs"][a + suffix] = res[1][a], res[2][a]
-                rows += [{**r, "seed": seed, "budget": budget} for r in strategy.attack_rows]
+                rows += [{**r, "seed": seed, "budget": budget, **accuracy} for r in strategy.attack_rows]
                 write_csv(pd.DataFrame(rows), args.out_dir / "benchmark.csv")
                 if shown and grid["recs"]:
                     save_grid(args.out_dir / "grid.png", grid["truth"], grid["recs"], grid["psnrs"])

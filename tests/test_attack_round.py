@@ -74,3 +74,19 @@ def test_a_file_that_does_not_fit_the_model_stops_with_one_line(tmp_path):
         load_trained(tmp_path / "junk.safetensors", like)
     save_file({"b": torch.ones(3), "w": torch.ones(2, 3)}, str(tmp_path / "ok.safetensors"))
     assert list(load_trained(tmp_path / "ok.safetensors", like)) == ["w", "b"]  # the model's order
+
+
+def test_the_benchmark_at_a_later_round_records_the_model_accuracy_and_trains_once(tmp_path):
+    import pandas as pd
+
+    from studies.gifd_benchmark import main
+
+    common = ["--attacks", "idlg", "--round", "2", "--clients", "2", "--trained-dir", str(tmp_path / "trained"),
+              "--set", "attack-num-images=2", "local-epochs=1", "samples-per-client=40", "partitioner=draw"]
+    assert main(["--out-dir", str(tmp_path / "a"), "--budgets", "2", *common]) == 0
+    assert main(["--out-dir", str(tmp_path / "b"), "--budgets", "3", *common]) == 0
+    assert len(list((tmp_path / "trained").glob("round1-*.safetensors"))) == 1  # the second call read it
+    a, b = (pd.read_csv(tmp_path / d / "benchmark.csv") for d in ("a", "b"))
+    assert a["model-accuracy"].between(0, 1).all() and a["model-accuracy"].nunique() == 1
+    assert b["model-accuracy"].iloc[0] == a["model-accuracy"].iloc[0]  # the same attacked model
+    assert "attacked model's test accuracy" in (tmp_path / "a" / "summary.md").read_text()
