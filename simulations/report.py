@@ -315,7 +315,7 @@ def commits(final: pd.DataFrame) -> str:
         return ""
     counts = made.value_counts(sort=False).sort_index()
     listed = ", ".join(f"`{c}` ({n})" for c, n in counts.items())
-    line = (f"Code: all {len(made)} runs at commit {listed.split(' ')[0]}." if len(counts) == 1 else
+    line = (f"Code: all {len(made)} runs at commit `{counts.index[0]}`." if len(counts) == 1 else
             f"Code: the {len(made)} runs were made at {len(counts)} commits (runs): {listed}; a commit is "
             "provenance, not a group key, so check that the method's code did not change between them.")
     dirty = final["git-dirty"].astype(str).str.lower().eq("true").sum() if "git-dirty" in final else 0
