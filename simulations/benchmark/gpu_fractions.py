@@ -116,6 +116,8 @@ def bench_gpu_fractions(args) -> dict:
     overrides = {"method": "fedavg", "dataset": "mnist", "partitioner": "iid", "local-epochs": 1,
                  "num-server-rounds": rounds, "seed": 0, "checkpoint-every": 0, "overwrite": True,
                  "device": "cpu" if dry else "cuda"}
+    if args.quick:  # checks that it runs: 256 drawn images per client, not MNIST split in two
+        overrides.update({"partitioner": "draw", "samples-per-client": 256})
     gpu_name = "none (dry run on the CPU)" if dry else torch.cuda.get_device_name(0)
     say(f"gpu-fractions: FedAvg on MNIST, {clients} clients x 1 local epoch, all sampled, {rounds} rounds, on "
         f"{gpu_name} ({load()})")
