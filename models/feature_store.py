@@ -32,6 +32,21 @@ SUFFIX = ".safetensors"
 STALE_TMP_S = 3600.0  # a temp file this old is no write under way
 
 
+def save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` as safetensors to ``path`` through a temp file in its folder and
+    ``os.replace``: a reader sees the whole file or none."""
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class FeatureStore:
     """``folder``'s shards of ``dim``-wide features: ``get`` what any process wrote, ``write`` ours."""
 
@@ -157,19 +172,10 @@ class FeatureStore:
             LOG.warning("feature cache: could not write to %s (%s)", self.folder, err)
 
     def _save(self, entries: dict[bytes, torch.Tensor]) -> str:
-        from safetensors.torch import save_file
-
         keys = torch.frombuffer(bytearray(b"".join(entries)), dtype=torch.uint8).view(-1, KEY_BYTES)
         feats = torch.stack([f.to(torch.float32) for f in entries.values()]).contiguous()
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"keys": keys, "features": feats}, tmp)
-            name = uuid4().hex + SUFFIX
-            os.replace(tmp, self.folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        name = uuid4().hex + SUFFIX
+        save_atomic({"keys": keys, "features": feats}, self.folder / name)
         return name
 
     def merge(self) -> None:

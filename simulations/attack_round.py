@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -72,18 +70,11 @@ def load_trained(path: Path, like: dict) -> dict:
 
 def save_trained(path: Path, state: dict, identity: dict) -> None:
     """Write atomically (a reader sees the whole file or none)."""
-    from safetensors.torch import save_file
+    from models.feature_store import save_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp,
-                  metadata={"identity": json.dumps(identity, sort_keys=True, default=str)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_atomic({k: v.contiguous() for k, v in state.items()}, path,
+                {"identity": json.dumps(identity, sort_keys=True, default=str)})
 
 
 def client_updates(cfg: dict, clients: int, server_round: int = 1, trained_dir: Path | None = None):
