@@ -32,15 +32,25 @@ SUFFIX = ".safetensors"
 STALE_TMP_S = 3600.0  # a temp file this old is no write under way
 
 
+def current_umask() -> int:
+    """The process's umask (``os.umask`` can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` as safetensors to ``path`` through a temp file in its folder and
-    ``os.replace``: a reader sees the whole file or none."""
+    ``os.replace``: a reader sees the whole file or none. The file gets the mode a plain
+    ``open`` would (0666 less the umask), not ``mkstemp``'s 0600, so others sharing an
+    out-dir can read it."""
     from safetensors.torch import save_file
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

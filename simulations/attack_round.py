@@ -13,7 +13,7 @@ budget or the defense (keys ``ATTACK_ONLY``; the client draws each round's batch
 its own seeded generator, and every attack seeds its own). So the model they end in is
 saved once per (run config without those keys, clients, R-1) as
 ``<trained_dir>/round<R-1>-<hash>.safetensors`` (the config it was trained with, without
-``NOT_TRAINING``'s paths and logging keys, in its
+``NO_RESULT``'s paths and logging keys, in its
 metadata) and read back by every later cell: the same weights, bit for bit. A file that
 does not hold this model's weights (names, shapes, dtypes, finite values) stops the study
 with one line; it is never unpickled.
@@ -28,10 +28,10 @@ from types import SimpleNamespace
 
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from simulations.provenance import NO_RESULT
+
 # keys that only the attacked round, the attacks or the defense read: not in a trained model's identity
 ATTACK_ONLY = ("attack", "ig-", "ggl-", "gifd-", "gan-", "defense", "audit-")
-# keys that say where things are kept or how a run is logged, not how it trains
-NOT_TRAINING = ("out-dir", "run-name", "resume", "overwrite", "data-root", "tracker", "feature-cache", "evaluate-every")
 
 
 class TrainedModelError(ValueError):
@@ -40,7 +40,7 @@ class TrainedModelError(ValueError):
 
 def trained_identity(cfg: dict, clients: int, rounds: int) -> dict:
     """What rounds 1..``rounds`` depend on: the run config without ``ATTACK_ONLY`` keys, and the clients."""
-    keep = {k: v for k, v in sorted(cfg.items()) if not k.startswith(ATTACK_ONLY) and k not in NOT_TRAINING}
+    keep = {k: v for k, v in sorted(cfg.items()) if not k.startswith(ATTACK_ONLY) and k not in NO_RESULT}
     return {**keep, "clients": int(clients), "trained-rounds": int(rounds)}
 
 

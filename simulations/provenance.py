@@ -26,6 +26,12 @@ PER_RUN = ("flwr-run-id",)
 # The code a run was made with: recorded per run, never a group key (a study that runs over
 # several sittings spans commits; the report lists them instead, ``simulations/report.py``).
 PER_COMMIT = ("git-commit", "git-dirty")
+# Config keys that change no result: where things are kept (out-dir, run-name, data-root,
+# feature-cache), whether a folder is resumed or replaced, how a run is logged (tracker) and
+# when its metrics are read (evaluate-every). The report never groups by them; a kept trained
+# model's identity leaves them out (``simulations/attack_round.py``).
+NO_RESULT = ("out-dir", "run-name", "resume", "overwrite", "data-root", "tracker", "feature-cache",
+             "evaluate-every")
 # Every provenance column a run's rows carry: config, never a metric (git-dirty is a bool).
 COLUMNS = (*FEDERATION, "python-version", "flwr-version", "torch-version", "ray-version", *PER_COMMIT,
            *PER_RUN)

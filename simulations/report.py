@@ -43,12 +43,11 @@ import pandas as pd
 
 from common import markdown as md
 from simulations.intervals import METHODS, ci95, paired_tests, t_halfwidth, values_of
-from simulations.provenance import PER_COMMIT, PER_RUN
+from simulations.provenance import NO_RESULT, PER_COMMIT, PER_RUN
 
-# keys that change no result (evaluate-every: when the metrics are read; feature-cache: where
-# features are kept) and provenance (the commit: listed in report.md, see ``commits``)
-NOT_GROUP = {"seed", "run-name", "out-dir", "resume", "overwrite", "feature-cache", "evaluate-every",
-             *PER_RUN, *PER_COMMIT}
+# the seed (the replicate), keys that change no result, and provenance (the commit: listed in
+# report.md, see ``commits``)
+NOT_GROUP = {"seed", *NO_RESULT, *PER_RUN, *PER_COMMIT}
 LOWER_IS_BETTER = ("loss", "seconds", "bytes", "failures", "fpr95")
 HEADLINE = ("accuracy", "personalized-accuracy", "heldout-accuracy", "selected-heldout-accuracy",
             "corrupt-accuracy", "corrupt-ratio", "auroc", "fpr95", "loss", "uplink-bytes-total")

@@ -135,6 +135,22 @@ def test_writers_at_once_lose_nothing_and_merge(tmp_path, monkeypatch):
     assert not list(folder.glob("*.tmp"))
 
 
+def test_an_atomic_write_gets_a_plain_files_mode_not_mkstemps(tmp_path):
+    """Others sharing an out-dir can read kept features and models: 0666 less the umask."""
+    import os
+    import stat
+
+    from models.feature_store import save_atomic
+
+    old = os.umask(0o027)
+    try:
+        save_atomic({"w": torch.ones(2)}, tmp_path / "a.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.safetensors").stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]  # no temp file left
+
+
 def test_off_by_default_writes_nothing(tmp_path):
     cfg = resolve({})
     assert cfg["feature-cache"] == ""

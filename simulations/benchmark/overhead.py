@@ -42,6 +42,8 @@ def bench_overhead(args) -> dict:
     clients, rounds = (3, 2) if args.quick else (args.clients or 10, args.rounds or 5)
     overrides = {"method": "fedavg", "dataset": "mnist", "local-epochs": 1, "num-server-rounds": rounds,
                  "seed": 0, "checkpoint-every": 0}
+    if args.quick:  # checks that it runs: 256 drawn images per client, not MNIST split in three
+        overrides.update({"partitioner": "draw", "samples-per-client": 256})
     out = args.out_dir / "overhead"
     say(f"overhead: FedAvg on MNIST, {clients} clients x 1 local epoch, {rounds} rounds ({load()})")
     # Equal compute on both sides: one client at a time on one thread. Flower gets one Ray
