@@ -3,7 +3,12 @@
 Per method and setting (a combination of the grid's keys but ``seed``), an Optuna study
 chooses ``budget`` configurations from the method's ``space`` (a grid sampler when every
 key lists candidates, seeded: all of them when they fit the budget, else a seeded random
-subset; TPE, seeded, when a key is a range). A trial is one configuration run on every
+subset; TPE, seeded, when a key is a range). With a range, TPE's first trials (its random
+start-up, up to 10) are common random numbers: trial i gives a key the same value in every
+method's study, drawn by a Latin hypercube per key (``shared_draws``), so the methods try
+the same learning rates, batch sizes and weight decays and differ in what they add; the
+draw covers each range's strata instead of leaving one method's trials all at one end.
+A trial is one configuration run on every
 tuning seed; its value is the mean selection metric at the final round. The studies live
 in ``<out-dir>/tune.db`` (SQLite) and a trial's runs in their own folders, so an
 interrupted search resumes: finished runs are read back, a run stopped midway resumes
@@ -100,6 +105,37 @@ def _distribution(key: str, spec):
     if isinstance(defaults()[key], int) and isinstance(spec["low"], int) and isinstance(spec["high"], int):
         return d.IntDistribution(spec["low"], spec["high"], log=bool(spec.get("log")))
     return d.FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+
+
+TPE_STARTUP = 10  # optuna.samplers.TPESampler's n_startup_trials: its random trials before modelling
+
+
+def shared_draws(space: dict, n: int, seed: int) -> list[dict]:
+    """``n`` configurations of ``space``: each key's values a 1-D Latin hypercube (one value in
+    each of ``n`` equal strata of its range, log-scaled where ``log``; categorical candidates
+    in equal shares) seeded by (``seed``, the key's name) alone, so a key shared by two
+    methods' spaces gets the same values in the same trials whatever else either searches."""
+    import zlib
+
+    import numpy as np
+    from scipy.stats import qmc
+
+    columns = {}
+    for key, spec in space.items():
+        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+        u = qmc.LatinHypercube(d=1, seed=rng).random(n)[:, 0]
+        if isinstance(spec, list):
+            columns[key] = [spec[min(int(x * len(spec)), len(spec) - 1)] for x in u]
+            continue
+        dist = _distribution(key, spec)
+        if dist.log:
+            lo, hi = math.log(dist.low), math.log(dist.high + (1 if isinstance(dist.high, int) else 0))
+            values = [math.exp(lo + x * (hi - lo)) for x in u]
+        else:
+            values = [dist.low + x * (dist.high - dist.low + (1 if isinstance(dist.high, int) else 0)) for x in u]
+        columns[key] = ([min(int(v), dist.high) for v in values] if isinstance(dist.high, int)
+                        else [float(v) for v in values])
+    return [{key: values[i] for key, values in columns.items()} for i in range(n)]
 
 
 def _fmt(value) -> str:
@@ -263,6 +299,10 @@ class Search:
         dists = {k: _distribution(k, s) for k, s in space.items()}
         with self.lock:
             study = self.study(out, setting)
+            ranged = not all(isinstance(spec, list) for spec in space.values())
+            if ranged and not study.get_trials(deepcopy=False):  # a new study: its start-up trials
+                for params in shared_draws(space, min(self.cap(setting), TPE_STARTUP), int(self.tune["seeds"][0])):
+                    study.enqueue_trial(params)
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # cut off by an interruption
                 study.enqueue_trial(t.params, skip_if_exists=False)
                 study.tell(t.number, state=TrialState.FAIL)

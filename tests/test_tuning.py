@@ -11,6 +11,7 @@ import yaml
 
 from simulations.selection import select
 from simulations.sweep import main
+from simulations.tuning import shared_draws
 
 BASE = {"dataset": "digits", "num-server-rounds": 1, "num-supernodes": 2, "local-epochs": 1}
 
@@ -212,6 +213,23 @@ def test_long_run_names_are_cut_with_a_stable_hash():
 
 
 # ---- --jobs: the settings' searches at once ------------------------------------------------
+def test_shared_draws_give_shared_keys_the_same_values_and_cover_each_range():
+    """Common random numbers: a key searched by two methods gets the same value in each
+    trial whatever else either space holds; each range is a Latin hypercube (one value per
+    stratum, log-scaled where asked); candidates come in equal shares; other seeds differ."""
+    base = {"lr": {"low": 0.001, "high": 0.2, "log": True}, "batch-size": [32, 128],
+            "weight-decay": {"low": 0.0, "high": 0.01}}
+    wider = {"sdwc-beta": {"low": 1e-7, "high": 1e-3, "log": True}, **base, "local-epochs": {"low": 1, "high": 4}}
+    a, b = shared_draws(base, 4, 100), shared_draws(wider, 4, 100)
+    assert [{k: t[k] for k in base} for t in b] == a
+    strata = lambda values, lo, hi, f: sorted(int((f(v) - f(lo)) / (f(hi) - f(lo)) * 4) for v in values)  # noqa: E731
+    assert strata([t["lr"] for t in a], 0.001, 0.2, np.log) == [0, 1, 2, 3]
+    assert strata([t["weight-decay"] for t in a], 0.0, 0.01, float) == [0, 1, 2, 3]
+    assert sorted(t["batch-size"] for t in a) == [32, 32, 128, 128]
+    assert sorted(t["local-epochs"] for t in b) == [1, 2, 3, 4] and all(type(t["local-epochs"]) is int for t in b)
+    assert shared_draws(base, 4, 101) != a and shared_draws(base, 4, 100) == a
+
+
 def trials(out) -> dict:
     """Every study in tune.db: its trials in order, as (number, state, params, value)."""
     import optuna
@@ -258,6 +276,8 @@ def test_jobs_search_settings_at_once_with_the_same_choices_and_numbers(tmp_path
                for p in peaks)  # the two settings' tuning runs at once
     one, two = trials(tmp_path / "one"), trials(tmp_path / "two")
     assert sorted(one) == ["method-fedavg", "method-fedprox"] and all(len(t) == 2 for t in one.values())
+    # TPE's start-up trials are the shared draws (common random numbers), not its own
+    assert [t[2] for t in one["method-fedprox"]] == shared_draws(tune["space"]["fedprox"], 2, 100)
     assert one == two
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / "selected.csv"),
                                   pd.read_csv(tmp_path / "one" / "selected.csv"))
