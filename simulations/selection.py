@@ -123,6 +123,16 @@ def _space_text(spec) -> str:
     return "{" + ", ".join(map(str, spec)) + "}"
 
 
+def _shared_text(spec: dict) -> str:
+    """The TPE studies' common random numbers, from tune.json's ``shared-draws``."""
+    counts = list(spec.get("shared-draws", {}).values())
+    if not counts:
+        return ""
+    n = str(min(counts)) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    return (f"; in each TPE study, {n} trial(s) were common random numbers: trial i gave a key the same value in "
+            f"every method's study (a Latin hypercube per key, `simulations/tuning.py`)")
+
+
 def protocol(spec: dict, metric: str, selected: pd.DataFrame, missing: list[str]) -> str:
     """report.md's section: the protocol in one paragraph, then the choices."""
     spaces = "; ".join(f"{m}: " + ", ".join(f"`{k}` ∈ {_space_text(s)}" for k, s in keys.items())
@@ -131,7 +141,7 @@ def protocol(spec: dict, metric: str, selected: pd.DataFrame, missing: list[str]
              f"Hyperparameters were chosen on validation data, never on test data, with the same budget for every "
              f"method: per method and setting, {spec.get('budget', '?')} trials, or every candidate where there are "
              f"fewer (Optuna, seeded: a grid sampler where every key lists candidates, in a random order when "
-             f"they exceed the budget; TPE where a key is a range); a trial is one "
+             f"they exceed the budget; TPE where a key is a range){_shared_text(spec)}; a trial is one "
              f"configuration run on every tuning seed ({', '.join(map(str, spec.get('seeds', [])))}). The "
              f"configuration with the best mean `{metric}` at the final round over the tuning seeds (ties: the "
              f"earlier trial) was then run on the evaluation seeds, whose test metrics the tables above report. "

@@ -338,6 +338,10 @@ class Search:
             self.trials.update({n: t.number for t in study.get_trials(deepcopy=False)
                                 if t.state in (TrialState.COMPLETE, TrialState.FAIL)
                                 for n in t.user_attrs.get("runs", [])})
+            if ranged:  # how many of the shared draws this study ran (a study begun before them: 0)
+                tried = [t.params for t in counted()]
+                draws = shared_draws(space, min(self.cap(setting), TPE_STARTUP), int(self.tune["seeds"][0]))
+                self.shared[study.study_name] = sum(d in tried for d in draws)
             return sorted({n for t in counted() for n in t.user_attrs.get("runs", [])})
 
     def run(self, out: Path, run_all: Callable, slots: parallel.Slots | None = None) -> tuple[list[Path], list[str]]:
@@ -348,13 +352,17 @@ class Search:
         status, details, seconds). Each setting's study asks, runs and tells in its own
         order whatever the other settings do, so ``--jobs`` changes no choice and no number."""
         self.trials: dict[str, int] = {}
+        self.shared: dict[str, int] = {}
         self.slots = slots
-        (out / selection.SPEC).write_text(json.dumps({**self.tune, "settings": self.setting_keys,
-                                                      "evaluation-seeds": self.eval_seeds}, indent=2))
+        spec = {**self.tune, "settings": self.setting_keys, "evaluation-seeds": self.eval_seeds}
+        (out / selection.SPEC).write_text(json.dumps(spec, indent=2))
         settings = [s for s in self.settings if self.cap(s)]
         search = lambda setting: self.search(out, setting, run_all)  # noqa: E731
         found = parallel.concurrently(search, settings, slots) if slots is not None else map(search, settings)
         tuned = [n for names in found for n in names]
+        if self.shared:  # per TPE study, its trials that were the shared draws (the report says so)
+            spec["shared-draws"] = dict(sorted(self.shared.items()))
+            (out / selection.SPEC).write_text(json.dumps(spec, indent=2))
         rows = self.trial_frame(out, tuned)
         if not rows.empty:
             rows = with_columns(rows, phase="tune", trial=rows["run-name"].map(self.trials))

@@ -2,6 +2,7 @@
 validation metrics only and is a plain argmax over results.csv; a tiny tuned sweep runs
 end to end in-process and resumes from its study."""
 
+import json
 import time
 
 import numpy as np
@@ -278,6 +279,8 @@ def test_jobs_search_settings_at_once_with_the_same_choices_and_numbers(tmp_path
     assert sorted(one) == ["method-fedavg", "method-fedprox"] and all(len(t) == 2 for t in one.values())
     # TPE's start-up trials are the shared draws (common random numbers), not its own
     assert [t[2] for t in one["method-fedprox"]] == shared_draws(tune["space"]["fedprox"], 2, 100)
+    assert json.loads((tmp_path / "one" / "tune.json").read_text())["shared-draws"] == {"method-fedprox": 2}
+    assert "2 trial(s) were common random numbers" in (tmp_path / "one" / "report.md").read_text()
     assert one == two
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / "selected.csv"),
                                   pd.read_csv(tmp_path / "one" / "selected.csv"))
