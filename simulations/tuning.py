@@ -7,12 +7,11 @@ subset; TPE, seeded, when a key is a range). With a range, TPE's first trials (i
 start-up, up to 10) are common random numbers: trial i gives a key the same value in every
 method's study, drawn by a Latin hypercube per key (``shared_draws``), so the methods try
 the same learning rates, batch sizes and weight decays and differ in what they add; the
-draw covers each range's strata instead of leaving one method's trials all at one end.
-A trial is one configuration run on every
-tuning seed; its value is the mean selection metric at the final round. The studies live
-in ``<out-dir>/tune.db`` (SQLite) and a trial's runs in their own folders, so an
-interrupted search resumes: finished runs are read back, a run stopped midway resumes
-from its checkpoint, and a trial cut off is asked again. Then ``simulations.selection``
+draw covers each range's strata instead of leaving one method's trials all at one end. A
+trial is one configuration run on every tuning seed; its value is the mean selection metric
+at the final round. The studies live in ``<out-dir>/tune.db`` (SQLite) and a trial's runs
+in their own folders, so an interrupted search resumes: finished runs are read back, a run
+stopped midway resumes from its checkpoint, and a trial cut off is asked again. Then ``simulations.selection``
 chooses on the tuning rows, and the chosen configuration runs on the evaluation seeds
 (``grid: seed``). ``results.csv`` holds both phases (columns ``phase``, ``trial``).
 """
