@@ -11,9 +11,9 @@ draw covers each range's strata instead of leaving one method's trials all at on
 trial is one configuration run on every tuning seed; its value is the mean selection metric
 at the final round. The studies live in ``<out-dir>/tune.db`` (SQLite) and a trial's runs
 in their own folders, so an interrupted search resumes: finished runs are read back, a run
-stopped midway resumes from its checkpoint, and a trial cut off is asked again. Then ``simulations.selection``
-chooses on the tuning rows, and the chosen configuration runs on the evaluation seeds
-(``grid: seed``). ``results.csv`` holds both phases (columns ``phase``, ``trial``).
+stopped midway resumes from its checkpoint, and a trial cut off is asked again. Then
+``simulations.selection`` chooses on the tuning rows, and the chosen configuration runs on
+the evaluation seeds (``grid: seed``). ``results.csv`` holds both phases (columns ``phase``, ``trial``).
 """
 
 from __future__ import annotations
@@ -106,6 +106,11 @@ def _distribution(key: str, spec):
     return d.FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
 
 
+def grid_only(space: dict) -> bool:
+    """Whether every key of ``space`` lists candidates (a grid sampler), none a range (TPE)."""
+    return all(isinstance(spec, list) for spec in space.values())
+
+
 TPE_STARTUP = 10  # optuna.samplers.TPESampler's n_startup_trials: its random trials before modelling
 
 
@@ -127,13 +132,14 @@ def shared_draws(space: dict, n: int, seed: int) -> list[dict]:
             columns[key] = [spec[min(int(x * len(spec)), len(spec) - 1)] for x in u]
             continue
         dist = _distribution(key, spec)
+        integer = isinstance(dist.high, int)
+        top = dist.high + 1 if integer else dist.high  # an integer's last stratum ends past its high
         if dist.log:
-            lo, hi = math.log(dist.low), math.log(dist.high + (1 if isinstance(dist.high, int) else 0))
+            lo, hi = math.log(dist.low), math.log(top)
             values = [math.exp(lo + x * (hi - lo)) for x in u]
         else:
-            values = [dist.low + x * (dist.high - dist.low + (1 if isinstance(dist.high, int) else 0)) for x in u]
-        columns[key] = ([min(int(v), dist.high) for v in values] if isinstance(dist.high, int)
-                        else [float(v) for v in values])
+            values = [dist.low + x * (top - dist.low) for x in u]
+        columns[key] = [min(int(v), dist.high) for v in values] if integer else [float(v) for v in values]
     return [{key: values[i] for key, values in columns.items()} for i in range(n)]
 
 
@@ -258,7 +264,7 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         space = self.tune["space"].get(setting["method"], {})
         seed = int(self.tune["seeds"][0])
-        if all(isinstance(s, list) for s in space.values()):
+        if grid_only(space):
             class Grid(optuna.samplers.GridSampler):
                 def after_trial(self, *args) -> None:
                     """No ``study.stop()`` when the grid is done: it works only inside
@@ -277,7 +283,7 @@ class Search:
         space = self.tune["space"].get(setting["method"], {})
         if not space:
             return 0
-        if all(isinstance(s, list) for s in space.values()):
+        if grid_only(space):
             return min(self.tune["budget"], math.prod(len(s) for s in space.values()))
         return self.tune["budget"]
 
@@ -298,9 +304,10 @@ class Search:
         dists = {k: _distribution(k, s) for k, s in space.items()}
         with self.lock:
             study = self.study(out, setting)
-            ranged = not all(isinstance(spec, list) for spec in space.values())
-            if ranged and not study.get_trials(deepcopy=False):  # a new study: its start-up trials
-                for params in shared_draws(space, min(self.cap(setting), TPE_STARTUP), int(self.tune["seeds"][0])):
+            draws = ([] if grid_only(space) else  # TPE's start-up trials, the same in every method's study
+                     shared_draws(space, min(self.cap(setting), TPE_STARTUP), int(self.tune["seeds"][0])))
+            if not study.get_trials(deepcopy=False):  # a new study
+                for params in draws:
                     study.enqueue_trial(params)
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # cut off by an interruption
                 study.enqueue_trial(t.params, skip_if_exists=False)
@@ -337,9 +344,8 @@ class Search:
             self.trials.update({n: t.number for t in study.get_trials(deepcopy=False)
                                 if t.state in (TrialState.COMPLETE, TrialState.FAIL)
                                 for n in t.user_attrs.get("runs", [])})
-            if ranged:  # how many of the shared draws this study ran (a study begun before them: 0)
+            if draws:  # how many of the shared draws this study ran (a study begun before them: 0)
                 tried = [t.params for t in counted()]
-                draws = shared_draws(space, min(self.cap(setting), TPE_STARTUP), int(self.tune["seeds"][0]))
                 self.shared[study.study_name] = sum(d in tried for d in draws)
             return sorted({n for t in counted() for n in t.user_attrs.get("runs", [])})
 
