@@ -17,6 +17,7 @@ values, a link) is skipped with one warning line: never unpickled, never trusted
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -33,7 +34,12 @@ STALE_TMP_S = 3600.0  # a temp file this old is no write under way
 
 
 def current_umask() -> int:
-    """The process's umask (``os.umask`` can only be read by setting it)."""
+    """The process's umask: read from ``/proc/self/status`` where Linux has it (no window in
+    which another thread's new file gets a wrong mode); elsewhere ``os.umask``, which can only
+    be read by setting it for an instant."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -220,15 +220,25 @@ class Federation(Processes):
         cmd = [flwr_bin("flwr"), "run", str(self.app), self.connection, "--run-config", str(run_toml), "--stream"]
         if fed:
             cmd += ["--federation-config", " ".join(f"{k}={json.dumps(v)}" for k, v in fed.items())]
+        link_log = self.home / "superlink.log"
+        start = link_log.stat().st_size if link_log.exists() else 0
         found = re.search(r"started run (\d+)", self.stream(cmd, log_path, on_line, echo))
         run_id = found[1] if found else None
         if run_id is None:
-            return {"status": "not started", "status-details": f"see {log_path}"}
-        out = self.flwr("ls", self.connection, "--run-id", run_id, "--format", "json")
-        try:
-            return json.loads(out.stdout)["runs"][0]
-        except (ValueError, KeyError, IndexError):
-            return {"status": "unknown", "status-details": out.stdout[-500:] + out.stderr[-500:]}
+            record = {"status": "not started", "status-details": f"see {log_path}"}
+        else:
+            out = self.flwr("ls", self.connection, "--run-id", run_id, "--format", "json")
+            try:
+                record = json.loads(out.stdout)["runs"][0]
+            except (ValueError, KeyError, IndexError):
+                record = {"status": "unknown", "status-details": out.stdout[-500:] + out.stderr[-500:]}
+        if record.get("status") != "finished:completed" and link_log.exists():
+            # What the SuperLink and its simulation process printed during this run (a crash's
+            # traceback, a dead heartbeat): kept beside the run's log, the private home is removed.
+            with open(link_log, "rb") as f:
+                f.seek(start)
+                (log_path.parent / "superlink.log").write_bytes(f.read())
+        return record
 
 
 class LocalSuperLink(Federation):

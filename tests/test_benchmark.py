@@ -170,3 +170,49 @@ def test_cached_partitions_equal_a_fresh_split():
         data = client_app.client_data(key, pid, 7)
         train, _, _ = client_split(parts[pid], cfg["local-test-fraction"], cfg["local-val-fraction"], 3 * 100_003 + pid)
         assert np.array_equal(data.train.y.numpy(), load_dataset("mnist").train_labels[train])
+
+
+class FlakyLink:
+    """Stands in for a LocalSuperLink whose first runs lose their task's heartbeat."""
+
+    def __init__(self, lost: int):
+        self.lost, self.ray, self.names = lost, None, []
+        self.procs = [type("P", (), {"pid": os.getpid()})()]
+
+    def run(self, cfg, log_path, fed, on_line=None):
+        self.names.append(cfg["run-name"])
+        log_path.write_text("[round 1/1]\n")
+        if len(self.names) <= self.lost:
+            (log_path.parent / "superlink.log").write_text("simulation process gone\n")
+            return {"status": "finished:failed", "status-details": "No heartbeat received from the task"}
+        (log_path.parent / "metrics.csv").write_text("round,accuracy\n1,0.5\n")
+        return {"status": "finished:completed"}
+
+
+def test_a_lost_heartbeat_runs_once_more_under_a_new_name_then_raises(tmp_path, capsys):
+    from simulations.benchmark.timing import flower_run
+
+    link = FlakyLink(lost=1)
+    res = flower_run(link, {"method": "fedavg"}, {}, tmp_path, "flower")
+    assert link.names == ["flower", "flower-again"] and res["rows"]["accuracy"].tolist() == [0.5]
+    assert (tmp_path / "flower" / "superlink.log").exists()  # the first try's evidence stays
+    assert "running it once more" in capsys.readouterr().out
+    twice = FlakyLink(lost=2)
+    with pytest.raises(RuntimeError, match="(?s)No heartbeat.*simulation process gone"):
+        flower_run(twice, {"method": "fedavg"}, {}, tmp_path / "b", "flower")
+    assert twice.names == ["flower", "flower-again"]
+
+
+def test_a_failed_run_other_than_a_lost_heartbeat_is_not_run_again(tmp_path):
+    from simulations.benchmark.timing import flower_run
+
+    class Broken(FlakyLink):
+        def run(self, cfg, log_path, fed, on_line=None):
+            self.names.append(cfg["run-name"])
+            log_path.write_text("ValueError: bad\n")
+            return {"status": "finished:failed", "status-details": "ServerApp raised"}
+
+    link = Broken(lost=0)
+    with pytest.raises(RuntimeError, match="(?s)ServerApp raised.*ValueError: bad"):
+        flower_run(link, {"method": "fedavg"}, {}, tmp_path, "flower")
+    assert link.names == ["flower"]

@@ -4,6 +4,7 @@ default, it writes nothing. A tiny random timm backbone keeps each test to secon
 
 import logging
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,6 +150,22 @@ def test_an_atomic_write_gets_a_plain_files_mode_not_mkstemps(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.safetensors").stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]  # no temp file left
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_the_umask_is_read_without_setting_it(monkeypatch):
+    """Setting the umask to read it would give another thread's new file a wrong mode."""
+    import os
+
+    from models.feature_store import current_umask
+
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("the umask was set to read it"))
+        assert current_umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
 
 
 def test_off_by_default_writes_nothing(tmp_path):

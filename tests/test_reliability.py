@@ -81,3 +81,5 @@ def test_bad_run_config_in_flwr_run_fails_the_run_with_one_line(tmp_path):
     text = (tmp_path / "bad" / "flwr.log").read_text()
     assert "unknown method 'fedmagic'" in text
     assert "Traceback" not in text and "raised an exception" not in text  # one line, no traceback
+    # the SuperLink's own lines of this failed run stay beside its log (its home is removed)
+    assert (tmp_path / "bad" / "superlink.log").stat().st_size > 0

@@ -109,8 +109,19 @@ def roots(link) -> list[int]:
     return [link.procs[0].pid] + ([link.ray.procs[0].pid] if link.ray else [])
 
 
-def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss: bool = False) -> dict:
-    """One ``flwr run`` on ``link``; the run's metrics.csv rows, wall time and peak RSS."""
+# The SuperLink's words when a run's task stopped sending heartbeats (its process hung or
+# died): Flower's own simulation-runtime test fails this way now and then (flwrlabs/flower#7268).
+LEASE_LOST = "No heartbeat received from the task"
+
+
+def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss: bool = False,
+               again: bool = True) -> dict:
+    """One ``flwr run`` on ``link``; the run's metrics.csv rows, wall time and peak RSS.
+
+    A run whose task the SuperLink declared dead (``LEASE_LOST``) is run once more under
+    ``<name>-again``, said on the terminal, its first folder kept with the SuperLink's log;
+    any other failure, or a second lost lease, raises with both logs' last lines.
+    """
     import pandas as pd
 
     from simulations.config import resolve
@@ -128,10 +139,14 @@ def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss
                               on_round=lambda n: cpu.__setitem__(n, tree_cpu(roots(link))))
     wall = time.perf_counter() - t0
     peak = sampler.stop() if sampler else None
-    status = record.get("status", "unknown")
+    status, details = record.get("status", "unknown"), record.get("status-details", "")
+    if status != "finished:completed" and again and LEASE_LOST in details:
+        say(f"  run {name}: {status} ({details}); its logs are in {run_dir}; running it once more")
+        return flower_run(link, overrides, fed, out, f"{name}-again", track_rss, again=False)
     if status != "finished:completed":
-        raise RuntimeError(f"run {name} failed: {status} {record.get('status-details', '')} "
-                           f"(log: {run_dir / 'flwr.log'})")
+        tails = "".join(f"\n--- last lines of {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+                        for log in (run_dir / "flwr.log", run_dir / "superlink.log") if log.exists())
+        raise RuntimeError(f"run {name} failed: {status} {details} (log: {run_dir / 'flwr.log'}){tails}")
     frame = pd.read_csv(run_dir / "metrics.csv")
     return {"wall": wall, "rows": frame, "peak_rss": peak, "lines": lines, "cpu": cpu, "peak_procs": sampler.peak_procs if sampler else None}
 
