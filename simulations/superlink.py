@@ -29,6 +29,8 @@ from common.outputs import LAUNCHER_LOG
 from common.progress import PREFIX
 
 APP_DIR = Path(__file__).resolve().parent.parent
+# The SuperLink's log: in its private home while it runs, in a failed run's folder after.
+LINK_LOG = "superlink.log"
 # The lines of a run that a sweep shows on its terminal: rounds, progress, refusals, failures.
 ECHOED = re.compile(r"\[round \d+/|" + re.escape(PREFIX) + r"|dropped reply|skipped|bad run config|cannot run")
 
@@ -220,7 +222,7 @@ class Federation(Processes):
         cmd = [flwr_bin("flwr"), "run", str(self.app), self.connection, "--run-config", str(run_toml), "--stream"]
         if fed:
             cmd += ["--federation-config", " ".join(f"{k}={json.dumps(v)}" for k, v in fed.items())]
-        link_log = self.home / "superlink.log"
+        link_log = self.home / LINK_LOG  # the process started as "superlink"
         start = link_log.stat().st_size if link_log.exists() else 0
         found = re.search(r"started run (\d+)", self.stream(cmd, log_path, on_line, echo))
         run_id = found[1] if found else None
@@ -237,7 +239,7 @@ class Federation(Processes):
             # traceback, a dead heartbeat): kept beside the run's log, the private home is removed.
             with open(link_log, "rb") as f:
                 f.seek(start)
-                (log_path.parent / "superlink.log").write_bytes(f.read())
+                (log_path.parent / LINK_LOG).write_bytes(f.read())
         return record
 
 

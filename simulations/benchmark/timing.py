@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from common.threads import torch_threads
+from simulations.superlink import LINK_LOG
 
 
 def load() -> str:
@@ -140,12 +141,12 @@ def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss
     wall = time.perf_counter() - t0
     peak = sampler.stop() if sampler else None
     status, details = record.get("status", "unknown"), record.get("status-details", "")
-    if status != "finished:completed" and again and LEASE_LOST in details:
-        say(f"  run {name}: {status} ({details}); its logs are in {run_dir}; running it once more")
-        return flower_run(link, overrides, fed, out, f"{name}-again", track_rss, again=False)
     if status != "finished:completed":
+        if again and LEASE_LOST in details:
+            say(f"  run {name}: {status} ({details}); its logs are in {run_dir}; running it once more")
+            return flower_run(link, overrides, fed, out, f"{name}-again", track_rss, again=False)
         tails = "".join(f"\n--- last lines of {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-                        for log in (run_dir / "flwr.log", run_dir / "superlink.log") if log.exists())
+                        for log in (run_dir / "flwr.log", run_dir / LINK_LOG) if log.exists())
         raise RuntimeError(f"run {name} failed: {status} {details} (log: {run_dir / 'flwr.log'}){tails}")
     frame = pd.read_csv(run_dir / "metrics.csv")
     return {"wall": wall, "rows": frame, "peak_rss": peak, "lines": lines, "cpu": cpu, "peak_procs": sampler.peak_procs if sampler else None}
