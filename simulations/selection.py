@@ -60,10 +60,12 @@ def config_scores(rows: pd.DataFrame, metric: str, settings: list[str], searched
     return out.reset_index()
 
 
-def select(rows: pd.DataFrame, metric: str, settings: list[str], searched: dict[str, list[str]]) -> pd.DataFrame:
+def select(rows: pd.DataFrame, metric: str, settings: list[str], searched: dict[str, list[str]],
+           follow: dict[str, tuple[str, list[str]]] | None = None) -> pd.DataFrame:
     """``selected.csv``: one row per setting (``settings`` include ``method``): the chosen
     value of each searched key, ``<metric>-mean`` and ``trials`` (configurations tried).
-    ``searched``: method -> its searched keys; a method without any ran its defaults."""
+    ``searched``: method -> its searched keys; a method without any ran its defaults, or,
+    in ``follow`` (method -> (leader, keys)), the leader's chosen values of ``keys`` (0 trials)."""
     check_metric(metric)
     higher = VALIDATION_METRICS[metric]
     columns = list(dict.fromkeys(k for keys in searched.values() for k in keys))
@@ -82,6 +84,11 @@ def select(rows: pd.DataFrame, metric: str, settings: list[str], searched: dict[
             row.update({k: best[k] for k in keys})
             row[f"{metric}-mean"] = float(best[f"{metric}-mean"])
         out.append(row)
+    for row in out:  # a follower takes its leader's choice in the same setting
+        leader, keys = (follow or {}).get(str(row["method"]), (None, []))
+        match = [r for r in out if r["method"] == leader and all(_same(r[k], row[k]) for k in settings if k != "method")]
+        if match:
+            row.update({k: match[0][k] for k in keys})
     return pd.DataFrame(out, columns=[*settings, *columns, f"{metric}-mean", "trials"])
 
 
@@ -133,6 +140,16 @@ def _shared_text(spec: dict) -> str:
             f"every method's study (a Latin hypercube per key, `simulations/tuning.py`)")
 
 
+def _follow_text(spec: dict) -> str:
+    follow = spec.get("follow", {})
+    if not follow:
+        return ""
+    pairs = "; ".join(f"{m} took {leader}'s choice of " + ", ".join(f"`{k}`" for k in spec["follow-keys"][m])
+                      for m, leader in follow.items())
+    return (f", and a method that follows another (an ablation: the method less one component) was not searched "
+            f"but ran at the other's chosen configuration in the same setting: {pairs}")
+
+
 def protocol(spec: dict, metric: str, selected: pd.DataFrame, missing: list[str]) -> str:
     """report.md's section: the protocol in one paragraph, then the choices."""
     spaces = "; ".join(f"{m}: " + ", ".join(f"`{k}` ∈ {_space_text(s)}" for k, s in keys.items())
@@ -145,8 +162,8 @@ def protocol(spec: dict, metric: str, selected: pd.DataFrame, missing: list[str]
              f"configuration run on every tuning seed ({', '.join(map(str, spec.get('seeds', [])))}). The "
              f"configuration with the best mean `{metric}` at the final round over the tuning seeds (ties: the "
              f"earlier trial) was then run on the evaluation seeds, whose test metrics the tables above report. "
-             f"Search spaces: {spaces}. A method without a space ran its defaults. Chosen values, the selection "
-             f"metric's mean and the number of trials: `selected.csv`.", ""]
+             f"Search spaces: {spaces}. A method without a space ran its defaults{_follow_text(spec)}. Chosen "
+             f"values, the selection metric's mean and the number of trials: `selected.csv`.", ""]
     table = selected.copy()
     for c in table.columns:
         if table[c].dtype.kind == "f":
@@ -171,7 +188,8 @@ def apply(out: Path, frame: pd.DataFrame, metric: str | None = None) -> tuple[pd
     check_metric(metric)
     settings = spec.get("settings") or ["method"]
     searched = {m: list(keys) for m, keys in spec.get("space", {}).items()}
-    selected = select(frame, metric, settings, searched)
+    follow = {m: (leader, spec["follow-keys"][m]) for m, leader in spec.get("follow", {}).items()}
+    selected = select(frame, metric, settings, searched, follow)
     selected.to_csv(Path(out) / "selected.csv", index=False)
-    rows, missing = chosen_rows(frame, selected, settings, searched)
+    rows, missing = chosen_rows(frame, selected, settings, {**searched, **{m: k for m, (_, k) in follow.items()}})
     return rows, protocol(spec, metric, selected, missing)

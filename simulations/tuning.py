@@ -30,7 +30,7 @@ import yaml
 from simulations import parallel, selection
 from simulations.config import defaults, shared_groups
 
-TUNE_KEYS = ("seeds", "select", "budget", "space")
+TUNE_KEYS = ("seeds", "select", "budget", "space", "follow")
 NOT_SEARCHED = ("method", "seed", "run-name", "out-dir", "resume", "overwrite")
 
 
@@ -212,9 +212,35 @@ class Search:
                 if key in grid or key in own.get(method, {}):
                     _fail(path, f"space: {method}: '{key}' is also in grid:/methods:: set each key in one place")
                 _check_space(path, method, key, spec)
-        self.tune = {"seeds": seeds, "select": str(tune["select"]), "budget": budget, "space": space}
         self.grid = {k: v for k, v in grid.items() if k != "seed"}
+        follow = self._check_follow(path, tune.get("follow") or {}, space)
+        self.tune = {"seeds": seeds, "select": str(tune["select"]), "budget": budget, "space": space,
+                     **({"follow": follow} if follow else {})}
         self.lock, self.slots = threading.Lock(), None  # Optuna's calls, one at a time (search)
+
+    def _check_follow(self, path: Path, follow, space: dict) -> dict[str, str]:
+        """``follow:`` maps a method to the searched method whose choice it takes."""
+        if not isinstance(follow, dict):
+            _fail(path, f"follow must map method -> the searched method whose choice it takes, got {follow!r}")
+        for method, leader in follow.items():
+            where = f"follow: {method}: {leader}"
+            if method not in self.methods or leader not in self.methods:
+                _fail(path, f"{where}: both must be in grid: method ({self.methods})")
+            if method in space:
+                _fail(path, f"{where}: {method} has a space of its own: search it or follow, not both")
+            if leader not in space or leader in follow:
+                _fail(path, f"{where}: {leader} has no space to choose from: follow a searched method")
+            if self.own.get(method) or self.own.get(leader):
+                _fail(path, f"{where}: a methods: block for either would leave the choice to take ambiguous")
+        return {str(m): str(l) for m, l in follow.items()}
+
+    def followed(self, setting: dict) -> tuple[dict, list[str]] | None:
+        """For a method that follows another: the leader's setting and the keys taken."""
+        leader = self.tune.get("follow", {}).get(setting["method"])
+        if leader is None:
+            return None
+        keys = [k for k in self.tune["space"][leader] if uses(setting["method"], k)]
+        return {**setting, "method": leader}, keys
 
     # ---- runs ---------------------------------------------------------------------
     @property
@@ -360,6 +386,8 @@ class Search:
         self.shared: dict[str, int] = {}
         self.slots = slots
         spec = {**self.tune, "settings": self.setting_keys, "evaluation-seeds": self.eval_seeds}
+        if "follow" in self.tune:  # the keys each follower takes, for the selection (simulations/selection.py)
+            spec["follow-keys"] = {m: self.followed({"method": m})[1] for m in self.tune["follow"]}
         (out / selection.SPEC).write_text(json.dumps(spec, indent=2))
         settings = [s for s in self.settings if self.cap(s)]
         search = lambda setting: self.search(out, setting, run_all)  # noqa: E731
@@ -375,7 +403,9 @@ class Search:
             rows = pd.DataFrame(columns=["phase", "run-name", "round", *self.setting_keys])
         evaluation = []
         for setting in self.settings:
-            params = self.chosen(rows, setting)
+            follows = self.followed(setting)
+            params = (self.chosen(rows, setting) if follows is None
+                      else {k: v for k, v in self.chosen(rows, follows[0]).items() if k in follows[1]})
             evaluation += self.runs(setting, params, self.eval_seeds, out)
         # seed by seed (every setting's seed 0 first): a sweep stopped midway leaves whole
         # seeds, paired across methods, not some methods' every seed and none of others'

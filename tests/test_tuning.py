@@ -40,6 +40,10 @@ TUNE = {"seeds": [100, 101], "select": "val-accuracy", "budget": 2, "space": {"f
     ({"space": {"fedavg": {"lr": [-0.1, 0.1]}}}, "lr must be > 0"),
     ({"budget": 0}, "budget must be an integer >= 1"),
     ({"extra": 1}, "must be a mapping with seeds:"),
+    ({"follow": {"fedprox": "fedhip"}}, "follow: fedprox: fedhip: both must be in grid: method"),
+    ({"follow": {"fedavg": "fedprox"}}, "fedavg has a space of its own: search it or follow"),
+    ({"follow": {"fedprox": "fedprox"}, "space": {}}, "fedprox has no space to choose from"),
+    ({"follow": ["fedprox"]}, "follow must map method -> the searched method"),
 ])
 def test_bad_tune_blocks_fail_check_in_one_line(tmp_path, capsys, change, message):
     spec = write(tmp_path, {**TUNE, **change})
@@ -196,6 +200,25 @@ def test_tiny_tuned_sweep_end_to_end_and_resume(tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(out / "selected.csv").set_index("method"), selected)
     assert report_main([str(out), "--select", "val-loss"]) == 0  # another choice: said where it was not run
     assert report_main([str(out), "--select", "accuracy"]) == 2
+
+
+def test_a_follower_runs_at_its_leaders_choice_of_the_keys_it_reads(tmp_path):
+    """An ablation is not searched: fedavg follows fedprox, so its evaluation run takes
+    fedprox's chosen lr, not proximal-mu (a key fedavg does not read), and no tuning run."""
+    tune = {"seeds": [100], "select": "val-accuracy", "budget": 2, "follow": {"fedavg": "fedprox"},
+            "space": {"fedprox": {"lr": [0.05, 0.3], "proximal-mu": [0.5]}}}
+    spec = write(tmp_path, tune, grid={"method": ["fedprox", "fedavg"], "seed": [0]})
+    out = tmp_path / "out"
+    assert main([str(spec), "--local", "--out-dir", str(out)]) == 0
+    runs = pd.read_csv(out / "results.csv").drop_duplicates("run-name").set_index("run-name")
+    assert set(runs.loc[runs["phase"] == "tune", "method"]) == {"fedprox"}
+    evaluated = runs[runs["phase"] == "eval"].set_index("method")
+    selected = pd.read_csv(out / "selected.csv").set_index("method")
+    assert evaluated.loc["fedavg", "lr"] == evaluated.loc["fedprox", "lr"] == selected.loc["fedprox", "lr"]
+    assert evaluated.loc["fedprox", "proximal-mu"] == 0.5 and evaluated.loc["fedavg", "proximal-mu"] != 0.5
+    assert selected.loc["fedavg", "lr"] == selected.loc["fedprox", "lr"] and selected.loc["fedavg", "trials"] == 0
+    assert pd.isna(selected.loc["fedavg", "proximal-mu"])
+    assert "fedavg took fedprox's choice of `lr`" in (out / "report.md").read_text()
 
 
 def test_long_run_names_are_cut_with_a_stable_hash():
