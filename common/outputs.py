@@ -42,6 +42,13 @@ def out_root(cfg: dict) -> Path:
     return Path(cfg["out-dir"]).expanduser().resolve()
 
 
+def recorded(out_dir: str) -> str:
+    """``out-dir`` as a run records it: relative to the working folder where it lies inside
+    it (a sweep resolves it for its processes), so a shipped record names no machine's path."""
+    path = Path(out_dir).expanduser().resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(out_dir)
+
+
 def is_this_app(folder: Path) -> bool:
     """Whether ``folder`` holds this Flower App (its pyproject.toml names the same project
     and components), for instance the checkout a ServerApp was started from."""

@@ -1,7 +1,8 @@
 """The one results writer.
 
-A run writes ``<out-dir>/<run-name>/``: ``config.json`` (the resolved run config and
-its provenance, ``simulations/provenance.py``), ``metrics.csv`` (one row per round: every
+A run writes ``<out-dir>/<run-name>/``: ``config.json`` (the resolved run config, with
+``out-dir`` relative to the working folder where it lies inside it, and its provenance,
+``simulations/provenance.py``), ``metrics.csv`` (one row per round: every
 run-config key, the provenance, ``round``, the metrics; rewritten after each round so a
 killed run keeps what it had), ``clients.csv`` (one row per client and round: partition
 id, examples, train loss, local accuracy where evaluated) and ``metrics.png``.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.outputs import recorded
 from simulations import tracking
 
 PLOTTED = ("accuracy", "personalized-accuracy", "loss", "round-seconds")
@@ -27,6 +29,8 @@ class RunWriter:
     def __init__(self, run_dir: Path, config: dict, provenance: dict | None = None):
         self.dir = Path(run_dir)
         self.config = {**config, **(provenance or {})}
+        if "out-dir" in self.config:
+            self.config["out-dir"] = recorded(self.config["out-dir"])
         self.rows: list[dict] = []
         self.clients: list[dict] | None = None  # clients.csv's rows, read back at the first write
         self.tracker = None  # tracker=tensorboard|mlflow (simulations/tracking.py), made with the first new row

@@ -21,6 +21,19 @@ def test_run_writer_keeps_config_and_rows(tmp_path):
     assert (tmp_path / "r1" / "metrics.png").stat().st_size > 1000
 
 
+def test_a_run_records_its_out_dir_relative_to_the_working_folder(tmp_path, monkeypatch):
+    """A sweep resolves out-dir for its processes; the records name no machine's path where
+    the out-dir lies inside the working folder, and keep one outside it as given."""
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    for out, shown in ((tmp_path / "cwd" / "runs", "runs"), (tmp_path / "elsewhere", str(tmp_path / "elsewhere"))):
+        cfg = resolve({"run-name": "r1", "out-dir": str(out)})
+        w = RunWriter(out / "r1", cfg)
+        w.add_row({"round": 1, "accuracy": 0.5})
+        assert json.loads((out / "r1" / "config.json").read_text())["out-dir"] == shown
+        assert list(pd.read_csv(out / "r1" / "metrics.csv")["out-dir"]) == [shown]
+
+
 def test_collect_concatenates_runs_and_summary_takes_last_round(tmp_path):
     for name, method, acc in (("a", "fedavg", 0.7), ("b", "fedprox", 0.8)):
         w = RunWriter(tmp_path / name, resolve({"run-name": name, "method": method}))
