@@ -76,7 +76,8 @@ def chosen(selected: pd.DataFrame) -> list[str]:
     table = selected.sort_values(cols[:2])
     lines = md.table(cols, ([md.cell(v, ".3g", "–") for v in r] for _, r in table[cols].iterrows()))
     return [f"What the protocol chose on `{SELECT}` (the server's validation split, tuning seed; "
-            "`selected.csv`; – where the arm does not read the key):", "", *lines, ""]
+            "`selected.csv`; – where the arm does not read the key; an ablation, 0 trials, ran at FedSDWC's "
+            "choice):", "", *lines, ""]
 
 
 def page(folder: Path, pairs: pd.DataFrame) -> str:
