@@ -275,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SweepError, tuning.TuneError) as err:
         print("\n".join(f"error: {line}" for line in str(err).splitlines()), file=sys.stderr)
         return 2
-    print(f"{len(runs)} run(s) -> {out}" if not search else f"tuning {len(search.settings)} setting(s), budget "
+    tuned = sum(1 for s in search.settings if search.cap(s)) if search else 0
+    rest = f" ({len(search.settings) - tuned} more untuned: defaults or a followed choice)" \
+        if search and len(search.settings) > tuned else ""
+    print(f"{len(runs)} run(s) -> {out}" if not search else f"tuning {tuned} setting(s){rest}, budget "
           f"{search.tune['budget']} trial(s) x {len(search.tune['seeds'])} tuning seed(s), then the chosen "
           f"configurations x {len(search.eval_seeds)} evaluation seed(s) -> {out}", flush=True)
     if args.check:

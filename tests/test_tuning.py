@@ -202,7 +202,7 @@ def test_tiny_tuned_sweep_end_to_end_and_resume(tmp_path, capsys):
     assert report_main([str(out), "--select", "accuracy"]) == 2
 
 
-def test_a_follower_runs_at_its_leaders_choice_of_the_keys_it_reads(tmp_path):
+def test_a_follower_runs_at_its_leaders_choice_of_the_keys_it_reads(tmp_path, capsys):
     """An ablation is not searched: fedavg follows fedprox, so its evaluation run takes
     fedprox's chosen lr, not proximal-mu (a key fedavg does not read), and no tuning run."""
     tune = {"seeds": [100], "select": "val-accuracy", "budget": 2, "follow": {"fedavg": "fedprox"},
@@ -210,6 +210,7 @@ def test_a_follower_runs_at_its_leaders_choice_of_the_keys_it_reads(tmp_path):
     spec = write(tmp_path, tune, grid={"method": ["fedprox", "fedavg"], "seed": [0]})
     out = tmp_path / "out"
     assert main([str(spec), "--local", "--out-dir", str(out)]) == 0
+    assert "tuning 1 setting(s) (1 more untuned: defaults or a followed choice)" in capsys.readouterr().out
     runs = pd.read_csv(out / "results.csv").drop_duplicates("run-name").set_index("run-name")
     assert set(runs.loc[runs["phase"] == "tune", "method"]) == {"fedprox"}
     evaluated = runs[runs["phase"] == "eval"].set_index("method")
