@@ -228,19 +228,15 @@ class Search:
                 _fail(path, f"{where}: both must be in grid: method ({self.methods})")
             if method in space:
                 _fail(path, f"{where}: {method} has a space of its own: search it or follow, not both")
-            if leader not in space or leader in follow:
+            if leader not in space:  # a leader that follows has no space (its own entry refuses one)
                 _fail(path, f"{where}: {leader} has no space to choose from: follow a searched method")
             if self.own.get(method) or self.own.get(leader):
                 _fail(path, f"{where}: a methods: block for either would leave the choice to take ambiguous")
         return {str(m): str(l) for m, l in follow.items()}
 
-    def followed(self, setting: dict) -> tuple[dict, list[str]] | None:
-        """For a method that follows another: the leader's setting and the keys taken."""
-        leader = self.tune.get("follow", {}).get(setting["method"])
-        if leader is None:
-            return None
-        keys = [k for k in self.tune["space"][leader] if uses(setting["method"], k)]
-        return {**setting, "method": leader}, keys
+    def taken(self, method: str) -> list[str]:
+        """The keys a follower takes from its leader's choice: those of the leader's space it reads."""
+        return [k for k in self.tune["space"][self.tune["follow"][method]] if uses(method, k)]
 
     # ---- runs ---------------------------------------------------------------------
     @property
@@ -387,7 +383,7 @@ class Search:
         self.slots = slots
         spec = {**self.tune, "settings": self.setting_keys, "evaluation-seeds": self.eval_seeds}
         if "follow" in self.tune:  # the keys each follower takes, for the selection (simulations/selection.py)
-            spec["follow-keys"] = {m: self.followed({"method": m})[1] for m in self.tune["follow"]}
+            spec["follow-keys"] = {m: self.taken(m) for m in self.tune["follow"]}
         (out / selection.SPEC).write_text(json.dumps(spec, indent=2))
         settings = [s for s in self.settings if self.cap(s)]
         search = lambda setting: self.search(out, setting, run_all)  # noqa: E731
@@ -403,9 +399,10 @@ class Search:
             rows = pd.DataFrame(columns=["phase", "run-name", "round", *self.setting_keys])
         evaluation = []
         for setting in self.settings:
-            follows = self.followed(setting)
-            params = (self.chosen(rows, setting) if follows is None
-                      else {k: v for k, v in self.chosen(rows, follows[0]).items() if k in follows[1]})
+            leader = self.tune.get("follow", {}).get(setting["method"])
+            params = (self.chosen(rows, setting) if leader is None else  # the leader's choice in this setting
+                      {k: v for k, v in self.chosen(rows, {**setting, "method": leader}).items()
+                       if k in self.taken(setting["method"])})
             evaluation += self.runs(setting, params, self.eval_seeds, out)
         # seed by seed (every setting's seed 0 first): a sweep stopped midway leaves whole
         # seeds, paired across methods, not some methods' every seed and none of others'
