@@ -155,10 +155,10 @@ def protocol(spec: dict, metric: str, selected: pd.DataFrame, missing: list[str]
     spaces = "; ".join(f"{m}: " + ", ".join(f"`{k}` ∈ {_space_text(s)}" for k, s in keys.items())
                        for m, keys in spec.get("space", {}).items()) or "none"
     lines = ["## Tuning protocol", "",
-             f"Hyperparameters were chosen on validation data, never on test data, with the same budget for every "
-             f"method: per method and setting, {spec.get('budget', '?')} trials, or every candidate where there are "
-             f"fewer (Optuna, seeded: a grid sampler where every key lists candidates, in a random order when "
-             f"they exceed the budget; TPE where a key is a range){_shared_text(spec)}; a trial is one "
+             f"Hyperparameters were chosen on validation data, never on test data, with the same budget for "
+             f"every searched method: per method and setting, {spec.get('budget', '?')} trials, or every candidate "
+             f"where there are fewer (Optuna, seeded: a grid sampler where every key lists candidates, in a random "
+             f"order when they exceed the budget; TPE where a key is a range){_shared_text(spec)}; a trial is one "
              f"configuration run on every tuning seed ({', '.join(map(str, spec.get('seeds', [])))}). The "
              f"configuration with the best mean `{metric}` at the final round over the tuning seeds (ties: the "
              f"earlier trial) was then run on the evaluation seeds, whose test metrics the tables above report. "
