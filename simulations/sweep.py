@@ -362,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no report ({type(err).__name__}: {err}): rerun python -m simulations.report {out}",
                   file=sys.stderr)
     if failed:
-        print(f"error: {len(failed)} run(s) failed: {failed}", file=sys.stderr)
+        # a lost task heartbeat included: --resume runs them again (from a checkpoint where one was written)
+        print(f"error: {len(failed)} run(s) failed: {failed}; run them again with python -m simulations.sweep "
+              f"{args.sweep} --resume" + (f" --out-dir {out}" if args.out_dir else ""), file=sys.stderr)
         return 1
     return 0
 

@@ -85,7 +85,8 @@ def test_local_parallel_runs_report_a_failed_run_and_finish_the_other(tmp_path, 
                                  {"resume": [False, True]}, "--local", "--jobs", "2")
     err = capsys.readouterr().err
     assert code == 1
-    assert "1 run(s) failed: ['resume-True']" in err and "no checkpoint" in err
+    assert "1 run(s) failed: ['resume-True']; run them again with" in err and "no checkpoint" in err
+    assert err.rstrip().endswith(f"--resume --out-dir {out}")
     assert list(frame["run-name"].unique()) == ["resume-False"] and frame["round"].max() == 1
     assert (out / "resume-False" / "flwr.log").read_text().count("results written") == 1
 
