@@ -9,7 +9,10 @@ the first N images of the global test set, on the mean path the evaluation uses:
 - ``link-ratio``: mean ||g(mu_v)|| / ||mu_s||, the size of the weak link's shift;
 - ``intervention-kl``: KL(p(y | h_s, h_v) || p(y | h_s, h_v + gamma eps)) at the run's gamma,
   the quantity the interventional loss penalizes (measured in every arm, also where the
-  loss is off), and ``intervention-flip``, the share of predictions it changes.
+  loss is off), and ``intervention-flip``, the share of predictions it changes;
+- ``share-<term>``: each term of the objective, at the run's weights, as its gradient norm on
+  the shared encoder over the sum of them (``encoder_shares``, on the same images with their
+  labels): how much each component still drives the encoder at the chosen weights.
 
 Writes ``DIR/fedsdwc_probe.csv`` (one row per run) and prints the mean per method.
 """
@@ -24,7 +27,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from clients.fedsdwc import VARIANTS, variant_config
+from clients.fedsdwc import TERMS, VARIANTS, sdwc_terms, variant_config
 from datasets.registry import load_for
 from models.causal import build_sdwc
 
@@ -46,6 +49,28 @@ def probe(model, x: torch.Tensor, gamma: float, seed: int = 0) -> dict[str, floa
             "intervention-flip": (noisy.argmax(1) != pred).float().mean().item()}
 
 
+def encoder_shares(model, batches, cfg: dict) -> dict[str, float]:
+    """Each term's weighted gradient norm on the encoder, summed over ``batches`` of
+    (images, labels), as a share of the sum over terms; the weights are the objective's
+    (``sdwc_loss``: cross-entropy 1, the ELBO's terms ``sdwc-beta``, the KL none where
+    ``sdwc-kl`` is off, the intervention ``lambda-intervention``)."""
+    beta = float(cfg["sdwc-beta"])
+    weight = {"ce": 1.0, "ce-sampled": beta, "prior": beta if cfg["sdwc-kl"] else 0.0, "recon": beta,
+              "intervention": float(cfg["lambda-intervention"])}
+    params = list(model.encoder.parameters())
+    norms = dict.fromkeys(TERMS, 0.0)
+    for x, y in batches:
+        terms = sdwc_terms(model, x, y, float(cfg["intervention-gamma"]), int(cfg["sdwc-mc-samples"]),
+                           float(cfg["sdwc-x-std"]))
+        for k, v in terms.items():
+            if not weight[k] or not v.requires_grad:
+                continue  # a term the objective leaves out (or a constant one) moves nothing
+            grads = torch.autograd.grad(weight[k] * v, params, retain_graph=True, allow_unused=True)
+            norms[k] += sum(float((g**2).sum()) for g in grads if g is not None) ** 0.5
+    total = sum(norms.values())
+    return {k: n / total if total else 0.0 for k, n in norms.items()}
+
+
 def probe_run(run_dir: Path, images: int) -> dict | None:
     """One run's row, or None if it is not a finished FedSDWC-family run."""
     path = run_dir / "checkpoint.pt"
@@ -62,9 +87,14 @@ def probe_run(run_dir: Path, images: int) -> dict | None:
     data = load_for(cfg)
     model = build_sdwc(cfg, data.num_classes, data.input_shape)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in state["arrays"].items()})
-    x = torch.stack([data.test[i][0] for i in range(min(images, len(data.test)))])
+    n = min(images, len(data.test))
+    x = torch.stack([data.test[i][0] for i in range(n)])
+    y = torch.as_tensor([int(data.test[i][1]) for i in range(n)])
     row = {"run-name": run_dir.name, "method": cfg["method"], "seed": cfg["seed"], "round": state["round"]}
-    return row | probe(model.eval(), x, float(cfg["intervention-gamma"]), int(cfg["seed"]))
+    row |= probe(model.eval(), x, float(cfg["intervention-gamma"]), int(cfg["seed"]))
+    torch.manual_seed(int(cfg["seed"]))  # the ELBO's reparameterized samples
+    batches = [(x[i:i + 100], y[i:i + 100]) for i in range(0, n, 100)]
+    return row | {f"share-{k}": v for k, v in encoder_shares(model, batches, cfg).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     frame = pd.DataFrame(rows)
     frame.to_csv(args.dir / "fedsdwc_probe.csv", index=False)
-    cols = ["link-flip", "link-ratio", "intervention-kl", "intervention-flip"]
+    cols = ["link-flip", "link-ratio", "intervention-kl", "intervention-flip", *(f"share-{k}" for k in TERMS)]
     print(frame.groupby("method")[cols].agg(["mean", "count"]).to_string(float_format="%.4g"))
     return 0
 

@@ -21,6 +21,7 @@ from clients.fedsdwc import (
 )
 from models.causal import PRIOR_KEYS, build_sdwc, gmm_logpdf, log_var, normal_logpdf
 from simulations.config import ConfigError, resolve
+from studies.fedsdwc_probe import encoder_shares
 
 SHAPE = (1, 28, 28)
 SHARE = 0.005  # "non-negligible": each term's gradient norm on the encoder >= 0.5% of the sum over terms
@@ -229,22 +230,6 @@ def test_probe_measures_the_link_and_the_intervention(model):
     assert strong["link-flip"] > base["link-flip"] and strong["intervention-kl"] > base["intervention-kl"] > 0
 
 
-def encoder_shares(model, batches, c) -> dict[str, float]:
-    """Each weighted term's gradient norm on the encoder (mean over ``batches``), as a share
-    of their sum."""
-    beta = float(c["sdwc-beta"])
-    weight = {"ce": 1.0, "ce-sampled": beta, "prior": beta, "recon": beta, "intervention": float(c["lambda-intervention"])}
-    params = list(model.encoder.parameters())
-    norms = dict.fromkeys(TERMS, 0.0)
-    for x, y in batches:
-        terms = sdwc_terms(model, x, y, float(c["intervention-gamma"]), int(c["sdwc-mc-samples"]),
-                           float(c["sdwc-x-std"]))
-        for k, v in terms.items():
-            grads = torch.autograd.grad(weight[k] * v, params, retain_graph=True, allow_unused=True)
-            norms[k] += math.sqrt(sum(float((g**2).sum()) for g in grads if g is not None))
-    return {k: n / sum(norms.values()) for k, n in norms.items()}
-
-
 def train_steps(net, data, c, steps: int) -> None:
     """``steps`` SGD steps of the full objective on shuffled batches of 32 of ``data``
     (mnist's training images are ordered by class)."""
@@ -280,6 +265,23 @@ def test_every_term_moves_the_encoder_at_the_defaults(warmed, mnist):
     shares = encoder_shares(net, held_out, c)
     assert min(shares[k] for k in ("ce", "recon", "intervention")) >= SHARE, shares
     assert min(shares["prior"], shares["ce-sampled"]) > 0, shares
+
+
+def test_the_shares_follow_the_objectives_weights(warmed, mnist):
+    """The probe's shares weight each term as the objective does: they sum to 1, the KL
+    gives none with ``sdwc-kl`` off, and at beta 1e-7 (1,000 times less) the ELBO's terms
+    fall by more than 100 times while cross-entropy's share grows."""
+    net, c = warmed
+    held_out = [mnist.test[torch.arange(32 * i, 32 * i + 32)] for i in range(2)]
+
+    def shares(**over):
+        torch.manual_seed(0)
+        return encoder_shares(net, held_out, {**c, **over})
+
+    base, no_kl, tiny = shares(), shares(**{"sdwc-kl": False}), shares(**{"sdwc-beta": 1e-7})
+    assert sum(base.values()) == pytest.approx(1.0) and base["prior"] > 0
+    assert no_kl["prior"] == 0 and no_kl["recon"] == pytest.approx(base["recon"] / (1 - base["prior"]))
+    assert tiny["recon"] < base["recon"] / 100 and tiny["ce"] > base["ce"]
 
 
 def test_removing_the_link_changes_predictions(warmed, mnist):
