@@ -20,6 +20,7 @@ Writes ``DIR/fedsdwc_probe.csv`` (one row per run) and prints the mean per metho
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from clients.fedsdwc import TERMS, VARIANTS, sdwc_terms, variant_config
+from common import markdown as md
 from datasets.registry import load_for
 from models.causal import build_sdwc
 
@@ -112,9 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no finished FedSDWC run (checkpoint.pt) under {args.dir}", file=sys.stderr)
         return 2
     frame = pd.DataFrame(rows)
+    spec = args.dir / "tune.json"  # a tuned sweep: its tuning runs are not the models it compares
+    tuning = set(json.loads(spec.read_text()).get("seeds", [])) if spec.is_file() else set()
+    frame.insert(3, "phase", ["tune" if s in tuning else "eval" for s in frame["seed"]])
     frame.to_csv(args.dir / "fedsdwc_probe.csv", index=False)
     cols = ["link-flip", "link-ratio", "intervention-kl", "intervention-flip", *(f"share-{k}" for k in TERMS)]
-    print(frame.groupby("method")[cols].agg(["mean", "count"]).to_string(float_format="%.4g"))
+    runs = frame[frame["phase"] == "eval"]
+    means = runs.groupby("method")[cols].mean()
+    counts = runs.groupby("method").size()
+    print(f"Mean per method over its {'evaluation ' if tuning else ''}runs (n = runs; fedsdwc_probe.csv has each run):\n")
+    print("\n".join(md.table(["method", "n", *cols], ([m, counts[m], *(md.cell(v, ".3g") for v in r)]
+                                                      for m, r in means.iterrows()))))
     return 0
 
 
