@@ -138,11 +138,21 @@ def sdwc_terms(model: SDWCNet, x: torch.Tensor, y: torch.Tensor, gamma: float, m
     return terms
 
 
+def term_weights(cfg: dict) -> dict[str, float]:
+    """Each term's weight in the objective: cross-entropy 1, the -ELBO's terms ``sdwc-beta``
+    (the KL none where ``sdwc-kl`` is off), the intervention ``lambda-intervention``."""
+    beta = float(cfg["sdwc-beta"])
+    return {"ce": 1.0, "ce-sampled": beta, "recon": beta, "prior": beta if cfg["sdwc-kl"] else 0.0,
+            "intervention": float(cfg["lambda-intervention"])}
+
+
 def sdwc_loss(model: SDWCNet, x: torch.Tensor, y: torch.Tensor, cfg: dict) -> tuple[torch.Tensor, dict]:
     terms = sdwc_terms(model, x, y, float(cfg["intervention-gamma"]), int(cfg["sdwc-mc-samples"]),
                        float(cfg["sdwc-x-std"]))
-    elbo = terms["ce-sampled"] + terms["recon"] + (terms["prior"] if cfg["sdwc-kl"] else 0.0)  # -ELBO
-    loss = terms["ce"] + float(cfg["sdwc-beta"]) * elbo + float(cfg["lambda-intervention"]) * terms["intervention"]
+    w = term_weights(cfg)
+    # sum_k w_k * term_k with the ELBO's common weight factored out, as the recorded studies ran
+    elbo = terms["ce-sampled"] + terms["recon"] + (terms["prior"] if w["prior"] else 0.0)  # -ELBO
+    loss = terms["ce"] + w["recon"] * elbo + w["intervention"] * terms["intervention"]
     return loss, terms
 
 

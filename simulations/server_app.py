@@ -116,6 +116,8 @@ def run(grid: Grid, context: Context, cfg: dict, data, run_dir: Path, threads: i
             writer.add_clients(row["round"], strategy.take_clients())
 
     strategy = METHODS[cfg["method"]].strategy(cfg, test_data=data, on_round=on_round)
+    # keys the method sets itself (an ablation's override): recorded as the run uses them
+    writer.config.update({k: v for k, v in strategy.cfg.items() if k in cfg and v != cfg[k]})
     try:
         strategy.start(
             grid=grid,

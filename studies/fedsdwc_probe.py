@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from clients.fedsdwc import TERMS, VARIANTS, sdwc_terms, variant_config
+from clients.fedsdwc import TERMS, VARIANTS, sdwc_terms, term_weights, variant_config
 from common import markdown as md
 from datasets.registry import load_for
 from models.causal import build_sdwc
@@ -54,11 +54,8 @@ def probe(model, x: torch.Tensor, gamma: float, seed: int = 0) -> dict[str, floa
 def encoder_shares(model, batches, cfg: dict) -> dict[str, float]:
     """Each term's weighted gradient norm on the encoder, summed over ``batches`` of
     (images, labels), as a share of the sum over terms; the weights are the objective's
-    (``sdwc_loss``: cross-entropy 1, the ELBO's terms ``sdwc-beta``, the KL none where
-    ``sdwc-kl`` is off, the intervention ``lambda-intervention``)."""
-    beta = float(cfg["sdwc-beta"])
-    weight = {"ce": 1.0, "ce-sampled": beta, "prior": beta if cfg["sdwc-kl"] else 0.0, "recon": beta,
-              "intervention": float(cfg["lambda-intervention"])}
+    (``term_weights``)."""
+    weight = term_weights(cfg)
     params = list(model.encoder.parameters())
     norms = dict.fromkeys(TERMS, 0.0)
     for x, y in batches:
@@ -99,6 +96,22 @@ def probe_run(run_dir: Path, images: int) -> dict | None:
     return row | {f"share-{k}": v for k, v in encoder_shares(model, batches, cfg).items()}
 
 
+def phases(sweep: Path, frame: pd.DataFrame) -> list[str]:
+    """Each run's phase in a tuned sweep (its tuning runs are not the models it compares): the
+    sweep's own label in ``results.csv``; for a sweep without one yet (stopped before its
+    report), ``tune`` for the seeds ``tune.json`` lists."""
+    table = sweep / "results.csv"
+    if table.is_file():
+        done = pd.read_csv(table, usecols=lambda c: c in ("run-name", "phase"))
+        if "phase" in done:
+            label = dict(zip(done["run-name"], done["phase"]))
+            if set(frame["run-name"]) <= set(label):
+                return [label[name] for name in frame["run-name"]]
+    spec = sweep / "tune.json"
+    tuning = set(json.loads(spec.read_text()).get("seeds", [])) if spec.is_file() else set()
+    return ["tune" if s in tuning else "eval" for s in frame["seed"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a sweep's output folder (one sub-folder per run)")
@@ -114,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no finished FedSDWC run (checkpoint.pt) under {args.dir}", file=sys.stderr)
         return 2
     frame = pd.DataFrame(rows)
-    spec = args.dir / "tune.json"  # a tuned sweep: its tuning runs are not the models it compares
-    tuning = set(json.loads(spec.read_text()).get("seeds", [])) if spec.is_file() else set()
-    frame.insert(3, "phase", ["tune" if s in tuning else "eval" for s in frame["seed"]])
+    frame.insert(3, "phase", phases(args.dir, frame))
+    tuning = (frame["phase"] == "tune").any()
     frame.to_csv(args.dir / "fedsdwc_probe.csv", index=False)
     cols = ["link-flip", "link-ratio", "intervention-kl", "intervention-flip", *(f"share-{k}" for k in TERMS)]
     runs = frame[frame["phase"] == "eval"]

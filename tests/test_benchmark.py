@@ -41,8 +41,11 @@ def test_scale(tmp_path, capsys):
     res, line = run("scale", tmp_path, capsys)
     assert res["sizes"] == [10, 100] and res["sampled"] == 5 and res["nodes"] == 2
     for engine in ("local", "flower"):
-        for size in res[engine].values():
-            assert size["complete"] and len(size["round-seconds"]) == 2
+        for n, size in res[engine].items():
+            # on failure, the run's status and its log's last lines (the summary line is captured)
+            logs = sorted((tmp_path / "scale").glob(f"{engine}-{n}*/flwr.log"))  # -again: a run once more
+            tail = "\n".join(logs[-1].read_text(errors="replace").splitlines()[-20:]) if logs else ""
+            assert size["complete"] and len(size["round-seconds"]) == 2, (engine, n, size.get("status"), tail)
             assert positive(size["round-s"], size["startup-s"], size["peak-rss-mb"])
             assert 200 < size["peak-rss-mb"] < 20_000  # the tree holds at least one torch process
         assert positive(*(res[f"{engine}-ratios"][k] for k in ("round", "startup", "rss")))

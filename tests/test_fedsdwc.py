@@ -16,6 +16,7 @@ from clients.fedsdwc import (
     fourier_augment,
     random_flip,
     sdwc_loss,
+    term_weights,
     sdwc_terms,
     variant_config,
 )
@@ -315,6 +316,18 @@ def test_one_step_reduces_the_loss(model):
         assert loss_at(7) < before
 
 
+@pytest.mark.parametrize("over", [{}, {"sdwc-kl": False}, {"sdwc-beta": 0.5, "lambda-intervention": 0.0}])
+def test_the_loss_is_the_terms_weighted_as_term_weights_says(model, over):
+    x, y = batch(16)
+    c = cfg(**over)
+    torch.manual_seed(3)
+    loss, terms = sdwc_loss(model, x, y, c)
+    weights = term_weights(c)
+    assert set(weights) == set(terms) and weights["ce"] == 1.0
+    assert (weights["prior"] == 0.0) == (not c["sdwc-kl"])
+    assert torch.allclose(loss, sum(w * terms[k] for k, w in weights.items()), rtol=1e-6)
+
+
 def test_forward_is_the_mean_path(model):
     x, _ = batch(4)
     model.eval()
@@ -392,14 +405,20 @@ def test_fedavg_fourier_client_trains_the_plain_model_on_augmented_batches(mnist
 def test_end_to_end_in_process(tmp_path):
     """One round of FedSDWC on two clients through Flower's in-process grid (--local), with
     the OOD suite's columns in the results."""
+    import json
+
     from conftest import run_sweep
 
     base = {"dataset": "mnist", "num-server-rounds": 1, "num-supernodes": 2, "local-epochs": 1,
             "local-test-fraction": 0.9, "fraction-evaluate": 0.0, "corruptions": "gaussian_noise,contrast",
             "ood-datasets": "digits,blobs", "ood-max-samples": 100, "data-root": str(tmp_path / "data")}
-    code, frame, out = run_sweep(tmp_path, base, {"method": ["fedsdwc"]}, "--local")
+    code, frame, out = run_sweep(tmp_path, base, {"method": ["fedsdwc", "fedsdwc-no-intervention"]}, "--local")
     assert code == 0, (out / "method-fedsdwc" / "flwr.log").read_text()[-3000:]
-    last = frame[frame["round"] == 1].iloc[0]
+    last = frame[(frame["round"] == 1) & (frame["method"] == "fedsdwc")].iloc[0]
+    # an ablation's run records the value it trains with, not the one it was given
+    ablation = json.loads((out / "method-fedsdwc-no-intervention" / "config.json").read_text())
+    assert ablation["lambda-intervention"] == 0 and last["lambda-intervention"] == cfg()["lambda-intervention"] > 0
+    assert (frame.loc[frame["method"] == "fedsdwc-no-intervention", "lambda-intervention"] == 0).all()
     for col in ("accuracy", "corrupt-accuracy", "corrupt-accuracy-gaussian_noise", "auroc", "fpr95",
                 "fpr95-foogd", "auroc-energy", "auroc-blobs", "fpr95-digits", "train-recon"):
         assert 0.0 <= last[col] <= 1.0 or col == "train-recon", col
@@ -424,3 +443,22 @@ def test_a_run_imports_only_its_own_method():
     assert "clients.fedsdwc" in loaded and "strategies.fedsdwc" in loaded
     assert not {"clients.fedlsi", "clients.gifd", "clients.fedhip", "strategies.fedlsi", "strategies.gifd",
                 "strategies.fedhip"} & set(loaded), loaded
+
+
+def test_the_probe_takes_each_runs_phase_from_the_sweeps_label(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from studies.fedsdwc_probe import phases
+
+    runs = pd.DataFrame({"run-name": ["a", "b", "c"], "seed": [100, 0, 1]})
+    assert phases(tmp_path, runs) == ["eval"] * 3  # an untuned sweep: every run is compared
+    (tmp_path / "tune.json").write_text(json.dumps({"seeds": [100]}))
+    assert phases(tmp_path, runs) == ["tune", "eval", "eval"]  # no report yet: tune.json's seeds
+    # the sweep's own label wins where results.csv has it (here it disagrees with the seeds)
+    pd.DataFrame({"run-name": ["a", "a", "b", "c"], "phase": ["eval", "eval", "tune", "eval"]}).to_csv(
+        tmp_path / "results.csv", index=False)
+    assert phases(tmp_path, runs) == ["eval", "tune", "eval"]
+    # a run the report does not list yet: the seeds again, for every run alike
+    assert phases(tmp_path, pd.concat([runs, pd.DataFrame({"run-name": ["d"], "seed": [100]})]))[-1] == "tune"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from .timing import (
+    LEASE_LOST,
     TreeRSS,
     best,
     first,
@@ -128,14 +129,17 @@ def scale_local(n: int, nodes: int, sampled: int, rounds: int, out: Path, limit:
     return {**res, "peak-rss-mb": peak / 2**20, "run-wall-s": wall, "load": os.getloadavg()[0]}
 
 
-def scale_flower(n: int, nodes: int, sampled: int, rounds: int, out: Path, limit: float) -> dict:
+def scale_flower(n: int, nodes: int, sampled: int, rounds: int, out: Path, limit: float,
+                 name: str | None = None) -> dict:
     """One ``flwr run`` of ``n`` clients on ``nodes`` SuperNodes through the Ray simulation
     engine, on a fresh SuperLink (and a Ray of its own), so that the size's memory counts
-    alone; stopped after ``limit`` s."""
+    alone; stopped after ``limit`` s. A run whose task the SuperLink declared dead
+    (``LEASE_LOST``) runs once more under ``flower-<n>-again``, as in ``flower_run``."""
     from simulations.config import resolve
     from simulations.superlink import LocalSuperLink, stop_tree
 
-    name = f"flower-{n}"
+    again = name is None
+    name = name or f"flower-{n}"
     run_dir = out / name
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = resolve({**scale_overrides(n, sampled, rounds), "out-dir": str(out), "run-name": name})
@@ -164,8 +168,12 @@ def scale_flower(n: int, nodes: int, sampled: int, rounds: int, out: Path, limit
     res = scale_figures(round_times(lines), read_rows(run_dir / "metrics.csv"), rounds, cpu)
     ready = first(lines, r"results in")
     status = "stopped" if stopped else record.get("status", "unknown")
+    details = record.get("status-details", "")
+    if again and not stopped and LEASE_LOST in details:
+        say(f"  run {name}: {status} ({details}); its logs are in {run_dir}; running it once more")
+        return scale_flower(n, nodes, sampled, rounds, out, limit, name=f"{name}-again")
     if status != "finished:completed":  # said, with the figures it reached; the other sizes still run
-        status += f" {record.get('status-details', '')} (log: {run_dir / 'flwr.log'})"
+        status += f" {details} (log: {run_dir / 'flwr.log'})"
     res.update({"status": status, "peak-rss-mb": peak / 2**20,
                 "peak-procs": sampler.peak_procs, "run-wall-s": wall, "serverapp-ready-s": ready,
                 "load": os.getloadavg()[0]})
