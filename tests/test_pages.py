@@ -41,3 +41,42 @@ def test_fedsdwc_page_pools_the_dirichlet_values_and_counts_fpr_wins_downwards()
     assert "a win is lower" in fpr and "9.000" not in fpr
     assert "| fedsdwc-no-kl − fedsdwc | " in fpr and fpr.count(" 2/3") == 2  # per α and all (one α present)
     assert fedsdwc_page.difference_table(pairs, "auroc") == []  # no pair rows: no table
+
+
+def _sweep(folder, rows):
+    """A sweep folder with results.csv (one final row per run; the keys a report needs)."""
+    folder.mkdir()
+    frame = pd.DataFrame(rows).assign(**{"round": 20, "num-server-rounds": 20})
+    frame["run-name"] = [f"r{i}" for i in range(len(frame))]
+    frame.to_csv(folder / "results.csv", index=False)
+    return frame
+
+
+def test_fedsdwc_beta_page_marks_the_choice_and_pairs_by_alpha_and_seed(tmp_path):
+    from studies import fedsdwc_beta
+
+    beta = tmp_path / "beta"
+    tune = [{"phase": "tune", "method": "fedsdwc", "dirichlet-alpha": a, "seed": 100, "sdwc-beta": b,
+             "val-accuracy": v, "accuracy": 0.5} for a, b, v in
+            [(0.1, 1e-7, 0.70), (0.1, 1e-3, 0.75), (0.5, 1e-7, 0.80), (0.5, 1e-3, 0.78)]]
+    evals = [{"phase": "eval", "method": "fedsdwc", "dirichlet-alpha": a, "seed": s, "sdwc-beta": b,
+              "val-accuracy": 0.7, "accuracy": 0.70 + 0.01 * s} for a, b in [(0.1, 1e-3), (0.5, 1e-7)] for s in (0, 1, 2)]
+    runs = _sweep(beta, tune + evals)
+    pd.DataFrame({"dirichlet-alpha": [0.1, 0.5], "method": "fedsdwc", "sdwc-beta": [1e-3, 1e-7]}).to_csv(
+        beta / "selected.csv", index=False)
+    elbo = {"share-ce-sampled": 0.1, "share-recon": 0.2, "share-prior": 0.05}
+    pd.DataFrame([{"run-name": runs["run-name"][1], **elbo}]).to_csv(beta / "fedsdwc_probe.csv", index=False)
+    study = tmp_path / "study"  # its fedsdwc 0.02 below the beta sweep's on every seed, its fedavg 0.01 above
+    _sweep(study, [{"phase": "eval", "method": m, "dirichlet-alpha": a, "seed": s, "sdwc-beta": 1e-7,
+                    "val-accuracy": 0.7, "accuracy": 0.70 + 0.01 * s + off}
+                   for m, off in [("fedsdwc", -0.02), ("fedavg", 0.01)] for a in (0.1, 0.5) for s in (0, 1, 2)]
+                  + [{"phase": "tune", "method": "fedavg", "dirichlet-alpha": 0.1, "seed": 100, "sdwc-beta": 1e-4,
+                      "val-accuracy": 0.9, "accuracy": 0.0}])  # a tuning run is never paired
+    text = fedsdwc_beta.page(beta, study)
+    assert "| 0.001 | 0.7500 (chosen) | 0.7800 | 0.35 | – |" in text  # ELBO share: its three terms summed
+    assert "| 1e-07 | 0.7000 | 0.8000 (chosen) | – | – |" in text
+    assert f"| chosen β − study's fedsdwc | {diff_cell(np.full(3, 0.02))} |" in text
+    assert f"| {diff_cell(np.full(6, -0.01))} |" in text and "0/6" in text  # every seed of both α, pooled
+    assert "corrupt-ratio" not in text  # a metric the runs lack gets no table
+    assert fedsdwc_beta.main([str(beta)]) == 2 and fedsdwc_beta.main([str(beta), str(study)]) == 0
+    assert (beta / "page.md").read_text().strip() == text.strip()
