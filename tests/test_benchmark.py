@@ -53,6 +53,45 @@ def test_scale(tmp_path, capsys):
     assert "peak RSS" in line and "local per-round" in line and "flower per-round" in line
 
 
+@pytest.mark.parametrize("lost", [1, 2])
+def test_scale_runs_a_flower_run_whose_task_lost_its_heartbeat_once_more(tmp_path, monkeypatch, capsys, lost):
+    """Without an engine: the SuperLink's first ``lost`` runs lose their task's heartbeat; one
+    more run is made, never two (a second loss is that size's status)."""
+    import pandas as pd
+
+    from simulations import superlink
+    from simulations.benchmark import scale
+    from simulations.benchmark.timing import LEASE_LOST
+
+    class Link:  # stands for LocalSuperLink; its process tree is this one
+        procs, ray = [type("Proc", (), {"pid": os.getpid()})()], None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    runs = []
+
+    def timed_run(link, cfg, log_path, fed, on_round=None):
+        runs.append(cfg["run-name"])
+        if len(runs) <= lost:
+            return {"status": "finished:failed", "status-details": f"{LEASE_LOST} 7"}, [(1.0, "[round 0/2] x")]
+        pd.DataFrame({"round": [0, 1, 2], "round-seconds": [None, 2.0, 1.0]}).to_csv(log_path.parent / "metrics.csv")
+        return {"status": "finished:completed"}, [(t, f"[round {r}/2] x") for r, t in enumerate((0.5, 3.0, 4.0))]
+
+    monkeypatch.setattr(superlink, "LocalSuperLink", Link)
+    monkeypatch.setattr(scale, "timed_run", timed_run)
+    res = scale.scale_flower(10, 2, 5, 2, tmp_path, limit=60)
+    assert runs == ["flower-10", "flower-10-again"]
+    assert capsys.readouterr().out.count("running it once more") == 1
+    if lost == 1:
+        assert res["complete"] and res["status"] == "finished:completed" and res["round-seconds"] == [2.0, 1.0]
+    else:
+        assert not res["complete"] and LEASE_LOST in res["status"] and "flower-10-again" in res["status"]
+
+
 def test_gpu_fractions_without_a_gpu_fails_in_one_line(tmp_path):
     import torch
 
