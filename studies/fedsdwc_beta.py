@@ -80,7 +80,9 @@ def page(beta: Path, study: Path) -> str:
     parts = validation_table(runs, probe, chosen)
     evaluated = runs[(runs["phase"] == "eval") & (runs["method"] == "fedsdwc")]
     study_eval = base[base["phase"] == "eval"] if "phase" in base else base
-    for metric in METRICS:
+    if evaluated.empty:
+        parts.append("No evaluation run has finished yet: the sweep resumes with `--resume`.")
+    for metric in METRICS if not evaluated.empty else ():
         if metric in evaluated and metric in study_eval:
             parts += difference_table(evaluated, study_eval, metric)
     return "\n".join(parts)

@@ -80,3 +80,5 @@ def test_fedsdwc_beta_page_marks_the_choice_and_pairs_by_alpha_and_seed(tmp_path
     assert "corrupt-ratio" not in text  # a metric the runs lack gets no table
     assert fedsdwc_beta.main([str(beta)]) == 2 and fedsdwc_beta.main([str(beta), str(study)]) == 0
     assert (beta / "page.md").read_text().strip() == text.strip()
+    runs[runs["phase"] == "tune"].to_csv(beta / "results.csv", index=False)  # stopped before its evaluation
+    assert "No evaluation run has finished yet" in fedsdwc_beta.page(beta, study)
