@@ -24,14 +24,18 @@ import pandas as pd
 from common import markdown as md
 from simulations.report import ReportError, final_rows, load, lower_is_better
 from studies.fedsdwc_page import METRICS, SELECT, SETTING
+from studies.fedsdwc_probe import phases
 from studies.pages import diff_cell
 
 ELBO = ("ce-sampled", "recon", "prior")  # the -ELBO's terms, weighted by sdwc-beta (term_weights)
 
 
 def finals(folder: Path) -> pd.DataFrame:
-    """Each finished run's final row with each metric's last reported value."""
+    """Each finished run's final row with each metric's last reported value, and its phase
+    (a sweep stopped before its report has no ``results.csv`` to label it: ``phases``)."""
     frame, _, metrics = load(folder)
+    if "phase" not in frame:
+        frame.insert(0, "phase", phases(folder, frame))
     return final_rows(frame, metrics)[0]
 
 

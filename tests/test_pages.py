@@ -82,3 +82,10 @@ def test_fedsdwc_beta_page_marks_the_choice_and_pairs_by_alpha_and_seed(tmp_path
     assert (beta / "page.md").read_text().strip() == text.strip()
     runs[runs["phase"] == "tune"].to_csv(beta / "results.csv", index=False)  # stopped before its evaluation
     assert "No evaluation run has finished yet" in fedsdwc_beta.page(beta, study)
+    # stopped before its report: the runs' own metrics.csv, phases from tune.json's seeds
+    (beta / "results.csv").unlink()
+    (beta / "tune.json").write_text('{"seeds": [100]}')
+    for name, rows in runs.drop(columns="phase").groupby("run-name"):
+        (beta / name).mkdir()
+        rows.to_csv(beta / name / "metrics.csv", index=False)
+    assert fedsdwc_beta.page(beta, study) == text
