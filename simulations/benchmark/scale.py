@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from .timing import (
-    LEASE_LOST,
     TreeRSS,
     best,
     first,
@@ -22,6 +21,7 @@ from .timing import (
     load,
     ratio,
     roots,
+    run_again,
     say,
     steady,
     timed_run,
@@ -134,7 +134,7 @@ def scale_flower(n: int, nodes: int, sampled: int, rounds: int, out: Path, limit
     """One ``flwr run`` of ``n`` clients on ``nodes`` SuperNodes through the Ray simulation
     engine, on a fresh SuperLink (and a Ray of its own), so that the size's memory counts
     alone; stopped after ``limit`` s. A run whose task the SuperLink declared dead
-    (``LEASE_LOST``) runs once more under ``flower-<n>-again``, as in ``flower_run``."""
+    runs once more under ``flower-<n>-again`` (``run_again``, as in ``flower_run``)."""
     from simulations.config import resolve
     from simulations.superlink import LocalSuperLink, stop_tree
 
@@ -168,12 +168,10 @@ def scale_flower(n: int, nodes: int, sampled: int, rounds: int, out: Path, limit
     res = scale_figures(round_times(lines), read_rows(run_dir / "metrics.csv"), rounds, cpu)
     ready = first(lines, r"results in")
     status = "stopped" if stopped else record.get("status", "unknown")
-    details = record.get("status-details", "")
-    if again and not stopped and LEASE_LOST in details:
-        say(f"  run {name}: {status} ({details}); its logs are in {run_dir}; running it once more")
+    if again and not stopped and run_again(name, record, run_dir):
         return scale_flower(n, nodes, sampled, rounds, out, limit, name=f"{name}-again")
     if status != "finished:completed":  # said, with the figures it reached; the other sizes still run
-        status += f" {details} (log: {run_dir / 'flwr.log'})"
+        status += f" {record.get('status-details', '')} (log: {run_dir / 'flwr.log'})"
     res.update({"status": status, "peak-rss-mb": peak / 2**20,
                 "peak-procs": sampler.peak_procs, "run-wall-s": wall, "serverapp-ready-s": ready,
                 "load": os.getloadavg()[0]})

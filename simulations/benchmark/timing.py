@@ -115,6 +115,16 @@ def roots(link) -> list[int]:
 LEASE_LOST = "No heartbeat received from the task"
 
 
+def run_again(name: str, record: dict, run_dir: Path) -> bool:
+    """Whether a run whose record says its task lost its lease is to be made once more
+    (said on the terminal); the caller runs it under ``<name>-again``, and never again."""
+    status, details = record.get("status", "unknown"), record.get("status-details", "")
+    if LEASE_LOST not in details:
+        return False
+    say(f"  run {name}: {status} ({details}); its logs are in {run_dir}; running it once more")
+    return True
+
+
 def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss: bool = False,
                again: bool = True) -> dict:
     """One ``flwr run`` on ``link``; the run's metrics.csv rows, wall time and peak RSS.
@@ -142,8 +152,7 @@ def flower_run(link, overrides: dict, fed: dict, out: Path, name: str, track_rss
     peak = sampler.stop() if sampler else None
     status, details = record.get("status", "unknown"), record.get("status-details", "")
     if status != "finished:completed":
-        if again and LEASE_LOST in details:
-            say(f"  run {name}: {status} ({details}); its logs are in {run_dir}; running it once more")
+        if again and run_again(name, record, run_dir):
             return flower_run(link, overrides, fed, out, f"{name}-again", track_rss, again=False)
         tails = "".join(f"\n--- last lines of {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
                         for log in (run_dir / "flwr.log", run_dir / LINK_LOG) if log.exists())
