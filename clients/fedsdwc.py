@@ -47,6 +47,7 @@ from models.causal import PRIOR_KEYS, SDWCNet, build_sdwc, normal_logpdf
 from .base import Client, ClientData, Reply, Tensors, batches, device_of
 
 TERMS = ("ce", "ce-sampled", "prior", "recon", "intervention")
+ELBO_TERMS = ("ce-sampled", "recon", "prior")  # the -ELBO's, each weighted sdwc-beta (term_weights)
 PRIOR_RECORD = "sdwc-prior"
 # Each ablation: the method name -> the keys it overrides.
 VARIANTS: dict[str, dict] = {

@@ -124,6 +124,22 @@ def load_spec(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def phases(out: Path, frame: pd.DataFrame) -> list[str]:
+    """Each run's phase in the sweep at ``out`` (a tuned sweep's tuning runs are not the models
+    it compares), for a frame with ``run-name`` and ``seed``: the sweep's own label in
+    ``results.csv``; for a sweep without one yet (stopped before its report), ``tune`` for
+    the seeds its ``tune.json`` lists."""
+    table = Path(out) / "results.csv"
+    if table.is_file():
+        done = pd.read_csv(table, usecols=lambda c: c in ("run-name", "phase"))
+        if "phase" in done:
+            label = dict(zip(done["run-name"], done["phase"]))
+            if set(frame["run-name"]) <= set(label):
+                return [label[name] for name in frame["run-name"]]
+    tuning = set(load_spec(out).get("seeds", []))
+    return ["tune" if s in tuning else "eval" for s in frame["seed"]]
+
+
 def _space_text(spec) -> str:
     if isinstance(spec, dict):
         return f"[{spec['low']:g}, {spec['high']:g}]" + (" (log)" if spec.get("log") else "")

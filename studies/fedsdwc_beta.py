@@ -22,12 +22,11 @@ import numpy as np
 import pandas as pd
 
 from common import markdown as md
+from clients.fedsdwc import ELBO_TERMS
 from simulations.report import ReportError, final_rows, load, lower_is_better
+from simulations.selection import phases
 from studies.fedsdwc_page import METRICS, SELECT, SETTING
-from studies.fedsdwc_probe import phases
 from studies.pages import diff_cell
-
-ELBO = ("ce-sampled", "recon", "prior")  # the -ELBO's terms, weighted by sdwc-beta (term_weights)
 
 
 def finals(folder: Path) -> pd.DataFrame:
@@ -42,7 +41,7 @@ def finals(folder: Path) -> pd.DataFrame:
 def validation_table(runs: pd.DataFrame, probe: pd.DataFrame | None, chosen: dict[float, float]) -> list[str]:
     tune = runs[(runs["phase"] == "tune") & (runs["method"] == "fedsdwc")]
     if probe is not None:
-        share = probe.assign(elbo=probe[[f"share-{t}" for t in ELBO]].sum(axis=1))[["run-name", "elbo"]]
+        share = probe.assign(elbo=probe[[f"share-{t}" for t in ELBO_TERMS]].sum(axis=1))[["run-name", "elbo"]]
         tune = tune.merge(share, on="run-name", how="left")
     settings = sorted(tune[SETTING].unique())
     header = ["sdwc-beta", *(f"{SELECT}, α = {s:g}" for s in settings)]
@@ -83,11 +82,11 @@ def page(beta: Path, study: Path) -> str:
     probe = pd.read_csv(beta / "fedsdwc_probe.csv") if (beta / "fedsdwc_probe.csv").exists() else None
     parts = validation_table(runs, probe, chosen)
     evaluated = runs[(runs["phase"] == "eval") & (runs["method"] == "fedsdwc")]
-    study_eval = base[base["phase"] == "eval"] if "phase" in base else base
+    study_eval = base[base["phase"] == "eval"]  # finals labels every row
     if evaluated.empty:
         parts.append("No evaluation run has finished yet: the sweep resumes with `--resume`.")
-    for metric in METRICS if not evaluated.empty else ():
-        if metric in evaluated and metric in study_eval:
+    else:
+        for metric in (m for m in METRICS if m in evaluated and m in study_eval):
             parts += difference_table(evaluated, study_eval, metric)
     return "\n".join(parts)
 

@@ -20,7 +20,6 @@ Writes ``DIR/fedsdwc_probe.csv`` (one row per run) and prints the mean per metho
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from clients.fedsdwc import TERMS, VARIANTS, sdwc_terms, term_weights, variant_c
 from common import markdown as md
 from datasets.registry import load_for
 from models.causal import build_sdwc
+from simulations.selection import phases
 
 
 @torch.no_grad()
@@ -94,22 +94,6 @@ def probe_run(run_dir: Path, images: int) -> dict | None:
     torch.manual_seed(int(cfg["seed"]))  # the ELBO's reparameterized samples
     batches = [(x[i:i + 100], y[i:i + 100]) for i in range(0, n, 100)]
     return row | {f"share-{k}": v for k, v in encoder_shares(model, batches, cfg).items()}
-
-
-def phases(sweep: Path, frame: pd.DataFrame) -> list[str]:
-    """Each run's phase in a tuned sweep (its tuning runs are not the models it compares): the
-    sweep's own label in ``results.csv``; for a sweep without one yet (stopped before its
-    report), ``tune`` for the seeds ``tune.json`` lists."""
-    table = sweep / "results.csv"
-    if table.is_file():
-        done = pd.read_csv(table, usecols=lambda c: c in ("run-name", "phase"))
-        if "phase" in done:
-            label = dict(zip(done["run-name"], done["phase"]))
-            if set(frame["run-name"]) <= set(label):
-                return [label[name] for name in frame["run-name"]]
-    spec = sweep / "tune.json"
-    tuning = set(json.loads(spec.read_text()).get("seeds", [])) if spec.is_file() else set()
-    return ["tune" if s in tuning else "eval" for s in frame["seed"]]
 
 
 def main(argv: list[str] | None = None) -> int:

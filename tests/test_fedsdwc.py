@@ -444,21 +444,3 @@ def test_a_run_imports_only_its_own_method():
     assert not {"clients.fedlsi", "clients.gifd", "clients.fedhip", "strategies.fedlsi", "strategies.gifd",
                 "strategies.fedhip"} & set(loaded), loaded
 
-
-def test_the_probe_takes_each_runs_phase_from_the_sweeps_label(tmp_path):
-    import json
-
-    import pandas as pd
-
-    from studies.fedsdwc_probe import phases
-
-    runs = pd.DataFrame({"run-name": ["a", "b", "c"], "seed": [100, 0, 1]})
-    assert phases(tmp_path, runs) == ["eval"] * 3  # an untuned sweep: every run is compared
-    (tmp_path / "tune.json").write_text(json.dumps({"seeds": [100]}))
-    assert phases(tmp_path, runs) == ["tune", "eval", "eval"]  # no report yet: tune.json's seeds
-    # the sweep's own label wins where results.csv has it (here it disagrees with the seeds)
-    pd.DataFrame({"run-name": ["a", "a", "b", "c"], "phase": ["eval", "eval", "tune", "eval"]}).to_csv(
-        tmp_path / "results.csv", index=False)
-    assert phases(tmp_path, runs) == ["eval", "tune", "eval"]
-    # a run the report does not list yet: the seeds again, for every run alike
-    assert phases(tmp_path, pd.concat([runs, pd.DataFrame({"run-name": ["d"], "seed": [100]})]))[-1] == "tune"

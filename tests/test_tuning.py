@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from simulations.selection import select
+from simulations.selection import phases, select
 from simulations.sweep import main
 from simulations.tuning import shared_draws
 
@@ -351,3 +351,16 @@ def test_stopping_ends_every_settings_runs_within_seconds_and_records_nothing():
         signal.signal(signal.SIGTERM, before)
     slots.close()
     assert len(started) == 2 and all(p.poll() is not None for p in started) and not reported
+
+
+def test_phases_take_the_sweeps_label_then_tune_jsons_seeds(tmp_path):
+    runs = pd.DataFrame({"run-name": ["a", "b", "c"], "seed": [100, 0, 1]})
+    assert phases(tmp_path, runs) == ["eval"] * 3  # an untuned sweep: every run is compared
+    (tmp_path / "tune.json").write_text(json.dumps({"seeds": [100]}))
+    assert phases(tmp_path, runs) == ["tune", "eval", "eval"]  # no report yet: tune.json's seeds
+    # the sweep's own label wins where results.csv has it (here it disagrees with the seeds)
+    pd.DataFrame({"run-name": ["a", "a", "b", "c"], "phase": ["eval", "eval", "tune", "eval"]}).to_csv(
+        tmp_path / "results.csv", index=False)
+    assert phases(tmp_path, runs) == ["eval", "tune", "eval"]
+    # a run the report does not list yet: the seeds again, for every run alike
+    assert phases(tmp_path, pd.concat([runs, pd.DataFrame({"run-name": ["d"], "seed": [100]})]))[-1] == "tune"
